@@ -1,0 +1,171 @@
+//! The one place that decides who is calling. Handlers declare what they need in their
+//! signature (`Authenticated<Write>`, `Authenticated<AdminRead>`, `MaybeAuthenticated`) and
+//! never read an auth header themselves.
+
+use std::{future::Future, marker::PhantomData, pin::Pin};
+
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
+
+use crate::{
+    auth::{
+        Role,
+        credentials::{self, Credential},
+    },
+    error::ApiError,
+    state::AppState,
+    telemetry,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl Scopes {
+    pub const ALL: Self = Self {
+        read: true,
+        write: true,
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    AccessToken,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: i64,
+    pub role: Role,
+    pub scopes: Scopes,
+    pub method: AuthMethod,
+}
+
+/// What a route requires of its caller, checked by the extractor before the handler runs.
+pub trait Access {
+    fn permits(principal: &Principal) -> bool;
+}
+
+/// Any authenticated caller with read access.
+pub struct Read;
+/// An authenticated caller allowed to change things.
+pub struct Write;
+/// An administrator reading.
+pub struct AdminRead;
+/// An administrator changing things.
+pub struct AdminWrite;
+
+impl Access for Read {
+    fn permits(principal: &Principal) -> bool {
+        principal.scopes.read
+    }
+}
+
+impl Access for Write {
+    fn permits(principal: &Principal) -> bool {
+        principal.scopes.write
+    }
+}
+
+impl Access for AdminRead {
+    fn permits(principal: &Principal) -> bool {
+        principal.role.is_admin() && principal.scopes.read
+    }
+}
+
+impl Access for AdminWrite {
+    fn permits(principal: &Principal) -> bool {
+        principal.role.is_admin() && principal.scopes.write
+    }
+}
+
+/// A caller that authenticated and holds access `A`: 401 without valid credentials, 403 when
+/// they are valid but not enough.
+pub struct Authenticated<A: Access = Read> {
+    pub principal: Principal,
+    access: PhantomData<A>,
+}
+
+impl<A: Access> std::ops::Deref for Authenticated<A> {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.principal
+    }
+}
+
+/// Anonymous is fine, but credentials that are present must be valid: a bad token is a 401,
+/// never silently "anonymous".
+pub struct MaybeAuthenticated(pub Option<Principal>);
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
+
+impl<A: Access + 'static> FromRequest for Authenticated<A> {
+    type Error = ApiError;
+    type Future = LocalFuture<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let principal = authenticate(&req).await?.ok_or(ApiError::Unauthenticated)?;
+            if !A::permits(&principal) {
+                return Err(ApiError::Forbidden);
+            }
+            Ok(Self {
+                principal,
+                access: PhantomData,
+            })
+        })
+    }
+}
+
+impl FromRequest for MaybeAuthenticated {
+    type Error = ApiError;
+    type Future = LocalFuture<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(&req).await.map(Self) })
+    }
+}
+
+impl MaybeAuthenticated {
+    /// For routes that are open to all but do more for an authenticated caller with `A`.
+    pub fn require<A: Access>(self) -> Result<Principal, ApiError> {
+        let principal = self.0.ok_or(ApiError::Unauthenticated)?;
+        if A::permits(&principal) {
+            Ok(principal)
+        } else {
+            Err(ApiError::Forbidden)
+        }
+    }
+}
+
+async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> {
+    // One resolution per request, however many extractors ask.
+    if let Some(principal) = req.extensions().get::<Principal>() {
+        return Ok(Some(principal.clone()));
+    }
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| anyhow::anyhow!("AppState is not registered"))?;
+    let credential =
+        credentials::from_headers(req.headers()).map_err(|_| ApiError::Unauthenticated)?;
+    let principal = match credential {
+        None => return Ok(None),
+        Some(Credential::Bearer(token)) => {
+            let claims = state.jwt.verify(token).ok_or(ApiError::Unauthenticated)?;
+            Principal {
+                user_id: claims.user_id().ok_or(ApiError::Unauthenticated)?,
+                role: claims.role,
+                scopes: Scopes::ALL,
+                method: AuthMethod::AccessToken,
+            }
+        }
+        Some(Credential::ApiKey(_)) => return Err(ApiError::Unauthenticated),
+    };
+    telemetry::record_user(req, principal.user_id);
+    req.extensions_mut().insert(principal.clone());
+    Ok(Some(principal))
+}

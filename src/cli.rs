@@ -1,0 +1,90 @@
+//! Command-line entry points besides serving: making the first administrator without an HTTP
+//! backdoor.
+
+use std::io::{BufRead, IsTerminal};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::{
+    auth::{Role, password::PasswordHasher},
+    config::Settings,
+    db::Database,
+    domain::user::{self, NewUser},
+    error::ApiError,
+    routes::auth::RegisterRequest,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "filmvault", version, about = "The secure film API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API server (what plain `filmvault` does).
+    Serve,
+    /// Create an administrator. The password comes from ADMIN_PASSWORD, or from standard input
+    /// (a hidden prompt on a terminal). It follows the same rules as registration.
+    CreateAdmin {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        email: String,
+    },
+}
+
+pub async fn create_admin(
+    settings: &Settings,
+    username: String,
+    email: String,
+) -> anyhow::Result<()> {
+    let password = admin_password()?;
+    let new_user = match NewUser::try_from(RegisterRequest {
+        username,
+        email,
+        password,
+    }) {
+        Ok(new_user) => new_user,
+        Err(ApiError::Validation(errors)) => {
+            let reasons: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{} {}", e.field, e.message))
+                .collect();
+            bail!("invalid administrator: {}", reasons.join("; "));
+        }
+        Err(other) => return Err(anyhow::anyhow!("{other}")),
+    };
+    let db = Database::connect(&settings.database_url).await?;
+    let hasher = PasswordHasher::new(1)?;
+    let created = user::create(&db.writer, &hasher, new_user, Role::Admin)
+        .await
+        .map_err(|e| match e {
+            ApiError::Conflict(reason) => anyhow::anyhow!("{reason}"),
+            other => anyhow::anyhow!("{other:?}"),
+        })?;
+    db.close().await;
+    println!(
+        "created administrator {} (id {})",
+        created.username, created.id
+    );
+    Ok(())
+}
+
+fn admin_password() -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("ADMIN_PASSWORD") {
+        return Ok(password);
+    }
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password("Administrator password: ")
+            .context("cannot read the password from the terminal");
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}

@@ -1,0 +1,554 @@
+//! Settings read from the environment (and an optional `.env`), validated once at start.
+//!
+//! Every variable is parsed here and nowhere else, so a bad value stops the process with one
+//! line naming the variable. The production checks (secret strength, TLS, CORS) live here too:
+//! a misconfigured production server never gets as far as binding a socket.
+
+use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+
+/// The value `.env.example` ships with: accepted in development, refused in production.
+pub const EXAMPLE_JWT_SECRET: &str = "dev-only-insecure-jwt-secret-change-me-0123456789";
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {reason}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            variable,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+impl FromStr for Environment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "development" => Ok(Self::Development),
+            "production" => Ok(Self::Production),
+            _ => Err("must be `development` or `production`".into()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            _ => Err("must be `pretty` or `json`".into()),
+        }
+    }
+}
+
+/// `N/s`, `N/min` or `N/hour`: N requests per period, bursts of up to N.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Quota {
+    pub const fn per_minute(count: u32) -> Self {
+        Self {
+            count,
+            per: Duration::from_secs(60),
+        }
+    }
+
+    /// Time for one request's worth of capacity to come back.
+    pub fn replenish_interval(&self) -> Duration {
+        self.per / self.count
+    }
+}
+
+impl FromStr for Quota {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const HELP: &str = "must look like `5/min` (units: s, min, hour)";
+        let (count, unit) = s.split_once('/').ok_or(HELP)?;
+        let count: u32 = count.trim().parse().map_err(|_| HELP)?;
+        if count == 0 {
+            return Err("the count must be at least 1".into());
+        }
+        let per = match unit.trim() {
+            "s" | "sec" | "second" => Duration::from_secs(1),
+            "min" | "minute" => Duration::from_secs(60),
+            "h" | "hour" => Duration::from_secs(3600),
+            _ => return Err(HELP.into()),
+        };
+        Ok(Self { count, per })
+    }
+}
+
+impl fmt::Display for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}s", self.count, self.per.as_secs())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Every request, per client IP.
+    pub global: Quota,
+    /// Login, register and refresh, per client IP: the brute-force brake.
+    pub auth: Quota,
+    /// Login attempts per submitted username, whatever the IP.
+    pub login_per_username: Quota,
+    /// Writes per authenticated user or API key.
+    pub write: Quota,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub https_port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub secret: SecretString,
+    pub issuer: String,
+    pub audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub environment: Environment,
+    pub host: IpAddr,
+    pub port: u16,
+    pub database_url: String,
+    pub jwt: JwtSettings,
+    /// True when JWT_SECRET was not set and a random one was generated for this run.
+    pub jwt_secret_generated: bool,
+    pub cors_allowed_origins: Vec<String>,
+    pub tls: Option<TlsSettings>,
+    pub tls_terminated_by_proxy: bool,
+    pub trusted_proxies: Vec<IpNet>,
+    pub rate_limits: RateLimitSettings,
+    pub max_json_body_bytes: usize,
+    pub password_hash_concurrency: usize,
+    pub max_in_flight_requests: usize,
+    pub overload_queue_timeout: Duration,
+    pub request_timeout: Duration,
+    pub keep_alive: Duration,
+    pub workers: usize,
+    pub seed_demo_data: bool,
+    pub rust_log: String,
+    pub log_format: LogFormat,
+    pub log_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// Process environment over `.env` (if present): the environment always wins.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        if let Ok(entries) = dotenvy::dotenv_iter() {
+            for entry in entries {
+                let (key, value) =
+                    entry.map_err(|e| ConfigError::new(".env", format!("cannot be read: {e}")))?;
+                vars.insert(key, value);
+            }
+        }
+        vars.extend(std::env::vars());
+        Self::from_vars(vars)
+    }
+
+    pub fn from_vars<I, K, V>(vars: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars = Vars(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        let environment = vars.parse_or("APP_ENV", Environment::Development)?;
+        let production = environment == Environment::Production;
+
+        let (secret, jwt_secret_generated) = match vars.get("JWT_SECRET") {
+            Some(secret) => (SecretString::from(secret.to_owned()), false),
+            None if production => {
+                return Err(ConfigError::new(
+                    "JWT_SECRET",
+                    "must be set in production (at least 32 random bytes)",
+                ));
+            }
+            None => (SecretString::from(crate::auth::random_token(32)), true),
+        };
+        if production {
+            check_production_secret(&secret)?;
+        }
+
+        let cors_allowed_origins = match vars.get("CORS_ALLOWED_ORIGINS") {
+            Some(list) => parse_origins(list)?,
+            None if production => Vec::new(),
+            None => vec![
+                "http://localhost:3000".to_owned(),
+                "http://127.0.0.1:3000".to_owned(),
+            ],
+        };
+        if production && cors_allowed_origins.iter().any(|o| o == "*") {
+            return Err(ConfigError::new(
+                "CORS_ALLOWED_ORIGINS",
+                "a wildcard origin is refused in production; list the trusted origins",
+            ));
+        }
+
+        let tls = match (vars.get("TLS_CERT_PATH"), vars.get("TLS_KEY_PATH")) {
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert_path: cert.into(),
+                key_path: key.into(),
+                https_port: vars.parse_or("HTTPS_PORT", 8443)?,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "TLS_KEY_PATH",
+                    "must be set when TLS_CERT_PATH is",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "TLS_CERT_PATH",
+                    "must be set when TLS_KEY_PATH is",
+                ));
+            }
+        };
+        let tls_terminated_by_proxy = vars.parse_or("TLS_TERMINATED_BY_PROXY", false)?;
+        let trusted_proxies = match vars.get("TRUSTED_PROXIES") {
+            Some(list) => parse_networks(list)?,
+            None => Vec::new(),
+        };
+        let proxy_terminates_tls = tls_terminated_by_proxy && !trusted_proxies.is_empty();
+        if production && tls.is_none() && !proxy_terminates_tls {
+            return Err(ConfigError::new(
+                "TLS_CERT_PATH",
+                "production needs TLS: set TLS_CERT_PATH and TLS_KEY_PATH, or \
+                 TLS_TERMINATED_BY_PROXY=true with TRUSTED_PROXIES",
+            ));
+        }
+
+        let access_token_ttl =
+            Duration::from_secs(vars.parse_in_range("ACCESS_TOKEN_TTL_SECS", 900, 60..=86_400)?);
+        let refresh_token_ttl = Duration::from_secs(vars.parse_in_range(
+            "REFRESH_TOKEN_TTL_SECS",
+            14 * 86_400,
+            300..=90 * 86_400,
+        )?);
+
+        let available_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+        Ok(Self {
+            environment,
+            host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
+            port: vars.parse_or("APP_PORT", 8080)?,
+            database_url: vars
+                .get("DATABASE_URL")
+                .unwrap_or("sqlite://filmvault.db")
+                .to_owned(),
+            jwt: JwtSettings {
+                secret,
+                issuer: vars.get("JWT_ISSUER").unwrap_or("filmvault").to_owned(),
+                audience: vars
+                    .get("JWT_AUDIENCE")
+                    .unwrap_or("filmvault-api")
+                    .to_owned(),
+                access_token_ttl,
+                refresh_token_ttl,
+            },
+            jwt_secret_generated,
+            cors_allowed_origins,
+            tls,
+            tls_terminated_by_proxy,
+            trusted_proxies,
+            rate_limits: RateLimitSettings {
+                global: vars.parse_or("RATE_LIMIT_GLOBAL", Quota::per_minute(300))?,
+                auth: vars.parse_or("RATE_LIMIT_AUTH", Quota::per_minute(5))?,
+                login_per_username: vars.parse_or(
+                    "RATE_LIMIT_LOGIN_PER_USERNAME",
+                    Quota {
+                        count: 20,
+                        per: Duration::from_secs(3600),
+                    },
+                )?,
+                write: vars.parse_or("RATE_LIMIT_WRITE", Quota::per_minute(60))?,
+            },
+            max_json_body_bytes: vars.parse_in_range(
+                "MAX_JSON_BODY_BYTES",
+                16 * 1024,
+                256..=1024 * 1024,
+            )?,
+            password_hash_concurrency: vars.parse_in_range(
+                "PASSWORD_HASH_CONCURRENCY",
+                (available_cores / 2).max(1),
+                1..=64,
+            )?,
+            max_in_flight_requests: vars.parse_in_range(
+                "MAX_IN_FLIGHT_REQUESTS",
+                256,
+                1..=100_000,
+            )?,
+            overload_queue_timeout: Duration::from_millis(vars.parse_in_range(
+                "OVERLOAD_QUEUE_TIMEOUT_MS",
+                500,
+                0..=30_000,
+            )?),
+            request_timeout: Duration::from_millis(vars.parse_in_range(
+                "REQUEST_TIMEOUT_MS",
+                10_000,
+                100..=120_000,
+            )?),
+            keep_alive: Duration::from_secs(vars.parse_in_range("KEEP_ALIVE_SECS", 15, 1..=300)?),
+            workers: vars.parse_in_range("WORKERS", available_cores, 1..=256)?,
+            seed_demo_data: vars.parse_or("SEED_DEMO_DATA", !production)?,
+            rust_log: vars.get("RUST_LOG").unwrap_or("info,sqlx=warn").to_owned(),
+            log_format: vars.parse_or(
+                "LOG_FORMAT",
+                if production {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Pretty
+                },
+            )?,
+            log_file: vars.get("LOG_FILE").map(PathBuf::from),
+        })
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == Environment::Production
+    }
+
+    /// Whether clients reach us over HTTPS, directly or through a TLS-terminating proxy.
+    pub fn serves_https(&self) -> bool {
+        self.tls.is_some() || self.tls_terminated_by_proxy
+    }
+}
+
+fn check_production_secret(secret: &SecretString) -> Result<(), ConfigError> {
+    let secret = secret.expose_secret();
+    if secret.len() < MIN_JWT_SECRET_BYTES {
+        return Err(ConfigError::new(
+            "JWT_SECRET",
+            format!("must be at least {MIN_JWT_SECRET_BYTES} bytes in production"),
+        ));
+    }
+    if secret == EXAMPLE_JWT_SECRET || secret.contains("change-me") {
+        return Err(ConfigError::new(
+            "JWT_SECRET",
+            "is the example value from .env.example; generate a random one",
+        ));
+    }
+    Ok(())
+}
+
+fn parse_origins(list: &str) -> Result<Vec<String>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|origin| !origin.is_empty())
+        .map(|origin| {
+            let valid = origin == "*"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.ends_with('/')
+                    && !origin.contains(char::is_whitespace));
+            if valid {
+                Ok(origin.to_owned())
+            } else {
+                Err(ConfigError::new(
+                    "CORS_ALLOWED_ORIGINS",
+                    "each origin must be scheme://host[:port] without a trailing slash, or *",
+                ))
+            }
+        })
+        .collect()
+}
+
+fn parse_networks(list: &str) -> Result<Vec<IpNet>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "TRUSTED_PROXIES",
+                        "must be a comma-separated list of IP addresses or CIDR networks",
+                    )
+                })
+        })
+        .collect()
+}
+
+struct Vars(HashMap<String, String>);
+
+impl Vars {
+    /// An empty value counts as unset, as it does in most shells' `.env` handling.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    fn parse_or<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: fmt::Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .parse()
+                .map_err(|e| ConfigError::new(name, format!("invalid value ({e})"))),
+        }
+    }
+
+    fn parse_in_range<T>(
+        &self,
+        name: &'static str,
+        default: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + fmt::Display + Copy,
+        T::Err: fmt::Display,
+    {
+        let value = self.parse_or(name, default)?;
+        if range.contains(&value) {
+            Ok(value)
+        } else {
+            Err(ConfigError::new(
+                name,
+                format!("must be between {} and {}", range.start(), range.end()),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn production(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let mut vars = vec![
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef-prod"),
+            ("TLS_CERT_PATH", "/etc/filmvault/cert.pem"),
+            ("TLS_KEY_PATH", "/etc/filmvault/key.pem"),
+        ];
+        vars.extend_from_slice(extra);
+        Settings::from_vars(vars)
+    }
+
+    #[test]
+    fn a_fresh_environment_gives_safe_development_defaults() {
+        let settings = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert_eq!(settings.environment, Environment::Development);
+        assert_eq!(settings.host, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(settings.port, 8080);
+        assert!(settings.jwt_secret_generated);
+        assert!(settings.jwt.secret.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
+        assert_eq!(settings.jwt.access_token_ttl, Duration::from_secs(900));
+    }
+
+    #[test]
+    fn production_refuses_a_missing_short_or_example_secret() {
+        for secret in [None, Some("too-short"), Some(EXAMPLE_JWT_SECRET)] {
+            let mut vars = vec![
+                ("APP_ENV", "production"),
+                ("TLS_CERT_PATH", "c"),
+                ("TLS_KEY_PATH", "k"),
+            ];
+            if let Some(secret) = secret {
+                vars.push(("JWT_SECRET", secret));
+            }
+            let err = Settings::from_vars(vars).unwrap_err();
+            assert_eq!(err.variable, "JWT_SECRET", "{secret:?}");
+            if let Some(secret) = secret {
+                assert!(
+                    !err.to_string().contains(secret),
+                    "the error echoes the secret"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn production_refuses_a_wildcard_origin() {
+        let err = production(&[("CORS_ALLOWED_ORIGINS", "https://a.example, *")]).unwrap_err();
+        assert_eq!(err.variable, "CORS_ALLOWED_ORIGINS");
+    }
+
+    #[test]
+    fn production_refuses_to_run_without_tls_unless_a_trusted_proxy_terminates_it() {
+        let base = [
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef-prod"),
+        ];
+        assert_eq!(
+            Settings::from_vars(base).unwrap_err().variable,
+            "TLS_CERT_PATH"
+        );
+        let mut proxy_without_list = base.to_vec();
+        proxy_without_list.push(("TLS_TERMINATED_BY_PROXY", "true"));
+        assert!(Settings::from_vars(proxy_without_list.clone()).is_err());
+        proxy_without_list.push(("TRUSTED_PROXIES", "10.0.0.0/8"));
+        assert!(Settings::from_vars(proxy_without_list).is_ok());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        for (name, value) in [
+            ("APP_PORT", "eighty"),
+            ("APP_ENV", "staging"),
+            ("RATE_LIMIT_AUTH", "5 per minute"),
+            ("RATE_LIMIT_AUTH", "0/min"),
+            ("ACCESS_TOKEN_TTL_SECS", "5"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("CORS_ALLOWED_ORIGINS", "example.com"),
+            ("TLS_CERT_PATH", "only-the-cert.pem"),
+        ] {
+            let err = Settings::from_vars([(name, value)]).unwrap_err();
+            let expected = if name == "TLS_CERT_PATH" {
+                "TLS_KEY_PATH"
+            } else {
+                name
+            };
+            assert_eq!(err.variable, expected, "{name}={value}");
+        }
+    }
+
+    #[test]
+    fn quotas_parse_count_and_period() {
+        assert_eq!("5/min".parse::<Quota>().unwrap(), Quota::per_minute(5));
+        let per_second: Quota = "100/s".parse().unwrap();
+        assert_eq!(per_second.replenish_interval(), Duration::from_millis(10));
+        assert!("5/day".parse::<Quota>().is_err());
+    }
+}

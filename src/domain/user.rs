@@ -1,0 +1,301 @@
+//! Users: names, emails and passwords that have passed their rules, and the queries on the
+//! `users` table. The password hash is read only into `UserCredentials`, which is never
+//! serialized.
+
+use std::{borrow::Cow, fmt};
+
+use secrecy::SecretString;
+use serde::Serialize;
+use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
+use validator::{ValidateEmail, ValidateLength, ValidationError};
+
+use crate::{
+    auth::{Role, common_passwords, password::PasswordHasher},
+    domain::{Page, Paginated},
+    error::ApiError,
+};
+
+fn length_error(min: u64, max: u64) -> ValidationError {
+    let mut error = ValidationError::new("length");
+    error.add_param(Cow::Borrowed("min"), &min);
+    error.add_param(Cow::Borrowed("max"), &max);
+    error
+}
+
+/// 3–32 of `A-Z a-z 0-9 _`: nothing that can look like another name or break a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub fn validate(value: &str) -> Result<(), ValidationError> {
+        if !value.validate_length(Some(3), Some(32), None) {
+            return Err(length_error(3, 32));
+        }
+        if !value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(ValidationError::new("charset").with_message(Cow::Borrowed(
+                "may contain only letters A-Z, digits and underscores",
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn parse(value: String) -> Result<Self, ValidationError> {
+        Self::validate(&value).map(|()| Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn validate(value: &str) -> Result<(), ValidationError> {
+        if !value.validate_length(Some(3), Some(254), None) {
+            return Err(length_error(3, 254));
+        }
+        if !value.validate_email() {
+            return Err(ValidationError::new("email"));
+        }
+        Ok(())
+    }
+
+    pub fn parse(value: String) -> Result<Self, ValidationError> {
+        Self::validate(&value).map(|()| Self(value))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A new password: 12–128 characters (ASVS 5.0: at least 12, at least 64 allowed, no
+/// composition rules) and not one of the most common passwords.
+pub struct NewPassword(SecretString);
+
+impl NewPassword {
+    pub const MIN_CHARS: u64 = 12;
+    pub const MAX_CHARS: u64 = 128;
+
+    pub fn validate(value: &str) -> Result<(), ValidationError> {
+        if !value.validate_length(Some(Self::MIN_CHARS), Some(Self::MAX_CHARS), None) {
+            return Err(length_error(Self::MIN_CHARS, Self::MAX_CHARS));
+        }
+        if common_passwords::is_common(value) {
+            return Err(ValidationError::new("common").with_message(Cow::Borrowed(
+                "is one of the most commonly used passwords; choose another",
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn parse(value: String) -> Result<Self, ValidationError> {
+        Self::validate(&value).map(|()| Self(SecretString::from(value)))
+    }
+
+    pub fn into_secret(self) -> SecretString {
+        self.0
+    }
+}
+
+impl fmt::Debug for NewPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NewPassword(<redacted>)")
+    }
+}
+
+#[derive(Debug)]
+pub struct NewUser {
+    pub username: Username,
+    pub email: Email,
+    pub password: NewPassword,
+}
+
+/// What anyone may see of a user: their own profile, or any profile for an admin.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct UserProfile {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+/// Everything a login needs; holds the password hash, so it is not `Serialize`.
+#[derive(FromRow)]
+pub struct UserCredentials {
+    pub id: i64,
+    pub password_hash: String,
+    pub role: Role,
+    pub disabled: bool,
+    pub token_version: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("the username or email is already registered")]
+    Taken,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Hashes the password (off the async workers) and stores the user; 409 if the name or email
+/// is taken. The answer does not say which, so registration reveals as little as it can.
+pub async fn create(
+    writer: &SqlitePool,
+    hasher: &PasswordHasher,
+    user: NewUser,
+    role: Role,
+) -> Result<UserProfile, ApiError> {
+    let NewUser {
+        username,
+        email,
+        password,
+    } = user;
+    let password_hash = hasher.hash(password.into_secret()).await?;
+    match insert(writer, &username, &email, &password_hash, role).await {
+        Ok(profile) => Ok(profile),
+        Err(CreateUserError::Taken) => Err(ApiError::Conflict(
+            "The username or email is already registered.",
+        )),
+        Err(CreateUserError::Database(e)) => Err(e.into()),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(username = %username.as_str()))]
+pub async fn insert(
+    executor: impl SqliteExecutor<'_>,
+    username: &Username,
+    email: &Email,
+    password_hash: &str,
+    role: Role,
+) -> Result<UserProfile, CreateUserError> {
+    sqlx::query_as(
+        "INSERT INTO users (username, email, password_hash, role) VALUES (?1, ?2, ?3, ?4)
+         RETURNING id, username, email, role, disabled, created_at",
+    )
+    .bind(username.as_str())
+    .bind(email.as_str())
+    .bind(password_hash)
+    .bind(role)
+    .fetch_one(executor)
+    .await
+    .map_err(|e| {
+        if crate::error::is_unique_violation(&e) {
+            CreateUserError::Taken
+        } else {
+            CreateUserError::Database(e)
+        }
+    })
+}
+
+#[tracing::instrument(skip_all)]
+pub async fn find_credentials(
+    executor: impl SqliteExecutor<'_>,
+    username: &str,
+) -> Result<Option<UserCredentials>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, password_hash, role, disabled, token_version FROM users WHERE username = ?1",
+    )
+    .bind(username)
+    .fetch_optional(executor)
+    .await
+}
+
+#[tracing::instrument(skip_all, fields(user_id))]
+pub async fn update_password_hash(
+    executor: impl SqliteExecutor<'_>,
+    user_id: i64,
+    password_hash: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE users SET password_hash = ?2,
+                          updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?1",
+    )
+    .bind(user_id)
+    .bind(password_hash)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+#[tracing::instrument(skip(executor))]
+pub async fn profile(
+    executor: impl SqliteExecutor<'_>,
+    user_id: i64,
+) -> Result<Option<UserProfile>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, username, email, role, disabled, created_at FROM users WHERE id = ?1",
+    )
+    .bind(user_id)
+    .fetch_optional(executor)
+    .await
+}
+
+#[tracing::instrument(skip(executor))]
+pub async fn list(
+    executor: impl SqliteExecutor<'_> + Copy,
+    page: Page,
+) -> Result<Paginated<UserProfile>, sqlx::Error> {
+    let items = sqlx::query_as(
+        "SELECT id, username, email, role, disabled, created_at FROM users
+         ORDER BY id LIMIT ?1 OFFSET ?2",
+    )
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(executor)
+    .await?;
+    let total = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(executor)
+        .await?;
+    Ok(Paginated {
+        items,
+        total,
+        limit: page.limit,
+        offset: page.offset,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_follow_the_documented_pattern() {
+        for ok in ["bob", "Alice_99", &"a".repeat(32)] {
+            assert!(Username::validate(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ab",
+            &"a".repeat(33),
+            "bob smith",
+            "bob-smith",
+            "böb",
+            "bob'--",
+            "",
+        ] {
+            assert!(Username::validate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_need_twelve_characters_and_must_not_be_common() {
+        assert!(NewPassword::validate("short-pass1").is_err());
+        assert!(NewPassword::validate("Password1234").is_err());
+        assert!(NewPassword::validate(&"x".repeat(129)).is_err());
+        assert!(NewPassword::validate("violet-kettle-umbrella").is_ok());
+    }
+
+    #[test]
+    fn a_new_password_never_prints_itself() {
+        let password = NewPassword::parse("violet-kettle-umbrella".into()).unwrap();
+        assert!(!format!("{password:?}").contains("violet"));
+    }
+}

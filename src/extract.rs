@@ -1,0 +1,379 @@
+//! Request body and query extractors that answer in our words.
+//!
+//! actix's `web::Json` reports serde's message, which can quote the submitted value (a
+//! password, say) and never names the field. These extractors check the media type and size,
+//! read the body with a deadline, deserialize with `serde_path_to_error` to know *which* field
+//! failed, and describe the failure without echoing input.
+
+use std::{future::Future, pin::Pin, time::Duration};
+
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::header, web};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use validator::{ValidationErrors, ValidationErrorsKind};
+
+use crate::error::{ApiError, FieldError};
+
+/// Body limits, registered once as app data.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// A client that trickles its body is cut off after this long (slowloris).
+    pub read_timeout: Duration,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 16 * 1024,
+            read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A JSON request body deserialized into `T`.
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limits = req
+            .app_data::<web::Data<BodyLimits>>()
+            .map_or_else(BodyLimits::default, |limits| *limits.get_ref());
+        let checked = check_media_type(req).and_then(|()| check_declared_length(req, limits));
+        let mut payload = payload.take();
+        Box::pin(async move {
+            checked?;
+            let body = tokio::time::timeout(limits.read_timeout, read_body(&mut payload, limits))
+                .await
+                .map_err(|_| ApiError::RequestTimeout)??;
+            parse_json(&body).map(Json)
+        })
+    }
+}
+
+fn check_media_type(req: &HttpRequest) -> Result<(), ApiError> {
+    let is_json = req.mime_type().ok().flatten().is_some_and(|mime| {
+        mime.essence_str() == "application/json"
+            && mime
+                .get_param("charset")
+                .is_none_or(|charset| charset.as_str().eq_ignore_ascii_case("utf-8"))
+    });
+    if is_json {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}
+
+fn check_declared_length(req: &HttpRequest, limits: BodyLimits) -> Result<(), ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    match declared {
+        Some(length) if length > limits.max_bytes => Err(ApiError::PayloadTooLarge {
+            limit: limits.max_bytes,
+        }),
+        _ => Ok(()),
+    }
+}
+
+async fn read_body(payload: &mut Payload, limits: BodyLimits) -> Result<Vec<u8>, ApiError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|_| ApiError::bad_request("The request body could not be read."))?;
+        if body.len() + chunk.len() > limits.max_bytes {
+            return Err(ApiError::PayloadTooLarge {
+                limit: limits.max_bytes,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "The request body is empty; send a JSON object.",
+        ));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        describe_json_error(&path, error.inner())
+    })?;
+    deserializer
+        .end()
+        .map_err(|_| ApiError::bad_request("The request body has data after the JSON value."))?;
+    Ok(value)
+}
+
+fn describe_json_error(path: &str, error: &serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Data => {
+            let (field, message) = describe_data_error(path, &error.to_string());
+            ApiError::BadRequest {
+                detail: "The JSON body does not have the expected shape.".into(),
+                errors: vec![FieldError::new(field, message)],
+            }
+        }
+        Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(format!(
+            "The request body is not valid JSON (line {}, column {}).",
+            error.line(),
+            error.column()
+        )),
+    }
+}
+
+pub(crate) const MAX_ECHOED_FIELD_NAME: usize = 64;
+
+/// serde's message is only used to pick our words: it names unknown and missing fields (which
+/// come from the schema or are field *names*), and may quote values, which are never repeated.
+fn describe_data_error(path: &str, serde_message: &str) -> (String, String) {
+    let quoted_name = || {
+        serde_message
+            .split('`')
+            .nth(1)
+            .map(|name| name.chars().take(MAX_ECHOED_FIELD_NAME).collect::<String>())
+    };
+    let join = |name: String| {
+        if path == "." || path.is_empty() {
+            name
+        } else {
+            format!("{path}.{name}")
+        }
+    };
+    let at_path = || {
+        if path == "." || path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.chars().take(MAX_ECHOED_FIELD_NAME).collect()
+        }
+    };
+    let expected = || {
+        serde_message
+            .split_once("expected ")
+            .map(|(_, rest)| rest.split(" at line").next().unwrap_or(rest).to_owned())
+    };
+    if serde_message.starts_with("unknown field") {
+        let name = quoted_name().unwrap_or_default();
+        let field = if path.ends_with(&name) {
+            at_path()
+        } else {
+            join(name)
+        };
+        (field, "is not an accepted field".into())
+    } else if serde_message.starts_with("missing field") {
+        (
+            join(quoted_name().unwrap_or_default()),
+            "is required".into(),
+        )
+    } else if serde_message.starts_with("duplicate field") {
+        (
+            join(quoted_name().unwrap_or_default()),
+            "appears more than once".into(),
+        )
+    } else if serde_message.starts_with("invalid type")
+        || serde_message.starts_with("invalid value")
+    {
+        let message = match expected() {
+            Some(expected) => format!("has the wrong type or value (expected {expected})"),
+            None => "has the wrong type or value".into(),
+        };
+        (at_path(), message)
+    } else {
+        (at_path(), "is invalid".into())
+    }
+}
+
+/// Query string parameters deserialized into `T` (unknown parameters refused when `T` says
+/// `deny_unknown_fields`).
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(parse_query(req.query_string()).map(Query))
+    }
+}
+
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let message = error.inner().to_string();
+        let (field, reason) = if message.starts_with("unknown field")
+            || message.starts_with("missing field")
+            || message.starts_with("duplicate field")
+        {
+            describe_data_error(".", &message)
+        } else {
+            (
+                error
+                    .path()
+                    .to_string()
+                    .chars()
+                    .take(MAX_ECHOED_FIELD_NAME)
+                    .collect(),
+                "has an invalid value".to_owned(),
+            )
+        };
+        ApiError::BadRequest {
+            detail: "The query string is not valid.".into(),
+            errors: vec![FieldError::new(field, reason)],
+        }
+    })
+}
+
+/// validator's errors in our words. Its `params` carry the submitted value (`value`), which is
+/// never copied: only our own bounds (`min`, `max`) are.
+pub fn field_errors(errors: &ValidationErrors) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    collect(errors, "", &mut out);
+    out.sort_by(|a, b| a.field.cmp(&b.field));
+    out
+}
+
+fn collect(errors: &ValidationErrors, prefix: &str, out: &mut Vec<FieldError>) {
+    for (field, kind) in errors.errors() {
+        let path = if prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{prefix}.{field}")
+        };
+        match kind {
+            ValidationErrorsKind::Field(list) => {
+                out.extend(list.iter().map(|e| FieldError::new(&path, describe(e))));
+            }
+            ValidationErrorsKind::Struct(inner) => collect(inner, &path, out),
+            ValidationErrorsKind::List(items) => {
+                for (index, inner) in items {
+                    collect(inner, &format!("{path}[{index}]"), out);
+                }
+            }
+        }
+    }
+}
+
+/// Turns a domain `parse` failure into the 422 for `field`.
+pub trait ForField<T> {
+    fn for_field(self, field: &str) -> Result<T, ApiError>;
+}
+
+impl<T> ForField<T> for Result<T, validator::ValidationError> {
+    fn for_field(self, field: &str) -> Result<T, ApiError> {
+        self.map_err(|error| ApiError::invalid_field(field, describe(&error)))
+    }
+}
+
+fn describe(error: &validator::ValidationError) -> String {
+    if let Some(message) = &error.message {
+        return message.to_string();
+    }
+    let bound = |name: &str| error.params.get(name).map(ToString::to_string);
+    match (error.code.as_ref(), bound("min"), bound("max")) {
+        ("length", Some(min), Some(max)) => format!("must be {min} to {max} characters long"),
+        ("length", Some(min), None) => format!("must be at least {min} characters long"),
+        ("length", None, Some(max)) => format!("must be at most {max} characters long"),
+        ("range", Some(min), Some(max)) => format!("must be between {min} and {max}"),
+        ("email", ..) => "must be a valid email address".into(),
+        _ => "is invalid".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Film {
+        name: String,
+        year: Option<i32>,
+    }
+
+    fn errors_of(result: Result<Film, ApiError>) -> Vec<FieldError> {
+        match result {
+            Err(ApiError::BadRequest { errors, .. }) => errors,
+            other => panic!("expected a bad request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_unknown_field_is_named_and_refused() {
+        let errors = errors_of(parse_json(br#"{"name":"Up","owner":1}"#));
+        assert_eq!(
+            errors,
+            vec![FieldError::new("owner", "is not an accepted field")]
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let errors = errors_of(parse_json(br#"{"year":2009}"#));
+        assert_eq!(errors, vec![FieldError::new("name", "is required")]);
+    }
+
+    #[test]
+    fn a_wrongly_typed_value_is_described_without_being_echoed() {
+        let errors = errors_of(parse_json(br#"{"name":"Up","year":"s3cr3t-value"}"#));
+        assert_eq!(errors[0].field, "year");
+        assert!(
+            !errors[0].message.contains("s3cr3t"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn a_duplicated_key_is_refused() {
+        let errors = errors_of(parse_json(br#"{"name":"Up","name":"Down"}"#));
+        assert_eq!(
+            errors,
+            vec![FieldError::new("name", "appears more than once")]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_trailing_data_are_bad_requests() {
+        for body in [&b"{"[..], b"{\"name\":\"Up\"} {}", b"   ", b"[1,2"] {
+            assert!(
+                matches!(parse_json::<Film>(body), Err(ApiError::BadRequest { .. })),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_query_parameter_is_named() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Page {
+            limit: Option<u32>,
+        }
+        match parse_query::<Page>("limit=5&admin=true") {
+            Err(ApiError::BadRequest { errors, .. }) => {
+                assert_eq!(
+                    errors,
+                    vec![FieldError::new("admin", "is not an accepted field")]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse_query::<Page>("limit=-1").is_err());
+    }
+}

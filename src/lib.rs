@@ -1,0 +1,16 @@
+//! filmvault: the film API of the seed documents, rebuilt as a reference for a secure JSON API.
+//!
+//! `startup` assembles the application; everything else is one module per concern.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod security;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,61 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use filmvault::{
+    cli::{self, Cli, Command},
+    config::Settings,
+    startup::Application,
+    telemetry,
+};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("filmvault: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) =
+        telemetry::subscriber(&settings.rust_log, settings.log_format, std::io::stdout)
+            .map_err(anyhow::Error::from)
+            .and_then(telemetry::init)
+    {
+        eprintln!("filmvault: cannot start logging (RUST_LOG: {error})");
+        return ExitCode::from(2);
+    }
+    let outcome = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::CreateAdmin { username, email } => {
+            cli::create_admin(&settings, username, email).await
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = ?error, "filmvault stopped with an error");
+            eprintln!("filmvault: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    if settings.jwt_secret_generated {
+        tracing::warn!(
+            "JWT_SECRET is not set: using a random secret for this run only; tokens will not \
+             survive a restart. Set JWT_SECRET (see .env.example)."
+        );
+    }
+    let address = format!(
+        "http://{}",
+        std::net::SocketAddr::new(settings.host, settings.port)
+    );
+    let environment = settings.environment;
+    let application = Application::build(settings).await?;
+    tracing::info!(%address, port = application.port(), ?environment, "filmvault is listening");
+    application.run_until_stopped().await?;
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! `/api/v1/films`: the catalogue, open to read, authenticated to write.
+
+use actix_web::{HttpResponse, http::header, web};
+use serde::Deserialize;
+use validator::Validate;
+
+use crate::{
+    auth::{Authenticated, Write},
+    domain::{
+        Page,
+        film::{self, FilmChanges, FilmName, NewFilm, ReleaseYear, StudioName},
+        text,
+        vote::{self, Vote},
+    },
+    error::ApiError,
+    extract::{ForField, Json, Query},
+    state::AppState,
+};
+
+pub const MAX_SEARCH_CHARS: u64 = 100;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("")
+            .route(web::get().to(list_films))
+            .route(web::post().to(create_film)),
+    )
+    .service(web::resource("/random").route(web::get().to(random_film)))
+    .service(
+        web::resource("/{id}")
+            .route(web::get().to(get_film))
+            .route(web::patch().to(update_film))
+            .route(web::delete().to(delete_film)),
+    )
+    .service(
+        web::resource("/{id}/vote")
+            .route(web::put().to(cast_vote))
+            .route(web::delete().to(withdraw_vote)),
+    );
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFilmRequest {
+    #[serde(deserialize_with = "text::trimmed")]
+    #[validate(custom(function = FilmName::validate))]
+    pub name: String,
+    #[serde(deserialize_with = "text::trimmed")]
+    #[validate(custom(function = StudioName::validate))]
+    pub studio: String,
+    #[serde(default)]
+    #[validate(custom(function = ReleaseYear::validate))]
+    pub year: Option<i64>,
+}
+
+impl TryFrom<CreateFilmRequest> for NewFilm {
+    type Error = ApiError;
+
+    fn try_from(request: CreateFilmRequest) -> Result<Self, ApiError> {
+        request.validate()?;
+        Ok(Self {
+            name: FilmName::parse(request.name).for_field("name")?,
+            studio: StudioName::parse(request.studio).for_field("studio")?,
+            year: request
+                .year
+                .map(ReleaseYear::parse)
+                .transpose()
+                .for_field("year")?,
+        })
+    }
+}
+
+/// Absent fields are left alone; `"year": null` clears the year.
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateFilmRequest {
+    #[serde(default, deserialize_with = "text::trimmed_option")]
+    #[validate(custom(function = FilmName::validate))]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "text::trimmed_option")]
+    #[validate(custom(function = StudioName::validate))]
+    pub studio: Option<String>,
+    #[serde(default, deserialize_with = "present_or_null")]
+    #[validate(custom(function = ReleaseYear::validate))]
+    pub year: Option<Option<i64>>,
+}
+
+/// Tells a missing field (`None`, via `default`) from an explicit `null` (`Some(None)`).
+fn present_or_null<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+impl TryFrom<UpdateFilmRequest> for FilmChanges {
+    type Error = ApiError;
+
+    fn try_from(request: UpdateFilmRequest) -> Result<Self, ApiError> {
+        request.validate()?;
+        if request.name.is_none() && request.studio.is_none() && request.year.is_none() {
+            return Err(ApiError::bad_request(
+                "Send at least one of `name`, `studio`, `year`.",
+            ));
+        }
+        Ok(Self {
+            name: request
+                .name
+                .map(FilmName::parse)
+                .transpose()
+                .for_field("name")?,
+            studio: request
+                .studio
+                .map(StudioName::parse)
+                .transpose()
+                .for_field("studio")?,
+            year: request
+                .year
+                .map(|year| year.map(ReleaseYear::parse).transpose())
+                .transpose()
+                .for_field("year")?,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListFilmsQuery {
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+    pub q: Option<String>,
+}
+
+impl ListFilmsQuery {
+    fn page(&self) -> Result<Page, ApiError> {
+        Page::new(self.limit, self.offset)
+    }
+
+    fn search(&self) -> Result<Option<&str>, ApiError> {
+        match self.q.as_deref().map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(term) => text::check_display_text(term, 1, MAX_SEARCH_CHARS)
+                .map(|()| Some(term))
+                .for_field("q"),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteRequest {
+    pub vote: Vote,
+}
+
+pub fn film_location(id: i64) -> String {
+    format!("/api/v1/films/{id}")
+}
+
+async fn list_films(
+    state: web::Data<AppState>,
+    query: Query<ListFilmsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = query.0.page()?;
+    let films = film::list(&state.db.reader, query.0.search()?, page).await?;
+    Ok(HttpResponse::Ok().json(films))
+}
+
+async fn random_film(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let film = film::random(&state.db.reader)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(film))
+}
+
+async fn get_film(
+    state: web::Data<AppState>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let film = film::get(&state.db.reader, *id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(film))
+}
+
+pub async fn create_film(
+    state: web::Data<AppState>,
+    caller: Authenticated<Write>,
+    Json(request): Json<CreateFilmRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let new_film = NewFilm::try_from(request)?;
+    let film = film::create(&state.db.writer, &new_film, caller.user_id).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, film_location(film.id)))
+        .json(film))
+}
+
+async fn update_film(
+    state: web::Data<AppState>,
+    caller: Authenticated<Write>,
+    id: web::Path<i64>,
+    Json(request): Json<UpdateFilmRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let changes = FilmChanges::try_from(request)?;
+    let film = film::update(&state.db.writer, *id, &changes, &caller).await?;
+    Ok(HttpResponse::Ok().json(film))
+}
+
+async fn delete_film(
+    state: web::Data<AppState>,
+    caller: Authenticated<Write>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    film::delete(&state.db.writer, *id, &caller).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn cast_vote(
+    state: web::Data<AppState>,
+    caller: Authenticated<Write>,
+    id: web::Path<i64>,
+    Json(request): Json<VoteRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let film = vote::cast(&state.db.writer, caller.user_id, *id, request.vote).await?;
+    Ok(HttpResponse::Ok().json(film))
+}
+
+async fn withdraw_vote(
+    state: web::Data<AppState>,
+    caller: Authenticated<Write>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let film = vote::withdraw(&state.db.writer, caller.user_id, *id).await?;
+    Ok(HttpResponse::Ok().json(film))
+}

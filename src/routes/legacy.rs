@@ -1,0 +1,128 @@
+//! The seed's routes (`GET /`, `POST|HEAD /add_film`), kept so its curl lines and table still
+//! work, now authenticated for writes. Responses announce `/api/v1/films` as the successor.
+
+use actix_web::{HttpResponse, http::header, middleware::DefaultHeaders, web};
+use serde::Deserialize;
+
+use crate::{
+    auth::{MaybeAuthenticated, Write},
+    domain::{
+        film,
+        vote::{self, Vote},
+    },
+    error::ApiError,
+    extract::Query,
+    routes::films,
+    state::AppState,
+};
+
+/// RFC 9745 `Deprecation` (deprecated since 2026-11-01) and RFC 8594's successor link.
+pub fn deprecation_headers() -> DefaultHeaders {
+    DefaultHeaders::new()
+        .add(("Deprecation", "@1793491200"))
+        .add((header::LINK, "</api/v1/films>; rel=\"successor-version\""))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/")
+            .wrap(deprecation_headers())
+            .route(web::get().to(random_film_or_vote)),
+    )
+    .service(
+        web::resource("/add_film")
+            .wrap(deprecation_headers())
+            .route(web::post().to(films::create_film))
+            .route(web::head().to(add_film_head)),
+    );
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VoteQuery {
+    like: Option<String>,
+    dislike: Option<String>,
+}
+
+const MAX_ID_DIGITS: usize = 19;
+
+/// The seed accepted `str.isdigit()`; here an id is 1–19 ASCII digits that fit an i64 (no
+/// sign, no spaces, no Unicode digits).
+fn parse_film_id(field: &str, raw: &str) -> Result<i64, ApiError> {
+    let digits_only =
+        !raw.is_empty() && raw.len() <= MAX_ID_DIGITS && raw.bytes().all(|b| b.is_ascii_digit());
+    digits_only
+        .then(|| raw.parse::<i64>().ok())
+        .flatten()
+        .ok_or_else(|| ApiError::BadRequest {
+            detail: "The film id must be a positive whole number.".into(),
+            errors: vec![crate::error::FieldError::new(
+                field,
+                "must be 1 to 19 decimal digits within the 64-bit range",
+            )],
+        })
+}
+
+/// `GET /`: a random film. With `?like=ID` or `?dislike=ID` (authenticated), first records
+/// the caller's vote on film ID.
+async fn random_film_or_vote(
+    state: web::Data<AppState>,
+    caller: MaybeAuthenticated,
+    Query(query): Query<VoteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let requested_vote = match (&query.like, &query.dislike) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "Send either `like` or `dislike`, not both.",
+            ));
+        }
+        (Some(id), None) => Some((Vote::Like, "like", id)),
+        (None, Some(id)) => Some((Vote::Dislike, "dislike", id)),
+        (None, None) => None,
+    };
+    if let Some((vote, field, raw_id)) = requested_vote {
+        let voter = caller.require::<Write>()?;
+        let film_id = parse_film_id(field, raw_id)?;
+        vote::cast(&state.db.writer, voter.user_id, film_id, vote).await?;
+    }
+    let film = film::random(&state.db.reader)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(film))
+}
+
+/// `HEAD /add_film`: lets a client check the route exists without sending a film.
+async fn add_film_head() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::ALLOW, "POST, HEAD"))
+        .finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn film_ids_are_plain_decimal_digits_in_range() {
+        assert_eq!(parse_film_id("like", "123").unwrap(), 123);
+        assert_eq!(
+            parse_film_id("like", "9223372036854775807").unwrap(),
+            i64::MAX
+        );
+        for bad in [
+            "",
+            "-1",
+            "+1",
+            " 1",
+            "1 ",
+            "1.0",
+            "0x1f",
+            "١٢٣",
+            "9223372036854775808",
+            "99999999999999999999",
+            "1;DROP TABLE films",
+        ] {
+            assert!(parse_film_id("like", bad).is_err(), "{bad:?}");
+        }
+    }
+}

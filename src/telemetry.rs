@@ -1,0 +1,240 @@
+//! Logging: the subscriber (pretty in development, JSON in production), the per-request
+//! context (request id, client IP, start time) and the root span of every request.
+//!
+//! What a request line holds is decided here, field by field: method, route pattern, status,
+//! latency, client IP, user id, request id. Headers, query strings and bodies are never
+//! recorded, which is how tokens, API keys and passwords stay out of the logs.
+
+use std::{
+    io,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
+
+use actix_web::{
+    Error, HttpMessage,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::header::{HeaderName, HeaderValue},
+    middleware::Next,
+};
+use tracing::{Span, Subscriber};
+use tracing_actix_web::{RootSpanBuilder, TracingLogger};
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt,
+};
+
+use crate::{config::LogFormat, security::client_ip::ClientIp};
+
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+tokio::task_local! {
+    /// Lets `ApiError` put the request id in every problem body without threading it through
+    /// every handler.
+    static REQUEST_ID: RequestId;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(Arc<str>);
+
+impl RequestId {
+    /// A client's id is kept only if it is short and made of safe characters, so it cannot
+    /// forge log lines or smuggle markup into a response.
+    fn from_header(value: &HeaderValue) -> Option<Self> {
+        let value = value.to_str().ok()?;
+        let safe = !value.is_empty()
+            && value.len() <= MAX_REQUEST_ID_LEN
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        safe.then(|| Self(value.into()))
+    }
+
+    fn generate() -> Self {
+        Self(uuid::Uuid::new_v4().to_string().into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.as_str().to_owned()).ok()
+}
+
+#[derive(Clone, Copy)]
+struct RequestStart(Instant);
+
+/// The outermost middleware: gives the request its id, client IP and start time, and runs the
+/// rest of the stack with the id in scope.
+///
+/// No middleware here holds on to a clone of the `HttpRequest` while the inner service runs:
+/// actix's router needs the only reference to record path parameters, and panics otherwise.
+/// Everything inside answers errors as responses (`Ok`), so there is nothing to convert.
+pub async fn request_context(
+    trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .and_then(RequestId::from_header)
+        .unwrap_or_else(RequestId::generate);
+    let client_ip = ClientIp::resolve(&req, &trusted_proxies);
+    {
+        let mut extensions = req.extensions_mut();
+        extensions.insert(request_id.clone());
+        extensions.insert(client_ip);
+        extensions.insert(RequestStart(Instant::now()));
+    }
+    let mut response = REQUEST_ID.scope(request_id.clone(), next.call(req)).await?;
+    if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    Ok(response)
+}
+
+pub fn request_logger() -> TracingLogger<RequestSpan> {
+    TracingLogger::new()
+}
+
+/// Root span of every request: one `request completed` event per request closes it.
+pub struct RequestSpan;
+
+impl RootSpanBuilder for RequestSpan {
+    fn on_request_start(request: &ServiceRequest) -> Span {
+        let extensions = request.extensions();
+        let request_id = extensions
+            .get::<RequestId>()
+            .map(|id| id.as_str().to_owned())
+            .unwrap_or_default();
+        let client_ip = extensions.get::<ClientIp>().map(|ip| ip.0);
+        tracing::info_span!(
+            "request",
+            method = %request.method(),
+            route = %request.match_pattern().unwrap_or_else(|| "<unmatched>".to_owned()),
+            client_ip = client_ip.map(tracing::field::display),
+            request_id = %request_id,
+            user_id = tracing::field::Empty,
+            status = tracing::field::Empty,
+            latency_ms = tracing::field::Empty,
+        )
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, Error>) {
+        let Ok(response) = outcome else {
+            let _entered = span.enter();
+            tracing::error!("request failed before a response was built");
+            return;
+        };
+        let status = response.status();
+        span.record("status", status.as_u16());
+        if let Some(start) = response.request().extensions().get::<RequestStart>() {
+            span.record("latency_ms", start.0.elapsed().as_micros() as f64 / 1000.0);
+        }
+        let _entered = span.enter();
+        if status.is_server_error() {
+            tracing::error!("request completed");
+        } else if status.is_client_error() {
+            tracing::warn!("request completed");
+        } else {
+            tracing::info!("request completed");
+        }
+    }
+}
+
+/// Attaches the authenticated user to the request's log line.
+pub fn record_user(request: &actix_web::HttpRequest, user_id: i64) {
+    if let Some(span) = request.extensions().get::<tracing_actix_web::RootSpan>() {
+        span.record("user_id", user_id);
+    }
+}
+
+pub fn client_ip_of(request: &actix_web::HttpRequest) -> Option<IpAddr> {
+    request.extensions().get::<ClientIp>().map(|ip| ip.0)
+}
+
+/// A subscriber that writes to `writer`, filtered by `filter` (RUST_LOG syntax).
+pub fn subscriber<W>(
+    filter: &str,
+    format: LogFormat,
+    writer: W,
+) -> Result<impl Subscriber + Send + Sync, tracing_subscriber::filter::ParseError>
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(filter)?;
+    let layer = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(writer)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_ansi(false)
+            .boxed(),
+    };
+    Ok(Registry::default().with(filter).with(layer))
+}
+
+/// Installs `subscriber` globally, bridges the `log` records of actix and rustls into it, and
+/// routes panics through it.
+pub fn init(subscriber: impl Subscriber + Send + Sync) -> anyhow::Result<()> {
+    subscriber.try_init()?;
+    install_panic_hook();
+    Ok(())
+}
+
+/// Panic messages formatted at run time may embed any value; only literal messages and the
+/// location are logged, so a panic cannot carry a secret into the log.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&'static str>()
+            .copied()
+            .unwrap_or("<formatted panic message withheld>");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(panic.message = message, panic.location = %location, "panic");
+    }));
+}
+
+/// An in-memory log sink, used by tests to read exactly what the service logged.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for CapturedLogs {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
