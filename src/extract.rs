@@ -97,11 +97,22 @@ async fn read_body(payload: &mut Payload, limits: BodyLimits) -> Result<Vec<u8>,
     Ok(body)
 }
 
+/// Every request body of this API is a JSON object. serde would also accept an array for a
+/// struct (fields by position), which no client means; it is refused up front.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "The request body is empty; send a JSON object.",
-        ));
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::bad_request(
+                "The request body is empty; send a JSON object.",
+            ));
+        }
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::BadRequest {
+                detail: "The request body must be a JSON object.".into(),
+                errors: vec![FieldError::new("body", "must be a JSON object")],
+            });
+        }
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -348,7 +359,13 @@ mod tests {
 
     #[test]
     fn syntax_errors_and_trailing_data_are_bad_requests() {
-        for body in [&b"{"[..], b"{\"name\":\"Up\"} {}", b"   ", b"[1,2"] {
+        for body in [
+            &b"{"[..],
+            b"{\"name\":\"Up\"} {}",
+            b"   ",
+            b"[1,2",
+            b"[\"Up\", 2009]",
+        ] {
             assert!(
                 matches!(parse_json::<Film>(body), Err(ApiError::BadRequest { .. })),
                 "{}",

@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
         eprintln!("filmvault: cannot start logging (RUST_LOG: {error})");
         return ExitCode::from(2);
     }
+    telemetry::install_panic_hook();
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::CreateAdmin { username, email } => {

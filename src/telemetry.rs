@@ -183,17 +183,16 @@ where
     Ok(Registry::default().with(filter).with(layer))
 }
 
-/// Installs `subscriber` globally, bridges the `log` records of actix and rustls into it, and
-/// routes panics through it.
+/// Installs `subscriber` globally and bridges the `log` records of actix and rustls into it.
 pub fn init(subscriber: impl Subscriber + Send + Sync) -> anyhow::Result<()> {
     subscriber.try_init()?;
-    install_panic_hook();
     Ok(())
 }
 
-/// Panic messages formatted at run time may embed any value; only literal messages and the
-/// location are logged, so a panic cannot carry a secret into the log.
-fn install_panic_hook() {
+/// Routes panics through the log instead of stderr. Panic messages formatted at run time may
+/// embed any value; only literal messages and the location are logged, so a panic cannot
+/// carry a secret into the log. (Not installed by the tests, whose failures need the message.)
+pub fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()

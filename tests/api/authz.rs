@@ -1,0 +1,167 @@
+//! Authorization: ownership of films and the admin role.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{assert_problem, spawn_app};
+
+#[tokio::test]
+async fn only_the_owner_may_change_or_delete_a_film() {
+    let app = spawn_app().await;
+    let owner = app.new_user().await;
+    let other = app.new_user().await;
+    let film = app.create_film(&owner.token, "Paprika", "Madhouse").await;
+    let url = app.url(&format!("/api/v1/films/{}", film["id"]));
+
+    let patch = app
+        .client
+        .patch(&url)
+        .bearer_auth(&other.token)
+        .json(&json!({ "name": "Stolen" }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(patch, StatusCode::FORBIDDEN).await;
+    let delete = app
+        .client
+        .delete(&url)
+        .bearer_auth(&other.token)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(delete, StatusCode::FORBIDDEN).await;
+
+    let unchanged: serde_json::Value = app
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(unchanged["name"], "Paprika");
+
+    let patch = app
+        .client
+        .patch(&url)
+        .bearer_auth(&owner.token)
+        .json(&json!({ "name": "Paprika (2006)" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::OK);
+    let delete = app
+        .client
+        .delete(&url)
+        .bearer_auth(&owner.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.client.get(&url).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn an_admin_may_change_and_delete_any_film() {
+    let app = spawn_app().await;
+    let owner = app.new_user().await;
+    let admin = app.new_admin().await;
+    let film = app.create_film(&owner.token, "Akira", "TMS").await;
+    let url = app.url(&format!("/api/v1/films/{}", film["id"]));
+
+    let patch = app
+        .client
+        .patch(&url)
+        .bearer_auth(&admin.token)
+        .json(&json!({ "studio": "Tokyo Movie Shinsha" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), StatusCode::OK);
+    let delete = app
+        .client
+        .delete(&url)
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn curated_films_without_an_owner_are_admin_only() {
+    let app = spawn_app_with_catalogue().await;
+    let user = app.new_user().await;
+    let patch = app
+        .client
+        .patch(app.url("/api/v1/films/1"))
+        .bearer_auth(&user.token)
+        .json(&json!({ "name": "Defrosted" }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(patch, StatusCode::FORBIDDEN).await;
+}
+
+async fn spawn_app_with_catalogue() -> crate::helpers::TestApp {
+    crate::helpers::spawn_app_with(&[("SEED_DEMO_DATA", "true")]).await
+}
+
+#[tokio::test]
+async fn a_user_calling_an_admin_route_is_forbidden_and_an_admin_is_not() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let admin = app.new_admin().await;
+
+    let as_user = app.get("/api/v1/admin/users", Some(&user.token)).await;
+    assert_problem(as_user, StatusCode::FORBIDDEN).await;
+    let anonymous = app.get("/api/v1/admin/users", None).await;
+    assert_problem(anonymous, StatusCode::UNAUTHORIZED).await;
+
+    let as_admin = app
+        .get("/api/v1/admin/users?limit=10", Some(&admin.token))
+        .await;
+    assert_eq!(as_admin.status(), StatusCode::OK);
+    let page: serde_json::Value = as_admin.json().await.unwrap();
+    assert_eq!(page["total"], 2);
+    assert!(
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u.get("password_hash").is_none())
+    );
+}
+
+#[tokio::test]
+async fn writes_need_a_token() {
+    let app = spawn_app().await;
+    let owner = app.new_user().await;
+    let film = app.create_film(&owner.token, "Ran", "Herald Ace").await;
+    let id = film["id"].as_i64().unwrap();
+    let cases = [
+        app.client
+            .post(app.url("/api/v1/films"))
+            .json(&json!({ "name": "X", "studio": "Y" })),
+        app.client
+            .patch(app.url(&format!("/api/v1/films/{id}")))
+            .json(&json!({ "name": "X" })),
+        app.client.delete(app.url(&format!("/api/v1/films/{id}"))),
+        app.client
+            .put(app.url(&format!("/api/v1/films/{id}/vote")))
+            .json(&json!({ "vote": "like" })),
+        app.client
+            .delete(app.url(&format!("/api/v1/films/{id}/vote"))),
+        app.client
+            .post(app.url("/add_film"))
+            .json(&json!({ "name": "X", "studio": "Y" })),
+    ];
+    for request in cases {
+        let response = request.send().await.unwrap();
+        assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+}

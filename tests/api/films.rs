@@ -1,0 +1,365 @@
+//! The `/api/v1/films` resource: every route's happy path, pagination, search and votes.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn creating_a_film_answers_201_with_its_location_and_the_stored_film() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let response = app
+        .post_json(
+            "/api/v1/films",
+            &json!({ "name": "  Spirited Away ", "studio": "Studio Ghibli", "year": 2001 }),
+            Some(&user.token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let film: Value = response.json().await.unwrap();
+    assert_eq!(location, format!("/api/v1/films/{}", film["id"]));
+    assert_eq!(
+        film["name"], "Spirited Away",
+        "surrounding whitespace is trimmed"
+    );
+    assert_eq!(film["year"], 2001);
+    assert_eq!(film["owner"], user.username.as_str());
+    assert_eq!(film["likes"], 0);
+    assert!(film["created_at"].is_string() && film["updated_at"].is_string());
+
+    let fetched: Value = app.get(&location, None).await.json().await.unwrap();
+    assert_eq!(fetched, film);
+}
+
+#[tokio::test]
+async fn a_film_can_be_read_by_anyone_and_a_missing_one_is_404() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let film = app
+        .create_film(&user.token, "Persepolis", "2.4.7. Films")
+        .await;
+    let response = app
+        .get(&format!("/api/v1/films/{}", film["id"]), None)
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    for path in [
+        "/api/v1/films/999999",
+        "/api/v1/films/abc",
+        "/api/v1/films/-1",
+        "/api/v1/films/99999999999999999999",
+    ] {
+        assert_problem(app.get(path, None).await, StatusCode::NOT_FOUND).await;
+    }
+}
+
+#[tokio::test]
+async fn the_random_film_comes_from_the_catalogue() {
+    let app = spawn_app_with(&[("SEED_DEMO_DATA", "true")]).await;
+    let response = app.get("/api/v1/films/random", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let film: Value = response.json().await.unwrap();
+    let id = film["id"].as_i64().unwrap();
+    assert!((1..=20).contains(&id));
+
+    let empty = spawn_app().await;
+    assert_problem(
+        empty.get("/api/v1/films/random", None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_list_pages_through_the_catalogue_and_caps_the_page_size() {
+    let app = spawn_app_with(&[("SEED_DEMO_DATA", "true")]).await;
+    let first: Value = app
+        .get("/api/v1/films?limit=5", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["total"], 20);
+    assert_eq!(first["limit"], 5);
+    assert_eq!(first["items"].as_array().unwrap().len(), 5);
+    let second: Value = app
+        .get("/api/v1/films?limit=5&offset=5", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["items"][0]["id"], 6);
+
+    let default: Value = app.get("/api/v1/films", None).await.json().await.unwrap();
+    assert_eq!(default["items"].as_array().unwrap().len(), 20);
+    assert_eq!(default["limit"], 20);
+
+    for query in [
+        "limit=101",
+        "limit=0",
+        "limit=-5",
+        "offset=-1",
+        "offset=100001",
+    ] {
+        let response = app.get(&format!("/api/v1/films?{query}"), None).await;
+        assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    for query in [
+        "limit=abc",
+        "limit=1&limit=2",
+        "sort=name",
+        "limit=99999999999999999999",
+    ] {
+        let response = app.get(&format!("/api/v1/films?{query}"), None).await;
+        assert_problem(response, StatusCode::BAD_REQUEST).await;
+    }
+}
+
+#[tokio::test]
+async fn search_matches_names_and_treats_wildcards_literally() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for name in ["The 100% Film", "The Hundred Film", "frozen planet"] {
+        app.create_film(&user.token, name, "Test Studio").await;
+    }
+    let found: Value = app
+        .get("/api/v1/films?q=100%25", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["total"], 1);
+    assert_eq!(found["items"][0]["name"], "The 100% Film");
+
+    let case_insensitive: Value = app
+        .get("/api/v1/films?q=FROZEN", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(case_insensitive["total"], 1);
+
+    let underscore: Value = app
+        .get("/api/v1/films?q=_", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(underscore["total"], 0, "_ is not a wildcard");
+
+    let too_long = app
+        .get(&format!("/api/v1/films?q={}", "a".repeat(101)), None)
+        .await;
+    assert_problem(too_long, StatusCode::UNPROCESSABLE_ENTITY).await;
+}
+
+#[tokio::test]
+async fn patch_changes_only_the_fields_sent_and_null_clears_the_year() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let created = app
+        .post_json(
+            "/api/v1/films",
+            &json!({ "name": "Perfect Blue", "studio": "Madhouse", "year": 1997 }),
+            Some(&user.token),
+        )
+        .await;
+    let film: Value = created.json().await.unwrap();
+    let url = app.url(&format!("/api/v1/films/{}", film["id"]));
+
+    let renamed: Value = app
+        .client
+        .patch(&url)
+        .bearer_auth(&user.token)
+        .json(&json!({ "name": "Perfect Blue (1997)" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(renamed["name"], "Perfect Blue (1997)");
+    assert_eq!(renamed["studio"], "Madhouse");
+    assert_eq!(renamed["year"], 1997);
+
+    let cleared: Value = app
+        .client
+        .patch(&url)
+        .bearer_auth(&user.token)
+        .json(&json!({ "year": null }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cleared["year"], Value::Null);
+    assert_eq!(cleared["name"], "Perfect Blue (1997)");
+
+    let empty = app
+        .client
+        .patch(&url)
+        .bearer_auth(&user.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(empty, StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test]
+async fn votes_are_one_per_user_and_film_and_can_be_changed_or_withdrawn() {
+    let app = spawn_app().await;
+    let owner = app.new_user().await;
+    let fan = app.new_user().await;
+    let film = app
+        .create_film(&owner.token, "Howl's Moving Castle", "Studio Ghibli")
+        .await;
+    let vote_url = app.url(&format!("/api/v1/films/{}/vote", film["id"]));
+    let vote = |token: String, value: &'static str| {
+        let request = app
+            .client
+            .put(&vote_url)
+            .bearer_auth(token)
+            .json(&json!({ "vote": value }));
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let film: Value = response.json().await.unwrap();
+            (
+                film["likes"].as_i64().unwrap(),
+                film["dislikes"].as_i64().unwrap(),
+            )
+        }
+    };
+
+    assert_eq!(vote(fan.token.clone(), "like").await, (1, 0));
+    assert_eq!(
+        vote(fan.token.clone(), "like").await,
+        (1, 0),
+        "repeating is idempotent"
+    );
+    assert_eq!(vote(owner.token.clone(), "like").await, (2, 0));
+    assert_eq!(
+        vote(fan.token.clone(), "dislike").await,
+        (1, 1),
+        "a vote can change"
+    );
+
+    let withdrawn = app
+        .client
+        .delete(&vote_url)
+        .bearer_auth(&fan.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(withdrawn.status(), StatusCode::OK);
+    let film: Value = withdrawn.json().await.unwrap();
+    assert_eq!(
+        (film["likes"].as_i64(), film["dislikes"].as_i64()),
+        (Some(1), Some(0))
+    );
+
+    let bad_vote = app
+        .client
+        .put(&vote_url)
+        .bearer_auth(&fan.token)
+        .json(&json!({ "vote": "love" }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(bad_vote, StatusCode::BAD_REQUEST).await;
+
+    let missing = app
+        .client
+        .put(app.url("/api/v1/films/424242/vote"))
+        .bearer_auth(&fan.token)
+        .json(&json!({ "vote": "like" }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(missing, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn deleting_a_film_deletes_it_and_its_votes() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let film = app
+        .create_film(&user.token, "Mind Game", "Studio 4°C")
+        .await;
+    let id = film["id"].as_i64().unwrap();
+    app.client
+        .put(app.url(&format!("/api/v1/films/{id}/vote")))
+        .bearer_auth(&user.token)
+        .json(&json!({ "vote": "like" }))
+        .send()
+        .await
+        .unwrap();
+    let response = app
+        .client
+        .delete(app.url(&format!("/api/v1/films/{id}")))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let votes: i64 = sqlx::query_scalar("SELECT count(*) FROM votes WHERE film_id = ?1")
+        .bind(id)
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(votes, 0);
+}
+
+#[tokio::test]
+async fn sql_injection_strings_are_stored_and_returned_literally_and_the_tables_survive() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let payloads = [
+        "Robert'); DROP TABLE films;--",
+        "' OR '1'='1",
+        "1; DELETE FROM users WHERE 1=1; --",
+        "\" UNION SELECT password_hash FROM users --",
+    ];
+    for payload in payloads {
+        let film = app.create_film(&user.token, payload, payload).await;
+        assert_eq!(film["name"], payload);
+        assert_eq!(film["studio"], payload);
+        let fetched: Value = app
+            .get(&format!("/api/v1/films/{}", film["id"]), None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(fetched["name"], payload);
+    }
+    let search: Value = app
+        .get("/api/v1/films?q=%27%20OR%20%271%27%3D%271", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        search["total"], 1,
+        "the injection string is searched for, not executed"
+    );
+
+    let list: Value = app
+        .get("/api/v1/films?limit=100", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], payloads.len());
+    assert_eq!(
+        app.login(&user.username, &user.password).await.status(),
+        StatusCode::OK
+    );
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+}

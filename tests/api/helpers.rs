@@ -1,0 +1,284 @@
+//! Test harness: every test gets its own server on a free port with its own SQLite file, and
+//! talks to it over real HTTP.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::Command,
+    sync::{
+        LazyLock, Once,
+        atomic::{AtomicU32, Ordering},
+    },
+};
+
+use filmvault::{
+    config::{LogFormat, Settings},
+    startup::Application,
+    telemetry::{self, CapturedLogs},
+};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
+pub const STRONG_PASSWORD: &str = "violet-kettle-umbrella-42";
+
+/// Everything the test process logs, at TRACE level, in the JSON format production uses.
+/// Set TEST_LOG=1 to see it on stdout instead (it is then not captured).
+pub static LOGS: LazyLock<CapturedLogs> = LazyLock::new(|| {
+    let logs = CapturedLogs::default();
+    let installed = if std::env::var_os("TEST_LOG").is_some() {
+        telemetry::subscriber("trace", LogFormat::Pretty, std::io::stdout)
+            .map_err(anyhow::Error::from)
+            .and_then(telemetry::init)
+    } else {
+        telemetry::subscriber("trace", LogFormat::Json, logs.clone())
+            .map_err(anyhow::Error::from)
+            .and_then(telemetry::init)
+    };
+    installed.expect("the test subscriber installs");
+    logs
+});
+
+static INIT_LOGS: Once = Once::new();
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db_path: PathBuf,
+    pub database_url: String,
+    _dir: tempfile::TempDir,
+}
+
+pub struct TestUser {
+    pub id: i64,
+    pub username: String,
+    pub password: String,
+    pub token: String,
+}
+
+/// The defaults a test starts from: development mode, no demo films, limits high enough that
+/// only the tests about limits meet them.
+fn base_vars(database_url: &str) -> HashMap<String, String> {
+    [
+        ("APP_ENV", "development"),
+        ("APP_HOST", "127.0.0.1"),
+        ("APP_PORT", "0"),
+        ("DATABASE_URL", database_url),
+        ("JWT_SECRET", TEST_JWT_SECRET),
+        ("SEED_DEMO_DATA", "false"),
+        ("WORKERS", "2"),
+        ("RATE_LIMIT_GLOBAL", "100000/s"),
+        ("RATE_LIMIT_AUTH", "100000/s"),
+        ("RATE_LIMIT_LOGIN_PER_USERNAME", "100000/s"),
+        ("RATE_LIMIT_WRITE", "100000/s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db_path = dir.path().join("filmvault.db");
+    spawn_app_on(dir, db_path, overrides).await
+}
+
+/// Starts a server on an existing database file (for restart tests).
+pub async fn spawn_app_on(
+    dir: tempfile::TempDir,
+    db_path: PathBuf,
+    overrides: &[(&str, &str)],
+) -> TestApp {
+    INIT_LOGS.call_once(|| {
+        LazyLock::force(&LOGS);
+    });
+    let database_url = format!("sqlite://{}", db_path.display());
+    let mut vars = base_vars(&database_url);
+    for (key, value) in overrides {
+        vars.insert((*key).to_owned(), (*value).to_owned());
+    }
+    let settings = Settings::from_vars(vars).expect("the test settings are valid");
+    let application = Application::build(settings)
+        .await
+        .expect("the application builds");
+    let port = application.port();
+    tokio::spawn(application.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: client(),
+        db_path,
+        database_url,
+        _dir: dir,
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("a reqwest client")
+}
+
+static NEXT_USER: AtomicU32 = AtomicU32::new(1);
+
+pub fn unique_username(prefix: &str) -> String {
+    format!("{prefix}_{}", NEXT_USER.fetch_add(1, Ordering::Relaxed))
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        let mut request = self.client.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("the request is sent")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut request = self.client.get(self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("the request is sent")
+    }
+
+    pub async fn register(&self, username: &str, password: &str) -> Response {
+        self.post_json(
+            "/api/v1/auth/register",
+            &json!({
+                "username": username,
+                "email": format!("{username}@example.com"),
+                "password": password,
+            }),
+            None,
+        )
+        .await
+    }
+
+    pub async fn login(&self, username: &str, password: &str) -> Response {
+        self.post_json(
+            "/api/v1/auth/login",
+            &json!({ "username": username, "password": password }),
+            None,
+        )
+        .await
+    }
+
+    pub async fn access_token(&self, username: &str, password: &str) -> String {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {username}");
+        let body: Value = response.json().await.expect("a JSON body");
+        body["access_token"]
+            .as_str()
+            .expect("an access token")
+            .to_owned()
+    }
+
+    /// A fresh user, registered and logged in.
+    pub async fn new_user(&self) -> TestUser {
+        let username = unique_username("user");
+        let response = self.register(&username, STRONG_PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "registration");
+        let profile: Value = response.json().await.expect("a JSON body");
+        TestUser {
+            id: profile["id"].as_i64().expect("an id"),
+            token: self.access_token(&username, STRONG_PASSWORD).await,
+            username,
+            password: STRONG_PASSWORD.to_owned(),
+        }
+    }
+
+    /// An administrator made the supported way: the binary's `create-admin` subcommand.
+    pub async fn new_admin(&self) -> TestUser {
+        let username = unique_username("admin");
+        let output = Command::new(env!("CARGO_BIN_EXE_filmvault"))
+            .args(["create-admin", "--username", &username, "--email"])
+            .arg(format!("{username}@example.com"))
+            .env("DATABASE_URL", &self.database_url)
+            .env("ADMIN_PASSWORD", STRONG_PASSWORD)
+            .env("JWT_SECRET", TEST_JWT_SECRET)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("create-admin runs");
+        assert!(
+            output.status.success(),
+            "create-admin failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let token = self.access_token(&username, STRONG_PASSWORD).await;
+        let me: Value = self
+            .get("/api/v1/users/me", Some(&token))
+            .await
+            .json()
+            .await
+            .expect("a profile");
+        TestUser {
+            id: me["id"].as_i64().expect("an id"),
+            username,
+            password: STRONG_PASSWORD.to_owned(),
+            token,
+        }
+    }
+
+    pub async fn create_film(&self, token: &str, name: &str, studio: &str) -> Value {
+        let response = self
+            .post_json(
+                "/api/v1/films",
+                &json!({ "name": name, "studio": studio }),
+                Some(token),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "film creation");
+        response.json().await.expect("a film")
+    }
+
+    /// Direct access to the app's SQLite file, for arranging and checking what HTTP cannot.
+    pub async fn db(&self) -> sqlx::SqlitePool {
+        sqlx::SqlitePool::connect(&self.database_url)
+            .await
+            .expect("the test opens the database")
+    }
+}
+
+/// Asserts an RFC 9457 problem body with the given status and returns it.
+pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status, "status");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value = response.json().await.expect("a JSON problem body");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["title"].is_string() && body["type"].is_string() && body["detail"].is_string());
+    assert_eq!(
+        body["request_id"].as_str(),
+        request_id.as_deref(),
+        "the body quotes the X-Request-Id"
+    );
+    body
+}
+
+/// A problem body without the request id, which differs per request.
+pub fn without_request_id(mut body: Value) -> Value {
+    body.as_object_mut()
+        .expect("an object")
+        .remove("request_id");
+    body
+}

@@ -1,0 +1,13 @@
+//! Black-box tests: each one starts the real application on a free port with its own SQLite
+//! file and speaks HTTP to it. One binary, one file per area.
+
+mod auth;
+mod authz;
+mod errors;
+mod films;
+mod health;
+mod helpers;
+mod legacy;
+mod startup;
+mod tokens;
+mod validation;

@@ -1,0 +1,110 @@
+//! A fresh clone runs with zero setup; bad configuration stops it with one clear line.
+
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app_on, spawn_app_with};
+
+#[tokio::test]
+async fn a_fresh_development_database_gets_the_demo_catalogue_once() {
+    let app = spawn_app_with(&[("SEED_DEMO_DATA", "true")]).await;
+    let page: Value = app
+        .get("/api/v1/films?limit=100", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 20);
+    let names: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"Frozen"));
+    assert_eq!(page["items"][0]["studio"], "Disney");
+
+    // A second start on the same file does not seed again.
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("restart.db");
+    let first = spawn_app_on(dir, db_path.clone(), &[("SEED_DEMO_DATA", "true")]).await;
+    let token = {
+        let user = first.new_user().await;
+        user.token
+    };
+    first.create_film(&token, "Extra", "Somewhere").await;
+    let keep_dir = tempfile::tempdir().unwrap();
+    let second = spawn_app_on(keep_dir, db_path, &[("SEED_DEMO_DATA", "true")]).await;
+    let page: Value = second
+        .get("/api/v1/films?limit=1", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 21);
+}
+
+fn run_binary(env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_filmvault"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    // A temporary working directory: no stray .env is read.
+    let dir = tempfile::tempdir().unwrap();
+    command
+        .current_dir(dir.path())
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn a_bad_variable_stops_the_server_with_one_line_naming_it() {
+    let output = run_binary(&[("APP_PORT", "eighty")]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("APP_PORT"), "{stderr}");
+}
+
+#[test]
+fn production_refuses_to_start_without_a_strong_jwt_secret() {
+    for secret in [None, Some("short-secret")] {
+        let mut env = vec![
+            ("APP_ENV", "production"),
+            ("TLS_CERT_PATH", "/nonexistent/cert.pem"),
+            ("TLS_KEY_PATH", "/nonexistent/key.pem"),
+        ];
+        if let Some(secret) = secret {
+            env.push(("JWT_SECRET", secret));
+        }
+        let output = run_binary(&env);
+        assert_eq!(output.status.code(), Some(2), "{secret:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+        assert!(
+            !stderr.contains("short-secret"),
+            "the secret is echoed: {stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_server_creates_its_database_file_and_applies_migrations() {
+    let app = spawn_app_with(&[]).await;
+    assert!(app.db_path.exists());
+    let response = app.get("/api/v1/films", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&app.db().await)
+            .await
+            .unwrap();
+    for table in ["films", "users", "votes"] {
+        assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
+    }
+}

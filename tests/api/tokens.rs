@@ -1,0 +1,174 @@
+//! Access tokens: anything but a valid, unexpired HS256 token we issued is a 401.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use hmac::{Hmac, Mac};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Sha256, Sha512};
+
+use crate::helpers::{TEST_JWT_SECRET, TestApp, assert_problem, spawn_app, without_request_id};
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn b64(value: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+fn sign_hs256(header: &Value, claims: &Value, secret: &str) -> String {
+    let message = format!("{}.{}", b64(header), b64(claims));
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(message.as_bytes());
+    format!(
+        "{message}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+fn claims_for(user_id: i64) -> Value {
+    json!({
+        "sub": user_id.to_string(),
+        "role": "user",
+        "iss": "filmvault",
+        "aud": "filmvault-api",
+        "iat": now(),
+        "nbf": now(),
+        "exp": now() + 600,
+        "jti": "test",
+        "ver": 0,
+    })
+}
+
+fn hs256_header() -> Value {
+    json!({ "alg": "HS256", "typ": "JWT" })
+}
+
+async fn me_with(app: &TestApp, token: &str) -> reqwest::Response {
+    app.get("/api/v1/users/me", Some(token)).await
+}
+
+#[tokio::test]
+async fn a_token_forged_exactly_like_ours_works_so_the_refusals_below_mean_something() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let token = sign_hs256(&hs256_header(), &claims_for(user.id), TEST_JWT_SECRET);
+    assert_eq!(me_with(&app, &token).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn requests_without_a_token_are_refused_with_a_bearer_challenge() {
+    let app = spawn_app().await;
+    let response = app.get("/api/v1/users/me", None).await;
+    assert_eq!(
+        response.headers()["www-authenticate"],
+        "Bearer realm=\"filmvault\""
+    );
+    assert_problem(response, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test]
+async fn every_invalid_token_gets_the_same_401() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let claims = claims_for(user.id);
+    let with = |changes: Value| {
+        let mut claims = claims.clone();
+        for (key, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                claims.as_object_mut().unwrap().remove(key);
+            } else {
+                claims[key] = value.clone();
+            }
+        }
+        sign_hs256(&hs256_header(), &claims, TEST_JWT_SECRET)
+    };
+    let tampered = {
+        let parts: Vec<&str> = user.token.split('.').collect();
+        let mut payload: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        payload["role"] = json!("admin");
+        format!("{}.{}.{}", parts[0], b64(&payload), parts[2])
+    };
+    let unsigned = format!(
+        "{}.{}.",
+        b64(&json!({ "alg": "none", "typ": "JWT" })),
+        b64(&claims)
+    );
+    let hs512 = {
+        let header = json!({ "alg": "HS512", "typ": "JWT" });
+        let message = format!("{}.{}", b64(&header), b64(&claims));
+        let mut mac = Hmac::<Sha512>::new_from_slice(TEST_JWT_SECRET.as_bytes()).unwrap();
+        mac.update(message.as_bytes());
+        format!(
+            "{message}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    };
+    let cases = [
+        ("garbage", "not-a-jwt".to_owned()),
+        (
+            "another secret",
+            sign_hs256(&hs256_header(), &claims, "some-other-secret-of-32-bytes!!"),
+        ),
+        (
+            "expired",
+            with(json!({ "iat": now() - 1000, "nbf": now() - 1000, "exp": now() - 10 })),
+        ),
+        ("not yet valid", with(json!({ "nbf": now() + 300 }))),
+        ("tampered payload", tampered),
+        ("alg none", unsigned),
+        ("HS512 instead of HS256", hs512),
+        ("wrong issuer", with(json!({ "iss": "someone-else" }))),
+        ("wrong audience", with(json!({ "aud": "another-api" }))),
+        ("no exp", with(json!({ "exp": null }))),
+        ("no sub", with(json!({ "sub": null }))),
+        ("non-numeric sub", with(json!({ "sub": "admin" }))),
+    ];
+    let mut bodies = Vec::new();
+    for (name, token) in cases {
+        let response = me_with(&app, &token).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+        bodies.push(without_request_id(
+            assert_problem(response, StatusCode::UNAUTHORIZED).await,
+        ));
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "the 401 bodies differ"
+    );
+}
+
+#[tokio::test]
+async fn malformed_or_ambiguous_credentials_are_refused_not_ignored() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let cases: Vec<(&str, Vec<(&str, String)>)> = vec![
+        (
+            "basic auth",
+            vec![("authorization", "Basic dXNlcjpwYXNz".into())],
+        ),
+        ("no scheme", vec![("authorization", user.token.clone())]),
+        ("empty bearer", vec![("authorization", "Bearer ".into())]),
+        (
+            "token and API key",
+            vec![
+                ("authorization", format!("Bearer {}", user.token)),
+                ("x-api-key", "fk_whatever".into()),
+            ],
+        ),
+    ];
+    for (name, headers) in cases {
+        // An open route: without the header it would be 200, so a 401 proves the header was
+        // judged rather than ignored.
+        let mut request = app.client.get(app.url("/"));
+        for (key, value) in headers {
+            request = request.header(key, value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+    }
+}

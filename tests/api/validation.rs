@@ -1,0 +1,158 @@
+//! Strict input: unknown fields refused (mass assignment), every rule reported per field,
+//! nothing stored when anything is wrong.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{assert_problem, spawn_app};
+
+fn fields_of(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .expect("an errors list")
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn server_set_fields_cannot_be_sent() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for field in [
+        "id",
+        "owner",
+        "owner_id",
+        "likes",
+        "dislikes",
+        "created_at",
+        "updated_at",
+    ] {
+        let mut body = json!({ "name": "Mass", "studio": "Assignment" });
+        body[field] = json!(1);
+        let response = app
+            .post_json("/api/v1/films", &body, Some(&user.token))
+            .await;
+        let problem = assert_problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(fields_of(&problem), vec![field.to_owned()]);
+    }
+    let films: Value = app.get("/api/v1/films", None).await.json().await.unwrap();
+    assert_eq!(films["total"], 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn a_role_cannot_be_chosen_at_registration() {
+    let app = spawn_app().await;
+    let response = app
+        .post_json(
+            "/api/v1/auth/register",
+            &json!({
+                "username": "mallory",
+                "email": "mallory@example.com",
+                "password": "violet-kettle-umbrella-42",
+                "role": "admin",
+            }),
+            None,
+        )
+        .await;
+    let problem = assert_problem(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(fields_of(&problem), vec!["role".to_owned()]);
+    assert_eq!(
+        app.login("mallory", "violet-kettle-umbrella-42")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn invalid_film_fields_are_all_reported_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let cases = [
+        (json!({ "name": "", "studio": "Pixar" }), vec!["name"]),
+        (json!({ "name": "   ", "studio": "Pixar" }), vec!["name"]),
+        (
+            json!({ "name": "x".repeat(201), "studio": "Pixar" }),
+            vec!["name"],
+        ),
+        (
+            json!({ "name": "Up", "studio": "x".repeat(101) }),
+            vec!["studio"],
+        ),
+        (
+            json!({ "name": "Up\u{0000}", "studio": "Pixar" }),
+            vec!["name"],
+        ),
+        (
+            json!({ "name": "Up\nDown", "studio": "Pixar" }),
+            vec!["name"],
+        ),
+        (
+            json!({ "name": "evil\u{202E}gnp.exe", "studio": "Pixar" }),
+            vec!["name"],
+        ),
+        (
+            json!({ "name": "Up", "studio": "Pixar", "year": 1700 }),
+            vec!["year"],
+        ),
+        (
+            json!({ "name": "Up", "studio": "Pixar", "year": 3000 }),
+            vec!["year"],
+        ),
+        (
+            json!({ "name": "", "studio": "", "year": 0 }),
+            vec!["name", "studio", "year"],
+        ),
+    ];
+    for (body, expected) in cases {
+        let response = app
+            .post_json("/api/v1/films", &body, Some(&user.token))
+            .await;
+        let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(fields_of(&problem), expected, "{body}");
+    }
+    let films: Value = app.get("/api/v1/films", None).await.json().await.unwrap();
+    assert_eq!(films["total"], 0);
+}
+
+#[tokio::test]
+async fn wrongly_shaped_bodies_are_bad_requests_naming_the_field() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let cases = [
+        (json!({ "studio": "Pixar" }), "name"),
+        (json!({ "name": 42, "studio": "Pixar" }), "name"),
+        (
+            json!({ "name": "Up", "studio": "Pixar", "year": "2009" }),
+            "year",
+        ),
+        (
+            json!({ "name": "Up", "studio": "Pixar", "year": 2009.5 }),
+            "year",
+        ),
+        (json!(["Up", "Pixar"]), "body"),
+    ];
+    for (body, field) in cases {
+        let response = app
+            .post_json("/api/v1/films", &body, Some(&user.token))
+            .await;
+        let problem = assert_problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(fields_of(&problem), vec![field.to_owned()], "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_title_in_any_script_and_with_markup_is_stored_as_text() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for name in [
+        "千と千尋の神隠し",
+        "Amélie",
+        "<img src=x onerror=alert(1)>",
+        "WALL·E",
+    ] {
+        let film = app.create_film(&user.token, name, "Studio").await;
+        assert_eq!(film["name"], name);
+    }
+}
