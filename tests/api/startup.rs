@@ -108,3 +108,35 @@ async fn the_server_creates_its_database_file_and_applies_migrations() {
         assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
     }
 }
+
+/// `.env.example` must stay true: it parses into valid settings, and every variable the
+/// configuration reads is documented in it.
+#[test]
+fn the_example_environment_file_is_valid_and_documents_every_variable() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join(".env.example")).unwrap();
+    let vars: Vec<(String, String)> = dotenvy::from_path_iter(root.join(".env.example"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    filmvault::config::Settings::from_vars(vars).expect(".env.example is valid");
+
+    let config_source = std::fs::read_to_string(root.join("src/config.rs")).unwrap();
+    let read_by_config: std::collections::BTreeSet<&str> = config_source
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.len() > 3 && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        .collect();
+    assert!(read_by_config.contains("JWT_SECRET"));
+    for name in read_by_config {
+        let documented = example.lines().any(|line| {
+            line.trim_start_matches("# ")
+                .starts_with(&format!("{name}="))
+        });
+        assert!(
+            documented,
+            "{name} is read by src/config.rs but not documented in .env.example"
+        );
+    }
+}
