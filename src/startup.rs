@@ -10,14 +10,14 @@ use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
 use anyhow::Context;
 
 use crate::{
-    auth::{jwt::JwtCodec, password::PasswordHasher},
+    auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
     config::Settings,
     db::Database,
     domain::seed,
     error::{self, ApiError},
     extract::BodyLimits,
     routes,
-    security::headers::security_headers,
+    security::{headers::security_headers, rate_limit::LoginThrottle},
     state::AppState,
     telemetry,
 };
@@ -47,6 +47,9 @@ impl Application {
         let state = web::Data::new(AppState {
             passwords: PasswordHasher::new(settings.password_hash_concurrency)?,
             jwt: JwtCodec::new(&settings.jwt),
+            revocations: Revocations::load(&db.reader, settings.jwt.access_token_ttl.as_secs())
+                .await?,
+            login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username),
             db,
             settings,
         });

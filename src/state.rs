@@ -1,14 +1,17 @@
 //! What every handler can reach: registered once as `web::Data<AppState>`.
 
 use crate::{
-    auth::{jwt::JwtCodec, password::PasswordHasher},
+    auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
     config::Settings,
     db::Database,
+    security::rate_limit::LoginThrottle,
 };
 
 pub struct AppState {
     pub db: Database,
     pub passwords: PasswordHasher,
     pub jwt: JwtCodec,
+    pub revocations: Revocations,
+    pub login_throttle: LoginThrottle,
     pub settings: Settings,
 }

@@ -8,7 +8,7 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 
 use crate::{
     auth::{
-        Role,
+        Role, api_key,
         credentials::{self, Credential},
     },
     error::ApiError,
@@ -29,9 +29,15 @@ impl Scopes {
     };
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMethod {
-    AccessToken,
+    /// A bearer access token of the login session (refresh-token family) `session`.
+    AccessToken {
+        session: String,
+    },
+    ApiKey {
+        key_id: i64,
+    },
 }
 
 /// An authenticated caller.
@@ -130,6 +136,17 @@ impl FromRequest for MaybeAuthenticated {
     }
 }
 
+impl Principal {
+    /// For actions an API key must not take (managing keys, changing the password, logging
+    /// out): they need the login session itself.
+    pub fn session(&self) -> Result<&str, ApiError> {
+        match &self.method {
+            AuthMethod::AccessToken { session } => Ok(session),
+            AuthMethod::ApiKey { .. } => Err(ApiError::Forbidden),
+        }
+    }
+}
+
 impl MaybeAuthenticated {
     /// For routes that are open to all but do more for an authenticated caller with `A`.
     pub fn require<A: Access>(self) -> Result<Principal, ApiError> {
@@ -156,14 +173,37 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> 
         None => return Ok(None),
         Some(Credential::Bearer(token)) => {
             let claims = state.jwt.verify(token).ok_or(ApiError::Unauthenticated)?;
+            let user_id = claims.user_id().ok_or(ApiError::Unauthenticated)?;
+            if !state
+                .revocations
+                .permits(user_id, claims.ver, Some(&claims.sid))
+            {
+                return Err(ApiError::Unauthenticated);
+            }
             Principal {
-                user_id: claims.user_id().ok_or(ApiError::Unauthenticated)?,
+                user_id,
                 role: claims.role,
                 scopes: Scopes::ALL,
-                method: AuthMethod::AccessToken,
+                method: AuthMethod::AccessToken {
+                    session: claims.sid,
+                },
             }
         }
-        Some(Credential::ApiKey(_)) => return Err(ApiError::Unauthenticated),
+        Some(Credential::ApiKey(raw)) => {
+            let key = api_key::parse(raw).ok_or(ApiError::Unauthenticated)?;
+            let key = api_key::authenticate(&state.db.reader, key)
+                .await?
+                .ok_or(ApiError::Unauthenticated)?;
+            if key.stale {
+                api_key::touch(&state.db.writer, key.key_id).await?;
+            }
+            Principal {
+                user_id: key.user_id,
+                role: key.role,
+                scopes: key.scopes,
+                method: AuthMethod::ApiKey { key_id: key.key_id },
+            }
+        }
     };
     telemetry::record_user(req, principal.user_id);
     req.extensions_mut().insert(principal.clone());

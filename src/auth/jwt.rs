@@ -35,6 +35,9 @@ pub struct Claims {
     /// The user's token version when this token was issued; a newer version in the database
     /// (after disable, role or password change) makes this token worthless.
     pub ver: i64,
+    /// The session (refresh-token family) this token belongs to; logging out of it, or reuse
+    /// of one of its refresh tokens, makes this token worthless.
+    pub sid: String,
 }
 
 impl Claims {
@@ -88,7 +91,7 @@ impl JwtCodec {
         }
     }
 
-    pub fn issue(&self, subject: TokenSubject) -> anyhow::Result<IssuedToken> {
+    pub fn issue(&self, subject: TokenSubject, session: &str) -> anyhow::Result<IssuedToken> {
         let now = unix_now();
         let claims = Claims {
             sub: subject.user_id.to_string(),
@@ -100,6 +103,7 @@ impl JwtCodec {
             exp: now + self.ttl.as_secs(),
             jti: uuid::Uuid::new_v4().to_string(),
             ver: subject.token_version,
+            sid: session.to_owned(),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
         Ok(IssuedToken {
@@ -235,7 +239,7 @@ mod tests {
     #[test]
     fn a_token_round_trips_with_its_claims() {
         let codec = codec("a-test-secret-that-is-32-bytes-long!!");
-        let issued = codec.issue(SUBJECT).unwrap();
+        let issued = codec.issue(SUBJECT, "session").unwrap();
         let claims = codec.verify(&issued.token).unwrap();
         assert_eq!(claims.user_id(), Some(7));
         assert_eq!(claims.role, Role::User);
@@ -245,7 +249,7 @@ mod tests {
     #[test]
     fn a_token_signed_with_another_secret_is_refused() {
         let issued = codec("one-secret-that-is-32-bytes-long!!!!")
-            .issue(SUBJECT)
+            .issue(SUBJECT, "session")
             .unwrap();
         assert!(
             codec("another-secret-32-bytes-long-too!!!!")
@@ -265,7 +269,7 @@ mod tests {
     #[test]
     fn an_unsigned_token_is_refused() {
         let codec = codec("a-test-secret-that-is-32-bytes-long!!");
-        let issued = codec.issue(SUBJECT).unwrap();
+        let issued = codec.issue(SUBJECT, "session").unwrap();
         let payload = issued.token.split('.').nth(1).unwrap();
         let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         assert!(codec.verify(&format!("{header}.{payload}.")).is_none());

@@ -1,11 +1,14 @@
 //! Who is calling: passwords, access tokens and the extractor that turns request headers into
 //! an authenticated principal.
 
+pub mod api_key;
 pub mod common_passwords;
 pub mod credentials;
 pub mod extractor;
 pub mod jwt;
 pub mod password;
+pub mod refresh;
+pub mod revocation;
 pub mod roles;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -15,6 +18,13 @@ pub use extractor::{
     Access, AdminRead, AdminWrite, Authenticated, MaybeAuthenticated, Read, Write,
 };
 pub use roles::Role;
+
+/// `N` bytes from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buffer = [0u8; N];
+    OsRng.fill_bytes(&mut buffer);
+    buffer
+}
 
 /// `bytes` bytes from the operating system's CSPRNG, base64url without padding.
 pub fn random_token(bytes: usize) -> String {

@@ -6,11 +6,15 @@ use std::{borrow::Cow, fmt};
 
 use secrecy::SecretString;
 use serde::Serialize;
-use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
+use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool, prelude::FromRow};
 use validator::{ValidateEmail, ValidateLength, ValidationError};
 
 use crate::{
-    auth::{Role, common_passwords, password::PasswordHasher},
+    auth::{
+        Role, common_passwords,
+        password::PasswordHasher,
+        refresh::{self, RevokeReason},
+    },
     domain::{Page, Paginated},
     error::ApiError,
 };
@@ -131,6 +135,7 @@ pub struct UserProfile {
 #[derive(FromRow)]
 pub struct UserCredentials {
     pub id: i64,
+    pub username: String,
     pub password_hash: String,
     pub role: Role,
     pub disabled: bool,
@@ -201,11 +206,131 @@ pub async fn find_credentials(
     username: &str,
 ) -> Result<Option<UserCredentials>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, password_hash, role, disabled, token_version FROM users WHERE username = ?1",
+        "SELECT id, username, password_hash, role, disabled, token_version
+         FROM users WHERE username = ?1",
     )
     .bind(username)
     .fetch_optional(executor)
     .await
+}
+
+#[tracing::instrument(skip(executor))]
+pub async fn credentials_by_id(
+    executor: impl SqliteExecutor<'_>,
+    user_id: i64,
+) -> Result<Option<UserCredentials>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, username, password_hash, role, disabled, token_version
+         FROM users WHERE id = ?1",
+    )
+    .bind(user_id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// Makes every access token of the user worthless; returns the new version.
+async fn bump_token_version(
+    connection: &mut SqliteConnection,
+    user_id: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE users SET token_version = token_version + 1,
+                          updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?1 RETURNING token_version",
+    )
+    .bind(user_id)
+    .fetch_one(connection)
+    .await
+}
+
+/// Stores the new hash and ends every session of the user, in one transaction: other devices
+/// must log in again with the new password. Returns the new token version. API keys stay;
+/// they are revoked one by one.
+#[tracing::instrument(skip_all, fields(user_id))]
+pub async fn change_password(
+    writer: &SqlitePool,
+    user_id: i64,
+    password_hash: &str,
+) -> Result<i64, sqlx::Error> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    update_password_hash(&mut *tx, user_id, password_hash).await?;
+    let version = bump_token_version(&mut tx, user_id).await?;
+    refresh::revoke_all_of_user(&mut tx, user_id, RevokeReason::PasswordChange).await?;
+    tx.commit().await?;
+    Ok(version)
+}
+
+/// What an administrator may change about an account.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AccountChanges {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug)]
+pub struct AccountUpdate {
+    pub profile: UserProfile,
+    /// Set when the change ended the user's sessions (role change or disable).
+    pub new_token_version: Option<i64>,
+}
+
+/// Applies `changes` to `user_id`. Refuses to leave the service without an active admin.
+/// A role change or a disable ends every session of the user at once.
+#[tracing::instrument(skip(writer))]
+pub async fn update_account(
+    writer: &SqlitePool,
+    user_id: i64,
+    changes: AccountChanges,
+) -> Result<AccountUpdate, ApiError> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let current = profile(&mut *tx, user_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let role = changes.role.unwrap_or(current.role);
+    let disabled = changes.disabled.unwrap_or(current.disabled);
+    let was_active_admin = current.role.is_admin() && !current.disabled;
+    let stays_active_admin = role.is_admin() && !disabled;
+    if was_active_admin && !stays_active_admin {
+        let active_admins: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0")
+                .fetch_one(&mut *tx)
+                .await?;
+        if active_admins <= 1 {
+            return Err(ApiError::Conflict(
+                "The last active administrator cannot be demoted or disabled.",
+            ));
+        }
+    }
+    sqlx::query(
+        "UPDATE users SET role = ?2, disabled = ?3,
+                          updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?1",
+    )
+    .bind(user_id)
+    .bind(role)
+    .bind(disabled)
+    .execute(&mut *tx)
+    .await?;
+    let ends_sessions = role != current.role || (disabled && !current.disabled);
+    let new_token_version = if ends_sessions {
+        let reason = if disabled {
+            RevokeReason::Disabled
+        } else {
+            RevokeReason::Admin
+        };
+        refresh::revoke_all_of_user(&mut tx, user_id, reason).await?;
+        Some(bump_token_version(&mut tx, user_id).await?)
+    } else {
+        None
+    };
+    let profile = profile(&mut *tx, user_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await?;
+    Ok(AccountUpdate {
+        profile,
+        new_token_version,
+    })
 }
 
 #[tracing::instrument(skip_all, fields(user_id))]

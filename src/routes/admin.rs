@@ -4,15 +4,19 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use crate::{
-    auth::{AdminRead, Authenticated},
-    domain::{Page, user},
+    auth::{AdminRead, AdminWrite, Authenticated, Role},
+    domain::{
+        Page,
+        user::{self, AccountChanges},
+    },
     error::ApiError,
-    extract::Query,
+    extract::{Json, Query},
     state::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/users").route(web::get().to(list_users)));
+    cfg.service(web::resource("/users").route(web::get().to(list_users)))
+        .service(web::resource("/users/{id}").route(web::patch().to(update_user)));
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,4 +39,34 @@ async fn list_users(
 ) -> Result<HttpResponse, ApiError> {
     let users = user::list(&state.db.reader, query.0.page()?).await?;
     Ok(HttpResponse::Ok().json(users))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+}
+
+/// Changing a role or disabling ends the user's sessions at once (refresh and access tokens).
+async fn update_user(
+    state: web::Data<AppState>,
+    _admin: Authenticated<AdminWrite>,
+    id: web::Path<i64>,
+    Json(request): Json<UpdateUserRequest>,
+) -> Result<HttpResponse, ApiError> {
+    if request.role.is_none() && request.disabled.is_none() {
+        return Err(ApiError::bad_request(
+            "Send at least one of `role`, `disabled`.",
+        ));
+    }
+    let changes = AccountChanges {
+        role: request.role,
+        disabled: request.disabled,
+    };
+    let update = user::update_account(&state.db.writer, *id, changes).await?;
+    if let Some(version) = update.new_token_version {
+        state.revocations.set_version(*id, version);
+    }
+    Ok(HttpResponse::Ok().json(update.profile))
 }

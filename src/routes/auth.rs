@@ -1,4 +1,4 @@
-//! `/api/v1/auth`: registration and login.
+//! `/api/v1/auth`: registration, login, token refresh and logout.
 
 use std::fmt;
 
@@ -8,7 +8,12 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::{
-    auth::{Role, jwt::TokenSubject, password::Verification},
+    auth::{
+        Authenticated, Read, Role,
+        jwt::TokenSubject,
+        password::Verification,
+        refresh::{self, IssuedRefreshToken, RevokeReason, Rotation},
+    },
     domain::{
         text,
         user::{self, Email, NewPassword, NewUser, Username},
@@ -20,7 +25,9 @@ use crate::{
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/register").route(web::post().to(register)))
-        .service(web::resource("/login").route(web::post().to(login)));
+        .service(web::resource("/login").route(web::post().to(login)))
+        .service(web::resource("/refresh").route(web::post().to(refresh_tokens)))
+        .service(web::resource("/logout").route(web::post().to(logout)));
 }
 
 #[derive(Deserialize, Validate)]
@@ -66,11 +73,34 @@ pub struct LoginRequest {
     pub password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[validate(length(min = 1, max = 128))]
+    pub refresh_token: String,
+}
+
+#[derive(Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
     pub expires_in: u64,
+    pub refresh_token: String,
+}
+
+/// An access token and a refresh token for one session.
+fn token_response(
+    state: &AppState,
+    subject: TokenSubject,
+    refresh: IssuedRefreshToken,
+) -> Result<HttpResponse, ApiError> {
+    let access = state.jwt.issue(subject, &refresh.family_id)?;
+    Ok(HttpResponse::Ok().json(TokenResponse {
+        access_token: access.token,
+        token_type: "Bearer",
+        expires_in: access.expires_in.as_secs(),
+        refresh_token: refresh.token,
+    }))
 }
 
 async fn register(
@@ -91,6 +121,7 @@ async fn login(
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
+    state.login_throttle.attempt(&request.username)?;
     let account = user::find_credentials(&state.db.reader, &request.username).await?;
     let password = SecretString::from(request.password);
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
@@ -112,14 +143,60 @@ async fn login(
         }
         _ => return Err(ApiError::InvalidCredentials),
     };
-    let issued = state.jwt.issue(TokenSubject {
-        user_id: account.id,
-        role: account.role,
-        token_version: account.token_version,
-    })?;
-    Ok(HttpResponse::Ok().json(TokenResponse {
-        access_token: issued.token,
-        token_type: "Bearer",
-        expires_in: issued.expires_in.as_secs(),
-    }))
+    let refresh = refresh::start_family(
+        &state.db.writer,
+        account.id,
+        state.settings.jwt.refresh_token_ttl.as_secs(),
+    )
+    .await?;
+    token_response(
+        &state,
+        TokenSubject {
+            user_id: account.id,
+            role: account.role,
+            token_version: account.token_version,
+        },
+        refresh,
+    )
+}
+
+/// Rotation: the presented token is spent, a new one of the same session comes back.
+async fn refresh_tokens(
+    state: web::Data<AppState>,
+    Json(request): Json<RefreshRequest>,
+) -> Result<HttpResponse, ApiError> {
+    request.validate()?;
+    match refresh::rotate(&state.db.writer, &request.refresh_token).await? {
+        Rotation::Rotated { account, issued } => token_response(
+            &state,
+            TokenSubject {
+                user_id: account.user_id,
+                role: account.role,
+                token_version: account.token_version,
+            },
+            issued,
+        ),
+        Rotation::ReuseDetected { user_id, family_id } => {
+            state.revocations.revoke_session(&family_id);
+            tracing::warn!(
+                target: "security",
+                user_id,
+                "a rotated refresh token was presented again; the session is revoked"
+            );
+            Err(ApiError::Unauthenticated)
+        }
+        Rotation::Refused => Err(ApiError::Unauthenticated),
+    }
+}
+
+/// Ends the caller's session: its refresh tokens and its access tokens stop working now.
+async fn logout(
+    state: web::Data<AppState>,
+    caller: Authenticated<Read>,
+) -> Result<HttpResponse, ApiError> {
+    let session = caller.session()?;
+    let mut connection = state.db.writer.acquire().await?;
+    refresh::revoke_family(&mut connection, session, RevokeReason::Logout).await?;
+    state.revocations.revoke_session(session);
+    Ok(HttpResponse::NoContent().finish())
 }

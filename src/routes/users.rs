@@ -1,16 +1,38 @@
-//! `/api/v1/users/me`: the caller's own account.
+//! `/api/v1/users/me`: the caller's own account, password and API keys.
+//!
+//! Changing the password and managing API keys need the login session itself: an API key
+//! can neither mint more keys nor lock its owner out.
 
 use actix_web::{HttpResponse, web};
+use secrecy::SecretString;
+use serde::Deserialize;
+use validator::Validate;
 
 use crate::{
-    auth::{Authenticated, Read},
-    domain::user,
+    auth::{
+        Authenticated, Read, Write,
+        api_key::{self, CreateKeyError, Scope},
+        extractor::Scopes,
+        password::Verification,
+    },
+    domain::{
+        text,
+        user::{self, NewPassword},
+    },
     error::ApiError,
+    extract::{ForField, Json},
     state::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/me").route(web::get().to(me)));
+    cfg.service(web::resource("/me").route(web::get().to(me)))
+        .service(web::resource("/me/password").route(web::put().to(change_password)))
+        .service(
+            web::resource("/me/api-keys")
+                .route(web::get().to(list_api_keys))
+                .route(web::post().to(create_api_key)),
+        )
+        .service(web::resource("/me/api-keys/{id}").route(web::delete().to(revoke_api_key)));
 }
 
 async fn me(
@@ -22,4 +44,109 @@ async fn me(
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     Ok(HttpResponse::Ok().json(profile))
+}
+
+#[derive(Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordRequest {
+    #[validate(length(min = 1, max = NewPassword::MAX_CHARS))]
+    pub current_password: String,
+    #[validate(custom(function = NewPassword::validate))]
+    pub new_password: String,
+}
+
+/// A wrong current password is a 401 and counts against the username's login budget, so
+/// this route is no side door for guessing.
+async fn change_password(
+    state: web::Data<AppState>,
+    caller: Authenticated<Write>,
+    Json(request): Json<ChangePasswordRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.session()?;
+    request.validate()?;
+    if request.current_password == request.new_password {
+        return Err(ApiError::invalid_field(
+            "new_password",
+            "must differ from the current password",
+        ));
+    }
+    let new_password = NewPassword::parse(request.new_password).for_field("new_password")?;
+    let account = user::credentials_by_id(&state.db.reader, caller.user_id)
+        .await?
+        .ok_or(ApiError::Unauthenticated)?;
+    let verification = state
+        .passwords
+        .verify(
+            SecretString::from(request.current_password),
+            Some(account.password_hash),
+        )
+        .await?;
+    if verification == Verification::Invalid {
+        state.login_throttle.attempt(&account.username)?;
+        return Err(ApiError::InvalidCredentials);
+    }
+    let hash = state.passwords.hash(new_password.into_secret()).await?;
+    let version = user::change_password(&state.db.writer, caller.user_id, &hash).await?;
+    state.revocations.set_version(caller.user_id, version);
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKeyRequest {
+    #[serde(deserialize_with = "text::trimmed")]
+    #[validate(custom(function = validate_key_name))]
+    pub name: String,
+    #[validate(length(min = 1, max = 2))]
+    pub scopes: Vec<Scope>,
+}
+
+fn validate_key_name(name: &str) -> Result<(), validator::ValidationError> {
+    text::check_display_text(name, 1, 64)
+}
+
+async fn create_api_key(
+    state: web::Data<AppState>,
+    caller: Authenticated<Write>,
+    Json(request): Json<CreateApiKeyRequest>,
+) -> Result<HttpResponse, ApiError> {
+    caller.session()?;
+    request.validate()?;
+    let scopes = Scopes {
+        read: request.scopes.contains(&Scope::Read),
+        write: request.scopes.contains(&Scope::Write),
+    };
+    let (view, key) = api_key::create(&state.db.writer, caller.user_id, &request.name, scopes)
+        .await
+        .map_err(|e| match e {
+            CreateKeyError::TooManyKeys => ApiError::Conflict(
+                "You have the maximum number of active API keys; revoke one first.",
+            ),
+            CreateKeyError::Database(e) => e.into(),
+        })?;
+    let mut body = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
+    body["key"] = serde_json::Value::String(key);
+    Ok(HttpResponse::Created().json(body))
+}
+
+async fn list_api_keys(
+    state: web::Data<AppState>,
+    caller: Authenticated<Read>,
+) -> Result<HttpResponse, ApiError> {
+    caller.session()?;
+    let keys = api_key::list(&state.db.reader, caller.user_id).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": keys })))
+}
+
+async fn revoke_api_key(
+    state: web::Data<AppState>,
+    caller: Authenticated<Write>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    caller.session()?;
+    if api_key::revoke(&state.db.writer, caller.user_id, *id).await? {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound)
+    }
 }

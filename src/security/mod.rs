@@ -2,3 +2,4 @@
 
 pub mod client_ip;
 pub mod headers;
+pub mod rate_limit;

@@ -183,6 +183,45 @@ impl TestApp {
             .to_owned()
     }
 
+    /// Logs in and returns `(access_token, refresh_token)`.
+    pub async fn token_pair(&self, username: &str, password: &str) -> (String, String) {
+        let response = self.login(username, password).await;
+        assert_eq!(response.status(), StatusCode::OK, "login of {username}");
+        let body: Value = response.json().await.expect("a JSON body");
+        (
+            body["access_token"]
+                .as_str()
+                .expect("an access token")
+                .to_owned(),
+            body["refresh_token"]
+                .as_str()
+                .expect("a refresh token")
+                .to_owned(),
+        )
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post_json(
+            "/api/v1/auth/refresh",
+            &json!({ "refresh_token": refresh_token }),
+            None,
+        )
+        .await
+    }
+
+    /// Creates an API key for the owner of `token` and returns the response body (with `key`).
+    pub async fn create_api_key(&self, token: &str, scopes: &[&str]) -> Value {
+        let response = self
+            .post_json(
+                "/api/v1/users/me/api-keys",
+                &json!({ "name": "test key", "scopes": scopes }),
+                Some(token),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "API key creation");
+        response.json().await.expect("a JSON body")
+    }
+
     /// A fresh user, registered and logged in.
     pub async fn new_user(&self) -> TestUser {
         let username = unique_username("user");

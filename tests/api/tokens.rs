@@ -40,6 +40,7 @@ fn claims_for(user_id: i64) -> Value {
         "exp": now() + 600,
         "jti": "test",
         "ver": 0,
+        "sid": "a-session",
     })
 }
 
@@ -126,6 +127,8 @@ async fn every_invalid_token_gets_the_same_401() {
         ("wrong audience", with(json!({ "aud": "another-api" }))),
         ("no exp", with(json!({ "exp": null }))),
         ("no sub", with(json!({ "sub": null }))),
+        ("no session", with(json!({ "sid": null }))),
+        ("an older token version", with(json!({ "ver": -1 }))),
         ("non-numeric sub", with(json!({ "sub": "admin" }))),
     ];
     let mut bodies = Vec::new();

@@ -1,0 +1,289 @@
+//! API keys: `fk_<12 hex lookup>_<43 base64url secret>` (256 bits of secret), shown once at
+//! creation and stored as a SHA-256 with the lookup part in the clear.
+//!
+//! The lookup part finds the row; the hash comparison (constant-time) decides. A revoked,
+//! unknown or mistyped key, or one of a disabled account, is a 401 with the same body.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{SqlitePool, prelude::FromRow};
+use subtle::ConstantTimeEq;
+
+use crate::auth::{Role, extractor::Scopes, random_bytes, random_token};
+
+pub const KEY_PREFIX: &str = "fk_";
+const LOOKUP_CHARS: usize = 12;
+const SECRET_CHARS: usize = 43;
+const KEY_CHARS: usize = KEY_PREFIX.len() + LOOKUP_CHARS + 1 + SECRET_CHARS;
+pub const MAX_KEYS_PER_USER: i64 = 20;
+/// `last_used_at` is refreshed at most this often, so a busy key does not turn every read into
+/// a write.
+const TOUCH_INTERVAL_SECS: i64 = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+}
+
+/// A key whose shape is right; whether it is genuine is for `authenticate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WellFormedKey<'a> {
+    lookup: &'a str,
+    full: &'a str,
+}
+
+pub fn parse(key: &str) -> Option<WellFormedKey<'_>> {
+    let rest = key.strip_prefix(KEY_PREFIX)?;
+    if key.len() != KEY_CHARS {
+        return None;
+    }
+    let (lookup, rest) = rest.split_at(LOOKUP_CHARS);
+    let secret = rest.strip_prefix('_')?;
+    let lookup_ok = lookup
+        .bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let secret_ok = secret
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    (lookup_ok && secret_ok).then_some(WellFormedKey { lookup, full: key })
+}
+
+fn key_hash(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}
+
+fn generate() -> (String, String) {
+    let lookup: String = random_bytes::<{ LOOKUP_CHARS / 2 }>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let key = format!("{KEY_PREFIX}{lookup}_{}", random_token(32));
+    (key, lookup)
+}
+
+/// What an owner sees of a key: never the secret, never its hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiKeyView {
+    pub id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub scopes: Vec<Scope>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+}
+
+#[derive(FromRow)]
+struct ApiKeyRow {
+    id: i64,
+    name: String,
+    prefix: String,
+    can_read: bool,
+    can_write: bool,
+    created_at: String,
+    last_used_at: Option<String>,
+}
+
+impl From<ApiKeyRow> for ApiKeyView {
+    fn from(row: ApiKeyRow) -> Self {
+        let scopes = [(row.can_read, Scope::Read), (row.can_write, Scope::Write)]
+            .into_iter()
+            .filter_map(|(granted, scope)| granted.then_some(scope))
+            .collect();
+        Self {
+            id: row.id,
+            name: row.name,
+            prefix: format!("{KEY_PREFIX}{}", row.prefix),
+            scopes,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+        }
+    }
+}
+
+pub enum CreateKeyError {
+    TooManyKeys,
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for CreateKeyError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+/// Creates a key and returns it with the plaintext, which is never stored.
+pub async fn create(
+    writer: &SqlitePool,
+    user_id: i64,
+    name: &str,
+    scopes: Scopes,
+) -> Result<(ApiKeyView, String), CreateKeyError> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM api_keys WHERE user_id = ?1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if active >= MAX_KEYS_PER_USER {
+        return Err(CreateKeyError::TooManyKeys);
+    }
+    // 48 random bits of lookup: a collision is rare, and the UNIQUE index catches it.
+    for _ in 0..3 {
+        let (key, lookup) = generate();
+        let inserted: Result<ApiKeyRow, sqlx::Error> = sqlx::query_as(
+            "INSERT INTO api_keys (user_id, name, prefix, key_hash, can_read, can_write)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             RETURNING id, name, prefix, can_read, can_write, created_at, last_used_at",
+        )
+        .bind(user_id)
+        .bind(name)
+        .bind(&lookup)
+        .bind(key_hash(&key))
+        .bind(scopes.read)
+        .bind(scopes.write)
+        .fetch_one(&mut *tx)
+        .await;
+        match inserted {
+            Ok(row) => {
+                tx.commit().await?;
+                return Ok((row.into(), key));
+            }
+            Err(e) if crate::error::is_unique_violation(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(CreateKeyError::Database(sqlx::Error::Protocol(
+        "could not draw a unique API key prefix".into(),
+    )))
+}
+
+pub async fn list(reader: &SqlitePool, user_id: i64) -> sqlx::Result<Vec<ApiKeyView>> {
+    let rows: Vec<ApiKeyRow> = sqlx::query_as(
+        "SELECT id, name, prefix, can_read, can_write, created_at, last_used_at
+         FROM api_keys WHERE user_id = ?1 AND revoked_at IS NULL ORDER BY id",
+    )
+    .bind(user_id)
+    .fetch_all(reader)
+    .await?;
+    Ok(rows.into_iter().map(ApiKeyView::from).collect())
+}
+
+/// Revokes one of the user's own keys; `false` if they have no such live key (another user's
+/// key is indistinguishable from a missing one).
+pub async fn revoke(writer: &SqlitePool, user_id: i64, key_id: i64) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "UPDATE api_keys SET revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+         WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
+    )
+    .bind(key_id)
+    .bind(user_id)
+    .execute(writer)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// A genuine key of an enabled account.
+pub struct AuthenticatedKey {
+    pub key_id: i64,
+    pub user_id: i64,
+    pub role: Role,
+    pub scopes: Scopes,
+    /// `last_used_at` is older than the touch interval and should be refreshed.
+    pub stale: bool,
+}
+
+#[derive(FromRow)]
+struct StoredKey {
+    id: i64,
+    user_id: i64,
+    key_hash: Vec<u8>,
+    can_read: bool,
+    can_write: bool,
+    stale: bool,
+    role: Role,
+    disabled: bool,
+}
+
+pub async fn authenticate(
+    reader: &SqlitePool,
+    key: WellFormedKey<'_>,
+) -> sqlx::Result<Option<AuthenticatedKey>> {
+    let stored: Option<StoredKey> = sqlx::query_as(
+        "SELECT k.id, k.user_id, k.key_hash, k.can_read, k.can_write,
+                (k.last_used_at IS NULL
+                 OR k.last_used_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)) AS stale,
+                u.role, u.disabled
+         FROM api_keys k JOIN users u ON u.id = k.user_id
+         WHERE k.prefix = ?1 AND k.revoked_at IS NULL",
+    )
+    .bind(key.lookup)
+    .bind(format!("-{TOUCH_INTERVAL_SECS} seconds"))
+    .fetch_optional(reader)
+    .await?;
+    let Some(stored) = stored else {
+        return Ok(None);
+    };
+    let genuine: bool = key_hash(key.full).ct_eq(&stored.key_hash).into();
+    if !genuine || stored.disabled {
+        return Ok(None);
+    }
+    Ok(Some(AuthenticatedKey {
+        key_id: stored.id,
+        user_id: stored.user_id,
+        role: stored.role,
+        scopes: Scopes {
+            read: stored.can_read,
+            write: stored.can_write,
+        },
+        stale: stored.stale,
+    }))
+}
+
+pub async fn touch(writer: &SqlitePool, key_id: i64) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE api_keys SET last_used_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+    )
+    .bind(key_id)
+    .execute(writer)
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_parse_and_carry_256_bits_of_secret() {
+        let (key, lookup) = generate();
+        assert_eq!(key.len(), KEY_CHARS);
+        let parsed = parse(&key).expect("a generated key parses");
+        assert_eq!(parsed.lookup, lookup);
+        let secret = &key[KEY_PREFIX.len() + LOOKUP_CHARS + 1..];
+        assert_eq!(
+            secret.len(),
+            SECRET_CHARS,
+            "43 base64url characters = 256 bits"
+        );
+    }
+
+    #[test]
+    fn keys_of_the_wrong_shape_are_refused() {
+        let (key, _) = generate();
+        let cases = [
+            String::new(),
+            "fk_".into(),
+            key.replacen("fk_", "gk_", 1),
+            key[..key.len() - 1].to_owned(),
+            format!("{key}x"),
+            key.replacen('_', "-", 2),
+            format!("fk_ABCDEF012345_{}", &key[16..]),
+        ];
+        for case in cases {
+            assert!(parse(&case).is_none(), "{case}");
+        }
+    }
+}
