@@ -1,7 +1,10 @@
 //! Command-line entry points besides serving: making the first administrator without an HTTP
 //! backdoor.
 
-use std::io::{BufRead, IsTerminal};
+use std::{
+    io::{BufRead, IsTerminal},
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -13,6 +16,7 @@ use crate::{
     domain::user::{self, NewUser},
     error::ApiError,
     routes::auth::RegisterRequest,
+    security::tls,
 };
 
 #[derive(Debug, Parser)]
@@ -34,6 +38,24 @@ pub enum Command {
         #[arg(long)]
         email: String,
     },
+    /// Write a development certificate authority and a localhost certificate it signed
+    /// (dev-ca.crt, localhost.crt, localhost.key) for trying HTTPS locally.
+    DevCert {
+        #[arg(long, default_value = "certs")]
+        out_dir: PathBuf,
+    },
+}
+
+pub fn dev_cert(out_dir: &Path) -> anyhow::Result<()> {
+    tls::write_dev_certificate(out_dir)?;
+    let dir = out_dir.display();
+    println!(
+        "wrote {dir}/dev-ca.crt, {dir}/localhost.crt and {dir}/localhost.key (0600)\n\
+         serve HTTPS with:\n  \
+         TLS_CERT_PATH={dir}/localhost.crt TLS_KEY_PATH={dir}/localhost.key cargo run\n\
+         then trust {dir}/dev-ca.crt, e.g. curl --cacert {dir}/dev-ca.crt https://localhost:8443/health/live"
+    );
+    Ok(())
 }
 
 pub async fn create_admin(

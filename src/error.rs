@@ -63,6 +63,10 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("unsupported media type")]
     UnsupportedMediaType,
+    #[error("URI too long")]
+    UriTooLong { limit: usize },
+    #[error("request headers too large")]
+    HeadersTooLarge { limit: usize },
     #[error("rate limited")]
     RateLimited { retry_after: Duration },
     #[error("overloaded")]
@@ -121,6 +125,16 @@ impl ApiError {
                 "payload-too-large",
                 "Payload too large",
                 format!("The request body must not exceed {limit} bytes."),
+            ),
+            Self::UriTooLong { limit } => (
+                "uri-too-long",
+                "URI too long",
+                format!("The path and query must not exceed {limit} bytes."),
+            ),
+            Self::HeadersTooLarge { limit } => (
+                "headers-too-large",
+                "Request header fields too large",
+                format!("The request headers must not exceed {limit} bytes in all."),
             ),
             Self::UnsupportedMediaType => (
                 "unsupported-media-type",
@@ -242,6 +256,8 @@ impl ResponseError for ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,

@@ -10,7 +10,11 @@ use filmvault::{
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = Cli::parse().command.unwrap_or(Command::Serve);
+    // Needs no configuration, so it works before any is written.
+    if let Command::DevCert { out_dir } = &command {
+        return report(cli::dev_cert(out_dir));
+    }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(error) => {
@@ -27,12 +31,15 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     telemetry::install_panic_hook();
-    let outcome = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings).await,
+    report(match command {
         Command::CreateAdmin { username, email } => {
             cli::create_admin(&settings, username, email).await
         }
-    };
+        Command::Serve | Command::DevCert { .. } => serve(settings).await,
+    })
+}
+
+fn report(outcome: anyhow::Result<()>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -50,13 +57,24 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
              survive a restart. Set JWT_SECRET (see .env.example)."
         );
     }
-    let address = format!(
-        "http://{}",
-        std::net::SocketAddr::new(settings.host, settings.port)
-    );
+    let host = settings.host;
     let environment = settings.environment;
     let application = Application::build(settings).await?;
-    tracing::info!(%address, port = application.port(), ?environment, "filmvault is listening");
+    let url =
+        |scheme: &str, port: u16| format!("{scheme}://{}", std::net::SocketAddr::new(host, port));
+    match application.https_port() {
+        Some(https_port) => tracing::info!(
+            address = %url("https", https_port),
+            redirects_from = %url("http", application.port()),
+            ?environment,
+            "filmvault is listening"
+        ),
+        None => tracing::info!(
+            address = %url("http", application.port()),
+            ?environment,
+            "filmvault is listening"
+        ),
+    }
     application.run_until_stopped().await?;
     Ok(())
 }

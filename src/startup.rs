@@ -1,12 +1,22 @@
-//! Assembles the application: the database, the shared state, the middleware stack (in this
-//! order, outermost first) and the routes.
+//! Assembles the application: the database, the shared state, the listeners, the middleware
+//! stack and the routes.
 //!
-//! request context (id, client IP) → request log → security headers → problem+json for every
-//! error → routes. Handlers enforce authentication through their extractors.
+//! Middleware, outermost first:
+//! request context (id, client IP) → request log → security headers → HTTPS redirect (with
+//! TLS) → problem+json for every error → URL and header size limits → CORS → load shedding → per-scope
+//! rate limits → handlers, which enforce authentication through their extractors.
+//!
+//! CORS sits outside the limiters so a 429 still carries CORS headers (a browser can read
+//! it), and preflights are answered before they could be counted.
 
-use std::{net::TcpListener, sync::Arc};
+use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{App, HttpServer, dev::Server, middleware::from_fn, web};
+use actix_web::{
+    App, HttpServer,
+    dev::Server,
+    middleware::{Condition, from_fn},
+    web,
+};
 use anyhow::Context;
 
 use crate::{
@@ -17,18 +27,31 @@ use crate::{
     error::{self, ApiError},
     extract::BodyLimits,
     routes,
-    security::{headers::security_headers, rate_limit::LoginThrottle},
+    security::{
+        cors::cors,
+        headers::security_headers,
+        limits::limit_request_head,
+        overload::{InFlightLimit, limit_in_flight},
+        rate_limit::{Limiters, LoginThrottle, RateLimit},
+        tls,
+    },
     state::AppState,
     telemetry,
 };
 
+/// How often idle rate-limiter keys are forgotten.
+const LIMITER_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
 pub struct Application {
     port: u16,
+    https_port: Option<u16>,
     server: Server,
+    limiters: Limiters,
+    state: web::Data<AppState>,
 }
 
 impl Application {
-    /// Opens the database (migrating it), binds the listener (port 0 picks a free one) and
+    /// Opens the database (migrating it), binds the listeners (port 0 picks a free one) and
     /// prepares the server; nothing is served until `run_until_stopped`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = Database::connect(&settings.database_url).await?;
@@ -41,9 +64,19 @@ impl Application {
                 );
             }
         }
-        let listener = TcpListener::bind((settings.host, settings.port))
-            .with_context(|| format!("cannot listen on {}:{}", settings.host, settings.port))?;
-        let port = listener.local_addr()?.port();
+        let http_listener = bind(&settings, settings.port)?;
+        let port = http_listener.local_addr()?.port();
+        let tls = match &settings.tls {
+            Some(tls) => {
+                let config = tls::server_config(&tls.cert_path, &tls.key_path)?;
+                Some((bind(&settings, tls.https_port)?, config))
+            }
+            None => None,
+        };
+        let https_port = match &tls {
+            Some((listener, _)) => Some(listener.local_addr()?.port()),
+            None => None,
+        };
         let state = web::Data::new(AppState {
             passwords: PasswordHasher::new(settings.password_hash_concurrency)?,
             jwt: JwtCodec::new(&settings.jwt),
@@ -53,12 +86,36 @@ impl Application {
             db,
             settings,
         });
-        let server = serve(listener, state)?;
-        Ok(Self { port, server })
+        let limiters = Limiters::new(&state);
+        spawn_limiter_purge(limiters.clone(), state.clone());
+        let server = serve(
+            http_listener,
+            tls,
+            https_port,
+            state.clone(),
+            limiters.clone(),
+        )?;
+        Ok(Self {
+            port,
+            https_port,
+            server,
+            limiters,
+            state,
+        })
     }
 
+    /// The plain-HTTP port (which only redirects when TLS is on).
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    pub fn https_port(&self) -> Option<u16> {
+        self.https_port
+    }
+
+    /// Keys held by the rate limiters right now.
+    pub fn rate_limiter_keys(&self) -> usize {
+        self.limiters.tracked_keys() + self.state.login_throttle.tracked_keys()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
@@ -66,10 +123,37 @@ impl Application {
     }
 }
 
-fn serve(listener: TcpListener, state: web::Data<AppState>) -> anyhow::Result<Server> {
+fn bind(settings: &Settings, port: u16) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((settings.host, port))
+        .with_context(|| format!("cannot listen on {}:{port}", settings.host))
+}
+
+fn spawn_limiter_purge(limiters: Limiters, state: web::Data<AppState>) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(LIMITER_PURGE_INTERVAL);
+        loop {
+            interval.tick().await;
+            limiters.retain_recent();
+            state.login_throttle.retain_recent();
+        }
+    });
+}
+
+fn serve(
+    http_listener: TcpListener,
+    tls: Option<(TcpListener, rustls::ServerConfig)>,
+    https_port: Option<u16>,
+    state: web::Data<AppState>,
+    limiters: Limiters,
+) -> anyhow::Result<Server> {
     let settings = &state.settings;
     let trusted_proxies = Arc::new(settings.trusted_proxies.clone());
-    let https = settings.serves_https();
+    let tls_terminated_by_proxy = settings.tls_terminated_by_proxy;
+    let cors_origins = settings.cors_allowed_origins.clone();
+    let in_flight = InFlightLimit::new(
+        settings.max_in_flight_requests,
+        settings.overload_queue_timeout,
+    );
     let body_limits = web::Data::new(BodyLimits {
         max_bytes: settings.max_json_body_bytes,
         read_timeout: settings.request_timeout,
@@ -80,14 +164,29 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> anyhow::Result<Se
 
     let server = HttpServer::new(move || {
         let trusted_proxies = trusted_proxies.clone();
+        let in_flight = in_flight.clone();
+        let limiters = limiters.clone();
         App::new()
             .app_data(state.clone())
             .app_data(body_limits.clone())
             .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
-            .configure(mount_routes)
+            .configure(|cfg| mount_routes(cfg, &limiters))
             .default_service(web::to(routes::not_found))
+            .wrap(from_fn(move |req, next| {
+                limit_in_flight(in_flight.clone(), req, next)
+            }))
+            .wrap(cors(&cors_origins))
+            .wrap(from_fn(limit_request_head))
             .wrap(from_fn(error::problem_details))
-            .wrap(from_fn(move |req, next| security_headers(https, req, next)))
+            .wrap(Condition::new(
+                https_port.is_some(),
+                from_fn(move |req, next| {
+                    tls::redirect_to_https(https_port.unwrap_or(443), req, next)
+                }),
+            ))
+            .wrap(from_fn(move |req, next| {
+                security_headers(tls_terminated_by_proxy, req, next)
+            }))
             .wrap(telemetry::request_logger())
             .wrap(from_fn(move |req, next| {
                 telemetry::request_context(trusted_proxies.clone(), req, next)
@@ -97,21 +196,39 @@ fn serve(listener: TcpListener, state: web::Data<AppState>) -> anyhow::Result<Se
     .keep_alive(keep_alive)
     // Time allowed to send the request head; the body has its own deadline (BodyLimits).
     .client_request_timeout(request_timeout)
-    .client_disconnect_timeout(std::time::Duration::from_secs(2))
+    .client_disconnect_timeout(Duration::from_secs(2))
     .shutdown_timeout(10)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .listen(http_listener)?;
+    let server = match tls {
+        Some((listener, config)) => server.listen_rustls_0_23(listener, config)?,
+        None => server,
+    };
+    Ok(server.run())
 }
 
-fn mount_routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api/v1")
-            .service(web::scope("/auth").configure(routes::auth::configure))
-            .service(web::scope("/users").configure(routes::users::configure))
-            .service(web::scope("/films").configure(routes::films::configure))
-            .service(web::scope("/admin").configure(routes::admin::configure)),
-    )
-    .service(web::scope("/health").configure(routes::health::configure))
-    .configure(routes::legacy::configure);
+fn mount_routes(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
+    let periods = limiters.replenish;
+    // The auth routes have their own, stricter limiter instead of the write budget.
+    let writes = || RateLimit::new(&limiters.write, periods.write);
+    let api = web::scope("/api/v1")
+        .service(web::scope("/auth").configure(|cfg| routes::auth::configure(cfg, limiters)))
+        .service(
+            web::scope("/users")
+                .wrap(writes())
+                .configure(routes::users::configure),
+        )
+        .service(
+            web::scope("/films")
+                .wrap(writes())
+                .configure(routes::films::configure),
+        )
+        .service(
+            web::scope("/admin")
+                .wrap(writes())
+                .configure(routes::admin::configure),
+        )
+        .wrap(RateLimit::new(&limiters.global, periods.global));
+    cfg.service(api)
+        .service(web::scope("/health").configure(routes::health::configure))
+        .configure(|cfg| routes::legacy::configure(cfg, limiters));
 }

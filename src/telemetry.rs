@@ -91,7 +91,10 @@ pub async fn request_context(
         extensions.insert(client_ip);
         extensions.insert(RequestStart(Instant::now()));
     }
-    let mut response = REQUEST_ID.scope(request_id.clone(), next.call(req)).await?;
+    // The call happens inside the scope too: middleware may answer synchronously in `call`.
+    let mut response = REQUEST_ID
+        .scope(request_id.clone(), async move { next.call(req).await })
+        .await?;
     if let Ok(value) = HeaderValue::from_str(request_id.as_str()) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }

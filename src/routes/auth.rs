@@ -20,14 +20,30 @@ use crate::{
     },
     error::ApiError,
     extract::{ForField, Json},
+    security::rate_limit::{Limiters, RateLimit},
     state::AppState,
 };
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/register").route(web::post().to(register)))
-        .service(web::resource("/login").route(web::post().to(login)))
-        .service(web::resource("/refresh").route(web::post().to(refresh_tokens)))
-        .service(web::resource("/logout").route(web::post().to(logout)));
+/// Register, login and refresh are what a brute-force attack hammers: each also passes the
+/// strict per-IP limit.
+pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
+    let strict = || RateLimit::new(&limiters.auth, limiters.replenish.auth);
+    cfg.service(
+        web::resource("/register")
+            .wrap(strict())
+            .route(web::post().to(register)),
+    )
+    .service(
+        web::resource("/login")
+            .wrap(strict())
+            .route(web::post().to(login)),
+    )
+    .service(
+        web::resource("/refresh")
+            .wrap(strict())
+            .route(web::post().to(refresh_tokens)),
+    )
+    .service(web::resource("/logout").route(web::post().to(logout)));
 }
 
 #[derive(Deserialize, Validate)]

@@ -13,6 +13,7 @@ use crate::{
     error::ApiError,
     extract::Query,
     routes::films,
+    security::rate_limit::{Limiters, RateLimit},
     state::AppState,
 };
 
@@ -23,18 +24,23 @@ pub fn deprecation_headers() -> DefaultHeaders {
         .add((header::LINK, "</api/v1/films>; rel=\"successor-version\""))
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/")
+/// The seed limited both routes (1/second per IP); here each request counts against the
+/// caller's write budget (per user or key, else per IP) and the global per-IP limit.
+pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
+    let limited = |resource: actix_web::Resource| {
+        resource
+            .wrap(RateLimit::new(&limiters.legacy, limiters.replenish.write))
+            .wrap(RateLimit::new(&limiters.global, limiters.replenish.global))
             .wrap(deprecation_headers())
-            .route(web::get().to(random_film_or_vote)),
-    )
-    .service(
+    };
+    cfg.service(limited(
+        web::resource("/").route(web::get().to(random_film_or_vote)),
+    ))
+    .service(limited(
         web::resource("/add_film")
-            .wrap(deprecation_headers())
             .route(web::post().to(films::create_film))
             .route(web::head().to(add_film_head)),
-    );
+    ));
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,11 +21,14 @@ pub const HSTS: &str = "max-age=63072000; includeSubDomains";
 const PERMISSIONS_POLICY: &str = "accelerometer=(), camera=(), geolocation=(), gyroscope=(), \
      magnetometer=(), microphone=(), payment=(), usb=()";
 
+/// `behind_tls_proxy`: a trusted proxy terminates TLS, so every client connection is HTTPS
+/// even though ours is not. Otherwise HSTS goes only on responses sent over our own TLS.
 pub async fn security_headers(
-    https: bool,
+    behind_tls_proxy: bool,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
+    let https = behind_tls_proxy || req.app_config().secure();
     let mut response = next.call(req).await?.map_into_boxed_body();
     apply(response.headers_mut(), https);
     Ok(response)

@@ -1,5 +1,9 @@
 //! Edge protection: what every request meets before a handler sees it.
 
 pub mod client_ip;
+pub mod cors;
 pub mod headers;
+pub mod limits;
+pub mod overload;
 pub mod rate_limit;
+pub mod tls;

@@ -1,21 +1,420 @@
-//! Rate limits. The per-IP and per-principal limits are actix-governor middleware (see
-//! `startup`); the per-username login limit lives here because the username is in the body,
-//! which middleware does not read.
+//! Rate limits, all GCRA token buckets from governor:
+//!
+//! * every request, per client IP (`RATE_LIMIT_GLOBAL`),
+//! * login, register and refresh, per client IP (`RATE_LIMIT_AUTH`),
+//! * writes, per user or API key (`RATE_LIMIT_WRITE`),
+//! * login attempts per username, from any IP (`RATE_LIMIT_LOGIN_PER_USERNAME`).
+//!
+//! The first three are actix-governor middleware. Their key extractors are infallible (a
+//! failed extraction would surface as an error outside the problem+json mapping) and read the
+//! client IP resolved once by `telemetry::request_context` (trusted proxies only). The last
+//! lives in the login handler, because the username is in the body.
+//!
+//! Every limited response is a 429 problem with `Retry-After`; every response that passed a
+//! limiter carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` of the strictest limiter it
+//! passed (`rate_limit_headers`).
 
-use std::num::NonZeroU32;
-
-use actix_governor::governor::{
-    DefaultKeyedRateLimiter, Quota as GovernorQuota, RateLimiter,
-    clock::{Clock, DefaultClock},
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    num::NonZeroU32,
+    rc::Rc,
+    time::Duration,
 };
 
-use crate::{config::Quota, error::ApiError};
+use actix_governor::{
+    Governor, GovernorConfig, GovernorConfigBuilder, GovernorMiddleware, KeyExtractor,
+    SimpleKeyExtractionError,
+    governor::{
+        DefaultKeyedRateLimiter, NotUntil, Quota as GovernorQuota, RateLimiter,
+        clock::{Clock, DefaultClock, QuantaInstant},
+        middleware::StateInformationMiddleware,
+    },
+};
+use actix_web::{
+    Error, HttpMessage, HttpResponse, HttpResponseBuilder, ResponseError,
+    body::{EitherBody, MessageBody},
+    dev::{Service, ServiceRequest, ServiceResponse, Transform},
+    http::{
+        Method, StatusCode,
+        header::{HeaderName, HeaderValue, RETRY_AFTER},
+    },
+    web,
+};
+use futures_util::future::LocalBoxFuture;
+use sha2::{Digest, Sha256};
+
+use crate::{
+    auth::credentials::{self, Credential},
+    config::Quota,
+    error::{ApiError, whole_seconds},
+    security::client_ip::ClientIp,
+    state::AppState,
+};
+
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 pub fn governor_quota(quota: Quota) -> GovernorQuota {
     let burst = NonZeroU32::new(quota.count).unwrap_or(NonZeroU32::MIN);
     GovernorQuota::with_period(quota.replenish_interval())
         .unwrap_or_else(|| GovernorQuota::per_second(burst))
         .allow_burst(burst)
+}
+
+fn too_many_requests(negative: &NotUntil<QuantaInstant>) -> HttpResponse {
+    let retry_after = negative.wait_time_from(DefaultClock::default().now());
+    let mut response = ApiError::RateLimited { retry_after }.error_response();
+    let headers = response.headers_mut();
+    headers.insert(LIMIT, negative.quota().burst_size().get().into());
+    headers.insert(REMAINING, 0.into());
+    headers.insert(RESET, whole_seconds(retry_after).into());
+    response
+}
+
+/// Per client IP. IPv6 clients are grouped by /64, the smallest block a subscriber is
+/// usually given: rotating addresses inside it does not buy more requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIpKey;
+
+fn ip_key(req: &ServiceRequest) -> IpAddr {
+    let ip = req
+        .extensions()
+        .get::<ClientIp>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |ip| ip.0);
+    match ip {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        v4 => v4,
+    }
+}
+
+impl KeyExtractor for ClientIpKey {
+    type Key = IpAddr;
+    type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
+
+    fn extract(&self, req: &ServiceRequest) -> Result<IpAddr, Self::KeyExtractionError> {
+        Ok(ip_key(req))
+    }
+
+    fn exceed_rate_limit_response(
+        &self,
+        negative: &NotUntil<QuantaInstant>,
+        _: HttpResponseBuilder,
+    ) -> HttpResponse {
+        too_many_requests(negative)
+    }
+}
+
+/// Who a write is charged to: the user of a valid bearer token, the API key presented (by its
+/// hash; unknown keys get their own small bucket and fail authentication anyway), or else the
+/// client IP.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PrincipalKey {
+    User(i64),
+    ApiKey([u8; 16]),
+    Ip(IpAddr),
+}
+
+#[derive(Clone)]
+pub struct PrincipalKeyExtractor {
+    state: web::Data<AppState>,
+}
+
+impl KeyExtractor for PrincipalKeyExtractor {
+    type Key = PrincipalKey;
+    type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
+
+    fn extract(&self, req: &ServiceRequest) -> Result<PrincipalKey, Self::KeyExtractionError> {
+        let key = match credentials::from_headers(req.headers()) {
+            Ok(Some(Credential::Bearer(token))) => self
+                .state
+                .jwt
+                .verify(token)
+                .and_then(|claims| claims.user_id())
+                .map(PrincipalKey::User),
+            Ok(Some(Credential::ApiKey(key))) => {
+                let digest = Sha256::digest(key.as_bytes());
+                let mut short = [0u8; 16];
+                short.copy_from_slice(&digest[..16]);
+                Some(PrincipalKey::ApiKey(short))
+            }
+            _ => None,
+        };
+        Ok(key.unwrap_or_else(|| PrincipalKey::Ip(ip_key(req))))
+    }
+
+    fn exceed_rate_limit_response(
+        &self,
+        negative: &NotUntil<QuantaInstant>,
+        _: HttpResponseBuilder,
+    ) -> HttpResponse {
+        too_many_requests(negative)
+    }
+}
+
+pub type IpLimiterConfig = GovernorConfig<ClientIpKey, StateInformationMiddleware>;
+pub type PrincipalLimiterConfig = GovernorConfig<PrincipalKeyExtractor, StateInformationMiddleware>;
+
+/// The limiter configurations, built once for all workers (each holds its shared state).
+#[derive(Clone)]
+pub struct Limiters {
+    pub global: IpLimiterConfig,
+    pub auth: IpLimiterConfig,
+    /// POST/PUT/PATCH/DELETE of the versioned API.
+    pub write: PrincipalLimiterConfig,
+    /// The seed's routes, every method: voting there is a GET.
+    pub legacy: PrincipalLimiterConfig,
+    pub replenish: LimiterPeriods,
+}
+
+/// Replenish interval of each limiter, to compute `X-RateLimit-Reset`.
+#[derive(Debug, Clone, Copy)]
+pub struct LimiterPeriods {
+    pub global: Duration,
+    pub auth: Duration,
+    pub write: Duration,
+}
+
+fn ip_limiter(quota: Quota) -> IpLimiterConfig {
+    GovernorConfigBuilder::default()
+        .period(quota.replenish_interval())
+        .burst_size(quota.count)
+        .key_extractor(ClientIpKey)
+        .use_headers()
+        .finish()
+        .expect("a validated quota has a positive count and period")
+}
+
+fn principal_limiter(
+    quota: Quota,
+    state: &web::Data<AppState>,
+    methods: Option<Vec<Method>>,
+) -> PrincipalLimiterConfig {
+    let mut builder = GovernorConfigBuilder::default();
+    builder
+        .period(quota.replenish_interval())
+        .burst_size(quota.count);
+    if let Some(methods) = methods {
+        builder.methods(methods);
+    }
+    builder
+        .key_extractor(PrincipalKeyExtractor {
+            state: state.clone(),
+        })
+        .use_headers()
+        .finish()
+        .expect("a validated quota has a positive count and period")
+}
+
+impl Limiters {
+    pub fn new(state: &web::Data<AppState>) -> Self {
+        let limits = &state.settings.rate_limits;
+        Self {
+            global: ip_limiter(limits.global),
+            auth: ip_limiter(limits.auth),
+            write: principal_limiter(
+                limits.write,
+                state,
+                Some(vec![
+                    Method::POST,
+                    Method::PUT,
+                    Method::PATCH,
+                    Method::DELETE,
+                ]),
+            ),
+            legacy: principal_limiter(limits.write, state, None),
+            replenish: LimiterPeriods {
+                global: limits.global.replenish_interval(),
+                auth: limits.auth.replenish_interval(),
+                write: limits.write.replenish_interval(),
+            },
+        }
+    }
+
+    /// Forgets keys whose bucket is full again: memory follows the clients active within the
+    /// last burst period, not every client ever seen.
+    pub fn retain_recent(&self) {
+        for limiter in [self.global.limiter(), self.auth.limiter()] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        for limiter in [self.write.limiter(), self.legacy.limiter()] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// Keys currently held by all limiters (for metrics and the memory benchmark).
+    pub fn tracked_keys(&self) -> usize {
+        self.global.limiter().len()
+            + self.auth.limiter().len()
+            + self.write.limiter().len()
+            + self.legacy.limiter().len()
+    }
+}
+
+/// The rate-limit state of one limiter as seen on a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct LimitStatus {
+    limit: u64,
+    remaining: u64,
+    reset_secs: u64,
+}
+
+impl LimitStatus {
+    fn stricter_than(&self, other: &Self) -> bool {
+        (self.remaining, std::cmp::Reverse(self.reset_secs))
+            < (other.remaining, std::cmp::Reverse(other.reset_secs))
+    }
+}
+
+fn header_u64(headers: &actix_web::http::header::HeaderMap, name: &HeaderName) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// One limiter as middleware: actix-governor's decision (and 429), plus the response headers.
+///
+/// actix-governor writes limit and remaining of *its* limiter, overwriting any inner one's;
+/// `keep_strictest_limit` keeps the strictest seen so far (in the response's extensions), adds
+/// `X-RateLimit-Reset` (seconds until the bucket is full again, or until a retry may succeed),
+/// and drops actix-governor's non-standard extras.
+///
+/// The wrapped service's future is boxed before actix-governor sees it: in header mode it
+/// needs that future to be `Unpin`, which the opaque types of `Scope::wrap` and
+/// `Resource::wrap` cannot promise, so limiters could not otherwise be stacked.
+pub struct RateLimit<K: KeyExtractor> {
+    config: GovernorConfig<K, StateInformationMiddleware>,
+    replenish: Duration,
+}
+
+impl<K: KeyExtractor> RateLimit<K> {
+    pub fn new(
+        config: &GovernorConfig<K, StateInformationMiddleware>,
+        replenish: Duration,
+    ) -> Self {
+        Self {
+            config: config.clone(),
+            replenish,
+        }
+    }
+}
+
+type Limited<S, K> = GovernorMiddleware<BoxedFuture<S>, K, StateInformationMiddleware>;
+
+impl<S, B, K> Transform<S, ServiceRequest> for RateLimit<K>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+    K: KeyExtractor + 'static,
+{
+    type Response = ServiceResponse<EitherBody<B>>;
+    type Error = Error;
+    type Transform = RateLimitService<Limited<S, K>>;
+    type InitError = ();
+    type Future = LocalBoxFuture<'static, Result<Self::Transform, ()>>;
+
+    fn new_transform(&self, service: S) -> Self::Future {
+        let governed = Governor::new(&self.config).new_transform(BoxedFuture {
+            service: Rc::new(service),
+        });
+        let replenish = self.replenish;
+        Box::pin(async move {
+            Ok(RateLimitService {
+                inner: Rc::new(governed.await?),
+                replenish,
+            })
+        })
+    }
+}
+
+/// Passes requests through, boxing the future (which makes it `Unpin`).
+pub struct BoxedFuture<S> {
+    service: Rc<S>,
+}
+
+impl<S, B> Service<ServiceRequest> for BoxedFuture<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<ServiceResponse<B>, Error>>;
+
+    actix_web::dev::forward_ready!(service);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        Box::pin(self.service.call(req))
+    }
+}
+
+pub struct RateLimitService<S> {
+    inner: Rc<S>,
+    replenish: Duration,
+}
+
+impl<S, B> Service<ServiceRequest> for RateLimitService<S>
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<B>;
+    type Error = Error;
+    type Future = LocalBoxFuture<'static, Result<ServiceResponse<B>, Error>>;
+
+    actix_web::dev::forward_ready!(inner);
+
+    fn call(&self, req: ServiceRequest) -> Self::Future {
+        let inner = Rc::clone(&self.inner);
+        let replenish = self.replenish;
+        Box::pin(async move {
+            let mut response = inner.call(req).await?;
+            keep_strictest_limit(&mut response, replenish);
+            Ok(response)
+        })
+    }
+}
+
+fn keep_strictest_limit<B>(response: &mut ServiceResponse<B>, replenish: Duration) {
+    let headers = response.headers_mut();
+    headers.remove("x-ratelimit-whitelisted");
+    headers.remove("x-ratelimit-after");
+    let seen = match (header_u64(headers, &LIMIT), header_u64(headers, &REMAINING)) {
+        (Some(limit), Some(remaining)) => {
+            let reset_secs = if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                header_u64(response.headers(), &RETRY_AFTER).unwrap_or(1)
+            } else {
+                let spent = u32::try_from(limit.saturating_sub(remaining)).unwrap_or(u32::MAX);
+                whole_seconds(replenish.saturating_mul(spent))
+            };
+            Some(LimitStatus {
+                limit,
+                remaining,
+                reset_secs,
+            })
+        }
+        _ => None,
+    };
+    let earlier = response
+        .response()
+        .extensions()
+        .get::<LimitStatus>()
+        .copied();
+    let strictest = match (seen, earlier) {
+        (Some(seen), Some(earlier)) if earlier.stricter_than(&seen) => Some(earlier),
+        (Some(seen), _) => Some(seen),
+        (None, earlier) => earlier,
+    };
+    if let Some(status) = strictest {
+        response.response_mut().extensions_mut().insert(status);
+        let headers = response.headers_mut();
+        headers.insert(LIMIT, HeaderValue::from(status.limit));
+        headers.insert(REMAINING, HeaderValue::from(status.remaining));
+        headers.insert(RESET, HeaderValue::from(status.reset_secs));
+    }
 }
 
 /// Login attempts per username, from any IP: a botnet rotating addresses still gets only this
@@ -44,5 +443,60 @@ impl LoginThrottle {
     pub fn retain_recent(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+    }
+
+    pub fn tracked_keys(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_with_less_remaining_is_the_stricter() {
+        let loose = LimitStatus {
+            limit: 300,
+            remaining: 299,
+            reset_secs: 1,
+        };
+        let strict = LimitStatus {
+            limit: 5,
+            remaining: 4,
+            reset_secs: 12,
+        };
+        assert!(strict.stricter_than(&loose));
+        assert!(!loose.stricter_than(&strict));
+    }
+
+    #[test]
+    fn the_purge_forgets_clients_whose_bucket_is_full_again() {
+        let config = ip_limiter(Quota {
+            count: 1000,
+            per: Duration::from_secs(1),
+        });
+        let limiter = config.limiter();
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from(i.to_be_bytes());
+            assert!(limiter.check_key(&ip).is_ok());
+        }
+        assert_eq!(limiter.len(), 10_000);
+        // One request refills in 1 ms at 1000/s.
+        std::thread::sleep(Duration::from_millis(20));
+        limiter.retain_recent();
+        assert_eq!(limiter.len(), 0);
+    }
+
+    #[test]
+    fn the_login_throttle_counts_usernames_case_insensitively() {
+        let throttle = LoginThrottle::new(Quota::per_minute(2));
+        assert!(throttle.attempt("Alice").is_ok());
+        assert!(throttle.attempt("alice").is_ok());
+        assert!(matches!(
+            throttle.attempt("ALICE"),
+            Err(ApiError::RateLimited { .. })
+        ));
+        assert!(throttle.attempt("bob").is_ok());
     }
 }

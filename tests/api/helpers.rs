@@ -42,7 +42,12 @@ pub static LOGS: LazyLock<CapturedLogs> = LazyLock::new(|| {
 static INIT_LOGS: Once = Once::new();
 
 pub struct TestApp {
+    /// Plain HTTP (with TLS on, it only redirects).
     pub address: String,
+    /// `https://127.0.0.1:PORT` when the app serves TLS.
+    pub https_address: Option<String>,
+    /// PEM of the development CA that signed the app's certificate.
+    pub ca_pem: Option<String>,
     pub client: reqwest::Client,
     pub db_path: PathBuf,
     pub database_url: String,
@@ -81,6 +86,26 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// An app serving HTTPS with a freshly generated development certificate (the `dev-cert`
+/// subcommand's), and plain HTTP that redirects.
+pub async fn spawn_tls_app(overrides: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    filmvault::security::tls::write_dev_certificate(dir.path()).expect("a dev certificate");
+    let cert = dir.path().join("localhost.crt").display().to_string();
+    let key = dir.path().join("localhost.key").display().to_string();
+    let ca_pem = std::fs::read_to_string(dir.path().join("dev-ca.crt")).expect("the CA");
+    let mut vars = vec![
+        ("TLS_CERT_PATH", cert.as_str()),
+        ("TLS_KEY_PATH", key.as_str()),
+        ("HTTPS_PORT", "0"),
+    ];
+    vars.extend_from_slice(overrides);
+    let db_path = dir.path().join("filmvault.db");
+    let mut app = spawn_app_on(dir, db_path, &vars).await;
+    app.ca_pem = Some(ca_pem);
+    app
+}
+
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let db_path = dir.path().join("filmvault.db");
@@ -106,9 +131,14 @@ pub async fn spawn_app_on(
         .await
         .expect("the application builds");
     let port = application.port();
+    let https_address = application
+        .https_port()
+        .map(|port| format!("https://127.0.0.1:{port}"));
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        https_address,
+        ca_pem: None,
         client: client(),
         db_path,
         database_url,
@@ -133,6 +163,35 @@ pub fn unique_username(prefix: &str) -> String {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    pub fn https_url(&self, path: &str) -> String {
+        format!(
+            "{}{}",
+            self.https_address.as_ref().expect("a TLS app"),
+            path
+        )
+    }
+
+    /// A client that trusts exactly the app's development CA (nothing is disabled), limited to
+    /// the given TLS versions.
+    pub fn tls_client(
+        &self,
+        min: reqwest::tls::Version,
+        max: reqwest::tls::Version,
+    ) -> reqwest::Client {
+        let ca =
+            reqwest::Certificate::from_pem(self.ca_pem.as_ref().expect("a TLS app").as_bytes())
+                .expect("the CA parses");
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca)
+            .min_tls_version(min)
+            .max_tls_version(max)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("a TLS client")
     }
 
     pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> Response {

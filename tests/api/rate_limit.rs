@@ -1,0 +1,198 @@
+//! Rate limits: brute-force brake on login, per-IP for everything, per-principal for writes,
+//! headers that count down, and no dodging through X-Forwarded-For.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{TestApp, assert_problem, spawn_app_with};
+
+fn header(response: &reqwest::Response, name: &str) -> u64 {
+    response.headers()[name].to_str().unwrap().parse().unwrap()
+}
+
+async fn failed_login(app: &TestApp, forwarded_for: Option<&str>) -> reqwest::Response {
+    let mut request = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({ "username": "someone", "password": "guess-number-n" }));
+    if let Some(ip) = forwarded_for {
+        request = request.header("x-forwarded-for", ip);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_sixth_login_in_a_minute_is_refused_with_retry_after() {
+    let app = spawn_app_with(&[("RATE_LIMIT_AUTH", "5/min")]).await;
+    for attempt in 1..=5 {
+        let response = failed_login(&app, None).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "attempt {attempt}"
+        );
+        assert_eq!(header(&response, "x-ratelimit-limit"), 5);
+        assert_eq!(header(&response, "x-ratelimit-remaining"), 5 - attempt);
+    }
+    let sixth = failed_login(&app, None).await;
+    let retry_after = header(&sixth, "retry-after");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(header(&sixth, "x-ratelimit-remaining"), 0);
+    assert_eq!(header(&sixth, "x-ratelimit-reset"), retry_after);
+    let body = assert_problem(sixth, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(body["type"], "/problems/rate-limited");
+}
+
+#[tokio::test]
+async fn a_spoofed_x_forwarded_for_does_not_reset_the_count() {
+    let app = spawn_app_with(&[("RATE_LIMIT_AUTH", "5/min")]).await;
+    for i in 0..5 {
+        failed_login(&app, Some(&format!("203.0.113.{i}"))).await;
+    }
+    let response = failed_login(&app, Some("198.51.100.77")).await;
+    assert_problem(response, StatusCode::TOO_MANY_REQUESTS).await;
+}
+
+/// The control for the test above: when the peer *is* a trusted proxy, the forwarded address
+/// is the client, so distinct clients have distinct budgets.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_budget() {
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_AUTH", "5/min"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+    ])
+    .await;
+    for _ in 0..5 {
+        failed_login(&app, Some("203.0.113.1")).await;
+    }
+    assert_problem(
+        failed_login(&app, Some("203.0.113.1")).await,
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
+    assert_problem(
+        failed_login(&app, Some("203.0.113.2")).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_headers_of_a_limited_route_count_down() {
+    let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "10/min")]).await;
+    let first = app.get("/api/v1/films", None).await;
+    let second = app.get("/api/v1/films", None).await;
+    assert_eq!(header(&first, "x-ratelimit-limit"), 10);
+    assert_eq!(header(&first, "x-ratelimit-remaining"), 9);
+    assert_eq!(header(&second, "x-ratelimit-remaining"), 8);
+    let reset = header(&second, "x-ratelimit-reset");
+    assert!((1..=60).contains(&reset), "{reset}");
+}
+
+#[tokio::test]
+async fn writes_are_limited_per_user_not_per_ip() {
+    let app = spawn_app_with(&[("RATE_LIMIT_WRITE", "2/min")]).await;
+    let busy = app.new_user().await;
+    let other = app.new_user().await;
+    for i in 0..2 {
+        app.create_film(&busy.token, &format!("Film {i}"), "Studio")
+            .await;
+    }
+    let third = app
+        .post_json(
+            "/api/v1/films",
+            &json!({ "name": "One too many", "studio": "S" }),
+            Some(&busy.token),
+        )
+        .await;
+    assert_problem(third, StatusCode::TOO_MANY_REQUESTS).await;
+    let others = app
+        .post_json(
+            "/api/v1/films",
+            &json!({ "name": "Mine", "studio": "S" }),
+            Some(&other.token),
+        )
+        .await;
+    assert_eq!(
+        others.status(),
+        StatusCode::CREATED,
+        "another user from the same IP is unaffected"
+    );
+    assert_eq!(
+        app.get("/api/v1/films", Some(&busy.token)).await.status(),
+        StatusCode::OK,
+        "reads are not writes"
+    );
+}
+
+#[tokio::test]
+async fn the_seed_routes_count_against_the_write_budget() {
+    let app = spawn_app_with(&[("RATE_LIMIT_WRITE", "3/min"), ("SEED_DEMO_DATA", "true")]).await;
+    let user = app.new_user().await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/?like=1", Some(&user.token)).await.status(),
+            StatusCode::OK
+        );
+    }
+    assert_problem(
+        app.get("/?like=1", Some(&user.token)).await,
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn one_username_gets_a_limited_number_of_guesses_from_any_number_of_ips() {
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_LOGIN_PER_USERNAME", "3/hour"),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+    ])
+    .await;
+    let victim = app.new_user().await; // one attempt: the successful login
+    for i in 0..2 {
+        let response = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .header("x-forwarded-for", format!("198.51.100.{i}"))
+            .json(&json!({ "username": victim.username, "password": "wrong-guess-here" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    let blocked = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .header("x-forwarded-for", "192.0.2.200")
+        .json(&json!({ "username": victim.username.to_uppercase(), "password": victim.password }))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(blocked, StatusCode::TOO_MANY_REQUESTS).await;
+    let bystander = app.new_user().await;
+    assert_eq!(
+        app.login(&bystander.username, &bystander.password)
+            .await
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn health_probes_are_never_rate_limited() {
+    let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "1/min")]).await;
+    app.get("/api/v1/films", None).await;
+    assert_problem(
+        app.get("/api/v1/films", None).await,
+        StatusCode::TOO_MANY_REQUESTS,
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(app.get("/health/live", None).await.status(), StatusCode::OK);
+        assert_eq!(
+            app.get("/health/ready", None).await.status(),
+            StatusCode::OK
+        );
+    }
+}

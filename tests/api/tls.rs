@@ -1,0 +1,152 @@
+//! HTTPS with rustls: TLS 1.2 and 1.3 only, the configured certificate, plain HTTP redirected.
+
+use reqwest::{StatusCode, tls::Version};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::spawn_tls_app;
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_are_accepted_with_the_configured_certificate() {
+    let app = spawn_tls_app(&[]).await;
+    for version in [Version::TLS_1_2, Version::TLS_1_3] {
+        let client = app.tls_client(version, version);
+        let response = client
+            .get(app.https_url("/health/live"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{version:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_trust_the_certificate_is_refused() {
+    let app = spawn_tls_app(&[]).await;
+    let stranger = reqwest::Client::builder().use_rustls_tls().build().unwrap();
+    assert!(
+        stranger
+            .get(app.https_url("/health/live"))
+            .send()
+            .await
+            .is_err()
+    );
+}
+
+/// A TLS 1.1 ClientHello (legacy version 0x0302, no supported_versions extension), offering
+/// the TLS 1.1 suites ECDHE-RSA-AES128-SHA and RSA-AES128-SHA.
+fn tls_1_1_client_hello() -> Vec<u8> {
+    let mut hello = vec![0x03, 0x02];
+    hello.extend([0x5a; 32]);
+    hello.push(0);
+    hello.extend([0x00, 0x04, 0xc0, 0x13, 0x00, 0x2f]);
+    hello.extend([0x01, 0x00]);
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend(u16::try_from(hello.len()).unwrap().to_be_bytes());
+    handshake.extend(hello);
+    let mut record = vec![0x16, 0x03, 0x02];
+    record.extend(u16::try_from(handshake.len()).unwrap().to_be_bytes());
+    record.extend(handshake);
+    record
+}
+
+#[tokio::test]
+async fn tls_1_1_is_refused_with_a_fatal_alert_and_no_server_hello() {
+    let app = spawn_tls_app(&[]).await;
+    let address = app
+        .https_address
+        .as_ref()
+        .unwrap()
+        .trim_start_matches("https://")
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(&tls_1_1_client_hello()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server answers instead of hanging")
+    .unwrap();
+    assert!(answer.len() >= 7, "{answer:?}");
+    assert_eq!(
+        answer[0], 0x15,
+        "an alert record, not a handshake (ServerHello)"
+    );
+    assert_eq!(answer[5], 2, "fatal");
+    assert!(
+        [40, 70].contains(&answer[6]),
+        "handshake_failure or protocol_version, got {}",
+        answer[6]
+    );
+}
+
+#[tokio::test]
+async fn plain_http_is_redirected_to_the_same_path_on_https() {
+    let app = spawn_tls_app(&[]).await;
+    let https_port = app
+        .https_address
+        .as_ref()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/films?limit=5&q=up"),
+        (reqwest::Method::POST, "/api/v1/auth/login"),
+        (reqwest::Method::GET, "/no/such/route"),
+    ] {
+        let response = app
+            .client
+            .request(method, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY, "{path}");
+        assert_eq!(
+            response.headers()["location"],
+            format!("https://127.0.0.1:{https_port}{path}").as_str()
+        );
+        assert!(
+            response
+                .headers()
+                .get("strict-transport-security")
+                .is_none(),
+            "HSTS over HTTP"
+        );
+    }
+    let spoofed_host = app
+        .client
+        .get(app.url("/x"))
+        .header("host", "evil.example/phish")
+        .send()
+        .await
+        .unwrap();
+    let location = spoofed_host.headers()["location"].to_str().unwrap();
+    assert!(!location.contains("evil.example/phish"), "{location}");
+}
+
+#[test]
+fn the_dev_cert_subcommand_writes_a_ca_a_chain_and_a_private_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_filmvault"))
+        .args(["dev-cert", "--out-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for file in ["dev-ca.crt", "localhost.crt", "localhost.key"] {
+        assert!(dir.path().join(file).exists(), "{file}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("localhost.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
