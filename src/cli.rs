@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use crate::{
+    audit::AuditContext,
     auth::{Role, password::PasswordHasher},
     config::Settings,
     db::Database,
@@ -81,12 +82,18 @@ pub async fn create_admin(
     };
     let db = Database::connect(&settings.database_url).await?;
     let hasher = PasswordHasher::new(1)?;
-    let created = user::create(&db.writer, &hasher, new_user, Role::Admin)
-        .await
-        .map_err(|e| match e {
-            ApiError::Conflict(reason) => anyhow::anyhow!("{reason}"),
-            other => anyhow::anyhow!("{other:?}"),
-        })?;
+    let created = user::create(
+        &db.writer,
+        &hasher,
+        new_user,
+        Role::Admin,
+        &AuditContext::system(),
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::Conflict(reason) => anyhow::anyhow!("{reason}"),
+        other => anyhow::anyhow!("{other:?}"),
+    })?;
     db.close().await;
     println!(
         "created administrator {} (id {})",

@@ -2,6 +2,7 @@
 //!
 //! `startup` assembles the application; everything else is one module per concern.
 
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;

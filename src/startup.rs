@@ -3,7 +3,7 @@
 //!
 //! Middleware, outermost first:
 //! request context (id, client IP) → request log → security headers → HTTPS redirect (with
-//! TLS) → problem+json for every error → URL and header size limits → CORS → load shedding → per-scope
+//! TLS) → problem+json for every error → audit of 401/403/429 → URL and header size limits → CORS → load shedding → per-scope
 //! rate limits → handlers, which enforce authentication through their extractors.
 //!
 //! CORS sits outside the limiters so a 429 still carries CORS headers (a browser can read
@@ -20,6 +20,7 @@ use actix_web::{
 use anyhow::Context;
 
 use crate::{
+    audit::{self, AuditQueue},
     auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
     config::Settings,
     db::Database,
@@ -83,6 +84,7 @@ impl Application {
             revocations: Revocations::load(&db.reader, settings.jwt.access_token_ttl.as_secs())
                 .await?,
             login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username),
+            audit: AuditQueue::start(db.writer.clone()),
             db,
             settings,
         });
@@ -177,6 +179,7 @@ fn serve(
             }))
             .wrap(cors(&cors_origins))
             .wrap(from_fn(limit_request_head))
+            .wrap(from_fn(audit::audit_denials))
             .wrap(from_fn(error::problem_details))
             .wrap(Condition::new(
                 https_port.is_some(),

@@ -1,6 +1,7 @@
 //! What every handler can reach: registered once as `web::Data<AppState>`.
 
 use crate::{
+    audit::AuditQueue,
     auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
     config::Settings,
     db::Database,
@@ -13,5 +14,6 @@ pub struct AppState {
     pub jwt: JwtCodec,
     pub revocations: Revocations,
     pub login_throttle: LoginThrottle,
+    pub audit: AuditQueue,
     pub settings: Settings,
 }

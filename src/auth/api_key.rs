@@ -9,7 +9,10 @@ use sha2::{Digest, Sha256};
 use sqlx::{SqlitePool, prelude::FromRow};
 use subtle::ConstantTimeEq;
 
-use crate::auth::{Role, extractor::Scopes, random_bytes, random_token};
+use crate::{
+    audit::{self, AuditContext, Outcome},
+    auth::{Role, extractor::Scopes, random_bytes, random_token},
+};
 
 pub const KEY_PREFIX: &str = "fk_";
 const LOOKUP_CHARS: usize = 12;
@@ -119,6 +122,7 @@ pub async fn create(
     user_id: i64,
     name: &str,
     scopes: Scopes,
+    audit: &AuditContext,
 ) -> Result<(ApiKeyView, String), CreateKeyError> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let active: i64 = sqlx::query_scalar(
@@ -148,8 +152,22 @@ pub async fn create(
         .await;
         match inserted {
             Ok(row) => {
+                let view = ApiKeyView::from(row);
+                let scopes: Vec<&str> = view
+                    .scopes
+                    .iter()
+                    .map(|scope| match scope {
+                        Scope::Read => "read",
+                        Scope::Write => "write",
+                    })
+                    .collect();
+                let event = audit
+                    .event("api_key.create", Outcome::Success)
+                    .target(format!("api_key:{}", view.id))
+                    .reason(format!("scopes={}", scopes.join(",")));
+                audit::record(&mut *tx, &event).await?;
                 tx.commit().await?;
-                return Ok((row.into(), key));
+                return Ok((view, key));
             }
             Err(e) if crate::error::is_unique_violation(&e) => continue,
             Err(e) => return Err(e.into()),
@@ -173,16 +191,30 @@ pub async fn list(reader: &SqlitePool, user_id: i64) -> sqlx::Result<Vec<ApiKeyV
 
 /// Revokes one of the user's own keys; `false` if they have no such live key (another user's
 /// key is indistinguishable from a missing one).
-pub async fn revoke(writer: &SqlitePool, user_id: i64, key_id: i64) -> sqlx::Result<bool> {
+pub async fn revoke(
+    writer: &SqlitePool,
+    user_id: i64,
+    key_id: i64,
+    audit: &AuditContext,
+) -> sqlx::Result<bool> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let result = sqlx::query(
         "UPDATE api_keys SET revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
          WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
     )
     .bind(key_id)
     .bind(user_id)
-    .execute(writer)
+    .execute(&mut *tx)
     .await?;
-    Ok(result.rows_affected() == 1)
+    if result.rows_affected() != 1 {
+        return Ok(false);
+    }
+    let event = audit
+        .event("api_key.revoke", Outcome::Success)
+        .target(format!("api_key:{key_id}"));
+    audit::record(&mut *tx, &event).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// A genuine key of an enabled account.

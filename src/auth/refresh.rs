@@ -6,7 +6,10 @@
 use sha2::{Digest, Sha256};
 use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 
-use crate::auth::{Role, jwt::unix_now, random_token};
+use crate::{
+    audit::{self, AuditContext, Outcome},
+    auth::{Role, jwt::unix_now, random_token},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeReason {
@@ -107,8 +110,13 @@ struct StoredToken {
     token_version: i64,
 }
 
-/// Exchanges `presented` for a new token of the same family, in one write transaction.
-pub async fn rotate(writer: &SqlitePool, presented: &str) -> sqlx::Result<Rotation> {
+/// Exchanges `presented` for a new token of the same family, in one write transaction with
+/// its audit event (a refusal for an unknown or dead token is left to the caller to record).
+pub async fn rotate(
+    writer: &SqlitePool,
+    presented: &str,
+    audit: &AuditContext,
+) -> sqlx::Result<Rotation> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let stored: Option<StoredToken> = sqlx::query_as(
         "SELECT t.id, t.user_id, t.family_id, t.expires_at, t.revoked_reason,
@@ -125,6 +133,12 @@ pub async fn rotate(writer: &SqlitePool, presented: &str) -> sqlx::Result<Rotati
     match stored.revoked_reason.as_deref() {
         Some("rotated") => {
             revoke_family(&mut tx, &stored.family_id, RevokeReason::Reuse).await?;
+            let event = audit
+                .event("auth.refresh_reuse", Outcome::Failure)
+                .actor(stored.user_id)
+                .target(format!("session:{}", stored.family_id))
+                .reason("a rotated refresh token was presented again; session revoked");
+            audit::record(&mut *tx, &event).await?;
             tx.commit().await?;
             return Ok(Rotation::ReuseDetected {
                 user_id: stored.user_id,
@@ -150,6 +164,11 @@ pub async fn rotate(writer: &SqlitePool, presented: &str) -> sqlx::Result<Rotati
         stored.expires_at,
     )
     .await?;
+    let event = audit
+        .event("auth.refresh", Outcome::Success)
+        .actor(stored.user_id)
+        .target(format!("session:{}", stored.family_id));
+    audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(Rotation::Rotated {
         account: RefreshedAccount {

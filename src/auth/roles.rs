@@ -15,4 +15,11 @@ impl Role {
     pub fn is_admin(self) -> bool {
         self == Self::Admin
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+        }
+    }
 }

@@ -9,6 +9,7 @@ use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
 use validator::ValidationError;
 
 use crate::{
+    audit::{self, AuditContext, Outcome},
     auth::extractor::Principal,
     domain::{Page, Paginated, text},
     error::ApiError,
@@ -164,12 +165,21 @@ pub async fn insert(
 }
 
 /// Inserts and reads back in one transaction, so the caller gets exactly what was stored.
-pub async fn create(writer: &SqlitePool, film: &NewFilm, owner_id: i64) -> Result<Film, ApiError> {
+pub async fn create(
+    writer: &SqlitePool,
+    film: &NewFilm,
+    owner_id: i64,
+    audit: &AuditContext,
+) -> Result<Film, ApiError> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let id = insert(&mut *tx, film, Some(owner_id)).await?;
     let stored = get(&mut *tx, id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("a film vanished inside its own transaction"))?;
+    let event = audit
+        .event("film.create", Outcome::Success)
+        .target(format!("film:{id}"));
+    audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(stored)
 }
@@ -179,12 +189,13 @@ fn may_modify(film: &Film, principal: &Principal) -> bool {
     principal.role.is_admin() || film.owner_id == Some(principal.user_id)
 }
 
-#[tracing::instrument(skip(writer, changes), fields(user_id = principal.user_id))]
+#[tracing::instrument(skip(writer, changes, audit), fields(user_id = principal.user_id))]
 pub async fn update(
     writer: &SqlitePool,
     id: i64,
     changes: &FilmChanges,
     principal: &Principal,
+    audit: &AuditContext,
 ) -> Result<Film, ApiError> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let film = get(&mut *tx, id).await?.ok_or(ApiError::NotFound)?;
@@ -207,12 +218,21 @@ pub async fn update(
     .execute(&mut *tx)
     .await?;
     let updated = get(&mut *tx, id).await?.ok_or(ApiError::NotFound)?;
+    let event = audit
+        .event("film.update", Outcome::Success)
+        .target(format!("film:{id}"));
+    audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(updated)
 }
 
-#[tracing::instrument(skip(writer), fields(user_id = principal.user_id))]
-pub async fn delete(writer: &SqlitePool, id: i64, principal: &Principal) -> Result<Film, ApiError> {
+#[tracing::instrument(skip(writer, audit), fields(user_id = principal.user_id))]
+pub async fn delete(
+    writer: &SqlitePool,
+    id: i64,
+    principal: &Principal,
+    audit: &AuditContext,
+) -> Result<Film, ApiError> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let film = get(&mut *tx, id).await?.ok_or(ApiError::NotFound)?;
     if !may_modify(&film, principal) {
@@ -222,6 +242,10 @@ pub async fn delete(writer: &SqlitePool, id: i64, principal: &Principal) -> Resu
         .bind(id)
         .execute(&mut *tx)
         .await?;
+    let event = audit
+        .event("film.delete", Outcome::Success)
+        .target(format!("film:{id}"));
+    audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(film)
 }

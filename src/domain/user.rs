@@ -10,6 +10,7 @@ use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool, prelude::FromRow};
 use validator::{ValidateEmail, ValidateLength, ValidationError};
 
 use crate::{
+    audit::{self, AuditContext, Outcome},
     auth::{
         Role, common_passwords,
         password::PasswordHasher,
@@ -150,13 +151,15 @@ pub enum CreateUserError {
     Database(#[from] sqlx::Error),
 }
 
-/// Hashes the password (off the async workers) and stores the user; 409 if the name or email
-/// is taken. The answer does not say which, so registration reveals as little as it can.
+/// Hashes the password (off the async workers, before the write lock is taken) and stores
+/// the user with its audit event; 409 if the name or email is taken. The answer does not say
+/// which, so registration reveals as little as it can.
 pub async fn create(
     writer: &SqlitePool,
     hasher: &PasswordHasher,
     user: NewUser,
     role: Role,
+    audit: &AuditContext,
 ) -> Result<UserProfile, ApiError> {
     let NewUser {
         username,
@@ -164,13 +167,27 @@ pub async fn create(
         password,
     } = user;
     let password_hash = hasher.hash(password.into_secret()).await?;
-    match insert(writer, &username, &email, &password_hash, role).await {
-        Ok(profile) => Ok(profile),
-        Err(CreateUserError::Taken) => Err(ApiError::Conflict(
-            "The username or email is already registered.",
-        )),
-        Err(CreateUserError::Database(e)) => Err(e.into()),
-    }
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let profile = match insert(&mut *tx, &username, &email, &password_hash, role).await {
+        Ok(profile) => profile,
+        Err(CreateUserError::Taken) => {
+            return Err(ApiError::Conflict(
+                "The username or email is already registered.",
+            ));
+        }
+        Err(CreateUserError::Database(e)) => return Err(e.into()),
+    };
+    let action = match role {
+        Role::User => "user.register",
+        Role::Admin => "user.create_admin",
+    };
+    let event = audit
+        .event(action, Outcome::Success)
+        .actor(profile.id)
+        .target(format!("user:{}", profile.id));
+    audit::record(&mut *tx, &event).await?;
+    tx.commit().await?;
+    Ok(profile)
 }
 
 #[tracing::instrument(skip_all, fields(username = %username.as_str()))]
@@ -251,11 +268,17 @@ pub async fn change_password(
     writer: &SqlitePool,
     user_id: i64,
     password_hash: &str,
+    audit: &AuditContext,
 ) -> Result<i64, sqlx::Error> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     update_password_hash(&mut *tx, user_id, password_hash).await?;
     let version = bump_token_version(&mut tx, user_id).await?;
     refresh::revoke_all_of_user(&mut tx, user_id, RevokeReason::PasswordChange).await?;
+    let event = audit
+        .event("user.password_change", Outcome::Success)
+        .actor(user_id)
+        .target(format!("user:{user_id}"));
+    audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(version)
 }
@@ -276,11 +299,12 @@ pub struct AccountUpdate {
 
 /// Applies `changes` to `user_id`. Refuses to leave the service without an active admin.
 /// A role change or a disable ends every session of the user at once.
-#[tracing::instrument(skip(writer))]
+#[tracing::instrument(skip(writer, audit))]
 pub async fn update_account(
     writer: &SqlitePool,
     user_id: i64,
     changes: AccountChanges,
+    audit: &AuditContext,
 ) -> Result<AccountUpdate, ApiError> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let current = profile(&mut *tx, user_id)
@@ -323,6 +347,23 @@ pub async fn update_account(
     } else {
         None
     };
+    let target = format!("user:{user_id}");
+    if role != current.role {
+        let event = audit
+            .event("admin.role_change", Outcome::Success)
+            .target(&target)
+            .reason(format!("role={}", role.as_str()));
+        audit::record(&mut *tx, &event).await?;
+    }
+    if disabled != current.disabled {
+        let action = if disabled {
+            "admin.user_disable"
+        } else {
+            "admin.user_enable"
+        };
+        let event = audit.event(action, Outcome::Success).target(&target);
+        audit::record(&mut *tx, &event).await?;
+    }
     let profile = profile(&mut *tx, user_id)
         .await?
         .ok_or(ApiError::NotFound)?;

@@ -4,6 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use crate::{
+    audit::AuditContext,
     auth::{AdminRead, AdminWrite, Authenticated, Role},
     domain::{
         Page,
@@ -52,6 +53,7 @@ pub struct UpdateUserRequest {
 async fn update_user(
     state: web::Data<AppState>,
     _admin: Authenticated<AdminWrite>,
+    audit: AuditContext,
     id: web::Path<i64>,
     Json(request): Json<UpdateUserRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -64,7 +66,7 @@ async fn update_user(
         role: request.role,
         disabled: request.disabled,
     };
-    let update = user::update_account(&state.db.writer, *id, changes).await?;
+    let update = user::update_account(&state.db.writer, *id, changes, &audit).await?;
     if let Some(version) = update.new_token_version {
         state.revocations.set_version(*id, version);
     }

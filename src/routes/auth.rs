@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::{
+    audit::{self, AuditContext, Outcome},
     auth::{
         Authenticated, Read, Role,
         jwt::TokenSubject,
@@ -121,23 +122,53 @@ fn token_response(
 
 async fn register(
     state: web::Data<AppState>,
+    audit: AuditContext,
     Json(request): Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new_user = NewUser::try_from(request)?;
-    let profile = user::create(&state.db.writer, &state.passwords, new_user, Role::User).await?;
+    let profile = user::create(
+        &state.db.writer,
+        &state.passwords,
+        new_user,
+        Role::User,
+        &audit,
+    )
+    .await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
         .json(profile))
 }
 
+/// How a login attempt names its target in the audit trail. The submitted name is echoed
+/// only if it is a valid username, so nothing odd reaches the log or the audit table.
+fn login_target(username: &str) -> String {
+    if Username::validate(username).is_ok() {
+        format!("username:{username}")
+    } else {
+        "username:<invalid>".to_owned()
+    }
+}
+
 /// Unknown user, wrong password and disabled account take the same path: one argon2
-/// verification, then the same 401 body.
+/// verification, then the same 401 body. Only the audit trail (admins) tells them apart.
 async fn login(
     state: web::Data<AppState>,
+    audit: AuditContext,
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
-    state.login_throttle.attempt(&request.username)?;
+    let target = login_target(&request.username);
+    let refuse = |outcome, reason: &'static str, error: ApiError| {
+        let event = audit
+            .event("auth.login", outcome)
+            .target(&target)
+            .reason(reason);
+        state.audit.submit(event);
+        Err(error)
+    };
+    if let Err(throttled) = state.login_throttle.attempt(&request.username) {
+        return refuse(Outcome::Denied, "username rate limit", throttled);
+    }
     let account = user::find_credentials(&state.db.reader, &request.username).await?;
     let password = SecretString::from(request.password);
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
@@ -157,14 +188,41 @@ async fn login(
             }
             account
         }
-        _ => return Err(ApiError::InvalidCredentials),
+        (Some(_), Verification::Valid { .. }) => {
+            return refuse(
+                Outcome::Failure,
+                "account disabled",
+                ApiError::InvalidCredentials,
+            );
+        }
+        (Some(_), Verification::Invalid) => {
+            return refuse(
+                Outcome::Failure,
+                "wrong password",
+                ApiError::InvalidCredentials,
+            );
+        }
+        (None, _) => {
+            return refuse(
+                Outcome::Failure,
+                "unknown user",
+                ApiError::InvalidCredentials,
+            );
+        }
     };
+    let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
     let refresh = refresh::start_family(
-        &state.db.writer,
+        &mut *tx,
         account.id,
         state.settings.jwt.refresh_token_ttl.as_secs(),
     )
     .await?;
+    let event = audit
+        .event("auth.login", Outcome::Success)
+        .actor(account.id)
+        .target(format!("user:{}", account.id));
+    audit::record(&mut *tx, &event).await?;
+    tx.commit().await?;
     token_response(
         &state,
         TokenSubject {
@@ -179,10 +237,11 @@ async fn login(
 /// Rotation: the presented token is spent, a new one of the same session comes back.
 async fn refresh_tokens(
     state: web::Data<AppState>,
+    audit: AuditContext,
     Json(request): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
-    match refresh::rotate(&state.db.writer, &request.refresh_token).await? {
+    match refresh::rotate(&state.db.writer, &request.refresh_token, &audit).await? {
         Rotation::Rotated { account, issued } => token_response(
             &state,
             TokenSubject {
@@ -201,7 +260,13 @@ async fn refresh_tokens(
             );
             Err(ApiError::Unauthenticated)
         }
-        Rotation::Refused => Err(ApiError::Unauthenticated),
+        Rotation::Refused => {
+            let event = audit
+                .event("auth.refresh", Outcome::Failure)
+                .reason("unknown, expired or revoked refresh token");
+            state.audit.submit(event);
+            Err(ApiError::Unauthenticated)
+        }
     }
 }
 
@@ -209,10 +274,16 @@ async fn refresh_tokens(
 async fn logout(
     state: web::Data<AppState>,
     caller: Authenticated<Read>,
+    audit: AuditContext,
 ) -> Result<HttpResponse, ApiError> {
     let session = caller.session()?;
-    let mut connection = state.db.writer.acquire().await?;
-    refresh::revoke_family(&mut connection, session, RevokeReason::Logout).await?;
+    let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
+    refresh::revoke_family(&mut tx, session, RevokeReason::Logout).await?;
+    let event = audit
+        .event("auth.logout", Outcome::Success)
+        .target(format!("session:{session}"));
+    audit::record(&mut *tx, &event).await?;
+    tx.commit().await?;
     state.revocations.revoke_session(session);
     Ok(HttpResponse::NoContent().finish())
 }

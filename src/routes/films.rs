@@ -5,6 +5,7 @@ use serde::Deserialize;
 use validator::Validate;
 
 use crate::{
+    audit::AuditContext,
     auth::{Authenticated, Write},
     domain::{
         Page,
@@ -186,10 +187,11 @@ async fn get_film(
 pub async fn create_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
+    audit: AuditContext,
     Json(request): Json<CreateFilmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new_film = NewFilm::try_from(request)?;
-    let film = film::create(&state.db.writer, &new_film, caller.user_id).await?;
+    let film = film::create(&state.db.writer, &new_film, caller.user_id, &audit).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, film_location(film.id)))
         .json(film))
@@ -198,20 +200,22 @@ pub async fn create_film(
 async fn update_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
+    audit: AuditContext,
     id: web::Path<i64>,
     Json(request): Json<UpdateFilmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let changes = FilmChanges::try_from(request)?;
-    let film = film::update(&state.db.writer, *id, &changes, &caller).await?;
+    let film = film::update(&state.db.writer, *id, &changes, &caller, &audit).await?;
     Ok(HttpResponse::Ok().json(film))
 }
 
 async fn delete_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
+    audit: AuditContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    film::delete(&state.db.writer, *id, &caller).await?;
+    film::delete(&state.db.writer, *id, &caller, &audit).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

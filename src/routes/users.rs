@@ -9,6 +9,7 @@ use serde::Deserialize;
 use validator::Validate;
 
 use crate::{
+    audit::{AuditContext, Outcome},
     auth::{
         Authenticated, Read, Write,
         api_key::{self, CreateKeyError, Scope},
@@ -60,6 +61,7 @@ pub struct ChangePasswordRequest {
 async fn change_password(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
+    audit: AuditContext,
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.session()?;
@@ -82,11 +84,16 @@ async fn change_password(
         )
         .await?;
     if verification == Verification::Invalid {
+        let event = audit
+            .event("user.password_change", Outcome::Failure)
+            .target(format!("user:{}", caller.user_id))
+            .reason("wrong current password");
+        state.audit.submit(event);
         state.login_throttle.attempt(&account.username)?;
         return Err(ApiError::InvalidCredentials);
     }
     let hash = state.passwords.hash(new_password.into_secret()).await?;
-    let version = user::change_password(&state.db.writer, caller.user_id, &hash).await?;
+    let version = user::change_password(&state.db.writer, caller.user_id, &hash, &audit).await?;
     state.revocations.set_version(caller.user_id, version);
     Ok(HttpResponse::NoContent().finish())
 }
@@ -108,6 +115,7 @@ fn validate_key_name(name: &str) -> Result<(), validator::ValidationError> {
 async fn create_api_key(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
+    audit: AuditContext,
     Json(request): Json<CreateApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.session()?;
@@ -116,14 +124,20 @@ async fn create_api_key(
         read: request.scopes.contains(&Scope::Read),
         write: request.scopes.contains(&Scope::Write),
     };
-    let (view, key) = api_key::create(&state.db.writer, caller.user_id, &request.name, scopes)
-        .await
-        .map_err(|e| match e {
-            CreateKeyError::TooManyKeys => ApiError::Conflict(
-                "You have the maximum number of active API keys; revoke one first.",
-            ),
-            CreateKeyError::Database(e) => e.into(),
-        })?;
+    let (view, key) = api_key::create(
+        &state.db.writer,
+        caller.user_id,
+        &request.name,
+        scopes,
+        &audit,
+    )
+    .await
+    .map_err(|e| match e {
+        CreateKeyError::TooManyKeys => {
+            ApiError::Conflict("You have the maximum number of active API keys; revoke one first.")
+        }
+        CreateKeyError::Database(e) => e.into(),
+    })?;
     let mut body = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
     body["key"] = serde_json::Value::String(key);
     Ok(HttpResponse::Created().json(body))
@@ -141,10 +155,11 @@ async fn list_api_keys(
 async fn revoke_api_key(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
+    audit: AuditContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     caller.session()?;
-    if api_key::revoke(&state.db.writer, caller.user_id, *id).await? {
+    if api_key::revoke(&state.db.writer, caller.user_id, *id, &audit).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound)

@@ -1,0 +1,330 @@
+//! The audit trail: security-relevant events in the `audit_events` table and in the log.
+//!
+//! An event that records a change is written in the same transaction as the change
+//! (`record`), so there is never a change without its record or a record without its change.
+//! Events without a transaction (failed logins, 401/403/429) go through a bounded queue to a
+//! background writer (`AuditQueue`): the request never waits on them, and if the queue is ever
+//! full the loss is logged as an error and counted in the metrics, never silent.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use actix_web::{
+    Error, FromRequest, HttpMessage, HttpRequest,
+    body::MessageBody,
+    dev::{Payload, ServiceRequest, ServiceResponse},
+    http::StatusCode,
+    middleware::Next,
+    web,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
+use tokio::sync::mpsc;
+
+use crate::{
+    auth::extractor::Principal, security::client_ip::ClientIp, state::AppState,
+    telemetry::RequestId,
+};
+
+const QUEUE_CAPACITY: usize = 10_000;
+const WRITE_BATCH: usize = 256;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "TEXT", rename_all = "lowercase")]
+pub enum Outcome {
+    Success,
+    Failure,
+    Denied,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub action: &'static str,
+    pub outcome: Outcome,
+    pub actor_id: Option<i64>,
+    pub target: Option<String>,
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+    pub client_ip: Option<String>,
+}
+
+impl AuditEvent {
+    #[must_use]
+    pub fn actor(mut self, user_id: i64) -> Self {
+        self.actor_id = Some(user_id);
+        self
+    }
+
+    #[must_use]
+    pub fn target(mut self, target: impl Into<String>) -> Self {
+        self.target = Some(target.into());
+        self
+    }
+
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    fn log(&self) {
+        let action = self.action;
+        let actor_id = self.actor_id;
+        let target = self.target.as_deref();
+        let reason = self.reason.as_deref();
+        let request_id = self.request_id.as_deref();
+        let client_ip = self.client_ip.as_deref();
+        if self.outcome == Outcome::Success {
+            tracing::info!(target: "audit", action, outcome = ?self.outcome, actor_id, target, reason, request_id, client_ip, "audit event");
+        } else {
+            tracing::warn!(target: "audit", action, outcome = ?self.outcome, actor_id, target, reason, request_id, client_ip, "audit event");
+        }
+    }
+}
+
+/// Who is acting, from where, in which request: the part of an event a handler knows before
+/// it acts.
+#[derive(Debug, Clone, Default)]
+pub struct AuditContext {
+    request_id: Option<String>,
+    client_ip: Option<String>,
+    actor_id: Option<i64>,
+    /// Set once an event is made for this request, so the denial middleware does not add a
+    /// second, generic one.
+    recorded: Arc<AtomicBool>,
+}
+
+#[derive(Clone)]
+struct AuditRecorded(Arc<AtomicBool>);
+
+impl AuditContext {
+    /// For actions outside any request (the command line).
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    pub fn event(&self, action: &'static str, outcome: Outcome) -> AuditEvent {
+        self.recorded.store(true, Ordering::Relaxed);
+        AuditEvent {
+            action,
+            outcome,
+            actor_id: self.actor_id,
+            target: None,
+            reason: None,
+            request_id: self.request_id.clone(),
+            client_ip: self.client_ip.clone(),
+        }
+    }
+
+    fn of(request: &HttpRequest) -> Self {
+        let recorded = {
+            let mut extensions = request.extensions_mut();
+            match extensions.get::<AuditRecorded>() {
+                Some(flag) => flag.0.clone(),
+                None => {
+                    let flag = Arc::new(AtomicBool::new(false));
+                    extensions.insert(AuditRecorded(flag.clone()));
+                    flag
+                }
+            }
+        };
+        let extensions = request.extensions();
+        Self {
+            request_id: extensions
+                .get::<RequestId>()
+                .map(|id| id.as_str().to_owned()),
+            client_ip: extensions.get::<ClientIp>().map(|ip| ip.0.to_string()),
+            actor_id: extensions.get::<Principal>().map(|p| p.user_id),
+            recorded,
+        }
+    }
+}
+
+/// Extract after the `Authenticated` extractor (later in the handler's arguments) to have the
+/// caller as actor.
+impl FromRequest for AuditContext {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(Self::of(req)))
+    }
+}
+
+/// Writes `event` with `executor` (the transaction of the change it records) and logs it.
+pub async fn record(executor: impl SqliteExecutor<'_>, event: &AuditEvent) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_events
+             (request_id, actor_id, client_ip, action, target, outcome, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .bind(&event.request_id)
+    .bind(event.actor_id)
+    .bind(&event.client_ip)
+    .bind(event.action)
+    .bind(&event.target)
+    .bind(event.outcome)
+    .bind(&event.reason)
+    .execute(executor)
+    .await?;
+    event.log();
+    Ok(())
+}
+
+/// The queue for events that have no transaction of their own.
+#[derive(Clone)]
+pub struct AuditQueue {
+    sender: mpsc::Sender<AuditEvent>,
+}
+
+impl AuditQueue {
+    /// Starts the background writer; it stops when the last queue handle is dropped.
+    pub fn start(writer: SqlitePool) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        tokio::spawn(write_queued(writer, receiver));
+        Self { sender }
+    }
+
+    pub fn submit(&self, event: AuditEvent) {
+        if let Err(error) = self.sender.try_send(event) {
+            let event = match error {
+                mpsc::error::TrySendError::Full(event)
+                | mpsc::error::TrySendError::Closed(event) => event,
+            };
+            metrics::counter!("audit_events_dropped_total").increment(1);
+            tracing::error!(
+                target: "audit",
+                action = event.action,
+                outcome = ?event.outcome,
+                request_id = event.request_id.as_deref(),
+                "audit queue full: the event is only in this log line"
+            );
+        }
+    }
+}
+
+async fn write_queued(writer: SqlitePool, mut receiver: mpsc::Receiver<AuditEvent>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while receiver.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        if let Err(error) = write_batch(&writer, &batch).await {
+            tracing::error!(
+                target: "audit",
+                error = %error,
+                events = batch.len(),
+                "audit events could not be stored; they are only in the log"
+            );
+            for event in &batch {
+                event.log();
+            }
+        }
+        batch.clear();
+    }
+}
+
+async fn write_batch(writer: &SqlitePool, batch: &[AuditEvent]) -> sqlx::Result<()> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    for event in batch {
+        record(&mut *tx, event).await?;
+    }
+    tx.commit().await
+}
+
+/// Every 401, 403 and 429 becomes an audit event, unless its handler already recorded a more
+/// specific one (a failed login, say).
+pub async fn audit_denials(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let response = next.call(req).await?;
+    let action = match response.status() {
+        StatusCode::UNAUTHORIZED => "http.unauthenticated",
+        StatusCode::FORBIDDEN => "http.forbidden",
+        StatusCode::TOO_MANY_REQUESTS => "http.rate_limited",
+        _ => return Ok(response),
+    };
+    let request = response.request();
+    let already_recorded = request
+        .extensions()
+        .get::<AuditRecorded>()
+        .is_some_and(|flag| flag.0.load(Ordering::Relaxed));
+    if !already_recorded && let Some(state) = request.app_data::<web::Data<AppState>>() {
+        let route = request
+            .match_pattern()
+            .unwrap_or_else(|| "<unmatched>".to_owned());
+        let event = AuditContext::of(request)
+            .event(action, Outcome::Denied)
+            .target(format!("{} {route}", request.method()));
+        state.audit.submit(event);
+    }
+    Ok(response)
+}
+
+/// An audit event as the admin endpoint shows it.
+#[derive(Debug, Serialize, FromRow)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub occurred_at: String,
+    pub request_id: Option<String>,
+    pub actor_id: Option<i64>,
+    pub client_ip: Option<String>,
+    pub action: String,
+    pub target: Option<String>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+}
+
+/// Filters of the admin endpoint; `since`/`until` compare as ISO 8601 UTC text, which is how
+/// timestamps are stored.
+#[derive(Debug, Default)]
+pub struct EventFilter {
+    pub actor_id: Option<i64>,
+    pub action: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+}
+
+pub async fn list(
+    reader: &SqlitePool,
+    filter: &EventFilter,
+    page: crate::domain::Page,
+) -> sqlx::Result<crate::domain::Paginated<StoredEvent>> {
+    let items = sqlx::query_as(
+        "SELECT id, occurred_at, request_id, actor_id, client_ip, action, target, outcome, reason
+         FROM audit_events
+         WHERE (?1 IS NULL OR actor_id = ?1)
+           AND (?2 IS NULL OR action = ?2)
+           AND (?3 IS NULL OR occurred_at >= ?3)
+           AND (?4 IS NULL OR occurred_at < ?4)
+         ORDER BY id DESC LIMIT ?5 OFFSET ?6",
+    )
+    .bind(filter.actor_id)
+    .bind(&filter.action)
+    .bind(&filter.since)
+    .bind(&filter.until)
+    .bind(page.limit)
+    .bind(page.offset)
+    .fetch_all(reader)
+    .await?;
+    let total = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events
+         WHERE (?1 IS NULL OR actor_id = ?1)
+           AND (?2 IS NULL OR action = ?2)
+           AND (?3 IS NULL OR occurred_at >= ?3)
+           AND (?4 IS NULL OR occurred_at < ?4)",
+    )
+    .bind(filter.actor_id)
+    .bind(&filter.action)
+    .bind(&filter.since)
+    .bind(&filter.until)
+    .fetch_one(reader)
+    .await?;
+    Ok(crate::domain::Paginated {
+        items,
+        total,
+        limit: page.limit,
+        offset: page.offset,
+    })
+}
