@@ -6,9 +6,12 @@
 //! background writer (`AuditQueue`): the request never waits on them, and if the queue is ever
 //! full the loss is logged as an error and counted in the metrics, never silent.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use actix_web::{
@@ -38,6 +41,16 @@ pub enum Outcome {
     Success,
     Failure,
     Denied,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Denied => "denied",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,21 +90,20 @@ impl AuditEvent {
         let reason = self.reason.as_deref();
         let request_id = self.request_id.as_deref();
         let client_ip = self.client_ip.as_deref();
+        let outcome = self.outcome.as_str();
         if self.outcome == Outcome::Success {
-            tracing::info!(target: "audit", action, outcome = ?self.outcome, actor_id, target, reason, request_id, client_ip, "audit event");
+            tracing::info!(target: "audit", action, outcome, actor_id, target, reason, request_id, client_ip, "audit event");
         } else {
-            tracing::warn!(target: "audit", action, outcome = ?self.outcome, actor_id, target, reason, request_id, client_ip, "audit event");
+            tracing::warn!(target: "audit", action, outcome, actor_id, target, reason, request_id, client_ip, "audit event");
         }
     }
 }
 
-/// Who is acting, from where, in which request: the part of an event a handler knows before
-/// it acts.
-#[derive(Debug, Clone, Default)]
+/// Who is acting, from where, in which request: read from the request when an event is made,
+/// so the actor is whoever the `Authenticated` extractor established by then.
+#[derive(Clone, Default)]
 pub struct AuditContext {
-    request_id: Option<String>,
-    client_ip: Option<String>,
-    actor_id: Option<i64>,
+    request: Option<HttpRequest>,
     /// Set once an event is made for this request, so the denial middleware does not add a
     /// second, generic one.
     recorded: Arc<AtomicBool>,
@@ -108,43 +120,48 @@ impl AuditContext {
 
     pub fn event(&self, action: &'static str, outcome: Outcome) -> AuditEvent {
         self.recorded.store(true, Ordering::Relaxed);
+        let extensions = self.request.as_ref().map(HttpRequest::extensions);
+        let extensions = extensions.as_ref();
         AuditEvent {
             action,
             outcome,
-            actor_id: self.actor_id,
+            actor_id: extensions
+                .and_then(|e| e.get::<Principal>())
+                .map(|p| p.user_id),
             target: None,
             reason: None,
-            request_id: self.request_id.clone(),
-            client_ip: self.client_ip.clone(),
+            request_id: extensions
+                .and_then(|e| e.get::<RequestId>())
+                .map(|id| id.as_str().to_owned()),
+            client_ip: self.client_ip().map(|ip| ip.to_string()),
         }
     }
 
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.request
+            .as_ref()?
+            .extensions()
+            .get::<ClientIp>()
+            .map(|ip| ip.0)
+    }
+
     fn of(request: &HttpRequest) -> Self {
-        let recorded = {
-            let mut extensions = request.extensions_mut();
-            match extensions.get::<AuditRecorded>() {
-                Some(flag) => flag.0.clone(),
-                None => {
-                    let flag = Arc::new(AtomicBool::new(false));
-                    extensions.insert(AuditRecorded(flag.clone()));
-                    flag
-                }
+        let mut extensions = request.extensions_mut();
+        let recorded = match extensions.get::<AuditRecorded>() {
+            Some(flag) => flag.0.clone(),
+            None => {
+                let flag = Arc::new(AtomicBool::new(false));
+                extensions.insert(AuditRecorded(flag.clone()));
+                flag
             }
         };
-        let extensions = request.extensions();
         Self {
-            request_id: extensions
-                .get::<RequestId>()
-                .map(|id| id.as_str().to_owned()),
-            client_ip: extensions.get::<ClientIp>().map(|ip| ip.0.to_string()),
-            actor_id: extensions.get::<Principal>().map(|p| p.user_id),
+            request: Some(request.clone()),
             recorded,
         }
     }
 }
 
-/// Extract after the `Authenticated` extractor (later in the handler's arguments) to have the
-/// caller as actor.
 impl FromRequest for AuditContext {
     type Error = actix_web::Error;
     type Future = std::future::Ready<Result<Self, Self::Error>>;

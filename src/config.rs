@@ -121,6 +121,15 @@ pub struct RateLimitSettings {
     pub write: Quota,
 }
 
+/// Failed-login patterns that raise a security event (and lock, unless `lockout` is zero).
+#[derive(Debug, Clone, Copy)]
+pub struct SuspiciousLoginSettings {
+    pub window: Duration,
+    pub ips_per_username: usize,
+    pub usernames_per_ip: usize,
+    pub lockout: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
     pub cert_path: PathBuf,
@@ -151,6 +160,10 @@ pub struct Settings {
     pub tls_terminated_by_proxy: bool,
     pub trusted_proxies: Vec<IpNet>,
     pub rate_limits: RateLimitSettings,
+    pub suspicious_logins: SuspiciousLoginSettings,
+    /// A loopback address for a separate, unauthenticated `/metrics` listener; the main
+    /// listener's `/metrics` is for admins only either way.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub max_json_body_bytes: usize,
     pub password_hash_concurrency: usize,
     pub max_in_flight_requests: usize,
@@ -301,6 +314,29 @@ impl Settings {
                 )?,
                 write: vars.parse_or("RATE_LIMIT_WRITE", Quota::per_minute(60))?,
             },
+            suspicious_logins: SuspiciousLoginSettings {
+                window: Duration::from_secs(vars.parse_in_range(
+                    "SUSPICIOUS_LOGIN_WINDOW_SECS",
+                    900,
+                    10..=86_400,
+                )?),
+                ips_per_username: vars.parse_in_range(
+                    "SUSPICIOUS_LOGIN_IPS_PER_USERNAME",
+                    5,
+                    2..=1000,
+                )?,
+                usernames_per_ip: vars.parse_in_range(
+                    "SUSPICIOUS_LOGIN_USERNAMES_PER_IP",
+                    10,
+                    2..=1000,
+                )?,
+                lockout: Duration::from_secs(vars.parse_in_range(
+                    "ACCOUNT_LOCKOUT_SECS",
+                    900,
+                    0..=86_400,
+                )?),
+            },
+            metrics_addr: metrics_addr(&vars)?,
             max_json_body_bytes: vars.parse_in_range(
                 "MAX_JSON_BODY_BYTES",
                 16 * 1024,
@@ -350,6 +386,22 @@ impl Settings {
     pub fn serves_https(&self) -> bool {
         self.tls.is_some() || self.tls_terminated_by_proxy
     }
+}
+
+fn metrics_addr(vars: &Vars) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let Some(raw) = vars.get("METRICS_ADDR") else {
+        return Ok(None);
+    };
+    let addr: std::net::SocketAddr = raw
+        .parse()
+        .map_err(|_| ConfigError::new("METRICS_ADDR", "must be an address like 127.0.0.1:9090"))?;
+    if !addr.ip().is_loopback() {
+        return Err(ConfigError::new(
+            "METRICS_ADDR",
+            "must be a loopback address: the metrics listener has no authentication",
+        ));
+    }
+    Ok(Some(addr))
 }
 
 fn check_production_secret(secret: &SecretString) -> Result<(), ConfigError> {
@@ -533,6 +585,8 @@ mod tests {
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("CORS_ALLOWED_ORIGINS", "example.com"),
             ("TLS_CERT_PATH", "only-the-cert.pem"),
+            ("METRICS_ADDR", "0.0.0.0:9090"),
+            ("ACCOUNT_LOCKOUT_SECS", "-1"),
         ] {
             let err = Settings::from_vars([(name, value)]).unwrap_err();
             let expected = if name == "TLS_CERT_PATH" {

@@ -10,13 +10,14 @@ use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    SqlitePool,
+    Connection, SqliteConnection, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone, Debug)]
 pub struct Database {
@@ -24,6 +25,9 @@ pub struct Database {
     pub reader: SqlitePool,
     /// The one connection that writes.
     pub writer: SqlitePool,
+    /// How the readiness probe opens a fresh connection (read-only, never creating the file):
+    /// pooled connections keep working on a file that has since been removed or replaced.
+    probe: SqliteConnectOptions,
 }
 
 impl Database {
@@ -56,23 +60,44 @@ impl Database {
         let readers = std::thread::available_parallelism()
             .map_or(4, |n| n.get() * 2)
             .max(4);
+        let read_only = options.read_only(true);
         let reader = SqlitePoolOptions::new()
             .max_connections(u32::try_from(readers).unwrap_or(8))
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.read_only(true))
+            .connect_with(read_only.clone())
             .await
             .context("cannot open read-only connections to the database")?;
 
-        Ok(Self { reader, writer })
+        Ok(Self {
+            reader,
+            writer,
+            probe: read_only,
+        })
     }
 
-    /// Ready means: the file answers a query and every migration we embed has been applied.
+    /// Ready means: the database file can be opened now, and every migration we embed has been
+    /// applied to it.
     pub async fn is_ready(&self) -> bool {
-        let applied: Result<i64, _> =
-            sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success = 1")
-                .fetch_one(&self.reader)
-                .await;
-        matches!(applied, Ok(n) if usize::try_from(n).ok() == Some(MIGRATOR.iter().count()))
+        let probe = async {
+            let mut connection = SqliteConnection::connect_with(&self.probe).await?;
+            let applied: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success = 1")
+                    .fetch_one(&mut connection)
+                    .await?;
+            connection.close().await?;
+            Ok::<_, sqlx::Error>(applied)
+        };
+        match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(Ok(applied)) => usize::try_from(applied).ok() == Some(MIGRATOR.iter().count()),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, "readiness probe: the database cannot serve");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness probe: the database did not answer in time");
+                false
+            }
+        }
     }
 
     pub async fn close(&self) {

@@ -69,6 +69,9 @@ pub enum ApiError {
     HeadersTooLarge { limit: usize },
     #[error("rate limited")]
     RateLimited { retry_after: Duration },
+    /// Logins for this username or from this IP are paused after suspicious failures.
+    #[error("login locked")]
+    LoginLocked { retry_after: Duration },
     #[error("overloaded")]
     Overloaded { retry_after: Duration },
     #[error("request timeout")]
@@ -146,6 +149,14 @@ impl ApiError {
                 "Too many requests",
                 format!(
                     "Rate limit exceeded; retry in {} seconds.",
+                    whole_seconds(*retry_after)
+                ),
+            ),
+            Self::LoginLocked { retry_after } => (
+                "login-locked",
+                "Login temporarily locked",
+                format!(
+                    "Too many failed logins; logins are paused for {} seconds.",
                     whole_seconds(*retry_after)
                 ),
             ),
@@ -258,7 +269,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::LoginLocked { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -280,7 +291,9 @@ impl ResponseError for ApiError {
                     header::HeaderValue::from_static("Bearer realm=\"filmvault\""),
                 );
             }
-            Self::RateLimited { retry_after } | Self::Overloaded { retry_after } => {
+            Self::RateLimited { retry_after }
+            | Self::LoginLocked { retry_after }
+            | Self::Overloaded { retry_after } => {
                 headers.insert(header::RETRY_AFTER, whole_seconds(*retry_after).into());
             }
             _ => {}

@@ -10,6 +10,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod monitoring;
 pub mod routes;
 pub mod security;
 pub mod startup;

@@ -7,9 +7,25 @@ use filmvault::{
     startup::Application,
     telemetry,
 };
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Everything this process creates (the database and its WAL, log files, certificates) is
+    // readable by its own user only. Set before any thread exists: the umask is per process.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("filmvault: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     // Needs no configuration, so it works before any is written.
     if let Command::DevCert { out_dir } = &command {
@@ -22,14 +38,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) =
-        telemetry::subscriber(&settings.rust_log, settings.log_format, std::io::stdout)
-            .map_err(anyhow::Error::from)
-            .and_then(telemetry::init)
-    {
-        eprintln!("filmvault: cannot start logging (RUST_LOG: {error})");
-        return ExitCode::from(2);
-    }
+    // Flushes the log file when dropped at the end of `run`.
+    let _log_file_guard = match start_logging(&settings) {
+        Ok(guard) => guard,
+        Err(error) => {
+            eprintln!("filmvault: cannot start logging: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     telemetry::install_panic_hook();
     report(match command {
         Command::CreateAdmin { username, email } => {
@@ -37,6 +53,27 @@ async fn main() -> ExitCode {
         }
         Command::Serve | Command::DevCert { .. } => serve(settings).await,
     })
+}
+
+fn start_logging(
+    settings: &Settings,
+) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    let (filter, format) = (&settings.rust_log, settings.log_format);
+    match &settings.log_file {
+        Some(path) => {
+            let (file, guard) = telemetry::file_writer(path)?;
+            telemetry::init(telemetry::subscriber(
+                filter,
+                format,
+                std::io::stdout.and(file),
+            )?)?;
+            Ok(Some(guard))
+        }
+        None => {
+            telemetry::init(telemetry::subscriber(filter, format, std::io::stdout)?)?;
+            Ok(None)
+        }
+    }
 }
 
 fn report(outcome: anyhow::Result<()>) -> ExitCode {

@@ -2,7 +2,7 @@
 //! stack and the routes.
 //!
 //! Middleware, outermost first:
-//! request context (id, client IP) → request log → security headers → HTTPS redirect (with
+//! request context (id, client IP) → request log → metrics → security headers → HTTPS redirect (with
 //! TLS) → problem+json for every error → audit of 401/403/429 → URL and header size limits → CORS → load shedding → per-scope
 //! rate limits → handlers, which enforce authentication through their extractors.
 //!
@@ -27,11 +27,12 @@ use crate::{
     domain::seed,
     error::{self, ApiError},
     extract::BodyLimits,
-    routes,
+    monitoring, routes,
     security::{
         cors::cors,
         headers::security_headers,
         limits::limit_request_head,
+        login_monitor::LoginMonitor,
         overload::{InFlightLimit, limit_in_flight},
         rate_limit::{Limiters, LoginThrottle, RateLimit},
         tls,
@@ -46,7 +47,9 @@ const LIMITER_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Application {
     port: u16,
     https_port: Option<u16>,
+    metrics_port: Option<u16>,
     server: Server,
+    metrics_server: Option<Server>,
     limiters: Limiters,
     state: web::Data<AppState>,
 }
@@ -84,12 +87,26 @@ impl Application {
             revocations: Revocations::load(&db.reader, settings.jwt.access_token_ttl.as_secs())
                 .await?,
             login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username),
+            login_monitor: LoginMonitor::new(settings.suspicious_logins),
             audit: AuditQueue::start(db.writer.clone()),
             db,
             settings,
         });
+        monitoring::handle();
         let limiters = Limiters::new(&state);
         spawn_limiter_purge(limiters.clone(), state.clone());
+        let (metrics_server, metrics_port) = match state.settings.metrics_addr {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr)
+                    .with_context(|| format!("METRICS_ADDR: cannot listen on {addr}"))?;
+                let port = listener.local_addr()?.port();
+                (
+                    Some(serve_metrics(listener, state.clone(), limiters.clone())?),
+                    Some(port),
+                )
+            }
+            None => (None, None),
+        };
         let server = serve(
             http_listener,
             tls,
@@ -100,7 +117,9 @@ impl Application {
         Ok(Self {
             port,
             https_port,
+            metrics_port,
             server,
+            metrics_server,
             limiters,
             state,
         })
@@ -115,13 +134,23 @@ impl Application {
         self.https_port
     }
 
+    /// The port of the separate metrics listener, when `METRICS_ADDR` is set.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
+    }
+
     /// Keys held by the rate limiters right now.
     pub fn rate_limiter_keys(&self) -> usize {
         self.limiters.tracked_keys() + self.state.login_throttle.tracked_keys()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        match self.metrics_server {
+            Some(metrics) => futures_util::future::try_join(self.server, metrics)
+                .await
+                .map(|_| ()),
+            None => self.server.await,
+        }
     }
 }
 
@@ -137,8 +166,28 @@ fn spawn_limiter_purge(limiters: Limiters, state: web::Data<AppState>) {
             interval.tick().await;
             limiters.retain_recent();
             state.login_throttle.retain_recent();
+            state.login_monitor.purge();
         }
     });
+}
+
+/// The loopback-only metrics listener: one route, one worker, nothing else.
+fn serve_metrics(
+    listener: TcpListener,
+    state: web::Data<AppState>,
+    limiters: Limiters,
+) -> anyhow::Result<Server> {
+    let limiters = web::Data::new(limiters);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(limiters.clone())
+            .route("/metrics", web::get().to(monitoring::metrics_on_loopback))
+    })
+    .workers(1)
+    .listen(listener)?
+    .run();
+    Ok(server)
 }
 
 fn serve(
@@ -164,12 +213,14 @@ fn serve(
     let keep_alive = settings.keep_alive;
     let request_timeout = settings.request_timeout;
 
+    let limiters = web::Data::new(limiters);
     let server = HttpServer::new(move || {
         let trusted_proxies = trusted_proxies.clone();
         let in_flight = in_flight.clone();
         let limiters = limiters.clone();
         App::new()
             .app_data(state.clone())
+            .app_data(limiters.clone())
             .app_data(body_limits.clone())
             .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
             .configure(|cfg| mount_routes(cfg, &limiters))
@@ -190,6 +241,7 @@ fn serve(
             .wrap(from_fn(move |req, next| {
                 security_headers(tls_terminated_by_proxy, req, next)
             }))
+            .wrap(from_fn(monitoring::record_requests))
             .wrap(telemetry::request_logger())
             .wrap(from_fn(move |req, next| {
                 telemetry::request_context(trusted_proxies.clone(), req, next)
@@ -233,5 +285,10 @@ fn mount_routes(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
         .wrap(RateLimit::new(&limiters.global, periods.global));
     cfg.service(api)
         .service(web::scope("/health").configure(routes::health::configure))
+        .service(
+            web::resource("/metrics")
+                .wrap(RateLimit::new(&limiters.global, periods.global))
+                .route(web::get().to(monitoring::metrics_for_admins)),
+        )
         .configure(|cfg| routes::legacy::configure(cfg, limiters));
 }

@@ -5,7 +5,7 @@ use crate::{
     auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
     config::Settings,
     db::Database,
-    security::rate_limit::LoginThrottle,
+    security::{login_monitor::LoginMonitor, rate_limit::LoginThrottle},
 };
 
 pub struct AppState {
@@ -14,6 +14,7 @@ pub struct AppState {
     pub jwt: JwtCodec,
     pub revocations: Revocations,
     pub login_throttle: LoginThrottle,
+    pub login_monitor: LoginMonitor,
     pub audit: AuditQueue,
     pub settings: Settings,
 }

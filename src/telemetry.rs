@@ -21,6 +21,7 @@ use actix_web::{
 };
 use tracing::{Span, Subscriber};
 use tracing_actix_web::{RootSpanBuilder, TracingLogger};
+use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer, Registry, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt,
 };
@@ -184,6 +185,27 @@ where
             .boxed(),
     };
     Ok(Registry::default().with(filter).with(layer))
+}
+
+/// A daily-rotated log file (`LOG_FILE` is the path prefix: `logs/filmvault.log` writes
+/// `logs/filmvault.log.2026-11-23`), two weeks kept, written off the request path. Its mode
+/// is 0600 because `main` sets the process umask to 077 before anything is created.
+pub fn file_writer(path: &std::path::Path) -> anyhow::Result<(NonBlocking, WorkerGuard)> {
+    let directory = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let prefix = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or_else(|| anyhow::anyhow!("LOG_FILE: {} has no file name", path.display()))?;
+    std::fs::create_dir_all(directory)?;
+    let appender = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix(prefix)
+        .max_log_files(14)
+        .build(directory)?;
+    Ok(tracing_appender::non_blocking(appender))
 }
 
 /// Installs `subscriber` globally and bridges the `log` records of actix and rustls into it.

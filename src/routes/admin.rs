@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use crate::{
-    audit::AuditContext,
+    audit::{self, AuditContext, EventFilter},
     auth::{AdminRead, AdminWrite, Authenticated, Role},
     domain::{
         Page,
@@ -17,7 +17,8 @@ use crate::{
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/users").route(web::get().to(list_users)))
-        .service(web::resource("/users/{id}").route(web::patch().to(update_user)));
+        .service(web::resource("/users/{id}").route(web::patch().to(update_user)))
+        .service(web::resource("/audit-events").route(web::get().to(list_audit_events)));
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,4 +72,102 @@ async fn update_user(
         state.revocations.set_version(*id, version);
     }
     Ok(HttpResponse::Ok().json(update.profile))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditEventsQuery {
+    pub actor: Option<i64>,
+    pub action: Option<String>,
+    /// Inclusive lower bound: RFC 3339 (`2026-11-23T10:00:00Z`) or a date (`2026-11-23`).
+    pub since: Option<String>,
+    /// Exclusive upper bound, same forms.
+    pub until: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+/// Audit actions are dotted lower-case names (`auth.login`); anything else matches nothing and
+/// is refused as a mistake.
+fn parse_action(action: &str) -> Result<String, ApiError> {
+    let valid = !action.is_empty()
+        && action.len() <= 64
+        && action
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_');
+    if valid {
+        Ok(action.to_owned())
+    } else {
+        Err(ApiError::invalid_field(
+            "action",
+            "must be an audit action such as auth.login",
+        ))
+    }
+}
+
+/// The stored form of timestamps (`2026-11-23T10:00:00.000Z`, UTC), so bounds compare as text.
+fn parse_bound(field: &str, raw: &str) -> Result<String, ApiError> {
+    use time::{
+        Date, OffsetDateTime, UtcOffset, format_description::well_known::Rfc3339,
+        macros::format_description,
+    };
+    let stored =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let instant = OffsetDateTime::parse(raw, &Rfc3339)
+        .or_else(|_| {
+            Date::parse(raw, format_description!("[year]-[month]-[day]"))
+                .map(|date| date.midnight().assume_utc())
+        })
+        .map_err(|_| {
+            ApiError::invalid_field(field, "must be an RFC 3339 timestamp or a YYYY-MM-DD date")
+        })?;
+    instant
+        .to_offset(UtcOffset::UTC)
+        .format(stored)
+        .map_err(|_| ApiError::invalid_field(field, "is out of range"))
+}
+
+async fn list_audit_events(
+    state: web::Data<AppState>,
+    _admin: Authenticated<AdminRead>,
+    query: Query<AuditEventsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.0;
+    let page = Page::new(query.limit, query.offset)?;
+    let filter = EventFilter {
+        actor_id: query.actor,
+        action: query.action.as_deref().map(parse_action).transpose()?,
+        since: query
+            .since
+            .as_deref()
+            .map(|raw| parse_bound("since", raw))
+            .transpose()?,
+        until: query
+            .until
+            .as_deref()
+            .map(|raw| parse_bound("until", raw))
+            .transpose()?,
+    };
+    let events = audit::list(&state.db.reader, &filter, page).await?;
+    Ok(HttpResponse::Ok().json(events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_bounds_are_normalised_to_the_stored_form() {
+        assert_eq!(
+            parse_bound("since", "2026-11-23").unwrap(),
+            "2026-11-23T00:00:00.000Z"
+        );
+        assert_eq!(
+            parse_bound("since", "2026-11-23T12:30:00+02:00").unwrap(),
+            "2026-11-23T10:30:00.000Z"
+        );
+        for bad in ["yesterday", "2026-13-01", "2026-11-23 10:00", "1700000000"] {
+            assert!(parse_bound("since", bad).is_err(), "{bad}");
+        }
+    }
 }

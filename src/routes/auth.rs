@@ -1,6 +1,6 @@
 //! `/api/v1/auth`: registration, login, token refresh and logout.
 
-use std::fmt;
+use std::{fmt, net::IpAddr};
 
 use actix_web::{HttpResponse, http::header, web};
 use secrecy::SecretString;
@@ -21,7 +21,10 @@ use crate::{
     },
     error::ApiError,
     extract::{ForField, Json},
-    security::rate_limit::{Limiters, RateLimit},
+    security::{
+        login_monitor::Suspicion,
+        rate_limit::{Limiters, RateLimit},
+    },
     state::AppState,
 };
 
@@ -157,7 +160,10 @@ async fn login(
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
-    let target = login_target(&request.username);
+    let LoginRequest { username, password } = request;
+    let password = SecretString::from(password);
+    let target = login_target(&username);
+    let client_ip = audit.client_ip().unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let refuse = |outcome, reason: &'static str, error: ApiError| {
         let event = audit
             .event("auth.login", outcome)
@@ -166,11 +172,23 @@ async fn login(
         state.audit.submit(event);
         Err(error)
     };
-    if let Err(throttled) = state.login_throttle.attempt(&request.username) {
+    let fail = |reason: &'static str| {
+        let suspicions = state.login_monitor.record_failure(&username, client_ip);
+        for suspicion in &suspicions {
+            report_suspicion(&state, &audit, suspicion);
+        }
+        refuse(Outcome::Failure, reason, ApiError::InvalidCredentials)
+    };
+    if let Err(remaining) = state.login_monitor.check(&username, client_ip) {
+        let locked = ApiError::LoginLocked {
+            retry_after: remaining,
+        };
+        return refuse(Outcome::Denied, "locked after suspicious failures", locked);
+    }
+    if let Err(throttled) = state.login_throttle.attempt(&username) {
         return refuse(Outcome::Denied, "username rate limit", throttled);
     }
-    let account = user::find_credentials(&state.db.reader, &request.username).await?;
-    let password = SecretString::from(request.password);
+    let account = user::find_credentials(&state.db.reader, &username).await?;
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
     let verification = state
         .passwords
@@ -188,28 +206,11 @@ async fn login(
             }
             account
         }
-        (Some(_), Verification::Valid { .. }) => {
-            return refuse(
-                Outcome::Failure,
-                "account disabled",
-                ApiError::InvalidCredentials,
-            );
-        }
-        (Some(_), Verification::Invalid) => {
-            return refuse(
-                Outcome::Failure,
-                "wrong password",
-                ApiError::InvalidCredentials,
-            );
-        }
-        (None, _) => {
-            return refuse(
-                Outcome::Failure,
-                "unknown user",
-                ApiError::InvalidCredentials,
-            );
-        }
+        (Some(_), Verification::Valid { .. }) => return fail("account disabled"),
+        (Some(_), Verification::Invalid) => return fail("wrong password"),
+        (None, _) => return fail("unknown user"),
     };
+    state.login_monitor.record_success(&username);
     let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
     let refresh = refresh::start_family(
         &mut *tx,
@@ -232,6 +233,26 @@ async fn login(
         },
         refresh,
     )
+}
+
+fn report_suspicion(state: &AppState, audit: &AuditContext, suspicion: &Suspicion) {
+    let lockout = state.settings.suspicious_logins.lockout.as_secs();
+    let (target, reason) = match suspicion {
+        Suspicion::ManyIpsForOneUsername { username, ips } => (
+            login_target(username),
+            format!("failed logins from {ips} IPs; this username is locked for {lockout} s"),
+        ),
+        Suspicion::ManyUsernamesFromOneIp { ip, usernames } => (
+            format!("ip:{ip}"),
+            format!("failed logins for {usernames} usernames; this IP is blocked for {lockout} s"),
+        ),
+    };
+    tracing::warn!(target: "security", %target, %reason, "suspicious login activity");
+    let event = audit
+        .event("security.suspicious_login", Outcome::Failure)
+        .target(target)
+        .reason(reason);
+    state.audit.submit(event);
 }
 
 /// Rotation: the presented token is spent, a new one of the same session comes back.

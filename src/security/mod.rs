@@ -4,6 +4,7 @@ pub mod client_ip;
 pub mod cors;
 pub mod headers;
 pub mod limits;
+pub mod login_monitor;
 pub mod overload;
 pub mod rate_limit;
 pub mod tls;

@@ -347,6 +347,42 @@ impl TestApp {
     }
 }
 
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRow {
+    pub actor_id: Option<i64>,
+    pub target: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+    pub client_ip: Option<String>,
+}
+
+impl TestApp {
+    pub async fn audit_rows(&self, action: &str) -> Vec<AuditRow> {
+        sqlx::query_as(
+            "SELECT actor_id, target, outcome, reason, request_id, client_ip
+             FROM audit_events WHERE action = ?1 ORDER BY id",
+        )
+        .bind(action)
+        .fetch_all(&self.db().await)
+        .await
+        .expect("the audit table is readable")
+    }
+
+    /// Events without a transaction of their own are written by a background task; this
+    /// waits (boundedly) until `count` rows of `action` are there, and returns them.
+    pub async fn wait_for_audit(&self, action: &str, count: usize) -> Vec<AuditRow> {
+        for _ in 0..200 {
+            let rows = self.audit_rows(action).await;
+            if rows.len() >= count {
+                return rows;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        self.audit_rows(action).await
+    }
+}
+
 /// Asserts an RFC 9457 problem body with the given status and returns it.
 pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status, "status");

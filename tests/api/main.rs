@@ -3,6 +3,7 @@
 
 mod admin;
 mod api_keys;
+mod audit;
 mod auth;
 mod authz;
 mod cors;

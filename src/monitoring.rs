@@ -1,0 +1,121 @@
+//! Prometheus metrics: requests by route and status, latency, denials (401/403/429), database
+//! pool usage, rate-limiter size and dropped audit events.
+//!
+//! Served as `GET /metrics` to administrators, and, with `METRICS_ADDR`, on a separate
+//! loopback-only listener without authentication for a local scraper.
+
+use std::{sync::OnceLock, time::Instant};
+
+use actix_web::{
+    Error, HttpResponse,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::Method,
+    middleware::Next,
+    web,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::{
+    auth::{AdminRead, Authenticated},
+    security::rate_limit::Limiters,
+    state::AppState,
+};
+
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide recorder once and returns its handle.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("http_request_duration_seconds".to_owned()),
+                    &LATENCY_BUCKETS,
+                )
+                .expect("the latency buckets are not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            if ::metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics stays empty");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// Labels stay bounded: the route *pattern* (not the path), and only the methods we serve.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+pub async fn record_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let method = method_label(req.method());
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "<unmatched>".to_owned());
+    let started = Instant::now();
+    let response = next.call(req).await?;
+    let status = response.status().as_u16();
+    ::metrics::counter!(
+        "http_requests_total",
+        "method" => method,
+        "route" => route.clone(),
+        "status" => status.to_string()
+    )
+    .increment(1);
+    ::metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    if matches!(status, 401 | 403 | 429) {
+        ::metrics::counter!("http_denied_total", "status" => status.to_string()).increment(1);
+    }
+    Ok(response)
+}
+
+fn render(state: &AppState, limiters: &Limiters) -> HttpResponse {
+    for (name, pool) in [("reader", &state.db.reader), ("writer", &state.db.writer)] {
+        let idle = pool.num_idle() as f64;
+        let open = f64::from(pool.size());
+        ::metrics::gauge!("db_pool_connections", "pool" => name, "state" => "idle").set(idle);
+        ::metrics::gauge!("db_pool_connections", "pool" => name, "state" => "in_use")
+            .set(open - idle);
+    }
+    let keys = limiters.tracked_keys() + state.login_throttle.tracked_keys();
+    ::metrics::gauge!("rate_limiter_keys").set(keys as f64);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(handle().render())
+}
+
+/// `/metrics` on the main listener: administrators only.
+pub async fn metrics_for_admins(
+    _admin: Authenticated<AdminRead>,
+    state: web::Data<AppState>,
+    limiters: web::Data<Limiters>,
+) -> HttpResponse {
+    render(&state, &limiters)
+}
+
+/// `/metrics` on the loopback-only `METRICS_ADDR` listener.
+pub async fn metrics_on_loopback(
+    state: web::Data<AppState>,
+    limiters: web::Data<Limiters>,
+) -> HttpResponse {
+    render(&state, &limiters)
+}
