@@ -14,6 +14,8 @@ mod health;
 mod helpers;
 mod legacy;
 mod limits;
+mod logging;
+mod monitoring;
 mod password;
 mod rate_limit;
 mod sessions;
