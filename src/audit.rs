@@ -34,7 +34,9 @@ use crate::{
 const QUEUE_CAPACITY: usize = 10_000;
 const WRITE_BATCH: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "TEXT", rename_all = "lowercase")]
 pub enum Outcome {
@@ -280,7 +282,7 @@ pub async fn audit_denials(
 }
 
 /// An audit event as the admin endpoint shows it.
-#[derive(Debug, Serialize, FromRow)]
+#[derive(Debug, Serialize, FromRow, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub id: i64,
     pub occurred_at: String,

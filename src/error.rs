@@ -15,13 +15,14 @@ use actix_web::{
     middleware::Next,
 };
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::telemetry::current_request_id;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One invalid field of a request, in our words (never the submitted value).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -208,17 +209,21 @@ impl fmt::Debug for ApiError {
     }
 }
 
-#[derive(Serialize)]
-pub struct Problem<'a> {
+/// An RFC 9457 problem: every error response of this API.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem, e.g. `/problems/rate-limited`.
     #[serde(rename = "type")]
     pub kind: String,
-    pub title: &'a str,
+    pub title: String,
     pub status: u16,
     pub detail: String,
+    /// Also in the `X-Request-Id` header and in the server's log line for this request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub errors: &'a [FieldError],
+    /// The fields at fault, for 400 and 422.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
 }
 
 /// A problem body for a bare status (unmatched route, wrong method, errors from middleware).
@@ -245,11 +250,11 @@ fn respond(
 ) -> HttpResponse {
     let problem = Problem {
         kind: format!("/problems/{slug}"),
-        title,
+        title: title.to_owned(),
         status: status.as_u16(),
         detail,
         request_id: current_request_id(),
-        errors,
+        errors: errors.to_vec(),
     };
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, PROBLEM_JSON))

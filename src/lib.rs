@@ -11,6 +11,7 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod monitoring;
+pub mod openapi;
 pub mod routes;
 pub mod security;
 pub mod startup;

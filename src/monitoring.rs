@@ -103,7 +103,11 @@ fn render(state: &AppState, limiters: &Limiters) -> HttpResponse {
         .body(handle().render())
 }
 
-/// `/metrics` on the main listener: administrators only.
+/// Prometheus metrics (text exposition format), for administrators.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "Prometheus text format", body = String,
+        content_type = "text/plain")))]
 pub async fn metrics_for_admins(
     _admin: Authenticated<AdminRead>,
     state: web::Data<AppState>,

@@ -2,9 +2,10 @@
 //! stack and the routes.
 //!
 //! Middleware, outermost first:
-//! request context (id, client IP) → request log → metrics → security headers → HTTPS redirect (with
-//! TLS) → problem+json for every error → audit of 401/403/429 → URL and header size limits → CORS → load shedding → per-scope
-//! rate limits → handlers, which enforce authentication through their extractors.
+//! request context (id, client IP) → request log → metrics → security headers → HTTPS redirect
+//! (with TLS) → problem+json for every error → audit of 401/403/429 → URL and header size
+//! limits → CORS → load shedding → global per-IP rate limit → per-scope rate limits →
+//! handlers, which enforce authentication through their extractors.
 //!
 //! CORS sits outside the limiters so a 429 still carries CORS headers (a browser can read
 //! it), and preflights are answered before they could be counted.
@@ -18,6 +19,7 @@ use actix_web::{
     web,
 };
 use anyhow::Context;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     audit::{self, AuditQueue},
@@ -27,7 +29,7 @@ use crate::{
     domain::seed,
     error::{self, ApiError},
     extract::BodyLimits,
-    monitoring, routes,
+    monitoring, openapi, routes,
     security::{
         cors::cors,
         headers::security_headers,
@@ -58,16 +60,6 @@ impl Application {
     /// Opens the database (migrating it), binds the listeners (port 0 picks a free one) and
     /// prepares the server; nothing is served until `run_until_stopped`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = Database::connect(&settings.database_url).await?;
-        if settings.seed_demo_data {
-            let added = seed::seed_demo_films(&db.writer).await?;
-            if added > 0 {
-                tracing::info!(
-                    films = added,
-                    "seeded the demo catalogue into an empty database"
-                );
-            }
-        }
         let http_listener = bind(&settings, settings.port)?;
         let port = http_listener.local_addr()?.port();
         let tls = match &settings.tls {
@@ -81,17 +73,7 @@ impl Application {
             Some((listener, _)) => Some(listener.local_addr()?.port()),
             None => None,
         };
-        let state = web::Data::new(AppState {
-            passwords: PasswordHasher::new(settings.password_hash_concurrency)?,
-            jwt: JwtCodec::new(&settings.jwt),
-            revocations: Revocations::load(&db.reader, settings.jwt.access_token_ttl.as_secs())
-                .await?,
-            login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username),
-            login_monitor: LoginMonitor::new(settings.suspicious_logins),
-            audit: AuditQueue::start(db.writer.clone()),
-            db,
-            settings,
-        });
+        let state = build_state(settings).await?;
         monitoring::handle();
         let limiters = Limiters::new(&state);
         spawn_limiter_purge(limiters.clone(), state.clone());
@@ -152,6 +134,30 @@ impl Application {
             None => self.server.await,
         }
     }
+}
+
+/// Opens the database (migrating it, seeding it if asked) and builds the shared state.
+pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppState>> {
+    let db = Database::connect(&settings.database_url).await?;
+    if settings.seed_demo_data {
+        let added = seed::seed_demo_films(&db.writer).await?;
+        if added > 0 {
+            tracing::info!(
+                films = added,
+                "seeded the demo catalogue into an empty database"
+            );
+        }
+    }
+    Ok(web::Data::new(AppState {
+        passwords: PasswordHasher::new(settings.password_hash_concurrency)?,
+        jwt: JwtCodec::new(&settings.jwt),
+        revocations: Revocations::load(&db.reader, settings.jwt.access_token_ttl.as_secs()).await?,
+        login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username),
+        login_monitor: LoginMonitor::new(settings.suspicious_logins),
+        audit: AuditQueue::start(db.writer.clone()),
+        db,
+        settings,
+    }))
 }
 
 fn bind(settings: &Settings, port: u16) -> anyhow::Result<TcpListener> {
@@ -225,6 +231,7 @@ fn serve(
             .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
             .configure(|cfg| mount_routes(cfg, &limiters))
             .default_service(web::to(routes::not_found))
+            .wrap(RateLimit::new(&limiters.global, limiters.replenish.global))
             .wrap(from_fn(move |req, next| {
                 limit_in_flight(in_flight.clone(), req, next)
             }))
@@ -261,7 +268,8 @@ fn serve(
     Ok(server.run())
 }
 
-fn mount_routes(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
+/// Every route of the service. Public so the OpenAPI drift test can mount exactly these.
+pub fn mount_routes(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
     let periods = limiters.replenish;
     // The auth routes have their own, stricter limiter instead of the write budget.
     let writes = || RateLimit::new(&limiters.write, periods.write);
@@ -281,14 +289,14 @@ fn mount_routes(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
             web::scope("/admin")
                 .wrap(writes())
                 .configure(routes::admin::configure),
-        )
-        .wrap(RateLimit::new(&limiters.global, periods.global));
+        );
     cfg.service(api)
         .service(web::scope("/health").configure(routes::health::configure))
+        .route("/metrics", web::get().to(monitoring::metrics_for_admins))
+        .route("/openapi.json", web::get().to(openapi::serve_document))
         .service(
-            web::resource("/metrics")
-                .wrap(RateLimit::new(&limiters.global, periods.global))
-                .route(web::get().to(monitoring::metrics_for_admins)),
+            SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")),
         )
+        .configure(routes::static_files::configure)
         .configure(|cfg| routes::legacy::configure(cfg, limiters));
 }

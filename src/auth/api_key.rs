@@ -23,7 +23,7 @@ pub const MAX_KEYS_PER_USER: i64 = 20;
 /// a write.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,
@@ -67,10 +67,11 @@ fn generate() -> (String, String) {
 }
 
 /// What an owner sees of a key: never the secret, never its hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
     pub id: i64,
     pub name: String,
+    /// The public start of the key (`fk_<12 hex>`), to recognise it.
     pub prefix: String,
     pub scopes: Vec<Scope>,
     pub created_at: String,

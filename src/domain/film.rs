@@ -82,14 +82,19 @@ pub struct FilmChanges {
 
 /// A film as the API shows it. `owner` is the owner's username (`null` for the curated
 /// catalogue); the owner's id is kept for authorization and not serialized.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[schema(example = json!({"id": 1, "name": "Frozen", "studio": "Disney", "year": 2013,
+    "owner": null, "likes": 3, "dislikes": 0, "created_at": "2026-11-23T20:19:17.250Z",
+    "updated_at": "2026-11-23T20:19:17.250Z"}))]
 pub struct Film {
     pub id: i64,
     pub name: String,
     pub studio: String,
     pub year: Option<i64>,
+    /// The creator's username; `null` for the curated catalogue.
     pub owner: Option<String>,
     #[serde(skip)]
+    #[schema(ignore)]
     pub owner_id: Option<i64>,
     pub likes: i64,
     pub dislikes: i64,

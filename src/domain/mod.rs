@@ -42,7 +42,8 @@ impl Page {
     }
 }
 
-#[derive(Debug, serde::Serialize)]
+/// One page of a list, with the total count of matching items.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Paginated<T> {
     pub items: Vec<T>,
     pub total: i64,

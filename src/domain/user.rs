@@ -122,7 +122,7 @@ pub struct NewUser {
 }
 
 /// What anyone may see of a user: their own profile, or any profile for an admin.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct UserProfile {
     pub id: i64,
     pub username: String,

@@ -2,15 +2,16 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    audit::{self, AuditContext, EventFilter},
+    audit::{self, AuditContext, EventFilter, StoredEvent},
     auth::{AdminRead, AdminWrite, Authenticated, Role},
     domain::{
-        Page,
-        user::{self, AccountChanges},
+        Page, Paginated,
+        user::{self, AccountChanges, UserProfile},
     },
-    error::ApiError,
+    error::{ApiError, Problem},
     extract::{Json, Query},
     state::AppState,
 };
@@ -21,10 +22,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/audit-events").route(web::get().to(list_audit_events)));
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    #[param(minimum = 0, maximum = 100_000)]
     pub offset: Option<i64>,
 }
 
@@ -34,7 +38,11 @@ impl PageQuery {
     }
 }
 
-async fn list_users(
+/// All accounts, paginated.
+#[utoipa::path(get, path = "/api/v1/admin/users", tag = "admin", params(PageQuery),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "A page of accounts", body = Paginated<UserProfile>)))]
+pub(crate) async fn list_users(
     state: web::Data<AppState>,
     _admin: Authenticated<AdminRead>,
     query: Query<PageQuery>,
@@ -43,7 +51,8 @@ async fn list_users(
     Ok(HttpResponse::Ok().json(users))
 }
 
-#[derive(Debug, Deserialize)]
+/// At least one field.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
     pub role: Option<Role>,
@@ -51,7 +60,14 @@ pub struct UpdateUserRequest {
 }
 
 /// Changing a role or disabling ends the user's sessions at once (refresh and access tokens).
-async fn update_user(
+/// Change an account's role or disable it; either ends the user's sessions at once. The last
+/// active admin cannot be demoted or disabled (409).
+#[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin", params(("id" = i64, Path)),
+    request_body = UpdateUserRequest, security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The changed account", body = UserProfile),
+        (status = 409, description = "It is the last active admin", body = Problem,
+            content_type = "application/problem+json")))]
+pub(crate) async fn update_user(
     state: web::Data<AppState>,
     _admin: Authenticated<AdminWrite>,
     audit: AuditContext,
@@ -74,16 +90,22 @@ async fn update_user(
     Ok(HttpResponse::Ok().json(update.profile))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditEventsQuery {
+    /// User id of the actor.
     pub actor: Option<i64>,
+    /// An action such as `auth.login`.
+    #[param(pattern = "^[a-z_.]{1,64}$")]
     pub action: Option<String>,
     /// Inclusive lower bound: RFC 3339 (`2026-11-23T10:00:00Z`) or a date (`2026-11-23`).
     pub since: Option<String>,
     /// Exclusive upper bound, same forms.
     pub until: Option<String>,
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    #[param(minimum = 0, maximum = 100_000)]
     pub offset: Option<i64>,
 }
 
@@ -127,7 +149,11 @@ fn parse_bound(field: &str, raw: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::invalid_field(field, "is out of range"))
 }
 
-async fn list_audit_events(
+/// The audit trail, newest first.
+#[utoipa::path(get, path = "/api/v1/admin/audit-events", tag = "admin", params(AuditEventsQuery),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "A page of events", body = Paginated<StoredEvent>)))]
+pub(crate) async fn list_audit_events(
     state: web::Data<AppState>,
     _admin: Authenticated<AdminRead>,
     query: Query<AuditEventsQuery>,

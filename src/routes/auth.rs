@@ -5,6 +5,7 @@ use std::{fmt, net::IpAddr};
 use actix_web::{HttpResponse, http::header, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::{
@@ -17,9 +18,9 @@ use crate::{
     },
     domain::{
         text,
-        user::{self, Email, NewPassword, NewUser, Username},
+        user::{self, Email, NewPassword, NewUser, UserProfile, Username},
     },
-    error::ApiError,
+    error::{ApiError, Problem},
     extract::{ForField, Json},
     security::{
         login_monitor::Suspicion,
@@ -50,15 +51,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
     .service(web::resource("/logout").route(web::post().to(logout)));
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"username": "alice", "email": "alice@example.com",
+    "password": "violet-kettle-umbrella"}))]
 pub struct RegisterRequest {
     #[validate(custom(function = Username::validate))]
+    #[schema(pattern = "^[A-Za-z0-9_]{3,32}$", min_length = 3, max_length = 32)]
     pub username: String,
     #[serde(deserialize_with = "text::trimmed")]
     #[validate(custom(function = Email::validate))]
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
+    /// 12 to 128 characters, and not one of the most common passwords.
     #[validate(custom(function = NewPassword::validate))]
+    #[schema(min_length = 12, max_length = 128, format = Password)]
     pub password: String,
 }
 
@@ -84,26 +91,32 @@ impl TryFrom<RegisterRequest> for NewUser {
     }
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     #[validate(length(min = 1, max = 64))]
+    #[schema(min_length = 1, max_length = 64)]
     pub username: String,
     #[validate(length(min = 1, max = NewPassword::MAX_CHARS))]
+    #[schema(min_length = 1, max_length = 128, format = Password)]
     pub password: String,
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     #[validate(length(min = 1, max = 128))]
+    #[schema(min_length = 1, max_length = 128)]
     pub refresh_token: String,
 }
 
-#[derive(Serialize)]
+/// A session's tokens. The access token is a JWT for `Authorization: Bearer`; the refresh
+/// token is opaque and single-use.
+#[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: &'static str,
+    /// Seconds until the access token expires.
     pub expires_in: u64,
     pub refresh_token: String,
 }
@@ -123,7 +136,13 @@ fn token_response(
     }))
 }
 
-async fn register(
+/// Create an account (role `user`).
+#[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth",
+    request_body = RegisterRequest,
+    responses((status = 201, description = "The new account", body = UserProfile),
+        (status = 409, description = "Username or email already registered",
+            body = Problem, content_type = "application/problem+json")))]
+pub(crate) async fn register(
     state: web::Data<AppState>,
     audit: AuditContext,
     Json(request): Json<RegisterRequest>,
@@ -154,7 +173,11 @@ fn login_target(username: &str) -> String {
 
 /// Unknown user, wrong password and disabled account take the same path: one argon2
 /// verification, then the same 401 body. Only the audit trail (admins) tells them apart.
-async fn login(
+/// Log in: an access token and a refresh token for a new session. Unknown user, wrong
+/// password and disabled account all get the same 401.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, description = "The session's tokens", body = TokenResponse)))]
+pub(crate) async fn login(
     state: web::Data<AppState>,
     audit: AuditContext,
     Json(request): Json<LoginRequest>,
@@ -256,7 +279,11 @@ fn report_suspicion(state: &AppState, audit: &AuditContext, suspicion: &Suspicio
 }
 
 /// Rotation: the presented token is spent, a new one of the same session comes back.
-async fn refresh_tokens(
+/// Exchange a refresh token for a new pair. The presented token is spent; presenting a spent
+/// one again ends the whole session.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, description = "The session's new tokens", body = TokenResponse)))]
+pub(crate) async fn refresh_tokens(
     state: web::Data<AppState>,
     audit: AuditContext,
     Json(request): Json<RefreshRequest>,
@@ -292,7 +319,10 @@ async fn refresh_tokens(
 }
 
 /// Ends the caller's session: its refresh tokens and its access tokens stop working now.
-async fn logout(
+/// End the caller's session: its refresh and access tokens stop working.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
+    responses((status = 204, description = "Logged out")))]
+pub(crate) async fn logout(
     state: web::Data<AppState>,
     caller: Authenticated<Read>,
     audit: AuditContext,

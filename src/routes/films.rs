@@ -2,14 +2,15 @@
 
 use actix_web::{HttpResponse, http::header, web};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 use validator::Validate;
 
 use crate::{
     audit::AuditContext,
     auth::{Authenticated, Write},
     domain::{
-        Page,
-        film::{self, FilmChanges, FilmName, NewFilm, ReleaseYear, StudioName},
+        Page, Paginated,
+        film::{self, Film, FilmChanges, FilmName, NewFilm, ReleaseYear, StudioName},
         text,
         vote::{self, Vote},
     },
@@ -40,17 +41,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Debug, Deserialize, Validate)]
+/// A new film. `id`, `owner`, the counts and the timestamps are set by the server; sending
+/// them is an error.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Spirited Away", "studio": "Studio Ghibli", "year": 2001}))]
 pub struct CreateFilmRequest {
+    /// Surrounding whitespace is trimmed; no control, invisible or bidi-override characters.
     #[serde(deserialize_with = "text::trimmed")]
     #[validate(custom(function = FilmName::validate))]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     #[serde(deserialize_with = "text::trimmed")]
     #[validate(custom(function = StudioName::validate))]
+    #[schema(min_length = 1, max_length = 100)]
     pub studio: String,
     #[serde(default)]
     #[validate(custom(function = ReleaseYear::validate))]
+    #[schema(minimum = 1888, maximum = 2100)]
     pub year: Option<i64>,
 }
 
@@ -71,18 +79,21 @@ impl TryFrom<CreateFilmRequest> for NewFilm {
     }
 }
 
-/// Absent fields are left alone; `"year": null` clears the year.
-#[derive(Debug, Deserialize, Validate)]
+/// Absent fields are left alone; `"year": null` clears the year. At least one field.
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateFilmRequest {
     #[serde(default, deserialize_with = "text::trimmed_option")]
     #[validate(custom(function = FilmName::validate))]
+    #[schema(min_length = 1, max_length = 200)]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "text::trimmed_option")]
     #[validate(custom(function = StudioName::validate))]
+    #[schema(min_length = 1, max_length = 100)]
     pub studio: Option<String>,
     #[serde(default, deserialize_with = "present_or_null")]
     #[validate(custom(function = ReleaseYear::validate))]
+    #[schema(value_type = Option<i64>, minimum = 1888, maximum = 2100)]
     pub year: Option<Option<i64>>,
 }
 
@@ -125,11 +136,18 @@ impl TryFrom<UpdateFilmRequest> for FilmChanges {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListFilmsQuery {
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    /// Items to skip, 0 to 100 000.
+    #[param(minimum = 0, maximum = 100_000)]
     pub offset: Option<i64>,
+    /// Case-insensitive substring of the name; `%` and `_` match literally.
+    #[param(max_length = 100)]
     pub q: Option<String>,
 }
 
@@ -148,7 +166,7 @@ impl ListFilmsQuery {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VoteRequest {
     pub vote: Vote,
@@ -158,7 +176,10 @@ pub fn film_location(id: i64) -> String {
     format!("/api/v1/films/{id}")
 }
 
-async fn list_films(
+/// List films, optionally searching names.
+#[utoipa::path(get, path = "/api/v1/films", tag = "films", params(ListFilmsQuery),
+    responses((status = 200, description = "A page of films", body = Paginated<Film>)))]
+pub(crate) async fn list_films(
     state: web::Data<AppState>,
     query: Query<ListFilmsQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -167,14 +188,20 @@ async fn list_films(
     Ok(HttpResponse::Ok().json(films))
 }
 
-async fn random_film(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// A random film.
+#[utoipa::path(get, path = "/api/v1/films/random", tag = "films",
+    responses((status = 200, description = "A film", body = Film)))]
+pub(crate) async fn random_film(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let film = film::random(&state.db.reader)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(film))
 }
 
-async fn get_film(
+/// One film with its like and dislike counts.
+#[utoipa::path(get, path = "/api/v1/films/{id}", tag = "films", params(("id" = i64, Path)),
+    responses((status = 200, description = "The film", body = Film)))]
+pub(crate) async fn get_film(
     state: web::Data<AppState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
@@ -184,6 +211,11 @@ async fn get_film(
     Ok(HttpResponse::Ok().json(film))
 }
 
+/// Add a film, owned by the caller.
+#[utoipa::path(post, path = "/api/v1/films", tag = "films", request_body = CreateFilmRequest,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 201, description = "The stored film", body = Film,
+        headers(("Location" = String, description = "URL of the new film")))))]
 pub async fn create_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
@@ -197,7 +229,11 @@ pub async fn create_film(
         .json(film))
 }
 
-async fn update_film(
+/// Change a film: its owner or an admin.
+#[utoipa::path(patch, path = "/api/v1/films/{id}", tag = "films", params(("id" = i64, Path)),
+    request_body = UpdateFilmRequest, security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The changed film", body = Film)))]
+pub(crate) async fn update_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,
@@ -209,7 +245,11 @@ async fn update_film(
     Ok(HttpResponse::Ok().json(film))
 }
 
-async fn delete_film(
+/// Delete a film and its votes: its owner or an admin.
+#[utoipa::path(delete, path = "/api/v1/films/{id}", tag = "films", params(("id" = i64, Path)),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 204, description = "Deleted")))]
+pub(crate) async fn delete_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,
@@ -219,7 +259,11 @@ async fn delete_film(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn cast_vote(
+/// Like or dislike a film: one vote per user, so repeating it changes nothing.
+#[utoipa::path(put, path = "/api/v1/films/{id}/vote", tag = "films", params(("id" = i64, Path)),
+    request_body = VoteRequest, security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The film with its new counts", body = Film)))]
+pub(crate) async fn cast_vote(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     id: web::Path<i64>,
@@ -229,7 +273,11 @@ async fn cast_vote(
     Ok(HttpResponse::Ok().json(film))
 }
 
-async fn withdraw_vote(
+/// Withdraw the caller's vote, if any.
+#[utoipa::path(delete, path = "/api/v1/films/{id}/vote", tag = "films",
+    params(("id" = i64, Path)), security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The film with its new counts", body = Film)))]
+pub(crate) async fn withdraw_vote(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     id: web::Path<i64>,

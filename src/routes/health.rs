@@ -2,22 +2,33 @@
 //! orchestrator can always ask.
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
 
 use crate::{error::ApiError, state::AppState};
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/live").route(web::get().to(live)))
         .service(web::resource("/ready").route(web::get().to(ready)));
 }
 
-async fn live() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+/// The process is up.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub(crate) async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// The database file opens and every migration is applied.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, description = "Ready", body = Health)))]
+pub(crate) async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.db.is_ready().await {
-        Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
+        Ok(HttpResponse::Ok().json(Health { status: "ready" }))
     } else {
         Err(ApiError::NotReady)
     }

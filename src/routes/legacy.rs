@@ -3,16 +3,18 @@
 
 use actix_web::{HttpResponse, http::header, middleware::DefaultHeaders, web};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::{
-    auth::{MaybeAuthenticated, Write},
+    audit::AuditContext,
+    auth::{Authenticated, MaybeAuthenticated, Write},
     domain::{
-        film,
+        film::{self, Film},
         vote::{self, Vote},
     },
     error::ApiError,
-    extract::Query,
-    routes::films,
+    extract::{Json, Query},
+    routes::films::{self, CreateFilmRequest},
     security::rate_limit::{Limiters, RateLimit},
     state::AppState,
 };
@@ -25,12 +27,11 @@ pub fn deprecation_headers() -> DefaultHeaders {
 }
 
 /// The seed limited both routes (1/second per IP); here each request counts against the
-/// caller's write budget (per user or key, else per IP) and the global per-IP limit.
+/// caller's write budget (per user or key, else per IP), besides the global per-IP limit.
 pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
     let limited = |resource: actix_web::Resource| {
         resource
             .wrap(RateLimit::new(&limiters.legacy, limiters.replenish.write))
-            .wrap(RateLimit::new(&limiters.global, limiters.replenish.global))
             .wrap(deprecation_headers())
     };
     cfg.service(limited(
@@ -38,15 +39,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
     ))
     .service(limited(
         web::resource("/add_film")
-            .route(web::post().to(films::create_film))
+            .route(web::post().to(add_film))
             .route(web::head().to(add_film_head)),
     ));
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct VoteQuery {
+#[into_params(parameter_in = Query)]
+pub struct VoteQuery {
+    /// Film id to like (needs authentication).
+    #[param(pattern = "^[0-9]{1,19}$")]
     like: Option<String>,
+    /// Film id to dislike (needs authentication); not together with `like`.
+    #[param(pattern = "^[0-9]{1,19}$")]
     dislike: Option<String>,
 }
 
@@ -71,7 +77,11 @@ fn parse_film_id(field: &str, raw: &str) -> Result<i64, ApiError> {
 
 /// `GET /`: a random film. With `?like=ID` or `?dislike=ID` (authenticated), first records
 /// the caller's vote on film ID.
-async fn random_film_or_vote(
+#[utoipa::path(get, path = "/", tag = "seed", params(VoteQuery),
+    security((), ("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "A random film", body = Film,
+        headers(("Deprecation" = String), ("Link" = String)))))]
+pub(crate) async fn random_film_or_vote(
     state: web::Data<AppState>,
     caller: MaybeAuthenticated,
     Query(query): Query<VoteQuery>,
@@ -97,8 +107,25 @@ async fn random_film_or_vote(
     Ok(HttpResponse::Ok().json(film))
 }
 
+/// `POST /add_film`: the seed's way to add a film; same as `POST /api/v1/films`.
+#[utoipa::path(post, path = "/add_film", tag = "seed", request_body = CreateFilmRequest,
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 201, description = "The stored film", body = Film,
+        headers(("Location" = String), ("Deprecation" = String), ("Link" = String)))))]
+pub(crate) async fn add_film(
+    state: web::Data<AppState>,
+    caller: Authenticated<Write>,
+    audit: AuditContext,
+    body: Json<CreateFilmRequest>,
+) -> Result<HttpResponse, ApiError> {
+    films::create_film(state, caller, audit, body).await
+}
+
 /// `HEAD /add_film`: lets a client check the route exists without sending a film.
-async fn add_film_head() -> HttpResponse {
+#[utoipa::path(head, path = "/add_film", tag = "seed",
+    responses((status = 200, description = "The route exists",
+        headers(("Allow" = String, description = "POST, HEAD")))))]
+pub(crate) async fn add_film_head() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((header::ALLOW, "POST, HEAD"))
         .finish()

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod films;
 pub mod health;
 pub mod legacy;
+pub mod static_files;
 pub mod users;
 
 use actix_web::HttpResponse;

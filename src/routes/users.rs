@@ -5,22 +5,23 @@
 
 use actix_web::{HttpResponse, web};
 use secrecy::SecretString;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::{
     audit::{AuditContext, Outcome},
     auth::{
         Authenticated, Read, Write,
-        api_key::{self, CreateKeyError, Scope},
+        api_key::{self, ApiKeyView, CreateKeyError, Scope},
         extractor::Scopes,
         password::Verification,
     },
     domain::{
         text,
-        user::{self, NewPassword},
+        user::{self, NewPassword, UserProfile},
     },
-    error::ApiError,
+    error::{ApiError, Problem},
     extract::{ForField, Json},
     state::AppState,
 };
@@ -36,7 +37,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/me/api-keys/{id}").route(web::delete().to(revoke_api_key)));
 }
 
-async fn me(
+/// The caller's own profile.
+#[utoipa::path(get, path = "/api/v1/users/me", tag = "users",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The caller's profile", body = UserProfile)))]
+pub(crate) async fn me(
     state: web::Data<AppState>,
     caller: Authenticated<Read>,
 ) -> Result<HttpResponse, ApiError> {
@@ -47,18 +52,26 @@ async fn me(
     Ok(HttpResponse::Ok().json(profile))
 }
 
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordRequest {
     #[validate(length(min = 1, max = NewPassword::MAX_CHARS))]
+    #[schema(min_length = 1, max_length = 128, format = Password)]
     pub current_password: String,
+    /// Same rules as at registration.
     #[validate(custom(function = NewPassword::validate))]
+    #[schema(min_length = 12, max_length = 128, format = Password)]
     pub new_password: String,
 }
 
 /// A wrong current password is a 401 and counts against the username's login budget, so
 /// this route is no side door for guessing.
-async fn change_password(
+/// Change the password. Every session of the user ends (API keys stay). A wrong current
+/// password is a 401 and counts against the username's login budget.
+#[utoipa::path(put, path = "/api/v1/users/me/password", tag = "users",
+    request_body = ChangePasswordRequest, security(("bearer" = [])),
+    responses((status = 204, description = "Changed; log in again")))]
+pub(crate) async fn change_password(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,
@@ -98,21 +111,43 @@ async fn change_password(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
     #[serde(deserialize_with = "text::trimmed")]
     #[validate(custom(function = validate_key_name))]
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     #[validate(length(min = 1, max = 2))]
+    #[schema(min_items = 1, max_items = 2)]
     pub scopes: Vec<Scope>,
+}
+
+/// A new key: the only time `key` is shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    #[serde(flatten)]
+    pub view: ApiKeyView,
+    /// Send as `X-API-Key`. Store it now: it cannot be shown again.
+    pub key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub items: Vec<ApiKeyView>,
 }
 
 fn validate_key_name(name: &str) -> Result<(), validator::ValidationError> {
     text::check_display_text(name, 1, 64)
 }
 
-async fn create_api_key(
+/// Create an API key for scripts, with `read` and/or `write` scope.
+#[utoipa::path(post, path = "/api/v1/users/me/api-keys", tag = "users",
+    request_body = CreateApiKeyRequest, security(("bearer" = [])),
+    responses((status = 201, description = "The key, shown once", body = CreatedApiKey),
+        (status = 409, description = "Too many active keys", body = Problem,
+            content_type = "application/problem+json")))]
+pub(crate) async fn create_api_key(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,
@@ -138,21 +173,26 @@ async fn create_api_key(
         }
         CreateKeyError::Database(e) => e.into(),
     })?;
-    let mut body = serde_json::to_value(&view).map_err(anyhow::Error::from)?;
-    body["key"] = serde_json::Value::String(key);
-    Ok(HttpResponse::Created().json(body))
+    Ok(HttpResponse::Created().json(CreatedApiKey { view, key }))
 }
 
-async fn list_api_keys(
+/// The caller's live API keys, without their secrets.
+#[utoipa::path(get, path = "/api/v1/users/me/api-keys", tag = "users", security(("bearer" = [])),
+    responses((status = 200, description = "The keys", body = ApiKeyList)))]
+pub(crate) async fn list_api_keys(
     state: web::Data<AppState>,
     caller: Authenticated<Read>,
 ) -> Result<HttpResponse, ApiError> {
     caller.session()?;
     let keys = api_key::list(&state.db.reader, caller.user_id).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": keys })))
+    Ok(HttpResponse::Ok().json(ApiKeyList { items: keys }))
 }
 
-async fn revoke_api_key(
+/// Revoke one of the caller's keys (another user's key id is a 404).
+#[utoipa::path(delete, path = "/api/v1/users/me/api-keys/{id}", tag = "users",
+    params(("id" = i64, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "Revoked")))]
+pub(crate) async fn revoke_api_key(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,

@@ -1,6 +1,6 @@
 //! Rate limits, all GCRA token buckets from governor:
 //!
-//! * every request, per client IP (`RATE_LIMIT_GLOBAL`),
+//! * every request but health probes, per client IP (`RATE_LIMIT_GLOBAL`),
 //! * login, register and refresh, per client IP (`RATE_LIMIT_AUTH`),
 //! * writes, per user or API key (`RATE_LIMIT_WRITE`),
 //! * login attempts per username, from any IP (`RATE_LIMIT_LOGIN_PER_USERNAME`).
@@ -109,6 +109,36 @@ impl KeyExtractor for ClientIpKey {
     }
 }
 
+/// The global limit: per client IP, for every request except health probes, which an
+/// orchestrator must always be able to make (they map to the one whitelisted key, `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GlobalKey;
+
+impl KeyExtractor for GlobalKey {
+    type Key = Option<IpAddr>;
+    type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
+
+    fn extract(&self, req: &ServiceRequest) -> Result<Option<IpAddr>, Self::KeyExtractionError> {
+        if req.path().starts_with("/health/") {
+            Ok(None)
+        } else {
+            Ok(Some(ip_key(req)))
+        }
+    }
+
+    fn whitelisted_keys(&self) -> Vec<Option<IpAddr>> {
+        vec![None]
+    }
+
+    fn exceed_rate_limit_response(
+        &self,
+        negative: &NotUntil<QuantaInstant>,
+        _: HttpResponseBuilder,
+    ) -> HttpResponse {
+        too_many_requests(negative)
+    }
+}
+
 /// Who a write is charged to: the user of a valid bearer token, the API key presented (by its
 /// hash; unknown keys get their own small bucket and fail authentication anyway), or else the
 /// client IP.
@@ -157,12 +187,13 @@ impl KeyExtractor for PrincipalKeyExtractor {
 }
 
 pub type IpLimiterConfig = GovernorConfig<ClientIpKey, StateInformationMiddleware>;
+pub type GlobalLimiterConfig = GovernorConfig<GlobalKey, StateInformationMiddleware>;
 pub type PrincipalLimiterConfig = GovernorConfig<PrincipalKeyExtractor, StateInformationMiddleware>;
 
 /// The limiter configurations, built once for all workers (each holds its shared state).
 #[derive(Clone)]
 pub struct Limiters {
-    pub global: IpLimiterConfig,
+    pub global: GlobalLimiterConfig,
     pub auth: IpLimiterConfig,
     /// POST/PUT/PATCH/DELETE of the versioned API.
     pub write: PrincipalLimiterConfig,
@@ -179,11 +210,14 @@ pub struct LimiterPeriods {
     pub write: Duration,
 }
 
-fn ip_limiter(quota: Quota) -> IpLimiterConfig {
+fn ip_limiter<K: KeyExtractor>(
+    quota: Quota,
+    key: K,
+) -> GovernorConfig<K, StateInformationMiddleware> {
     GovernorConfigBuilder::default()
         .period(quota.replenish_interval())
         .burst_size(quota.count)
-        .key_extractor(ClientIpKey)
+        .key_extractor(key)
         .use_headers()
         .finish()
         .expect("a validated quota has a positive count and period")
@@ -214,8 +248,8 @@ impl Limiters {
     pub fn new(state: &web::Data<AppState>) -> Self {
         let limits = &state.settings.rate_limits;
         Self {
-            global: ip_limiter(limits.global),
-            auth: ip_limiter(limits.auth),
+            global: ip_limiter(limits.global, GlobalKey),
+            auth: ip_limiter(limits.auth, ClientIpKey),
             write: principal_limiter(
                 limits.write,
                 state,
@@ -238,10 +272,12 @@ impl Limiters {
     /// Forgets keys whose bucket is full again: memory follows the clients active within the
     /// last burst period, not every client ever seen.
     pub fn retain_recent(&self) {
-        for limiter in [self.global.limiter(), self.auth.limiter()] {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
+        let global = self.global.limiter();
+        global.retain_recent();
+        global.shrink_to_fit();
+        let auth = self.auth.limiter();
+        auth.retain_recent();
+        auth.shrink_to_fit();
         for limiter in [self.write.limiter(), self.legacy.limiter()] {
             limiter.retain_recent();
             limiter.shrink_to_fit();
@@ -472,10 +508,13 @@ mod tests {
 
     #[test]
     fn the_purge_forgets_clients_whose_bucket_is_full_again() {
-        let config = ip_limiter(Quota {
-            count: 1000,
-            per: Duration::from_secs(1),
-        });
+        let config = ip_limiter(
+            Quota {
+                count: 1000,
+                per: Duration::from_secs(1),
+            },
+            ClientIpKey,
+        );
         let limiter = config.limiter();
         for i in 0..10_000u32 {
             let ip = IpAddr::from(i.to_be_bytes());

@@ -16,6 +16,7 @@ mod legacy;
 mod limits;
 mod logging;
 mod monitoring;
+mod openapi;
 mod password;
 mod rate_limit;
 mod sessions;

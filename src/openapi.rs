@@ -1,0 +1,220 @@
+//! The OpenAPI 3.1 description, generated from the handlers' annotations and types so it
+//! cannot drift from the code, and served at `/openapi.json` with Swagger UI at `/docs/`
+//! (its assets are compiled into the binary: no CDN, which the CSP and offline use forbid).
+//!
+//! What every operation shares (the error contract, `X-Request-Id`, rate-limit headers) is
+//! added here once, by `ServiceContract`, rather than repeated on each handler.
+
+use utoipa::{
+    Modify, OpenApi,
+    openapi::{
+        self, ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder,
+        path::Operation,
+        schema::{ObjectBuilder, Type},
+        security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme},
+    },
+};
+
+use crate::{error::PROBLEM_JSON, routes};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "filmvault",
+        description = "The secure film API: a random film, likes and dislikes, and a catalogue \
+                       anyone can read and signed-in users can add to. Every error is an RFC 9457 \
+                       problem (`application/problem+json`) with the request id.",
+        license(name = "GPL-3.0-or-later"),
+    ),
+    paths(
+        routes::legacy::random_film_or_vote,
+        routes::legacy::add_film,
+        routes::legacy::add_film_head,
+        routes::auth::register,
+        routes::auth::login,
+        routes::auth::refresh_tokens,
+        routes::auth::logout,
+        routes::users::me,
+        routes::users::change_password,
+        routes::users::create_api_key,
+        routes::users::list_api_keys,
+        routes::users::revoke_api_key,
+        routes::films::list_films,
+        routes::films::random_film,
+        routes::films::get_film,
+        routes::films::create_film,
+        routes::films::update_film,
+        routes::films::delete_film,
+        routes::films::cast_vote,
+        routes::films::withdraw_vote,
+        routes::admin::list_users,
+        routes::admin::update_user,
+        routes::admin::list_audit_events,
+        routes::health::live,
+        routes::health::ready,
+        crate::monitoring::metrics_for_admins,
+    ),
+    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    modifiers(&ServiceContract),
+    tags(
+        (name = "seed", description = "The seed's original routes, kept for compatibility; \
+                                       deprecated in favour of /api/v1/films"),
+        (name = "auth", description = "Accounts and sessions"),
+        (name = "users", description = "The caller's own account and API keys"),
+        (name = "films", description = "The catalogue and votes"),
+        (name = "admin", description = "Administration (role admin)"),
+        (name = "operations", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Errors any operation may answer, with why.
+const COMMON_ERRORS: [(&str, &str); 9] = [
+    (
+        "400",
+        "Malformed request: query, path or body that does not parse (fields listed)",
+    ),
+    ("401", "Missing, malformed, expired or revoked credentials"),
+    ("403", "Authenticated, but not allowed"),
+    ("404", "No such route or resource"),
+    ("414", "URL longer than 2 KiB"),
+    ("429", "Rate limited; see Retry-After"),
+    ("431", "Request headers larger than 16 KiB"),
+    ("500", "Our fault; quote the request_id"),
+    ("503", "Overloaded (see Retry-After) or not ready"),
+];
+
+/// Errors of operations that take a JSON body.
+const BODY_ERRORS: [(&str, &str); 4] = [
+    ("408", "The body did not arrive in time"),
+    ("413", "Body larger than MAX_JSON_BODY_BYTES (16 KiB)"),
+    ("415", "Body not sent as application/json"),
+    ("422", "Fields that break the rules (all listed)"),
+];
+
+struct ServiceContract;
+
+fn integer_header(description: &str) -> openapi::Header {
+    HeaderBuilder::new()
+        .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+        .description(Some(description))
+        .build()
+}
+
+fn problem_response(description: &str) -> RefOr<openapi::Response> {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+fn operations(item: &mut openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+impl Modify for ServiceContract {
+    fn modify(&self, api: &mut openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                Http::builder()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("Access token from POST /api/v1/auth/login (15 min)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "fk_… key from POST /api/v1/users/me/api-keys, limited to its scopes",
+            ))),
+        );
+
+        for (path, item) in api.paths.paths.iter_mut() {
+            let rate_limited = !path.starts_with("/health/");
+            for operation in operations(item) {
+                let has_body = operation.request_body.is_some();
+                let responses = &mut operation.responses.responses;
+                let errors =
+                    COMMON_ERRORS
+                        .iter()
+                        .chain(if has_body { &BODY_ERRORS[..] } else { &[] });
+                for (status, description) in errors {
+                    responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| problem_response(description));
+                }
+                for response in responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    response.headers.insert(
+                        "X-Request-Id".to_owned(),
+                        HeaderBuilder::new()
+                            .description(Some("This request's id, also in the log"))
+                            .build()
+                            .into(),
+                    );
+                    if rate_limited {
+                        for (name, description) in [
+                            (
+                                "X-RateLimit-Limit",
+                                "Requests allowed in a burst by the strictest limit",
+                            ),
+                            ("X-RateLimit-Remaining", "Requests left in that burst"),
+                            (
+                                "X-RateLimit-Reset",
+                                "Seconds until the burst is fully available again",
+                            ),
+                        ] {
+                            response
+                                .headers
+                                .insert(name.to_owned(), integer_header(description).into());
+                        }
+                    }
+                }
+                for status in ["429", "503"] {
+                    if let Some(RefOr::T(response)) = responses.get_mut(status) {
+                        response.headers.insert(
+                            "Retry-After".to_owned(),
+                            integer_header("Seconds to wait before retrying").into(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serializes")
+});
+
+/// `GET /openapi.json`: built once, served as is.
+pub async fn serve_document() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.as_str())
+}
