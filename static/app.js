@@ -89,8 +89,8 @@ function filmRow(film) {
     b.addEventListener("click", () => handler(film).catch(() => {}));
     actions.append(b);
   };
-  button("👍 like", "like", (f) => vote(f, "like"));
-  button("👎 dislike", "dislike", (f) => vote(f, "dislike"));
+  button("like", "like", (f) => vote(f, "like"));
+  button("dislike", "dislike", (f) => vote(f, "dislike"));
   button("edit", "edit", async (f) => startEditing(f));
   button("delete", "delete", deleteFilm);
   row.append(actions);

@@ -16,6 +16,13 @@ pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
+/// Swagger UI (`/docs/`): the page policy, plus the one `<style>` element Swagger UI 5.32.6
+/// injects, allowed by its hash rather than by `'unsafe-inline'`. (A Swagger UI upgrade that
+/// changes it is caught by the browser test, which fails on any CSP violation.)
+pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; \
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
+     frame-ancestors 'none'";
 /// Two years, subdomains included: browsers refuse plain HTTP to this host from then on.
 pub const HSTS: &str = "max-age=63072000; includeSubDomains";
 const PERMISSIONS_POLICY: &str = "accelerometer=(), camera=(), geolocation=(), gyroscope=(), \
@@ -29,12 +36,13 @@ pub async fn security_headers(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let https = behind_tls_proxy || req.app_config().secure();
+    let docs = req.path().starts_with("/docs/");
     let mut response = next.call(req).await?.map_into_boxed_body();
-    apply(response.headers_mut(), https);
+    apply(response.headers_mut(), https, docs);
     Ok(response)
 }
 
-fn apply(headers: &mut HeaderMap, https: bool) {
+fn apply(headers: &mut HeaderMap, https: bool, docs: bool) {
     let is_html = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -45,7 +53,11 @@ fn apply(headers: &mut HeaderMap, https: bool) {
     set(
         headers,
         header::CONTENT_SECURITY_POLICY,
-        if is_html { PAGE_CSP } else { API_CSP },
+        match (is_html, docs) {
+            (true, true) => DOCS_CSP,
+            (true, false) => PAGE_CSP,
+            (false, _) => API_CSP,
+        },
     );
     set(headers, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(headers, header::X_FRAME_OPTIONS, "DENY");

@@ -135,7 +135,9 @@ async fn the_docs_page_is_served_from_the_binary_under_a_strict_csp() {
         .unwrap()
         .to_owned();
     assert!(
-        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        csp.contains("script-src 'self'")
+            && csp.contains("style-src 'self' 'sha256-")
+            && !csp.contains("unsafe"),
         "{csp}"
     );
     let html = page.text().await.unwrap();
