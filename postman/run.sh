@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the Postman collection with newman against a freshly started server (its own temporary
+# database, an administrator made with create-admin). Used by CI; needs `cargo build` first.
+#   postman/run.sh [path/to/filmvault]
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+binary=$(realpath "${1:-$here/../target/debug/filmvault}")
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+admin_password="postman-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+export DATABASE_URL="sqlite://$work/filmvault.db" APP_PORT=$port SEED_DEMO_DATA=true \
+       JWT_SECRET="postman-run-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" \
+       RUST_LOG=warn RATE_LIMIT_AUTH=30/min
+
+cleanup() { [ -n "${server:-}" ] && kill "$server" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+ADMIN_PASSWORD=$admin_password "$binary" create-admin --username admin --email admin@example.com
+"$binary" > "$work/server.log" 2>&1 &
+server=$!
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$port/health/live" > /dev/null && break
+  sleep 0.1
+done
+
+(cd "$here" && npm ci --no-audit --no-fund --silent)
+"$here/node_modules/.bin/newman" run "$here/collection.json" \
+  --environment "$here/environment.json" \
+  --env-var "base_url=http://127.0.0.1:$port" \
+  --env-var "admin_password=$admin_password" \
+  --bail --color off
