@@ -39,12 +39,44 @@ pub enum Command {
         #[arg(long)]
         email: String,
     },
+    /// Exit 0 if the server on APP_HOST:APP_PORT answers /health/ready with 200 (for
+    /// container health checks, so the image needs no HTTP client).
+    Healthcheck,
     /// Write a development certificate authority and a localhost certificate it signed
     /// (dev-ca.crt, localhost.crt, localhost.key) for trying HTTPS locally.
     DevCert {
         #[arg(long, default_value = "certs")]
         out_dir: PathBuf,
     },
+}
+
+/// A bare HTTP/1.1 request to the local listener: the health check runs inside the container,
+/// where the service is plain HTTP behind the TLS-terminating proxy.
+pub fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
+    use std::{
+        io::{Read, Write},
+        net::{IpAddr, SocketAddr, TcpStream},
+        time::Duration,
+    };
+    let host = if settings.host.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        settings.host
+    };
+    let address = SocketAddr::new(host, settings.port);
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(3))
+        .with_context(|| format!("cannot connect to {address}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /health/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.take(4096).read_to_end(&mut answer)?;
+    let status_line = String::from_utf8_lossy(&answer);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    if status_line.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        bail!("not ready: {status_line}")
+    }
 }
 
 pub fn dev_cert(out_dir: &Path) -> anyhow::Result<()> {

@@ -284,7 +284,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         if let Self::Internal(error) = self {
-            tracing::error!(error.chain = ?error, "request failed with an internal error");
+            // `{:#}`: the whole cause chain on one line, without a backtrace.
+            tracing::error!(error.chain = %format!("{error:#}"), "request failed with an internal error");
         }
         let (slug, title, detail) = self.slug_title_detail();
         let mut response = respond(self.status_code(), slug, title, detail, self.field_errors());

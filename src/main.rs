@@ -51,6 +51,7 @@ async fn run() -> ExitCode {
         Command::CreateAdmin { username, email } => {
             cli::create_admin(&settings, username, email).await
         }
+        Command::Healthcheck => cli::healthcheck(&settings),
         Command::Serve | Command::DevCert { .. } => serve(settings).await,
     })
 }
@@ -80,7 +81,7 @@ fn report(outcome: anyhow::Result<()>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = ?error, "filmvault stopped with an error");
+            tracing::error!(error = %format!("{error:#}"), "filmvault stopped with an error");
             eprintln!("filmvault: {error:#}");
             ExitCode::FAILURE
         }
