@@ -67,7 +67,8 @@ pub fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(3))
         .with_context(|| format!("cannot connect to {address}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.write_all(b"GET /health/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    stream
+        .write_all(b"GET /health/ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
     let mut answer = Vec::new();
     stream.take(4096).read_to_end(&mut answer)?;
     let status_line = String::from_utf8_lossy(&answer);
