@@ -319,4 +319,30 @@ mod tests {
             assert!(parse(&case).is_none(), "{case}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            #[test]
+            fn parsing_any_string_never_panics_and_accepts_only_the_exact_shape(key in ".{0,80}") {
+                if let Some(parsed) = parse(&key) {
+                    prop_assert_eq!(key.len(), KEY_CHARS);
+                    prop_assert!(key.starts_with(KEY_PREFIX));
+                    prop_assert_eq!(parsed.lookup.len(), LOOKUP_CHARS);
+                }
+            }
+
+            #[test]
+            fn every_key_of_the_documented_shape_parses(
+                lookup in "[0-9a-f]{12}",
+                secret in "[A-Za-z0-9_-]{43}",
+            ) {
+                let key = format!("fk_{lookup}_{secret}");
+                prop_assert!(parse(&key).is_some());
+            }
+        }
+    }
 }

@@ -167,4 +167,36 @@ mod tests {
             );
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Whatever the header holds, parsing never panics, and an accepted token is a
+            /// plausible b64token taken from after a `Bearer` scheme.
+            #[test]
+            fn authorization_parsing_is_total_and_strict(value in proptest::collection::vec(any::<u8>(), 0..300)) {
+                if let Ok(token) = parse_authorization(&value) {
+                    let text = std::str::from_utf8(&value).unwrap();
+                    prop_assert!(text[..6].eq_ignore_ascii_case("bearer"));
+                    prop_assert!(!token.is_empty() && token.len() <= MAX_CREDENTIAL_LEN);
+                    prop_assert!(!token.contains(' '));
+                    prop_assert!(text.ends_with(token));
+                }
+            }
+
+            #[test]
+            fn well_formed_bearer_tokens_are_accepted(token in "[A-Za-z0-9._~+/-]{1,200}={0,2}") {
+                let header = format!("Bearer {token}");
+                prop_assert_eq!(parse_authorization(header.as_bytes()), Ok(token.as_str()));
+            }
+
+            #[test]
+            fn api_key_headers_never_panic(value in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let _ = parse_api_key(&value);
+            }
+        }
+    }
 }

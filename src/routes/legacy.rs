@@ -158,4 +158,36 @@ mod tests {
             assert!(parse_film_id("like", bad).is_err(), "{bad:?}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        proptest! {
+            /// Accepted exactly when the seed's rule holds: 1+ ASCII digits that fit an i64.
+            #[test]
+            fn film_ids_are_accepted_exactly_when_they_are_in_range_digits(raw in "\\PC{0,25}") {
+                let expected = !raw.is_empty()
+                    && raw.bytes().all(|b| b.is_ascii_digit())
+                    && raw.parse::<i64>().is_ok();
+                prop_assert_eq!(parse_film_id("like", &raw).is_ok(), expected);
+            }
+
+            #[test]
+            fn the_vote_query_parser_never_panics_nor_echoes_values(
+                key in "[a-z]{1,12}",
+                value in "[A-Za-z]{12,40}",
+            ) {
+                let query = format!("{key}={value}&like=1");
+                if let Err(ApiError::BadRequest { errors, detail }) = crate::extract::parse_query::<VoteQuery>(&query) {
+                    for error in &errors {
+                        prop_assert!(!error.message.contains(&value));
+                        prop_assert!(!error.field.contains(&value));
+                    }
+                    prop_assert!(!detail.contains(&value));
+                }
+            }
+        }
+    }
 }

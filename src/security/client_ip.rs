@@ -107,4 +107,31 @@ mod tests {
         let client = client_address(ip("::ffff:192.0.2.1"), std::iter::empty(), &[]);
         assert_eq!(client, ip("192.0.2.1"));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Whatever a client writes in X-Forwarded-For, an untrusted peer stays the client,
+            /// and behind a trusted proxy the answer is the peer or an address from the header.
+            #[test]
+            fn the_client_is_the_peer_or_a_forwarded_hop(header in "\\PC{0,120}", trusted in any::<bool>()) {
+                let peer: IpAddr = "10.0.0.2".parse().unwrap();
+                let proxies = if trusted { nets(&["10.0.0.0/8"]) } else { vec![] };
+                let client = client_address(peer, std::iter::once(header.as_str()), &proxies);
+                if trusted {
+                    let hops: Vec<IpAddr> = header
+                        .split(',')
+                        .filter_map(|h| h.trim().parse::<IpAddr>().ok())
+                        .map(|ip| ip.to_canonical())
+                        .collect();
+                    prop_assert!(client == peer || hops.contains(&client));
+                } else {
+                    prop_assert_eq!(client, peer);
+                }
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod authz;
 mod cors;
+mod crash;
 mod errors;
 mod films;
 mod headers;

@@ -1,0 +1,178 @@
+//! Crash safety: writes acknowledged with 2xx survive a `kill -9` of the server, and nothing is
+//! half-written (each film has its audit row, every vote count matches its votes).
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{STRONG_PASSWORD, TEST_JWT_SECRET, client};
+
+/// Starts the real binary on `db`; returns it with its port, read from its own log.
+fn start_server(dir: &std::path::Path) -> (Child, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_filmvault"))
+        .current_dir(dir)
+        .env_clear()
+        .env("APP_PORT", "0")
+        .env("DATABASE_URL", "sqlite://crash.db")
+        .env("JWT_SECRET", TEST_JWT_SECRET)
+        .env("SEED_DEMO_DATA", "false")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .env("RATE_LIMIT_GLOBAL", "100000/s")
+        .env("RATE_LIMIT_WRITE", "100000/s")
+        .env("RATE_LIMIT_AUTH", "100000/s")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the server starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("the server logs its address").unwrap();
+        if line.contains("filmvault is listening") {
+            let address = line.split("http://127.0.0.1:").nth(1).unwrap();
+            break address.split('"').next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_writes_survive_kill_9_and_nothing_is_half_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = start_server(dir.path());
+    let base = format!("http://127.0.0.1:{port}");
+    let http = client();
+
+    http.post(format!("{base}/api/v1/auth/register"))
+        .json(&json!({ "username": "crasher", "email": "c@example.com", "password": STRONG_PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    let login: Value = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&json!({ "username": "crasher", "password": STRONG_PASSWORD }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap().to_owned();
+
+    let acknowledged = Arc::new(Mutex::new(Vec::<(i64, String)>::new()));
+    let mut writers = Vec::new();
+    for writer in 0..8 {
+        let (http, base, token, acknowledged) = (
+            http.clone(),
+            base.clone(),
+            token.clone(),
+            acknowledged.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("crash film {writer}-{i}");
+                let sent = http
+                    .post(format!("{base}/api/v1/films"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "name": name, "studio": "Kill Nine" }))
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                if response.status() != StatusCode::CREATED {
+                    break;
+                }
+                let Ok(film) = response.json::<Value>().await else {
+                    break;
+                };
+                let id = film["id"].as_i64().unwrap();
+                acknowledged.lock().unwrap().push((id, name));
+                // Vote on it too: a write that touches two tables through a trigger.
+                let _ = http
+                    .put(format!("{base}/api/v1/films/{id}/vote"))
+                    .bearer_auth(&token)
+                    .json(&json!({ "vote": "like" }))
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    // Let writes flow, then pull the plug while they are in flight.
+    loop {
+        tokio::task::yield_now().await;
+        if acknowledged.lock().unwrap().len() >= 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    server.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    server.wait().unwrap();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() >= 200);
+
+    let (mut restarted, port) = start_server(dir.path());
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}",
+        dir.path().join("crash.db").display()
+    ))
+    .await
+    .unwrap();
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    for (id, name) in &acknowledged {
+        let stored: Option<String> = sqlx::query_scalar("SELECT name FROM films WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&db)
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.as_deref(),
+            Some(name.as_str()),
+            "acknowledged film {id} lost"
+        );
+    }
+    let films_without_audit: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM films f WHERE NOT EXISTS
+           (SELECT 1 FROM audit_events a WHERE a.action = 'film.create' AND a.target = 'film:' || f.id)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        films_without_audit, 0,
+        "a film was committed without its audit row"
+    );
+    let mismatched_counts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM films f
+         WHERE f.likes <> (SELECT count(*) FROM votes v WHERE v.film_id = f.id AND v.value = 1)
+            OR f.dislikes <> (SELECT count(*) FROM votes v WHERE v.film_id = f.id AND v.value = -1)",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(mismatched_counts, 0, "a vote and its counter were split");
+
+    let ready = client()
+        .get(format!("http://127.0.0.1:{port}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready.status(),
+        StatusCode::OK,
+        "the restarted server serves the same file"
+    );
+    restarted.kill().unwrap();
+    restarted.wait().unwrap();
+}
