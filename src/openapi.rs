@@ -85,12 +85,14 @@ const COMMON_ERRORS: [(&str, &str); 9] = [
 ];
 
 /// Errors of operations that take a JSON body.
-const BODY_ERRORS: [(&str, &str); 4] = [
+const BODY_ERRORS: [(&str, &str); 3] = [
     ("408", "The body did not arrive in time"),
     ("413", "Body larger than MAX_JSON_BODY_BYTES (16 KiB)"),
     ("415", "Body not sent as application/json"),
-    ("422", "Fields that break the rules (all listed)"),
 ];
+
+/// Errors of operations whose body or query has rules beyond its types.
+const VALIDATION_ERROR: (&str, &str) = ("422", "Fields that break the rules (all listed)");
 
 struct ServiceContract;
 
@@ -154,11 +156,15 @@ impl Modify for ServiceContract {
             let rate_limited = !path.starts_with("/health/");
             for operation in operations(item) {
                 let has_body = operation.request_body.is_some();
+                let has_parameters = operation
+                    .parameters
+                    .as_ref()
+                    .is_some_and(|parameters| !parameters.is_empty());
                 let responses = &mut operation.responses.responses;
-                let errors =
-                    COMMON_ERRORS
-                        .iter()
-                        .chain(if has_body { &BODY_ERRORS[..] } else { &[] });
+                let errors = COMMON_ERRORS
+                    .iter()
+                    .chain(if has_body { &BODY_ERRORS[..] } else { &[] })
+                    .chain((has_body || has_parameters).then_some(&VALIDATION_ERROR));
                 for (status, description) in errors {
                     responses
                         .entry((*status).to_owned())

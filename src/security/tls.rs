@@ -122,8 +122,8 @@ pub struct DevCertificate {
 /// Like mkcert: trust `ca_pem` once in a browser or client, and the server certificate is
 /// valid for localhost, 127.0.0.1 and ::1.
 pub fn generate_dev_certificate() -> anyhow::Result<DevCertificate> {
-    let years_since_1970 = i32::try_from(crate::auth::jwt::unix_now() / 31_556_952).unwrap_or(56);
-    let this_year = 1970 + years_since_1970;
+    let now = time::OffsetDateTime::now_utc();
+    let yesterday = now - time::Duration::days(1);
 
     let mut ca_params = CertificateParams::default();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -132,8 +132,8 @@ pub fn generate_dev_certificate() -> anyhow::Result<DevCertificate> {
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "filmvault development CA");
-    ca_params.not_before = rcgen::date_time_ymd(this_year - 1, 1, 1);
-    ca_params.not_after = rcgen::date_time_ymd(this_year + 2, 1, 1);
+    ca_params.not_before = yesterday;
+    ca_params.not_after = now + time::Duration::days(2 * 365);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
     let mut params = CertificateParams::new(vec![
@@ -146,8 +146,9 @@ pub fn generate_dev_certificate() -> anyhow::Result<DevCertificate> {
         .push(DnType::CommonName, "localhost");
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.not_before = rcgen::date_time_ymd(this_year - 1, 1, 1);
-    params.not_after = rcgen::date_time_ymd(this_year + 1, 1, 1);
+    // Under 366 days, like any certificate a browser accepts today.
+    params.not_before = yesterday;
+    params.not_after = yesterday + time::Duration::days(365);
     let key = KeyPair::generate()?;
     let certificate = params.signed_by(&key, &ca)?;
 
