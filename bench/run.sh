@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Load benchmark of filmvault against the seed's Flask API (gunicorn, 2 workers) and a bare
+# actix-web + sqlx server (the practical ceiling of this machine), all from one run.
+#
+#   bench/run.sh [--duration S] [--connections N] [--no-build]
+#
+# The two reference servers come from the shared harness (../shared/bench, or BENCH_SHARED):
+# flask_ref/app.py and actix_baseline. filmvault runs its release build with everything on:
+# auth, CORS, rate limiting (limits high enough never to trigger), security headers, audit,
+# metrics, JSON request logs at info level to a file.
+#
+# Workloads (wrk, 64 connections, wrk pinned to CPU 0, every server pinned to CPU 1):
+#   read   authenticated GET /api/v1/films/{id}   (references: GET /films/{id})
+#   list   anonymous GET /api/v1/films?limit=20   (references: GET /films/{id}, their nearest)
+#   like   authenticated GET /?like={id}          (references: the same seed route)
+#   add    authenticated POST /add_film           (references: the same seed route)
+#   login  POST /api/v1/auth/login (argon2id)     (no reference has one)
+# plus: reads during a login storm, and the rate limiter's memory with 100 000 client keys.
+#
+# Output: a table on stdout and in bench/results/latest.md (copy into bench/RESULTS.md).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+SHARED=${BENCH_SHARED:-$ROOT/../shared/bench}
+SCRATCH=${BENCH_SCRATCH:-/tmp/filmvault-bench}
+DURATION=10 WARMUP=2 CONNS=64 BUILD=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --duration) DURATION=$2; shift 2 ;;
+    --connections) CONNS=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1" >&2; exit 2 ;;
+  esac
+done
+for tool in wrk taskset curl python3; do
+  command -v $tool > /dev/null || { echo "bench: $tool is missing (apt-get install wrk util-linux curl)" >&2; exit 2; }
+done
+[ -d "$SHARED/flask_ref" ] && [ -d "$SHARED/actix_baseline" ] ||
+  { echo "bench: the reference servers are not at $SHARED (set BENCH_SHARED)" >&2; exit 2; }
+
+mkdir -p "$SCRATCH" "$HERE/results"
+RESULTS=$SCRATCH/results.tsv
+: > "$RESULTS"
+LOAD=(taskset -c 0)
+PIN=(taskset -c 1)
+PASSWORD=bench-password-violet-kettle
+SECRET=bench-only-secret-0123456789abcdef0123456789
+declare -A PORT=([flask]=19080 [ceiling]=19081 [filmvault]=19082)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done; }
+trap cleanup EXIT
+
+if [ $BUILD = 1 ]; then
+  echo "== building (release)"
+  (cd "$ROOT" && cargo build --release --locked --quiet)
+  CARGO_TARGET_DIR=$SCRATCH/target cargo build --release --quiet \
+    --manifest-path "$SHARED/actix_baseline/Cargo.toml"
+  if [ ! -x "$SCRATCH/venv/bin/gunicorn" ]; then
+    python3 -m venv "$SCRATCH/venv"
+    "$SCRATCH/venv/bin/pip" install -q -r "$SHARED/flask_ref/requirements.txt"
+  fi
+fi
+FILMVAULT=$ROOT/target/release/filmvault
+CEILING=$SCRATCH/target/release/actix_baseline
+
+wait_for() {  # URL
+  for _ in $(seq 300); do curl -s -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "bench: $1 never answered" >&2; exit 1
+}
+hwm_kb() {  # PID: peak RSS of the process and its children, kB
+  local total=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '/^VmHWM:/{print $2}' "/proc/$p/status" 2> /dev/null || echo 0)))
+  done
+  echo $total
+}
+rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
+
+fresh_reference_db() {  # PATH
+  rm -f "$1"*
+  FLASK_REF_DB=$1 "$SCRATCH/venv/bin/python" "$SHARED/flask_ref/app.py" --init-db "$1" > /dev/null
+}
+
+start_flask() {
+  fresh_reference_db "$SCRATCH/flask.db"
+  (cd "$SHARED/flask_ref" && FLASK_REF_DB=$SCRATCH/flask.db FLASK_REF_LOG=1 exec "${PIN[@]}" \
+    "$SCRATCH/venv/bin/gunicorn" -w 2 -b "127.0.0.1:${PORT[flask]}" --log-level warning app:api) \
+    > "$SCRATCH/flask.log" 2>&1 &
+  PIDS+=($!); FLASK_PID=$!
+  wait_for "http://127.0.0.1:${PORT[flask]}/films/1"
+}
+
+start_ceiling() {
+  fresh_reference_db "$SCRATCH/ceiling.db"
+  "${PIN[@]}" "$CEILING" --mode sqlite --port "${PORT[ceiling]}" --db "$SCRATCH/ceiling.db" \
+    --workers 2 --pool 4 > "$SCRATCH/ceiling.log" 2>&1 &
+  PIDS+=($!); CEILING_PID=$!
+  wait_for "http://127.0.0.1:${PORT[ceiling]}/films/1"
+}
+
+# filmvault with every layer on; limits far above what a run can reach.
+filmvault_env() {
+  env -i PATH="$PATH" APP_PORT="$1" DATABASE_URL="sqlite://$SCRATCH/filmvault.db" \
+    JWT_SECRET=$SECRET SEED_DEMO_DATA=false WORKERS=2 LOG_FORMAT=json RUST_LOG=info \
+    RATE_LIMIT_GLOBAL=10000000/s RATE_LIMIT_AUTH=10000000/s RATE_LIMIT_WRITE=10000000/s \
+    RATE_LIMIT_LOGIN_PER_USERNAME=10000000/s MAX_IN_FLIGHT_REQUESTS=1024 \
+    CORS_ALLOWED_ORIGINS=http://localhost:3000 "${@:2}"
+}
+
+start_filmvault() {  # [extra VAR=value...]
+  rm -f "$SCRATCH/filmvault.db"*
+  filmvault_env "${PORT[filmvault]}" "$@" "${PIN[@]}" "$FILMVAULT" > "$SCRATCH/filmvault.log" 2>&1 &
+  PIDS+=($!); FILMVAULT_PID=$!
+  local base=http://127.0.0.1:${PORT[filmvault]}
+  wait_for "$base/health/ready"
+  curl -sf -X POST "$base/api/v1/auth/register" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"bench\",\"email\":\"bench@example.com\",\"password\":\"$PASSWORD\"}" > /dev/null
+  TOKEN=$(curl -sf -X POST "$base/api/v1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"bench\",\"password\":\"$PASSWORD\"}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  # The same 1000 films the references start with, written straight into the file.
+  python3 - "$SCRATCH/filmvault.db" <<'PY'
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], timeout=10)
+con.executemany("INSERT INTO films (name, studio, year) VALUES (?, ?, 2000)",
+                [(f"Film {i}", f"Studio {i % 6}") for i in range(1, 1001)])
+con.commit()
+PY
+}
+
+# SERVER WORKLOAD CONNECTIONS SECONDS FLAVOR -> prints the BENCH line
+run_wrk() {
+  local url=http://127.0.0.1:${PORT[$1]} headers=""
+  [ "$1" = filmvault ] && headers="Authorization: Bearer $TOKEN"
+  BENCH_WORKLOAD=$2 BENCH_FLAVOR=$5 BENCH_HEADERS=$headers \
+    BENCH_LOGIN="{\"username\":\"bench\",\"password\":\"$PASSWORD\"}" \
+    timeout $(($4 + 10)) "${LOAD[@]}" wrk -t1 -c "$3" -d "${4}s" --timeout 5s \
+    -s "$HERE/workloads.lua" "$url" 2>&1 | grep '^BENCH' || echo "BENCH requests=0"
+}
+
+field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<< "$2"; }
+
+measure() {  # SERVER PID WORKLOAD [CONNECTIONS]
+  local server=$1 pid=$2 workload=$3 conns=${4:-$CONNS} flavor=filmvault line
+  [ "$server" != filmvault ] && flavor=reference
+  [ "$WARMUP" -gt 0 ] && run_wrk "$server" "$workload" "$conns" "$WARMUP" "$flavor" > /dev/null
+  line=$(run_wrk "$server" "$workload" "$conns" "$DURATION" "$flavor")
+  local errors=$(( $(field err_connect "$line") + $(field err_read "$line") + $(field err_timeout "$line") + $(field status_ge400 "$line") ))
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$workload" "$(field rps "$line")" \
+    "$(field p50_us "$line")" "$(field p99_us "$line")" "$errors" "$(hwm_kb "$pid")" >> "$RESULTS"
+  printf '   %-9s %-6s %9s req/s  p50 %6s us  p99 %7s us  errors %s  peak RSS %s kB\n' \
+    "$server" "$workload" "$(field rps "$line")" "$(field p50_us "$line")" "$(field p99_us "$line")" \
+    "$errors" "$(hwm_kb "$pid")"
+}
+
+echo "== $(nproc) CPUs, $(uname -r), $(wrk -v 2>&1 | head -1 | cut -c1-20); ${CONNS} connections, ${DURATION}s per run"
+echo "== workloads against the three servers"
+start_flask
+start_ceiling
+start_filmvault
+for workload in read list like add; do
+  measure flask "$FLASK_PID" "$workload"
+  measure ceiling "$CEILING_PID" "$workload"
+  measure filmvault "$FILMVAULT_PID" "$workload"
+done
+measure filmvault "$FILMVAULT_PID" login 16
+busy=$(grep -c 'SQLITE_BUSY\|database is locked' "$SCRATCH/filmvault.log" || true)
+server_errors=$(grep -c '"status":5[0-9][0-9]' "$SCRATCH/filmvault.log" || true)
+echo "   filmvault log: $busy SQLITE_BUSY/locked, $server_errors responses with 5xx"
+printf 'log\tbusy\t%s\t%s\n' "$busy" "$server_errors" >> "$RESULTS"
+
+echo "== reads during a login storm (16 connections logging in, 64 reading)"
+BENCH_WORKLOAD=login BENCH_LOGIN="{\"username\":\"bench\",\"password\":\"$PASSWORD\"}" \
+  timeout $((DURATION + 15)) "${LOAD[@]}" wrk -t1 -c 16 -d "$((DURATION + 4))s" --timeout 5s \
+  -s "$HERE/workloads.lua" "http://127.0.0.1:${PORT[filmvault]}" > "$SCRATCH/storm-login.txt" 2>&1 &
+storm=$!
+sleep 2
+line=$(run_wrk filmvault read "$CONNS" "$DURATION" filmvault)
+wait $storm || true
+logins=$(grep '^BENCH' "$SCRATCH/storm-login.txt" || true)
+printf 'storm\tread\t%s\t%s\t%s\t%s\t%s\n' "$(field rps "$line")" "$(field p50_us "$line")" \
+  "$(field p99_us "$line")" "$(field rps "$logins")" "$(hwm_kb "$FILMVAULT_PID")" >> "$RESULTS"
+echo "   reads $(field rps "$line") req/s, p99 $(field p99_us "$line") us; logins $(field rps "$logins")/s"
+cleanup; PIDS=()
+
+echo "== rate limiter memory with 100 000 distinct client keys (two rounds, purge between)"
+metrics_port=19089
+start_filmvault TRUSTED_PROXIES=127.0.0.1 METRICS_ADDR=127.0.0.1:$metrics_port
+keys() { curl -s "http://127.0.0.1:$metrics_port/metrics" | awk '/^rate_limiter_keys /{print $2}'; }
+before=$(rss_kb "$FILMVAULT_PID")
+for round in 1 2; do
+  BENCH_WORKLOAD=spread timeout 60 "${LOAD[@]}" wrk -t1 -c "$CONNS" -d 30s --timeout 5s \
+    -s "$HERE/workloads.lua" "http://127.0.0.1:${PORT[filmvault]}" > "$SCRATCH/spread-$round.txt" 2>&1 &
+  spread=$!
+  # Stop once 100 000 distinct clients have been seen.
+  for _ in $(seq 120); do [ "$(keys)" -ge 100000 ] 2> /dev/null && break; sleep 0.5; done
+  kill $spread 2> /dev/null || true; wait $spread 2> /dev/null || true
+  full_keys=$(keys); full_rss=$(rss_kb "$FILMVAULT_PID")
+  echo "   round $round: $full_keys keys, RSS $full_rss kB (before: $before kB); waiting for the purge"
+  sleep 62
+  purged_keys=$(keys); purged_rss=$(rss_kb "$FILMVAULT_PID")
+  echo "   round $round after the purge: $purged_keys keys, RSS $purged_rss kB"
+  printf 'limiter\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$before" "$full_keys" "$full_rss" \
+    "$purged_keys" "$purged_rss" >> "$RESULTS"
+done
+cleanup; PIDS=()
+
+python3 "$HERE/report.py" "$RESULTS" "$(nproc)" "$DURATION" "$CONNS" | tee "$HERE/results/latest.md"
