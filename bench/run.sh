@@ -49,7 +49,10 @@ PASSWORD=bench-password-violet-kettle
 SECRET=bench-only-secret-0123456789abcdef0123456789
 declare -A PORT=([flask]=19080 [ceiling]=19081 [filmvault]=19082)
 PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done; }
+cleanup() {  # stop every server and wait until it has released its port
+  for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2> /dev/null || true; done
+}
 trap cleanup EXIT
 
 if [ $BUILD = 1 ]; then

@@ -222,6 +222,7 @@ pub async fn revoke(
 pub struct AuthenticatedKey {
     pub key_id: i64,
     pub user_id: i64,
+    pub username: String,
     pub role: Role,
     pub scopes: Scopes,
     /// `last_used_at` is older than the touch interval and should be refreshed.
@@ -232,6 +233,7 @@ pub struct AuthenticatedKey {
 struct StoredKey {
     id: i64,
     user_id: i64,
+    username: String,
     key_hash: Vec<u8>,
     can_read: bool,
     can_write: bool,
@@ -245,7 +247,7 @@ pub async fn authenticate(
     key: WellFormedKey<'_>,
 ) -> sqlx::Result<Option<AuthenticatedKey>> {
     let stored: Option<StoredKey> = sqlx::query_as(
-        "SELECT k.id, k.user_id, k.key_hash, k.can_read, k.can_write,
+        "SELECT k.id, k.user_id, u.username, k.key_hash, k.can_read, k.can_write,
                 (k.last_used_at IS NULL
                  OR k.last_used_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)) AS stale,
                 u.role, u.disabled
@@ -266,6 +268,7 @@ pub async fn authenticate(
     Ok(Some(AuthenticatedKey {
         key_id: stored.id,
         user_id: stored.user_id,
+        username: stored.username,
         role: stored.role,
         scopes: Scopes {
             read: stored.can_read,

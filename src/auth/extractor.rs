@@ -44,6 +44,7 @@ pub enum AuthMethod {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: i64,
+    pub username: String,
     pub role: Role,
     pub scopes: Scopes,
     pub method: AuthMethod,
@@ -182,6 +183,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> 
             }
             Principal {
                 user_id,
+                username: claims.name,
                 role: claims.role,
                 scopes: Scopes::ALL,
                 method: AuthMethod::AccessToken {
@@ -199,6 +201,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> 
             }
             Principal {
                 user_id: key.user_id,
+                username: key.username,
                 role: key.role,
                 scopes: key.scopes,
                 method: AuthMethod::ApiKey { key_id: key.key_id },

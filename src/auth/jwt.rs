@@ -23,8 +23,10 @@ use crate::{auth::Role, config::JwtSettings};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
-    /// The user id.
+    /// The user id: what authorization uses.
     pub sub: String,
+    /// The username, for display (a film's owner) without a lookup; usernames never change.
+    pub name: String,
     pub role: Role,
     pub iss: String,
     pub aud: String,
@@ -48,8 +50,9 @@ impl Claims {
 
 /// Who a token is issued to.
 #[derive(Debug, Clone, Copy)]
-pub struct TokenSubject {
+pub struct TokenSubject<'a> {
     pub user_id: i64,
+    pub username: &'a str,
     pub role: Role,
     pub token_version: i64,
 }
@@ -91,10 +94,11 @@ impl JwtCodec {
         }
     }
 
-    pub fn issue(&self, subject: TokenSubject, session: &str) -> anyhow::Result<IssuedToken> {
+    pub fn issue(&self, subject: TokenSubject<'_>, session: &str) -> anyhow::Result<IssuedToken> {
         let now = unix_now();
         let claims = Claims {
             sub: subject.user_id.to_string(),
+            name: subject.username.to_owned(),
             role: subject.role,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -230,8 +234,9 @@ mod tests {
         })
     }
 
-    const SUBJECT: TokenSubject = TokenSubject {
+    const SUBJECT: TokenSubject<'static> = TokenSubject {
         user_id: 7,
+        username: "seven",
         role: Role::User,
         token_version: 0,
     };

@@ -2,18 +2,24 @@
 //! strings.
 //!
 //! Hashing is deliberately slow and memory-hungry, so it never runs on an async worker: it goes
-//! to the blocking pool, and a semaphore caps how many hashes run at once. Without the cap a
-//! login storm would take every core (starving reads) and 19 MiB per concurrent hash.
+//! to a few dedicated threads (`PASSWORD_HASH_CONCURRENCY`, one on two cores). That caps the CPU
+//! a login storm can take from reads, and the memory: each thread reuses its own 19 MiB block.
+//! (On tokio's blocking pool, every one of its many threads kept a 19 MiB block in its malloc
+//! arena after the first hash: a login storm left hundreds of MiB resident.)
 
-use std::sync::Arc;
+use std::{
+    cell::RefCell,
+    sync::{Arc, Mutex, mpsc},
+    thread,
+};
 
 use anyhow::Context;
 use argon2::{
-    Algorithm, Argon2, Params, PasswordHash, PasswordHasher as _, PasswordVerifier, Version,
-    password_hash::{SaltString, rand_core::OsRng},
+    Algorithm, Argon2, Block, Params, PasswordHash, Version,
+    password_hash::{Output, ParamsString, Salt, SaltString, rand_core::OsRng},
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 const MEMORY_KIB: u32 = 19 * 1024;
 const ITERATIONS: u32 = 2;
@@ -35,20 +41,53 @@ pub enum Verification {
     Invalid,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 #[derive(Clone)]
 pub struct PasswordHasher {
-    permits: Arc<Semaphore>,
+    jobs: mpsc::Sender<Job>,
     /// Verified against when the user does not exist, so that an unknown username costs the
     /// same time as a wrong password and timing does not reveal which accounts exist.
     dummy_hash: Arc<str>,
 }
 
 impl PasswordHasher {
-    pub fn new(max_concurrent_hashes: usize) -> anyhow::Result<Self> {
-        let dummy = SecretString::from(crate::auth::random_token(24));
+    /// Starts `threads` hashing threads; they end when the last clone of the hasher is dropped.
+    pub fn new(threads: usize) -> anyhow::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        for index in 0..threads.max(1) {
+            let queue = Arc::clone(&queue);
+            thread::Builder::new()
+                .name(format!("password-hash-{index}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while taking a job, not while running it.
+                        let job = match queue.lock() {
+                            Ok(receiver) => receiver.recv(),
+                            Err(poisoned) => poisoned.into_inner().recv(),
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => break,
+                        }
+                    }
+                })
+                .context("cannot start a password hashing thread")?;
+        }
+        // Computed on a hashing thread, like every hash, so no other thread keeps 19 MiB.
+        let (done, dummy_hash) = mpsc::channel();
+        jobs.send(Box::new(move || {
+            let dummy = SecretString::from(crate::auth::random_token(24));
+            let _ = done.send(hash_blocking(&dummy));
+        }))
+        .map_err(|_| anyhow::anyhow!("the password hashing threads did not start"))?;
+        let dummy_hash = dummy_hash
+            .recv()
+            .context("the password hashing thread stopped")??;
         Ok(Self {
-            permits: Arc::new(Semaphore::new(max_concurrent_hashes.max(1))),
-            dummy_hash: hash_blocking(&dummy)?.into(),
+            jobs,
+            dummy_hash: dummy_hash.into(),
         })
     }
 
@@ -79,36 +118,97 @@ impl PasswordHasher {
         &self,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .context("the password hasher was shut down")?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .context("a password hashing task panicked")
+        let (done, result) = oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                // The requester may have gone (client disconnected); nothing to tell it then.
+                let _ = done.send(work());
+            }))
+            .map_err(|_| anyhow::anyhow!("the password hashing threads have stopped"))?;
+        result.await.context("a password hashing job panicked")
     }
+}
+
+thread_local! {
+    /// This thread's argon2 working memory (19 MiB at our parameters), reused by every hash it
+    /// computes: no allocation, and no fresh pages to fault in, per login.
+    static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs argon2 with this thread's reusable memory into `out`.
+fn compute(
+    argon2: &Argon2<'_>,
+    password: &[u8],
+    salt: Salt<'_>,
+    out: &mut [u8],
+) -> anyhow::Result<()> {
+    let mut salt_buffer = [0u8; Salt::MAX_LENGTH];
+    let salt = salt
+        .decode_b64(&mut salt_buffer)
+        .map_err(|e| anyhow::anyhow!("a password salt is not base64: {e}"))?;
+    let count = argon2.params().block_count();
+    BLOCKS.with_borrow_mut(|blocks| {
+        if blocks.len() < count {
+            blocks.resize(count, Block::default());
+        }
+        argon2
+            .hash_password_into_with_memory(password, salt, out, &mut blocks[..count])
+            .map_err(|e| anyhow::anyhow!("argon2 failed: {e}"))
+    })
 }
 
 fn hash_blocking(password: &SecretString) -> anyhow::Result<String> {
     let salt = SaltString::generate(&mut OsRng);
-    let hash = argon2id()
-        .hash_password(password.expose_secret().as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))?;
+    let argon2 = argon2id();
+    let mut output = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    compute(
+        &argon2,
+        password.expose_secret().as_bytes(),
+        salt.as_salt(),
+        &mut output,
+    )?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(argon2.params())
+            .map_err(|e| anyhow::anyhow!("argon2 parameters: {e}"))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&output).map_err(|e| anyhow::anyhow!("argon2 output: {e}"))?),
+    };
     Ok(hash.to_string())
 }
 
 fn verify_blocking(password: &SecretString, stored: &str) -> anyhow::Result<Verification> {
     let parsed = PasswordHash::new(stored)
         .map_err(|e| anyhow::anyhow!("a stored password hash is not a PHC string: {e}"))?;
-    // The stored parameters decide the cost of this check, so verification stays correct for
-    // old hashes; needs_rehash then upgrades them.
-    match Argon2::default().verify_password(password.expose_secret().as_bytes(), &parsed) {
-        Ok(()) => Ok(Verification::Valid {
+    let invalid_hash = || anyhow::anyhow!("a stored password hash is not a usable argon2 hash");
+    // The stored parameters decide the cost of this check, so old hashes keep verifying;
+    // needs_rehash then upgrades them.
+    let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|_| invalid_hash())?;
+    let version = parsed
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(|_| invalid_hash())?
+        .unwrap_or_default();
+    let params = Params::try_from(&parsed).map_err(|_| invalid_hash())?;
+    let (salt, expected) = parsed.salt.zip(parsed.hash).ok_or_else(invalid_hash)?;
+    let mut output = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params);
+    compute(
+        &argon2,
+        password.expose_secret().as_bytes(),
+        salt,
+        &mut output,
+    )?;
+    let computed = Output::new(&output).map_err(|_| invalid_hash())?;
+    // Output's equality is constant-time.
+    if computed == expected {
+        Ok(Verification::Valid {
             needs_rehash: !uses_current_parameters(&parsed),
-        }),
-        Err(argon2::password_hash::Error::Password) => Ok(Verification::Invalid),
-        Err(e) => Err(anyhow::anyhow!("argon2 verification failed: {e}")),
+        })
+    } else {
+        Ok(Verification::Invalid)
     }
 }
 
@@ -151,6 +251,24 @@ mod tests {
         );
     }
 
+    /// Our hashes are standard PHC strings: the argon2 crate's own verifier accepts them.
+    #[test]
+    fn stored_hashes_verify_with_the_standard_argon2_verifier() {
+        use argon2::PasswordVerifier as _;
+        let hash = hash_blocking(&secret("interoperable password")).unwrap();
+        let parsed = PasswordHash::new(&hash).unwrap();
+        assert!(
+            Argon2::default()
+                .verify_password(b"interoperable password", &parsed)
+                .is_ok()
+        );
+        assert!(
+            Argon2::default()
+                .verify_password(b"another password", &parsed)
+                .is_err()
+        );
+    }
+
     #[tokio::test]
     async fn an_unknown_user_never_verifies() {
         let hasher = PasswordHasher::new(1).unwrap();
@@ -162,6 +280,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_with_weaker_parameters_is_flagged_for_rehash() {
+        use argon2::PasswordHasher as _;
         let weak = Argon2::new(
             Algorithm::Argon2id,
             Version::V0x13,

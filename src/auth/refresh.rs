@@ -83,6 +83,7 @@ async fn insert(
 /// The account a rotated token belongs to, as it is now.
 pub struct RefreshedAccount {
     pub user_id: i64,
+    pub username: String,
     pub role: Role,
     pub token_version: i64,
 }
@@ -102,6 +103,7 @@ pub enum Rotation {
 struct StoredToken {
     id: i64,
     user_id: i64,
+    username: String,
     family_id: String,
     expires_at: i64,
     revoked_reason: Option<String>,
@@ -120,7 +122,7 @@ pub async fn rotate(
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let stored: Option<StoredToken> = sqlx::query_as(
         "SELECT t.id, t.user_id, t.family_id, t.expires_at, t.revoked_reason,
-                u.role, u.disabled, u.token_version
+                u.username, u.role, u.disabled, u.token_version
          FROM refresh_tokens t JOIN users u ON u.id = t.user_id
          WHERE t.token_hash = ?1",
     )
@@ -173,6 +175,7 @@ pub async fn rotate(
     Ok(Rotation::Rotated {
         account: RefreshedAccount {
             user_id: stored.user_id,
+            username: stored.username,
             role: stored.role,
             token_version: stored.token_version,
         },

@@ -169,21 +169,30 @@ pub async fn insert(
     .await
 }
 
-/// Inserts and reads back in one transaction, so the caller gets exactly what was stored.
+/// Inserts the film and its audit row in one transaction; `RETURNING` gives back exactly what
+/// was stored without a second query.
 pub async fn create(
     writer: &SqlitePool,
     film: &NewFilm,
-    owner_id: i64,
+    owner: &Principal,
     audit: &AuditContext,
 ) -> Result<Film, ApiError> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let id = insert(&mut *tx, film, Some(owner_id)).await?;
-    let stored = get(&mut *tx, id)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("a film vanished inside its own transaction"))?;
+    let mut stored: Film = sqlx::query_as(
+        "INSERT INTO films (name, studio, year, owner_id) VALUES (?1, ?2, ?3, ?4)
+         RETURNING id, name, studio, year, NULL AS owner, owner_id, likes, dislikes,
+                   created_at, updated_at",
+    )
+    .bind(&film.name.0)
+    .bind(&film.studio.0)
+    .bind(film.year.map(|y| y.0))
+    .bind(owner.user_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    stored.owner = Some(owner.username.clone());
     let event = audit
         .event("film.create", Outcome::Success)
-        .target(format!("film:{id}"));
+        .target(format!("film:{}", stored.id));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(stored)

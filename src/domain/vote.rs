@@ -1,13 +1,13 @@
 //! Votes: one per user per film. Voting again replaces the vote, so a repeated like is
-//! idempotent; the film's counters follow in the same transaction (triggers on `votes`).
+//! idempotent; the film's counters follow in the same statement (triggers on `votes`).
+//!
+//! Each change is a single statement, atomic on its own: no explicit transaction, and a vote
+//! for a film that does not exist fails on the foreign key rather than on a prior lookup.
 
 use serde::{Deserialize, Serialize};
 use sqlx::SqlitePool;
 
-use crate::{
-    domain::film::{self, Film},
-    error::ApiError,
-};
+use crate::error::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -25,19 +25,15 @@ impl Vote {
     }
 }
 
-/// Records `vote` and returns the film with its new counts; 404 if there is no such film.
+/// Records `vote`; 404 if there is no such film.
 #[tracing::instrument(skip(writer))]
 pub async fn cast(
     writer: &SqlitePool,
     user_id: i64,
     film_id: i64,
     vote: Vote,
-) -> Result<Film, ApiError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    if film::get(&mut *tx, film_id).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
-    sqlx::query(
+) -> Result<(), ApiError> {
+    let result = sqlx::query(
         "INSERT INTO votes (user_id, film_id, value) VALUES (?1, ?2, ?3)
          ON CONFLICT (user_id, film_id) DO UPDATE
          SET value = excluded.value, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
@@ -46,30 +42,22 @@ pub async fn cast(
     .bind(user_id)
     .bind(film_id)
     .bind(vote.value())
-    .execute(&mut *tx)
-    .await?;
-    let film = film::get(&mut *tx, film_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(film)
+    .execute(writer)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(ApiError::NotFound),
+        Err(e) => Err(e.into()),
+    }
 }
 
-/// Removes the caller's vote, if any; 404 if there is no such film.
+/// Removes the caller's vote, if any.
 #[tracing::instrument(skip(writer))]
-pub async fn withdraw(writer: &SqlitePool, user_id: i64, film_id: i64) -> Result<Film, ApiError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    if film::get(&mut *tx, film_id).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
+pub async fn withdraw(writer: &SqlitePool, user_id: i64, film_id: i64) -> Result<(), ApiError> {
     sqlx::query("DELETE FROM votes WHERE user_id = ?1 AND film_id = ?2")
         .bind(user_id)
         .bind(film_id)
-        .execute(&mut *tx)
+        .execute(writer)
         .await?;
-    let film = film::get(&mut *tx, film_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(film)
+    Ok(())
 }

@@ -124,7 +124,7 @@ pub struct TokenResponse {
 /// An access token and a refresh token for one session.
 fn token_response(
     state: &AppState,
-    subject: TokenSubject,
+    subject: TokenSubject<'_>,
     refresh: IssuedRefreshToken,
 ) -> Result<HttpResponse, ApiError> {
     let access = state.jwt.issue(subject, &refresh.family_id)?;
@@ -251,6 +251,7 @@ pub(crate) async fn login(
         &state,
         TokenSubject {
             user_id: account.id,
+            username: &account.username,
             role: account.role,
             token_version: account.token_version,
         },
@@ -294,6 +295,7 @@ pub(crate) async fn refresh_tokens(
             &state,
             TokenSubject {
                 user_id: account.user_id,
+                username: &account.username,
                 role: account.role,
                 token_version: account.token_version,
             },

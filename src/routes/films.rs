@@ -223,7 +223,7 @@ pub async fn create_film(
     Json(request): Json<CreateFilmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new_film = NewFilm::try_from(request)?;
-    let film = film::create(&state.db.writer, &new_film, caller.user_id, &audit).await?;
+    let film = film::create(&state.db.writer, &new_film, &caller, &audit).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, film_location(film.id)))
         .json(film))
@@ -269,8 +269,8 @@ pub(crate) async fn cast_vote(
     id: web::Path<i64>,
     Json(request): Json<VoteRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let film = vote::cast(&state.db.writer, caller.user_id, *id, request.vote).await?;
-    Ok(HttpResponse::Ok().json(film))
+    vote::cast(&state.db.writer, caller.user_id, *id, request.vote).await?;
+    voted_film(&state, *id).await
 }
 
 /// Withdraw the caller's vote, if any.
@@ -282,6 +282,14 @@ pub(crate) async fn withdraw_vote(
     caller: Authenticated<Write>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let film = vote::withdraw(&state.db.writer, caller.user_id, *id).await?;
+    vote::withdraw(&state.db.writer, caller.user_id, *id).await?;
+    voted_film(&state, *id).await
+}
+
+/// The film with its counts after a vote committed (visible to readers at once in WAL mode).
+async fn voted_film(state: &AppState, id: i64) -> Result<HttpResponse, ApiError> {
+    let film = film::get(&state.db.reader, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(film))
 }

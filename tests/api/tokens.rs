@@ -32,6 +32,7 @@ fn sign_hs256(header: &Value, claims: &Value, secret: &str) -> String {
 fn claims_for(user_id: i64) -> Value {
     json!({
         "sub": user_id.to_string(),
+        "name": "forged",
         "role": "user",
         "iss": "filmvault",
         "aud": "filmvault-api",
