@@ -54,6 +54,7 @@ cleanup() {  # stop every server and wait until it has released its port
   for pid in "${PIDS[@]}"; do wait "$pid" 2> /dev/null || true; done
 }
 trap cleanup EXIT
+trap 'echo "bench: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 
 if [ $BUILD = 1 ]; then
   echo "== building (release)"
@@ -104,9 +105,9 @@ start_ceiling() {
 }
 
 # filmvault with every layer on; limits far above what a run can reach.
-filmvault_env() {
-  env -i PATH="$PATH" APP_PORT="$1" DATABASE_URL="sqlite://$SCRATCH/filmvault.db" \
-    JWT_SECRET=$SECRET SEED_DEMO_DATA=false WORKERS=2 LOG_FORMAT=json RUST_LOG=info \
+filmvault_env() {  # runs in the background subshell, which it replaces (so $! is the server)
+  exec env -i PATH="$PATH" APP_PORT="$1" DATABASE_URL="sqlite://$SCRATCH/filmvault.db" \
+    JWT_SECRET=$SECRET SEED_DEMO_DATA=false LOG_FORMAT=json RUST_LOG=info \
     RATE_LIMIT_GLOBAL=10000000/s RATE_LIMIT_AUTH=10000000/s RATE_LIMIT_WRITE=10000000/s \
     RATE_LIMIT_LOGIN_PER_USERNAME=10000000/s MAX_IN_FLIGHT_REQUESTS=1024 \
     CORS_ALLOWED_ORIGINS=http://localhost:3000 "${@:2}"

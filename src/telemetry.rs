@@ -205,7 +205,12 @@ pub fn file_writer(path: &std::path::Path) -> anyhow::Result<(NonBlocking, Worke
         .filename_prefix(prefix)
         .max_log_files(14)
         .build(directory)?;
-    Ok(tracing_appender::non_blocking(appender))
+    Ok(
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(false)
+            .thread_name("log-file")
+            .finish(appender),
+    )
 }
 
 /// Installs `subscriber` globally and bridges the `log` records of actix and rustls into it.

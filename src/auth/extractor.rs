@@ -10,6 +10,7 @@ use crate::{
     auth::{
         Role, api_key,
         credentials::{self, Credential},
+        jwt::VerifiedClaims,
     },
     error::ApiError,
     state::AppState,
@@ -173,7 +174,11 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> 
     let principal = match credential {
         None => return Ok(None),
         Some(Credential::Bearer(token)) => {
-            let claims = state.jwt.verify(token).ok_or(ApiError::Unauthenticated)?;
+            let verified = req.extensions_mut().remove::<VerifiedClaims>();
+            let claims = match verified {
+                Some(VerifiedClaims(claims)) => claims,
+                None => state.jwt.verify(token).ok_or(ApiError::Unauthenticated)?,
+            };
             let user_id = claims.user_id().ok_or(ApiError::Unauthenticated)?;
             if !state
                 .revocations

@@ -44,7 +44,10 @@ use futures_util::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    auth::credentials::{self, Credential},
+    auth::{
+        credentials::{self, Credential},
+        jwt::VerifiedClaims,
+    },
     config::Quota,
     error::{ApiError, whole_seconds},
     security::client_ip::ClientIp,
@@ -160,12 +163,13 @@ impl KeyExtractor for PrincipalKeyExtractor {
 
     fn extract(&self, req: &ServiceRequest) -> Result<PrincipalKey, Self::KeyExtractionError> {
         let key = match credentials::from_headers(req.headers()) {
-            Ok(Some(Credential::Bearer(token))) => self
-                .state
-                .jwt
-                .verify(token)
-                .and_then(|claims| claims.user_id())
-                .map(PrincipalKey::User),
+            Ok(Some(Credential::Bearer(token))) => {
+                self.state.jwt.verify(token).and_then(|claims| {
+                    let user = claims.user_id().map(PrincipalKey::User);
+                    req.extensions_mut().insert(VerifiedClaims(claims));
+                    user
+                })
+            }
             Ok(Some(Credential::ApiKey(key))) => {
                 let digest = Sha256::digest(key.as_bytes());
                 let mut short = [0u8; 16];
