@@ -6,13 +6,8 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, assert_problem, spawn_app};
 
 async fn patch_user(app: &TestApp, token: &str, id: i64, body: Value) -> reqwest::Response {
-    app.client
-        .patch(app.url(&format!("/api/v1/admin/users/{id}")))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
+    app.patch_json(&format!("/api/v1/admin/users/{id}"), &body, Some(token))
         .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -102,12 +102,11 @@ async fn revoked_unknown_and_malformed_keys_get_the_same_401() {
     let created = app.create_api_key(&user.token, &["read"]).await;
     let key = created["key"].as_str().unwrap().to_owned();
     let revoke = app
-        .client
-        .delete(app.url(&format!("/api/v1/users/me/api-keys/{}", created["id"])))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(
+            &format!("/api/v1/users/me/api-keys/{}", created["id"]),
+            Some(&user.token),
+        )
+        .await;
     assert_eq!(revoke.status(), StatusCode::NO_CONTENT);
 
     let unknown = format!("{}{}", &key[..key.len() - 4], "AAAA");
@@ -140,12 +139,11 @@ async fn another_users_key_cannot_be_revoked_and_looks_missing() {
     let other = app.new_user().await;
     let created = app.create_api_key(&owner.token, &["read"]).await;
     let response = app
-        .client
-        .delete(app.url(&format!("/api/v1/users/me/api-keys/{}", created["id"])))
-        .bearer_auth(&other.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(
+            &format!("/api/v1/users/me/api-keys/{}", created["id"]),
+            Some(&other.token),
+        )
+        .await;
     assert_problem(response, StatusCode::NOT_FOUND).await;
     let key = created["key"].as_str().unwrap();
     assert_eq!(
@@ -195,13 +193,12 @@ async fn the_key_of_a_disabled_account_stops_working() {
         .as_str()
         .unwrap()
         .to_owned();
-    app.client
-        .patch(app.url(&format!("/api/v1/admin/users/{}", user.id)))
-        .bearer_auth(&admin.token)
-        .json(&json!({ "disabled": true }))
-        .send()
-        .await
-        .unwrap();
+    app.patch_json(
+        &format!("/api/v1/admin/users/{}", user.id),
+        &json!({ "disabled": true }),
+        Some(&admin.token),
+    )
+    .await;
     let response = with_key(&app, reqwest::Method::GET, "/api/v1/users/me", &key).await;
     assert_problem(response, StatusCode::UNAUTHORIZED).await;
 }

@@ -103,34 +103,22 @@ async fn api_keys_films_and_admin_actions_are_audited_with_their_actor() {
     let user = app.new_user().await;
 
     let key = app.create_api_key(&user.token, &["read"]).await;
-    app.client
-        .delete(app.url(&format!("/api/v1/users/me/api-keys/{}", key["id"])))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap();
+    app.delete(
+        &format!("/api/v1/users/me/api-keys/{}", key["id"]),
+        Some(&user.token),
+    )
+    .await;
     let film = app.create_film(&user.token, "Audited", "Studio").await;
-    let film_url = app.url(&format!("/api/v1/films/{}", film["id"]));
-    app.client
-        .patch(&film_url)
-        .bearer_auth(&user.token)
-        .json(&json!({ "year": 2000 }))
-        .send()
-        .await
-        .unwrap();
-    app.client
-        .delete(&film_url)
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
-    app.client
-        .patch(app.url(&format!("/api/v1/admin/users/{}", user.id)))
-        .bearer_auth(&admin.token)
-        .json(&json!({ "role": "admin", "disabled": true }))
-        .send()
-        .await
-        .unwrap();
+    let film_path = format!("/api/v1/films/{}", film["id"]);
+    app.patch_json(&film_path, &json!({ "year": 2000 }), Some(&user.token))
+        .await;
+    app.delete(&film_path, Some(&admin.token)).await;
+    app.patch_json(
+        &format!("/api/v1/admin/users/{}", user.id),
+        &json!({ "role": "admin", "disabled": true }),
+        Some(&admin.token),
+    )
+    .await;
 
     for (action, actor) in [
         ("api_key.create", user.id),

@@ -11,58 +11,29 @@ async fn only_the_owner_may_change_or_delete_a_film() {
     let owner = app.new_user().await;
     let other = app.new_user().await;
     let film = app.create_film(&owner.token, "Paprika", "Madhouse").await;
-    let url = app.url(&format!("/api/v1/films/{}", film["id"]));
+    let path = format!("/api/v1/films/{}", film["id"]);
 
     let patch = app
-        .client
-        .patch(&url)
-        .bearer_auth(&other.token)
-        .json(&json!({ "name": "Stolen" }))
-        .send()
-        .await
-        .unwrap();
+        .patch_json(&path, &json!({ "name": "Stolen" }), Some(&other.token))
+        .await;
     assert_problem(patch, StatusCode::FORBIDDEN).await;
-    let delete = app
-        .client
-        .delete(&url)
-        .bearer_auth(&other.token)
-        .send()
-        .await
-        .unwrap();
+    let delete = app.delete(&path, Some(&other.token)).await;
     assert_problem(delete, StatusCode::FORBIDDEN).await;
 
-    let unchanged: serde_json::Value = app
-        .client
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let unchanged: serde_json::Value = app.get(&path, None).await.json().await.unwrap();
     assert_eq!(unchanged["name"], "Paprika");
 
     let patch = app
-        .client
-        .patch(&url)
-        .bearer_auth(&owner.token)
-        .json(&json!({ "name": "Paprika (2006)" }))
-        .send()
-        .await
-        .unwrap();
+        .patch_json(
+            &path,
+            &json!({ "name": "Paprika (2006)" }),
+            Some(&owner.token),
+        )
+        .await;
     assert_eq!(patch.status(), StatusCode::OK);
-    let delete = app
-        .client
-        .delete(&url)
-        .bearer_auth(&owner.token)
-        .send()
-        .await
-        .unwrap();
+    let delete = app.delete(&path, Some(&owner.token)).await;
     assert_eq!(delete.status(), StatusCode::NO_CONTENT);
-    assert_eq!(
-        app.client.get(&url).send().await.unwrap().status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(app.get(&path, None).await.status(), StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -71,24 +42,17 @@ async fn an_admin_may_change_and_delete_any_film() {
     let owner = app.new_user().await;
     let admin = app.new_admin().await;
     let film = app.create_film(&owner.token, "Akira", "TMS").await;
-    let url = app.url(&format!("/api/v1/films/{}", film["id"]));
+    let path = format!("/api/v1/films/{}", film["id"]);
 
     let patch = app
-        .client
-        .patch(&url)
-        .bearer_auth(&admin.token)
-        .json(&json!({ "studio": "Tokyo Movie Shinsha" }))
-        .send()
-        .await
-        .unwrap();
+        .patch_json(
+            &path,
+            &json!({ "studio": "Tokyo Movie Shinsha" }),
+            Some(&admin.token),
+        )
+        .await;
     assert_eq!(patch.status(), StatusCode::OK);
-    let delete = app
-        .client
-        .delete(&url)
-        .bearer_auth(&admin.token)
-        .send()
-        .await
-        .unwrap();
+    let delete = app.delete(&path, Some(&admin.token)).await;
     assert_eq!(delete.status(), StatusCode::NO_CONTENT);
 }
 
@@ -97,13 +61,12 @@ async fn curated_films_without_an_owner_are_admin_only() {
     let app = spawn_app_with_catalogue().await;
     let user = app.new_user().await;
     let patch = app
-        .client
-        .patch(app.url("/api/v1/films/1"))
-        .bearer_auth(&user.token)
-        .json(&json!({ "name": "Defrosted" }))
-        .send()
-        .await
-        .unwrap();
+        .patch_json(
+            "/api/v1/films/1",
+            &json!({ "name": "Defrosted" }),
+            Some(&user.token),
+        )
+        .await;
     assert_problem(patch, StatusCode::FORBIDDEN).await;
 }
 

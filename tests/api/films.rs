@@ -166,16 +166,15 @@ async fn patch_changes_only_the_fields_sent_and_null_clears_the_year() {
         )
         .await;
     let film: Value = created.json().await.unwrap();
-    let url = app.url(&format!("/api/v1/films/{}", film["id"]));
+    let path = format!("/api/v1/films/{}", film["id"]);
 
     let renamed: Value = app
-        .client
-        .patch(&url)
-        .bearer_auth(&user.token)
-        .json(&json!({ "name": "Perfect Blue (1997)" }))
-        .send()
+        .patch_json(
+            &path,
+            &json!({ "name": "Perfect Blue (1997)" }),
+            Some(&user.token),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -184,27 +183,15 @@ async fn patch_changes_only_the_fields_sent_and_null_clears_the_year() {
     assert_eq!(renamed["year"], 1997);
 
     let cleared: Value = app
-        .client
-        .patch(&url)
-        .bearer_auth(&user.token)
-        .json(&json!({ "year": null }))
-        .send()
+        .patch_json(&path, &json!({ "year": null }), Some(&user.token))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(cleared["year"], Value::Null);
     assert_eq!(cleared["name"], "Perfect Blue (1997)");
 
-    let empty = app
-        .client
-        .patch(&url)
-        .bearer_auth(&user.token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let empty = app.patch_json(&path, &json!({}), Some(&user.token)).await;
     assert_problem(empty, StatusCode::BAD_REQUEST).await;
 }
 
@@ -216,44 +203,33 @@ async fn votes_are_one_per_user_and_film_and_can_be_changed_or_withdrawn() {
     let film = app
         .create_film(&owner.token, "Howl's Moving Castle", "Studio Ghibli")
         .await;
-    let vote_url = app.url(&format!("/api/v1/films/{}/vote", film["id"]));
-    let vote = |token: String, value: &'static str| {
-        let request = app
-            .client
-            .put(&vote_url)
-            .bearer_auth(token)
-            .json(&json!({ "vote": value }));
-        async move {
-            let response = request.send().await.unwrap();
-            assert_eq!(response.status(), StatusCode::OK);
-            let film: Value = response.json().await.unwrap();
-            (
-                film["likes"].as_i64().unwrap(),
-                film["dislikes"].as_i64().unwrap(),
-            )
-        }
+    let vote_path = format!("/api/v1/films/{}/vote", film["id"]);
+    let vote = async |token: &str, value: &str| {
+        let response = app
+            .put_json(&vote_path, &json!({ "vote": value }), Some(token))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let film: Value = response.json().await.unwrap();
+        (
+            film["likes"].as_i64().unwrap(),
+            film["dislikes"].as_i64().unwrap(),
+        )
     };
 
-    assert_eq!(vote(fan.token.clone(), "like").await, (1, 0));
+    assert_eq!(vote(&fan.token, "like").await, (1, 0));
     assert_eq!(
-        vote(fan.token.clone(), "like").await,
+        vote(&fan.token, "like").await,
         (1, 0),
         "repeating is idempotent"
     );
-    assert_eq!(vote(owner.token.clone(), "like").await, (2, 0));
+    assert_eq!(vote(&owner.token, "like").await, (2, 0));
     assert_eq!(
-        vote(fan.token.clone(), "dislike").await,
+        vote(&fan.token, "dislike").await,
         (1, 1),
         "a vote can change"
     );
 
-    let withdrawn = app
-        .client
-        .delete(&vote_url)
-        .bearer_auth(&fan.token)
-        .send()
-        .await
-        .unwrap();
+    let withdrawn = app.delete(&vote_path, Some(&fan.token)).await;
     assert_eq!(withdrawn.status(), StatusCode::OK);
     let film: Value = withdrawn.json().await.unwrap();
     assert_eq!(
@@ -262,23 +238,17 @@ async fn votes_are_one_per_user_and_film_and_can_be_changed_or_withdrawn() {
     );
 
     let bad_vote = app
-        .client
-        .put(&vote_url)
-        .bearer_auth(&fan.token)
-        .json(&json!({ "vote": "love" }))
-        .send()
-        .await
-        .unwrap();
+        .put_json(&vote_path, &json!({ "vote": "love" }), Some(&fan.token))
+        .await;
     assert_problem(bad_vote, StatusCode::BAD_REQUEST).await;
 
     let missing = app
-        .client
-        .put(app.url("/api/v1/films/424242/vote"))
-        .bearer_auth(&fan.token)
-        .json(&json!({ "vote": "like" }))
-        .send()
-        .await
-        .unwrap();
+        .put_json(
+            "/api/v1/films/424242/vote",
+            &json!({ "vote": "like" }),
+            Some(&fan.token),
+        )
+        .await;
     assert_problem(missing, StatusCode::NOT_FOUND).await;
 }
 
@@ -290,20 +260,15 @@ async fn deleting_a_film_deletes_it_and_its_votes() {
         .create_film(&user.token, "Mind Game", "Studio 4°C")
         .await;
     let id = film["id"].as_i64().unwrap();
-    app.client
-        .put(app.url(&format!("/api/v1/films/{id}/vote")))
-        .bearer_auth(&user.token)
-        .json(&json!({ "vote": "like" }))
-        .send()
-        .await
-        .unwrap();
+    app.put_json(
+        &format!("/api/v1/films/{id}/vote"),
+        &json!({ "vote": "like" }),
+        Some(&user.token),
+    )
+    .await;
     let response = app
-        .client
-        .delete(app.url(&format!("/api/v1/films/{id}")))
-        .bearer_auth(&user.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/api/v1/films/{id}"), Some(&user.token))
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
     let votes: i64 = sqlx::query_scalar("SELECT count(*) FROM votes WHERE film_id = ?1")
         .bind(id)

@@ -16,7 +16,7 @@ use filmvault::{
     startup::Application,
     telemetry::{self, CapturedLogs},
 };
-use reqwest::{Response, StatusCode};
+use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
@@ -194,8 +194,17 @@ impl TestApp {
             .expect("a TLS client")
     }
 
-    pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
-        let mut request = self.client.post(self.url(path)).json(body);
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        token: Option<&str>,
+    ) -> Response {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -203,11 +212,23 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
-        let mut request = self.client.get(self.url(path));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.expect("the request is sent")
+        self.send(Method::GET, path, None, token).await
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        self.send(Method::POST, path, Some(body), token).await
+    }
+
+    pub async fn put_json(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        self.send(Method::PUT, path, Some(body), token).await
+    }
+
+    pub async fn patch_json(&self, path: &str, body: &Value, token: Option<&str>) -> Response {
+        self.send(Method::PATCH, path, Some(body), token).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        self.send(Method::DELETE, path, None, token).await
     }
 
     pub async fn register(&self, username: &str, password: &str) -> Response {

@@ -21,13 +21,12 @@ async fn each_request_logs_one_line_with_route_pattern_status_latency_ip_and_use
     let user = app.new_user().await;
     let film = app.create_film(&user.token, "Logged", "Studio").await;
     let response = app
-        .client
-        .patch(app.url(&format!("/api/v1/films/{}", film["id"])))
-        .bearer_auth(&user.token)
-        .json(&json!({ "year": 1999 }))
-        .send()
-        .await
-        .unwrap();
+        .patch_json(
+            &format!("/api/v1/films/{}", film["id"]),
+            &json!({ "year": 1999 }),
+            Some(&user.token),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let request_id = response.headers()["x-request-id"]
         .to_str()

@@ -18,13 +18,12 @@ async fn after_a_password_change_old_sessions_end_and_the_new_password_logs_in()
         .to_owned();
 
     let response = app
-        .client
-        .put(app.url("/api/v1/users/me/password"))
-        .bearer_auth(&access)
-        .json(&json!({ "current_password": user.password, "new_password": NEW_PASSWORD }))
-        .send()
-        .await
-        .unwrap();
+        .put_json(
+            "/api/v1/users/me/password",
+            &json!({ "current_password": user.password, "new_password": NEW_PASSWORD }),
+            Some(&access),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 
     assert_problem(app.refresh(&refresh).await, StatusCode::UNAUTHORIZED).await;
@@ -58,13 +57,12 @@ async fn a_wrong_current_password_is_401_and_counts_toward_the_login_limit() {
     let user = app.new_user().await; // its login used one attempt
     for _ in 0..2 {
         let response = app
-            .client
-            .put(app.url("/api/v1/users/me/password"))
-            .bearer_auth(&user.token)
-            .json(&json!({ "current_password": "not-my-password", "new_password": NEW_PASSWORD }))
-            .send()
-            .await
-            .unwrap();
+            .put_json(
+                "/api/v1/users/me/password",
+                &json!({ "current_password": "not-my-password", "new_password": NEW_PASSWORD }),
+                Some(&user.token),
+            )
+            .await;
         assert_problem(response, StatusCode::UNAUTHORIZED).await;
     }
     let response = app.login(&user.username, &user.password).await;
@@ -78,13 +76,12 @@ async fn the_new_password_follows_the_registration_rules() {
     let user = app.new_user().await;
     for new_password in ["short", "password1234", user.password.as_str()] {
         let response = app
-            .client
-            .put(app.url("/api/v1/users/me/password"))
-            .bearer_auth(&user.token)
-            .json(&json!({ "current_password": user.password, "new_password": new_password }))
-            .send()
-            .await
-            .unwrap();
+            .put_json(
+                "/api/v1/users/me/password",
+                &json!({ "current_password": user.password, "new_password": new_password }),
+                Some(&user.token),
+            )
+            .await;
         let body = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
         assert_eq!(body["errors"][0]["field"], "new_password");
     }

@@ -121,13 +121,12 @@ async fn disabling_a_user_stops_their_refresh_and_access_tokens_at_once() {
     let (access, refresh) = app.token_pair(&user.username, &user.password).await;
 
     let response = app
-        .client
-        .patch(app.url(&format!("/api/v1/admin/users/{}", user.id)))
-        .bearer_auth(&admin.token)
-        .json(&json!({ "disabled": true }))
-        .send()
-        .await
-        .unwrap();
+        .patch_json(
+            &format!("/api/v1/admin/users/{}", user.id),
+            &json!({ "disabled": true }),
+            Some(&admin.token),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     let profile: Value = response.json().await.unwrap();
     assert_eq!(profile["disabled"], true);
@@ -145,13 +144,12 @@ async fn disabling_a_user_stops_their_refresh_and_access_tokens_at_once() {
     .await;
 
     // Re-enabled, the user logs in again; the old tokens stay dead.
-    app.client
-        .patch(app.url(&format!("/api/v1/admin/users/{}", user.id)))
-        .bearer_auth(&admin.token)
-        .json(&json!({ "disabled": false }))
-        .send()
-        .await
-        .unwrap();
+    app.patch_json(
+        &format!("/api/v1/admin/users/{}", user.id),
+        &json!({ "disabled": false }),
+        Some(&admin.token),
+    )
+    .await;
     let (fresh, _) = app.token_pair(&user.username, &user.password).await;
     assert_eq!(
         app.get("/api/v1/users/me", Some(&fresh)).await.status(),
@@ -178,13 +176,12 @@ async fn a_role_change_ends_the_users_sessions_so_the_old_role_cannot_linger() {
     );
 
     let response = app
-        .client
-        .patch(app.url(&format!("/api/v1/admin/users/{}", other_admin.id)))
-        .bearer_auth(&admin.token)
-        .json(&json!({ "role": "user" }))
-        .send()
-        .await
-        .unwrap();
+        .patch_json(
+            &format!("/api/v1/admin/users/{}", other_admin.id),
+            &json!({ "role": "user" }),
+            Some(&admin.token),
+        )
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
 
     assert_problem(
