@@ -48,11 +48,12 @@ pub fn trimmed<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::
     })
 }
 
-/// Like `trimmed`, for optional fields.
-pub fn trimmed_option<'de, D: Deserializer<'de>>(
+/// Like `trimmed`, for fields that may be left out (with `#[serde(default)]`) but, when
+/// present, must be a string: an explicit `null` is refused rather than read as "absent".
+pub fn trimmed_if_present<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
-    Ok(Option::<String>::deserialize(deserializer)?.map(|v| v.trim().to_owned()))
+    trimmed(deserializer).map(Some)
 }
 
 /// Escapes `%`, `_` and `\` so a search term matches literally inside `LIKE ... ESCAPE '\'`.

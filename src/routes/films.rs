@@ -79,17 +79,18 @@ impl TryFrom<CreateFilmRequest> for NewFilm {
     }
 }
 
-/// Absent fields are left alone; `"year": null` clears the year. At least one field.
+/// Absent fields are left alone; `"year": null` clears the year (a name or studio cannot be
+/// null). At least one field.
 #[derive(Debug, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateFilmRequest {
-    #[serde(default, deserialize_with = "text::trimmed_option")]
+    #[serde(default, deserialize_with = "text::trimmed_if_present")]
     #[validate(custom(function = FilmName::validate))]
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(value_type = String, min_length = 1, max_length = 200)]
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "text::trimmed_option")]
+    #[serde(default, deserialize_with = "text::trimmed_if_present")]
     #[validate(custom(function = StudioName::validate))]
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(value_type = String, min_length = 1, max_length = 100)]
     pub studio: Option<String>,
     #[serde(default, deserialize_with = "present_or_null")]
     #[validate(custom(function = ReleaseYear::validate))]

@@ -193,6 +193,15 @@ async fn patch_changes_only_the_fields_sent_and_null_clears_the_year() {
 
     let empty = app.patch_json(&path, &json!({}), Some(&user.token)).await;
     assert_problem(empty, StatusCode::BAD_REQUEST).await;
+
+    // A name can be changed, never removed: null is refused, not read as "leave it".
+    let nameless = app
+        .patch_json(&path, &json!({ "name": null }), Some(&user.token))
+        .await;
+    let problem = assert_problem(nameless, StatusCode::BAD_REQUEST).await;
+    assert_eq!(problem["errors"][0]["field"], "name");
+    let unchanged: Value = app.get(&path, None).await.json().await.unwrap();
+    assert_eq!(unchanged["name"], "Perfect Blue (1997)");
 }
 
 #[tokio::test]
