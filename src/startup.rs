@@ -36,7 +36,7 @@ use crate::{
         limits::limit_request_head,
         login_monitor::LoginMonitor,
         overload::{InFlightLimit, limit_in_flight},
-        rate_limit::{Limiters, LoginThrottle, RateLimit},
+        rate_limit::{Limiters, LoginThrottle},
         tls,
     },
     state::AppState,
@@ -52,8 +52,6 @@ pub struct Application {
     metrics_port: Option<u16>,
     server: Server,
     metrics_server: Option<Server>,
-    limiters: Limiters,
-    state: web::Data<AppState>,
 }
 
 impl Application {
@@ -89,21 +87,13 @@ impl Application {
             }
             None => (None, None),
         };
-        let server = serve(
-            http_listener,
-            tls,
-            https_port,
-            state.clone(),
-            limiters.clone(),
-        )?;
+        let server = serve(http_listener, tls, https_port, state, limiters)?;
         Ok(Self {
             port,
             https_port,
             metrics_port,
             server,
             metrics_server,
-            limiters,
-            state,
         })
     }
 
@@ -119,11 +109,6 @@ impl Application {
     /// The port of the separate metrics listener, when `METRICS_ADDR` is set.
     pub fn metrics_port(&self) -> Option<u16> {
         self.metrics_port
-    }
-
-    /// Keys held by the rate limiters right now.
-    pub fn rate_limiter_keys(&self) -> usize {
-        self.limiters.tracked_keys() + self.state.login_throttle.tracked_keys()
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
@@ -231,7 +216,7 @@ fn serve(
             .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
             .configure(|cfg| mount_routes(cfg, &limiters))
             .default_service(web::to(routes::not_found))
-            .wrap(RateLimit::new(&limiters.global, limiters.replenish.global))
+            .wrap(limiters.global.clone())
             .wrap(from_fn(move |req, next| {
                 limit_in_flight(in_flight.clone(), req, next)
             }))
@@ -270,9 +255,8 @@ fn serve(
 
 /// Every route of the service. Public so the OpenAPI drift test can mount exactly these.
 pub fn mount_routes(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
-    let periods = limiters.replenish;
     // The auth routes have their own, stricter limiter instead of the write budget.
-    let writes = || RateLimit::new(&limiters.write, periods.write);
+    let writes = || limiters.write.clone();
     let api = web::scope("/api/v1")
         .service(web::scope("/auth").configure(|cfg| routes::auth::configure(cfg, limiters)))
         .service(

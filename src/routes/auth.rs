@@ -22,17 +22,14 @@ use crate::{
     },
     error::{ApiError, Problem},
     extract::{ForField, Json},
-    security::{
-        login_monitor::Suspicion,
-        rate_limit::{Limiters, RateLimit},
-    },
+    security::{login_monitor::Suspicion, rate_limit::Limiters},
     state::AppState,
 };
 
 /// Register, login and refresh are what a brute-force attack hammers: each also passes the
 /// strict per-IP limit.
 pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
-    let strict = || RateLimit::new(&limiters.auth, limiters.replenish.auth);
+    let strict = || limiters.auth.clone();
     cfg.service(
         web::resource("/register")
             .wrap(strict())

@@ -15,7 +15,7 @@ use crate::{
     error::ApiError,
     extract::{Json, Query},
     routes::films::{self, CreateFilmRequest},
-    security::rate_limit::{Limiters, RateLimit},
+    security::rate_limit::Limiters,
     state::AppState,
 };
 
@@ -31,7 +31,7 @@ pub fn deprecation_headers() -> DefaultHeaders {
 pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
     let limited = |resource: actix_web::Resource| {
         resource
-            .wrap(RateLimit::new(&limiters.legacy, limiters.replenish.write))
+            .wrap(limiters.legacy.clone())
             .wrap(deprecation_headers())
     };
     cfg.service(limited(

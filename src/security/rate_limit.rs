@@ -15,6 +15,7 @@
 //! passed (`rate_limit_headers`).
 
 use std::{
+    hash::Hash,
     net::{IpAddr, Ipv6Addr},
     num::NonZeroU32,
     rc::Rc,
@@ -27,7 +28,8 @@ use actix_governor::{
     governor::{
         DefaultKeyedRateLimiter, NotUntil, Quota as GovernorQuota, RateLimiter,
         clock::{Clock, DefaultClock, QuantaInstant},
-        middleware::StateInformationMiddleware,
+        middleware::{RateLimitingMiddleware, StateInformationMiddleware},
+        state::keyed::ShrinkableKeyedStateStore,
     },
 };
 use actix_web::{
@@ -190,73 +192,30 @@ impl KeyExtractor for PrincipalKeyExtractor {
     }
 }
 
-pub type IpLimiterConfig = GovernorConfig<ClientIpKey, StateInformationMiddleware>;
-pub type GlobalLimiterConfig = GovernorConfig<GlobalKey, StateInformationMiddleware>;
-pub type PrincipalLimiterConfig = GovernorConfig<PrincipalKeyExtractor, StateInformationMiddleware>;
-
-/// The limiter configurations, built once for all workers (each holds its shared state).
+/// The limiters, built once for all workers (each holds its shared state); every scope wraps
+/// a clone of the one it needs.
 #[derive(Clone)]
 pub struct Limiters {
-    pub global: GlobalLimiterConfig,
-    pub auth: IpLimiterConfig,
+    pub global: RateLimit<GlobalKey>,
+    pub auth: RateLimit<ClientIpKey>,
     /// POST/PUT/PATCH/DELETE of the versioned API.
-    pub write: PrincipalLimiterConfig,
+    pub write: RateLimit<PrincipalKeyExtractor>,
     /// The seed's routes, every method: voting there is a GET.
-    pub legacy: PrincipalLimiterConfig,
-    pub replenish: LimiterPeriods,
-}
-
-/// Replenish interval of each limiter, to compute `X-RateLimit-Reset`.
-#[derive(Debug, Clone, Copy)]
-pub struct LimiterPeriods {
-    pub global: Duration,
-    pub auth: Duration,
-    pub write: Duration,
-}
-
-fn ip_limiter<K: KeyExtractor>(
-    quota: Quota,
-    key: K,
-) -> GovernorConfig<K, StateInformationMiddleware> {
-    GovernorConfigBuilder::default()
-        .period(quota.replenish_interval())
-        .burst_size(quota.count)
-        .key_extractor(key)
-        .use_headers()
-        .finish()
-        .expect("a validated quota has a positive count and period")
-}
-
-fn principal_limiter(
-    quota: Quota,
-    state: &web::Data<AppState>,
-    methods: Option<Vec<Method>>,
-) -> PrincipalLimiterConfig {
-    let mut builder = GovernorConfigBuilder::default();
-    builder
-        .period(quota.replenish_interval())
-        .burst_size(quota.count);
-    if let Some(methods) = methods {
-        builder.methods(methods);
-    }
-    builder
-        .key_extractor(PrincipalKeyExtractor {
-            state: state.clone(),
-        })
-        .use_headers()
-        .finish()
-        .expect("a validated quota has a positive count and period")
+    pub legacy: RateLimit<PrincipalKeyExtractor>,
 }
 
 impl Limiters {
     pub fn new(state: &web::Data<AppState>) -> Self {
         let limits = &state.settings.rate_limits;
+        let principal = PrincipalKeyExtractor {
+            state: state.clone(),
+        };
         Self {
-            global: ip_limiter(limits.global, GlobalKey),
-            auth: ip_limiter(limits.auth, ClientIpKey),
-            write: principal_limiter(
+            global: RateLimit::new(limits.global, GlobalKey, None),
+            auth: RateLimit::new(limits.auth, ClientIpKey, None),
+            write: RateLimit::new(
                 limits.write,
-                state,
+                principal.clone(),
                 Some(vec![
                     Method::POST,
                     Method::PUT,
@@ -264,37 +223,36 @@ impl Limiters {
                     Method::DELETE,
                 ]),
             ),
-            legacy: principal_limiter(limits.write, state, None),
-            replenish: LimiterPeriods {
-                global: limits.global.replenish_interval(),
-                auth: limits.auth.replenish_interval(),
-                write: limits.write.replenish_interval(),
-            },
+            legacy: RateLimit::new(limits.write, principal, None),
         }
     }
 
-    /// Forgets keys whose bucket is full again: memory follows the clients active within the
-    /// last burst period, not every client ever seen.
     pub fn retain_recent(&self) {
-        let global = self.global.limiter();
-        global.retain_recent();
-        global.shrink_to_fit();
-        let auth = self.auth.limiter();
-        auth.retain_recent();
-        auth.shrink_to_fit();
-        for limiter in [self.write.limiter(), self.legacy.limiter()] {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
-        }
+        forget_full_buckets(&self.global.config.limiter());
+        forget_full_buckets(&self.auth.config.limiter());
+        forget_full_buckets(&self.write.config.limiter());
+        forget_full_buckets(&self.legacy.config.limiter());
     }
 
     /// Keys currently held by all limiters (for metrics and the memory benchmark).
     pub fn tracked_keys(&self) -> usize {
-        self.global.limiter().len()
-            + self.auth.limiter().len()
-            + self.write.limiter().len()
-            + self.legacy.limiter().len()
+        self.global.config.limiter().len()
+            + self.auth.config.limiter().len()
+            + self.write.config.limiter().len()
+            + self.legacy.config.limiter().len()
     }
+}
+
+/// Forgets keys whose bucket is full again: memory follows the clients active within the
+/// last burst period, not every client ever seen.
+fn forget_full_buckets<K, S, M>(limiter: &RateLimiter<K, S, DefaultClock, M>)
+where
+    K: Hash,
+    S: ShrinkableKeyedStateStore<K>,
+    M: RateLimitingMiddleware<QuantaInstant>,
+{
+    limiter.retain_recent();
+    limiter.shrink_to_fit();
 }
 
 /// The rate-limit state of one limiter as seen on a response.
@@ -326,20 +284,27 @@ fn header_u64(headers: &actix_web::http::header::HeaderMap, name: &HeaderName) -
 /// The wrapped service's future is boxed before actix-governor sees it: in header mode it
 /// needs that future to be `Unpin`, which the opaque types of `Scope::wrap` and
 /// `Resource::wrap` cannot promise, so limiters could not otherwise be stacked.
+#[derive(Clone)]
 pub struct RateLimit<K: KeyExtractor> {
     config: GovernorConfig<K, StateInformationMiddleware>,
     replenish: Duration,
 }
 
 impl<K: KeyExtractor> RateLimit<K> {
-    pub fn new(
-        config: &GovernorConfig<K, StateInformationMiddleware>,
-        replenish: Duration,
-    ) -> Self {
-        Self {
-            config: config.clone(),
-            replenish,
+    /// `methods`: the only methods counted (`None`: all).
+    fn new(quota: Quota, key: K, methods: Option<Vec<Method>>) -> Self {
+        let replenish = quota.replenish_interval();
+        let mut builder = GovernorConfigBuilder::default();
+        builder.period(replenish).burst_size(quota.count);
+        if let Some(methods) = methods {
+            builder.methods(methods);
         }
+        let config = builder
+            .key_extractor(key)
+            .use_headers()
+            .finish()
+            .expect("a validated quota has a positive count and period");
+        Self { config, replenish }
     }
 }
 
@@ -481,8 +446,7 @@ impl LoginThrottle {
 
     /// Forgets usernames whose budget is full again, so the map does not grow without bound.
     pub fn retain_recent(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        forget_full_buckets(&self.limiter);
     }
 
     pub fn tracked_keys(&self) -> usize {
@@ -512,14 +476,15 @@ mod tests {
 
     #[test]
     fn the_purge_forgets_clients_whose_bucket_is_full_again() {
-        let config = ip_limiter(
+        let limit = RateLimit::new(
             Quota {
                 count: 1000,
                 per: Duration::from_secs(1),
             },
             ClientIpKey,
+            None,
         );
-        let limiter = config.limiter();
+        let limiter = limit.config.limiter();
         for i in 0..10_000u32 {
             let ip = IpAddr::from(i.to_be_bytes());
             assert!(limiter.check_key(&ip).is_ok());
@@ -527,7 +492,7 @@ mod tests {
         assert_eq!(limiter.len(), 10_000);
         // One request refills in 1 ms at 1000/s.
         std::thread::sleep(Duration::from_millis(20));
-        limiter.retain_recent();
+        forget_full_buckets(&limiter);
         assert_eq!(limiter.len(), 0);
     }
 
