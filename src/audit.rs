@@ -3,8 +3,9 @@
 //! An event that records a change is written in the same transaction as the change
 //! (`record`), so there is never a change without its record or a record without its change.
 //! Events without a transaction (failed logins, 401/403/429) go through a bounded queue to a
-//! background writer (`AuditQueue`): the request never waits on them, and if the queue is ever
-//! full the loss is logged as an error and counted in the metrics, never silent.
+//! background writer (`AuditQueue`): the request never waits on them, and an event the table
+//! does not get (the queue full, the write failed) is logged in full with an error and counted
+//! in the metrics, never lost silently.
 
 use std::{
     net::IpAddr,
@@ -27,7 +28,10 @@ use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
 use tokio::sync::mpsc;
 
 use crate::{
-    auth::extractor::Principal, security::client_ip::ClientIp, state::AppState,
+    auth::extractor::Principal,
+    domain::{Page, Paginated},
+    security::client_ip::ClientIp,
+    state::AppState,
     telemetry::RequestId,
 };
 
@@ -209,18 +213,10 @@ impl AuditQueue {
 
     pub fn submit(&self, event: AuditEvent) {
         if let Err(error) = self.sender.try_send(event) {
-            let event = match error {
-                mpsc::error::TrySendError::Full(event)
-                | mpsc::error::TrySendError::Closed(event) => event,
-            };
-            metrics::counter!("audit_events_dropped_total").increment(1);
-            tracing::error!(
-                target: "audit",
-                action = event.action,
-                outcome = ?event.outcome,
-                request_id = event.request_id.as_deref(),
-                "audit queue full: the event is only in this log line"
-            );
+            let cause = error.to_string();
+            let (mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event)) =
+                error;
+            log_unstored(std::slice::from_ref(&event), &cause);
         }
     }
 }
@@ -229,17 +225,24 @@ async fn write_queued(writer: SqlitePool, mut receiver: mpsc::Receiver<AuditEven
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while receiver.recv_many(&mut batch, WRITE_BATCH).await > 0 {
         if let Err(error) = write_batch(&writer, &batch).await {
-            tracing::error!(
-                target: "audit",
-                error = %error,
-                events = batch.len(),
-                "audit events could not be stored; they are only in the log"
-            );
-            for event in &batch {
-                event.log();
-            }
+            log_unstored(&batch, &error);
         }
         batch.clear();
+    }
+}
+
+/// The last resort for events the table did not get: an error line, a counter, and every
+/// event in full in the log.
+fn log_unstored(events: &[AuditEvent], cause: &dyn std::fmt::Display) {
+    metrics::counter!("audit_events_dropped_total").increment(events.len() as u64);
+    tracing::error!(
+        target: "audit",
+        cause = %cause,
+        events = events.len(),
+        "audit events could not be stored; they are only in the log"
+    );
+    for event in events {
+        event.log();
     }
 }
 
@@ -308,8 +311,8 @@ pub struct EventFilter {
 pub async fn list(
     reader: &SqlitePool,
     filter: &EventFilter,
-    page: crate::domain::Page,
-) -> sqlx::Result<crate::domain::Paginated<StoredEvent>> {
+    page: Page,
+) -> sqlx::Result<Paginated<StoredEvent>> {
     let items = sqlx::query_as(
         "SELECT id, occurred_at, request_id, actor_id, client_ip, action, target, outcome, reason
          FROM audit_events
@@ -340,7 +343,7 @@ pub async fn list(
     .bind(&filter.until)
     .fetch_one(reader)
     .await?;
-    Ok(crate::domain::Paginated {
+    Ok(Paginated {
         items,
         total,
         limit: page.limit,
