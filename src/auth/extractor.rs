@@ -116,10 +116,7 @@ impl<A: Access + 'static> FromRequest for Authenticated<A> {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let principal = authenticate(&req).await?.ok_or(ApiError::Unauthenticated)?;
-            if !A::permits(&principal) {
-                return Err(ApiError::Forbidden);
-            }
+            let principal = MaybeAuthenticated(authenticate(&req).await?).require::<A>()?;
             Ok(Self {
                 principal,
                 access: PhantomData,

@@ -133,7 +133,7 @@ pub async fn rotate(
         return Ok(Rotation::Refused);
     };
     match stored.revoked_reason.as_deref() {
-        Some("rotated") => {
+        Some(reason) if reason == RevokeReason::Rotated.as_str() => {
             revoke_family(&mut tx, &stored.family_id, RevokeReason::Reuse).await?;
             let event = audit
                 .event("auth.refresh_reuse", Outcome::Failure)
