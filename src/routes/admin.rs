@@ -59,9 +59,10 @@ pub struct UpdateUserRequest {
     pub disabled: Option<bool>,
 }
 
-/// Changing a role or disabling ends the user's sessions at once (refresh and access tokens).
-/// Change an account's role or disable it; either ends the user's sessions at once. The last
-/// active admin cannot be demoted or disabled (409).
+/// Change an account's role or disable it.
+///
+/// Either ends the user's sessions at once (refresh and access tokens). The last active
+/// admin cannot be demoted or disabled (409).
 #[utoipa::path(patch, path = "/api/v1/admin/users/{id}", tag = "admin", params(("id" = i64, Path)),
     request_body = UpdateUserRequest, security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "The changed account", body = UserProfile),

@@ -168,10 +168,10 @@ fn login_target(username: &str) -> String {
     }
 }
 
-/// Unknown user, wrong password and disabled account take the same path: one argon2
-/// verification, then the same 401 body. Only the audit trail (admins) tells them apart.
-/// Log in: an access token and a refresh token for a new session. Unknown user, wrong
-/// password and disabled account all get the same 401.
+/// Log in: an access token and a refresh token for a new session.
+///
+/// Unknown user, wrong password and disabled account take the same path (one argon2
+/// verification) and get the same 401 body; only the audit trail (admins) tells them apart.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, description = "The session's tokens", body = TokenResponse)))]
 pub(crate) async fn login(
@@ -276,9 +276,9 @@ fn report_suspicion(state: &AppState, audit: &AuditContext, suspicion: &Suspicio
     state.audit.submit(event);
 }
 
-/// Rotation: the presented token is spent, a new one of the same session comes back.
-/// Exchange a refresh token for a new pair. The presented token is spent; presenting a spent
-/// one again ends the whole session.
+/// Exchange a refresh token for a new pair of the same session.
+///
+/// The presented token is spent; presenting a spent one again ends the whole session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, description = "The session's new tokens", body = TokenResponse)))]
 pub(crate) async fn refresh_tokens(
@@ -317,8 +317,7 @@ pub(crate) async fn refresh_tokens(
     }
 }
 
-/// Ends the caller's session: its refresh tokens and its access tokens stop working now.
-/// End the caller's session: its refresh and access tokens stop working.
+/// End the caller's session: its refresh and access tokens stop working now.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204, description = "Logged out")))]
 pub(crate) async fn logout(

@@ -75,8 +75,10 @@ fn parse_film_id(field: &str, raw: &str) -> Result<i64, ApiError> {
         })
 }
 
-/// `GET /`: a random film. With `?like=ID` or `?dislike=ID` (authenticated), first records
-/// the caller's vote on film ID.
+/// `GET /`: a random film.
+///
+/// With `?like=ID` or `?dislike=ID` (authenticated), first records the caller's vote on
+/// film ID.
 #[utoipa::path(get, path = "/", tag = "seed", params(VoteQuery),
     security((), ("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "A random film", body = Film,

@@ -64,10 +64,10 @@ pub struct ChangePasswordRequest {
     pub new_password: String,
 }
 
+/// Change the password. Every session of the user ends (API keys stay).
+///
 /// A wrong current password is a 401 and counts against the username's login budget, so
 /// this route is no side door for guessing.
-/// Change the password. Every session of the user ends (API keys stay). A wrong current
-/// password is a 401 and counts against the username's login budget.
 #[utoipa::path(put, path = "/api/v1/users/me/password", tag = "users",
     request_body = ChangePasswordRequest, security(("bearer" = [])),
     responses((status = 204, description = "Changed; log in again")))]

@@ -93,6 +93,19 @@ async fn every_mounted_route_is_described_and_every_description_is_mounted() {
 }
 
 #[actix_web::test]
+async fn every_operation_has_a_one_line_summary() {
+    let (document, operations) = described_operations().await;
+    for (path, method) in operations {
+        let summary = &document["paths"][&path][method.to_lowercase()]["summary"];
+        let summary = summary.as_str().unwrap_or_default();
+        assert!(
+            !summary.is_empty() && !summary.contains('\n'),
+            "{method} {path}: the summary is one line, details go in the description: {summary:?}"
+        );
+    }
+}
+
+#[actix_web::test]
 async fn the_document_is_openapi_3_1_with_both_security_schemes_and_problem_errors() {
     let (document, _) = described_operations().await;
     assert_eq!(document["openapi"], "3.1.0");
