@@ -144,11 +144,7 @@ impl AuditContext {
     }
 
     pub fn client_ip(&self) -> Option<IpAddr> {
-        self.request
-            .as_ref()?
-            .extensions()
-            .get::<ClientIp>()
-            .map(|ip| ip.0)
+        ClientIp::of(self.request.as_ref()?)
     }
 
     fn of(request: &HttpRequest) -> Self {

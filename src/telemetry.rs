@@ -7,7 +7,6 @@
 
 use std::{
     io,
-    net::IpAddr,
     sync::{Arc, Mutex},
     time::Instant,
 };
@@ -116,7 +115,7 @@ impl RootSpanBuilder for RequestSpan {
             .get::<RequestId>()
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
-        let client_ip = extensions.get::<ClientIp>().map(|ip| ip.0);
+        let client_ip = ClientIp::of(request);
         tracing::info_span!(
             "request",
             method = %request.method(),
@@ -156,10 +155,6 @@ pub fn record_user(request: &actix_web::HttpRequest, user_id: i64) {
     if let Some(span) = request.extensions().get::<tracing_actix_web::RootSpan>() {
         span.record("user_id", user_id);
     }
-}
-
-pub fn client_ip_of(request: &actix_web::HttpRequest) -> Option<IpAddr> {
-    request.extensions().get::<ClientIp>().map(|ip| ip.0)
 }
 
 /// A subscriber that writes to `writer`, filtered by `filter` (RUST_LOG syntax).

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use actix_web::dev::ServiceRequest;
+use actix_web::{HttpMessage, dev::ServiceRequest};
 use ipnet::IpNet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,11 @@ impl ClientIp {
             .get_all("x-forwarded-for")
             .filter_map(|value| value.to_str().ok());
         Self(client_address(peer, forwarded, trusted_proxies))
+    }
+
+    /// The client IP `telemetry::request_context` resolved for this request.
+    pub fn of(request: &impl HttpMessage) -> Option<IpAddr> {
+        request.extensions().get::<Self>().map(|ip| ip.0)
     }
 }
 

@@ -83,10 +83,7 @@ fn too_many_requests(negative: &NotUntil<QuantaInstant>) -> HttpResponse {
 pub struct ClientIpKey;
 
 fn ip_key(req: &ServiceRequest) -> IpAddr {
-    let ip = req
-        .extensions()
-        .get::<ClientIp>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |ip| ip.0);
+    let ip = ClientIp::of(req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     match ip {
         IpAddr::V6(v6) => {
             let mut octets = v6.octets();
