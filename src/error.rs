@@ -20,6 +20,9 @@ use utoipa::ToSchema;
 use crate::telemetry::current_request_id;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
+const NOT_FOUND_DETAIL: &str = "The requested resource does not exist.";
+const INTERNAL_DETAIL: &str =
+    "Something went wrong on our side; quote the request_id if you report it.";
 
 /// One invalid field of a request, in our words (never the submitted value).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -119,11 +122,7 @@ impl ApiError {
                 "Forbidden",
                 "You are not allowed to perform this action.".into(),
             ),
-            Self::NotFound => (
-                "not-found",
-                "Not found",
-                "The requested resource does not exist.".into(),
-            ),
+            Self::NotFound => ("not-found", "Not found", NOT_FOUND_DETAIL.into()),
             Self::Conflict(detail) => ("conflict", "Conflict", (*detail).into()),
             Self::PayloadTooLarge { limit } => (
                 "payload-too-large",
@@ -182,7 +181,7 @@ impl ApiError {
             Self::Internal(_) => (
                 "internal-error",
                 "Internal server error",
-                "Something went wrong on our side; quote the request_id if you report it.".into(),
+                INTERNAL_DETAIL.into(),
             ),
         }
     }
@@ -230,11 +229,9 @@ pub struct Problem {
 pub fn problem_for_status(status: StatusCode) -> HttpResponse {
     let title = status.canonical_reason().unwrap_or("Error");
     let detail = match status {
-        StatusCode::NOT_FOUND => "The requested resource does not exist.",
+        StatusCode::NOT_FOUND => NOT_FOUND_DETAIL,
         StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this resource.",
-        s if s.is_server_error() => {
-            "Something went wrong on our side; quote the request_id if you report it."
-        }
+        s if s.is_server_error() => INTERNAL_DETAIL,
         _ => title,
     };
     let slug = title.to_ascii_lowercase().replace(' ', "-");

@@ -148,7 +148,7 @@ pub(crate) const MAX_ECHOED_FIELD_NAME: usize = 64;
 /// serde's message is only used to pick our words: it names unknown and missing fields (which
 /// come from the schema or are field *names*), and may quote values, which are never repeated.
 fn describe_data_error(path: &str, serde_message: &str) -> (String, String) {
-    let at_root = path == "." || path.is_empty();
+    let at_root = is_root(path);
     let quoted_name = || serde_message.split('`').nth(1).unwrap_or_default();
     let join = |name: &str| {
         if at_root {
@@ -189,8 +189,13 @@ fn describe_data_error(path: &str, serde_message: &str) -> (String, String) {
     (field.chars().take(MAX_ECHOED_FIELD_NAME).collect(), message)
 }
 
+/// serde_path_to_error's path of the value itself, not one of its fields.
+fn is_root(path: &str) -> bool {
+    path == "." || path.is_empty()
+}
+
 fn join_root(path: &str) -> String {
-    if path == "." || path.is_empty() {
+    if is_root(path) {
         "body".to_owned()
     } else {
         path.to_owned()
