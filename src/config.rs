@@ -377,15 +377,6 @@ impl Settings {
             log_file: vars.get("LOG_FILE").map(PathBuf::from),
         })
     }
-
-    pub fn is_production(&self) -> bool {
-        self.environment == Environment::Production
-    }
-
-    /// Whether clients reach us over HTTPS, directly or through a TLS-terminating proxy.
-    pub fn serves_https(&self) -> bool {
-        self.tls.is_some() || self.tls_terminated_by_proxy
-    }
 }
 
 fn metrics_addr(vars: &Vars) -> Result<Option<std::net::SocketAddr>, ConfigError> {
