@@ -173,10 +173,6 @@ pub struct VoteRequest {
     pub vote: Vote,
 }
 
-pub fn film_location(id: i64) -> String {
-    format!("/api/v1/films/{id}")
-}
-
 /// List films, optionally searching names.
 #[utoipa::path(get, path = "/api/v1/films", tag = "films", params(ListFilmsQuery),
     responses((status = 200, description = "A page of films", body = Paginated<Film>)))]
@@ -193,6 +189,11 @@ pub(crate) async fn list_films(
 #[utoipa::path(get, path = "/api/v1/films/random", tag = "films",
     responses((status = 200, description = "A film", body = Film)))]
 pub(crate) async fn random_film(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    random_film_response(&state).await
+}
+
+/// 404 only when the catalogue is empty.
+pub async fn random_film_response(state: &AppState) -> Result<HttpResponse, ApiError> {
     let film = film::random(&state.db.reader)
         .await?
         .ok_or(ApiError::NotFound)?;
@@ -206,7 +207,11 @@ pub(crate) async fn get_film(
     state: web::Data<AppState>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    let film = film::get(&state.db.reader, *id)
+    film_response(&state, *id).await
+}
+
+async fn film_response(state: &AppState, id: i64) -> Result<HttpResponse, ApiError> {
+    let film = film::get(&state.db.reader, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(film))
@@ -226,7 +231,7 @@ pub async fn create_film(
     let new_film = NewFilm::try_from(request)?;
     let film = film::create(&state.db.writer, &new_film, &caller, &audit).await?;
     Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, film_location(film.id)))
+        .insert_header((header::LOCATION, format!("/api/v1/films/{}", film.id)))
         .json(film))
 }
 
@@ -271,7 +276,8 @@ pub(crate) async fn cast_vote(
     Json(request): Json<VoteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     vote::cast(&state.db.writer, caller.user_id, *id, request.vote).await?;
-    voted_film(&state, *id).await
+    // The committed vote is visible to the reader pool at once (WAL).
+    film_response(&state, *id).await
 }
 
 /// Withdraw the caller's vote, if any.
@@ -284,13 +290,5 @@ pub(crate) async fn withdraw_vote(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     vote::withdraw(&state.db.writer, caller.user_id, *id).await?;
-    voted_film(&state, *id).await
-}
-
-/// The film with its counts after a vote committed (visible to readers at once in WAL mode).
-async fn voted_film(state: &AppState, id: i64) -> Result<HttpResponse, ApiError> {
-    let film = film::get(&state.db.reader, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(film))
+    film_response(&state, *id).await
 }

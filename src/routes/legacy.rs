@@ -9,7 +9,7 @@ use crate::{
     audit::AuditContext,
     auth::{Authenticated, MaybeAuthenticated, Write},
     domain::{
-        film::{self, Film},
+        film::Film,
         vote::{self, Vote},
     },
     error::ApiError,
@@ -103,10 +103,7 @@ pub(crate) async fn random_film_or_vote(
         let film_id = parse_film_id(field, raw_id)?;
         vote::cast(&state.db.writer, voter.user_id, film_id, vote).await?;
     }
-    let film = film::random(&state.db.reader)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(film))
+    films::random_film_response(&state).await
 }
 
 /// `POST /add_film`: the seed's way to add a film; same as `POST /api/v1/films`.
