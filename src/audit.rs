@@ -339,10 +339,5 @@ pub async fn list(
     .bind(&filter.until)
     .fetch_one(reader)
     .await?;
-    Ok(Paginated {
-        items,
-        total,
-        limit: page.limit,
-        offset: page.offset,
-    })
+    Ok(page.of(items, total))
 }

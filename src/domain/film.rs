@@ -144,12 +144,7 @@ pub async fn list(
     .bind(pattern.as_deref())
     .fetch_one(executor)
     .await?;
-    Ok(Paginated {
-        items,
-        total,
-        limit: page.limit,
-        offset: page.offset,
-    })
+    Ok(page.of(items, total))
 }
 
 #[tracing::instrument(skip_all, fields(owner_id))]

@@ -40,6 +40,16 @@ impl Page {
         }
         Ok(Self { limit, offset })
     }
+
+    /// This page's `items`, out of `total` matching items.
+    pub fn of<T>(self, items: Vec<T>, total: i64) -> Paginated<T> {
+        Paginated {
+            items,
+            total,
+            limit: self.limit,
+            offset: self.offset,
+        }
+    }
 }
 
 /// One page of a list, with the total count of matching items.

@@ -421,12 +421,7 @@ pub async fn list(
     let total = sqlx::query_scalar("SELECT count(*) FROM users")
         .fetch_one(executor)
         .await?;
-    Ok(Paginated {
-        items,
-        total,
-        limit: page.limit,
-        offset: page.offset,
-    })
+    Ok(page.of(items, total))
 }
 
 #[cfg(test)]
