@@ -147,14 +147,18 @@ pub async fn list(
     Ok(page.of(items, total))
 }
 
+/// Stores a film and returns it as stored; `RETURNING` gives it back without a second query.
+/// `owner` is left empty: the owner's name is the caller's to fill in.
 #[tracing::instrument(skip_all, fields(owner_id))]
 pub async fn insert(
     executor: impl SqliteExecutor<'_>,
     film: &NewFilm,
     owner_id: Option<i64>,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "INSERT INTO films (name, studio, year, owner_id) VALUES (?1, ?2, ?3, ?4) RETURNING id",
+) -> Result<Film, sqlx::Error> {
+    sqlx::query_as(
+        "INSERT INTO films (name, studio, year, owner_id) VALUES (?1, ?2, ?3, ?4)
+         RETURNING id, name, studio, year, NULL AS owner, owner_id, likes, dislikes,
+                   created_at, updated_at",
     )
     .bind(&film.name.0)
     .bind(&film.studio.0)
@@ -164,8 +168,8 @@ pub async fn insert(
     .await
 }
 
-/// Inserts the film and its audit row in one transaction; `RETURNING` gives back exactly what
-/// was stored without a second query.
+/// Inserts the film and its audit row in one transaction. The owner's name comes from the
+/// caller's credentials, so no lookup.
 pub async fn create(
     writer: &SqlitePool,
     film: &NewFilm,
@@ -173,17 +177,7 @@ pub async fn create(
     audit: &AuditContext,
 ) -> Result<Film, ApiError> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let mut stored: Film = sqlx::query_as(
-        "INSERT INTO films (name, studio, year, owner_id) VALUES (?1, ?2, ?3, ?4)
-         RETURNING id, name, studio, year, NULL AS owner, owner_id, likes, dislikes,
-                   created_at, updated_at",
-    )
-    .bind(&film.name.0)
-    .bind(&film.studio.0)
-    .bind(film.year.map(|y| y.0))
-    .bind(owner.user_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let mut stored = insert(&mut *tx, film, Some(owner.user_id)).await?;
     stored.owner = Some(owner.username.clone());
     let event = audit
         .event("film.create", Outcome::Success)
