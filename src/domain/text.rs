@@ -21,14 +21,20 @@ fn is_deceptive(c: char) -> bool {
         )
 }
 
+/// `min..=max` characters (not bytes), reported with its bounds for the error message.
+pub fn check_length(value: &str, min: u64, max: u64) -> Result<(), ValidationError> {
+    if value.validate_length(Some(min), Some(max), None) {
+        return Ok(());
+    }
+    let mut error = ValidationError::new("length");
+    error.add_param(Cow::Borrowed("min"), &min);
+    error.add_param(Cow::Borrowed("max"), &max);
+    Err(error)
+}
+
 /// A one-line text of `min..=max` characters without control or deceptive characters.
 pub fn check_display_text(value: &str, min: u64, max: u64) -> Result<(), ValidationError> {
-    if !value.validate_length(Some(min), Some(max), None) {
-        let mut error = ValidationError::new("length");
-        error.add_param(Cow::Borrowed("min"), &min);
-        error.add_param(Cow::Borrowed("max"), &max);
-        return Err(error);
-    }
+    check_length(value, min, max)?;
     if value.chars().any(is_deceptive) {
         return Err(
             ValidationError::new("characters").with_message(Cow::Borrowed(

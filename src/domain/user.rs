@@ -7,7 +7,7 @@ use std::{borrow::Cow, fmt};
 use secrecy::SecretString;
 use serde::Serialize;
 use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool, prelude::FromRow};
-use validator::{ValidateEmail, ValidateLength, ValidationError};
+use validator::{ValidateEmail, ValidationError};
 
 use crate::{
     audit::{self, AuditContext, Outcome},
@@ -16,16 +16,9 @@ use crate::{
         password::PasswordHasher,
         refresh::{self, RevokeReason},
     },
-    domain::{Page, Paginated},
+    domain::{Page, Paginated, text},
     error::ApiError,
 };
-
-fn length_error(min: u64, max: u64) -> ValidationError {
-    let mut error = ValidationError::new("length");
-    error.add_param(Cow::Borrowed("min"), &min);
-    error.add_param(Cow::Borrowed("max"), &max);
-    error
-}
 
 /// 3–32 of `A-Z a-z 0-9 _`: nothing that can look like another name or break a log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,9 +26,7 @@ pub struct Username(String);
 
 impl Username {
     pub fn validate(value: &str) -> Result<(), ValidationError> {
-        if !value.validate_length(Some(3), Some(32), None) {
-            return Err(length_error(3, 32));
-        }
+        text::check_length(value, 3, 32)?;
         if !value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
@@ -61,9 +52,7 @@ pub struct Email(String);
 
 impl Email {
     pub fn validate(value: &str) -> Result<(), ValidationError> {
-        if !value.validate_length(Some(3), Some(254), None) {
-            return Err(length_error(3, 254));
-        }
+        text::check_length(value, 3, 254)?;
         if !value.validate_email() {
             return Err(ValidationError::new("email"));
         }
@@ -88,9 +77,7 @@ impl NewPassword {
     pub const MAX_CHARS: u64 = 128;
 
     pub fn validate(value: &str) -> Result<(), ValidationError> {
-        if !value.validate_length(Some(Self::MIN_CHARS), Some(Self::MAX_CHARS), None) {
-            return Err(length_error(Self::MIN_CHARS, Self::MAX_CHARS));
-        }
+        text::check_length(value, Self::MIN_CHARS, Self::MAX_CHARS)?;
         if common_passwords::is_common(value) {
             return Err(ValidationError::new("common").with_message(Cow::Borrowed(
                 "is one of the most commonly used passwords; choose another",
