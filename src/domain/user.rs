@@ -130,14 +130,6 @@ pub struct UserCredentials {
     pub token_version: i64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CreateUserError {
-    #[error("the username or email is already registered")]
-    Taken,
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
 /// Hashes the password (off the async workers, before the write lock is taken) and stores
 /// the user with its audit event; 409 if the name or email is taken. The answer does not say
 /// which, so registration reveals as little as it can.
@@ -155,15 +147,15 @@ pub async fn create(
     } = user;
     let password_hash = hasher.hash(password.into_secret()).await?;
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let profile = match insert(&mut *tx, &username, &email, &password_hash, role).await {
-        Ok(profile) => profile,
-        Err(CreateUserError::Taken) => {
-            return Err(ApiError::Conflict(
-                "The username or email is already registered.",
-            ));
-        }
-        Err(CreateUserError::Database(e)) => return Err(e.into()),
-    };
+    let profile = insert(&mut *tx, &username, &email, &password_hash, role)
+        .await
+        .map_err(|e| {
+            if crate::error::is_unique_violation(&e) {
+                ApiError::Conflict("The username or email is already registered.")
+            } else {
+                e.into()
+            }
+        })?;
     let action = match role {
         Role::User => "user.register",
         Role::Admin => "user.create_admin",
@@ -178,13 +170,13 @@ pub async fn create(
 }
 
 #[tracing::instrument(skip_all, fields(username = %username.as_str()))]
-pub async fn insert(
+async fn insert(
     executor: impl SqliteExecutor<'_>,
     username: &Username,
     email: &Email,
     password_hash: &str,
     role: Role,
-) -> Result<UserProfile, CreateUserError> {
+) -> Result<UserProfile, sqlx::Error> {
     sqlx::query_as(
         "INSERT INTO users (username, email, password_hash, role) VALUES (?1, ?2, ?3, ?4)
          RETURNING id, username, email, role, disabled, created_at",
@@ -195,13 +187,6 @@ pub async fn insert(
     .bind(role)
     .fetch_one(executor)
     .await
-    .map_err(|e| {
-        if crate::error::is_unique_violation(&e) {
-            CreateUserError::Taken
-        } else {
-            CreateUserError::Database(e)
-        }
-    })
 }
 
 #[tracing::instrument(skip_all)]
