@@ -56,10 +56,7 @@ async fn a_key_is_shown_once_with_a_recognisable_prefix_and_stored_only_as_a_has
 async fn a_read_key_reads_but_may_not_write() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let key = app.create_api_key(&user.token, &["read"]).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key_secret(&user.token, &["read"]).await;
 
     let me = with_key(&app, reqwest::Method::GET, "/api/v1/users/me", &key).await;
     assert_eq!(me.status(), StatusCode::OK);
@@ -76,10 +73,7 @@ async fn a_read_key_reads_but_may_not_write() {
 async fn a_write_key_writes_and_its_use_is_recorded() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let key = app.create_api_key(&user.token, &["read", "write"]).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key_secret(&user.token, &["read", "write"]).await;
     let created = with_key(&app, reqwest::Method::POST, "/api/v1/films", &key).await;
     assert_eq!(created.status(), StatusCode::CREATED);
     let film: Value = created.json().await.unwrap();
@@ -158,10 +152,7 @@ async fn another_users_key_cannot_be_revoked_and_looks_missing() {
 async fn a_key_cannot_manage_keys_or_change_the_password() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let key = app.create_api_key(&user.token, &["read", "write"]).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key_secret(&user.token, &["read", "write"]).await;
     let mint = app
         .client
         .post(app.url("/api/v1/users/me/api-keys"))
@@ -189,10 +180,7 @@ async fn the_key_of_a_disabled_account_stops_working() {
     let app = spawn_app().await;
     let admin = app.new_admin().await;
     let user = app.new_user().await;
-    let key = app.create_api_key(&user.token, &["read"]).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key_secret(&user.token, &["read"]).await;
     app.patch_json(
         &format!("/api/v1/admin/users/{}", user.id),
         &json!({ "disabled": true }),
@@ -225,10 +213,7 @@ async fn keys_and_tokens_never_reach_the_logs() {
     let app = spawn_app().await;
     let user = app.new_user().await;
     let (access, refresh) = app.token_pair(&user.username, &user.password).await;
-    let key = app.create_api_key(&access, &["read", "write"]).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key_secret(&access, &["read", "write"]).await;
     with_key(&app, reqwest::Method::GET, "/api/v1/users/me", &key).await;
     with_key(&app, reqwest::Method::POST, "/api/v1/films", &key).await;
     let rotated: Value = app.refresh(&refresh).await.json().await.unwrap();

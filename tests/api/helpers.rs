@@ -302,6 +302,14 @@ impl TestApp {
         response.json().await.expect("a JSON body")
     }
 
+    /// A new API key's secret, for `X-API-Key`.
+    pub async fn api_key_secret(&self, token: &str, scopes: &[&str]) -> String {
+        self.create_api_key(token, scopes).await["key"]
+            .as_str()
+            .expect("the key is shown once")
+            .to_owned()
+    }
+
     /// A fresh user, registered and logged in.
     pub async fn new_user(&self) -> TestUser {
         let username = unique_username("user");

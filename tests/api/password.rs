@@ -12,10 +12,7 @@ async fn after_a_password_change_old_sessions_end_and_the_new_password_logs_in()
     let app = spawn_app().await;
     let user = app.new_user().await;
     let (access, refresh) = app.token_pair(&user.username, &user.password).await;
-    let key = app.create_api_key(&access, &["read"]).await["key"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = app.api_key_secret(&access, &["read"]).await;
 
     let response = app
         .put_json(
