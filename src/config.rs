@@ -111,11 +111,11 @@ impl fmt::Display for Quota {
 
 #[derive(Debug, Clone)]
 pub struct RateLimitSettings {
-    /// Every request, per client IP.
+    /// Every request, per client.
     pub global: Quota,
-    /// Login, register and refresh, per client IP: the brute-force brake.
+    /// Login, register and refresh, per client: the brute-force brake.
     pub auth: Quota,
-    /// Login attempts per submitted username, whatever the IP.
+    /// Login attempts per submitted username, whatever the client.
     pub login_per_username: Quota,
     /// Writes per authenticated user or API key.
     pub write: Quota,
@@ -125,8 +125,8 @@ pub struct RateLimitSettings {
 #[derive(Debug, Clone, Copy)]
 pub struct SuspiciousLoginSettings {
     pub window: Duration,
-    pub ips_per_username: usize,
-    pub usernames_per_ip: usize,
+    pub clients_per_username: usize,
+    pub usernames_per_client: usize,
     pub lockout: Duration,
 }
 
@@ -159,6 +159,8 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     pub tls_terminated_by_proxy: bool,
     pub trusted_proxies: Vec<IpNet>,
+    /// IPv6 addresses sharing this many leading bits are one client (32..=128).
+    pub client_ipv6_prefix_len: u8,
     pub rate_limits: RateLimitSettings,
     pub suspicious_logins: SuspiciousLoginSettings,
     /// A loopback address for a separate, unauthenticated `/metrics` listener; the main
@@ -302,6 +304,7 @@ impl Settings {
             tls,
             tls_terminated_by_proxy,
             trusted_proxies,
+            client_ipv6_prefix_len: vars.parse_in_range("CLIENT_IPV6_PREFIX_LEN", 64, 32..=128)?,
             rate_limits: RateLimitSettings {
                 global: vars.parse_or("RATE_LIMIT_GLOBAL", Quota::per_minute(300))?,
                 auth: vars.parse_or("RATE_LIMIT_AUTH", Quota::per_minute(5))?,
@@ -320,12 +323,12 @@ impl Settings {
                     900,
                     10..=86_400,
                 )?),
-                ips_per_username: vars.parse_in_range(
+                clients_per_username: vars.parse_in_range(
                     "SUSPICIOUS_LOGIN_IPS_PER_USERNAME",
                     5,
                     2..=1000,
                 )?,
-                usernames_per_ip: vars.parse_in_range(
+                usernames_per_client: vars.parse_in_range(
                     "SUSPICIOUS_LOGIN_USERNAMES_PER_IP",
                     10,
                     2..=1000,
@@ -578,6 +581,8 @@ mod tests {
             ("TLS_CERT_PATH", "only-the-cert.pem"),
             ("METRICS_ADDR", "0.0.0.0:9090"),
             ("ACCOUNT_LOCKOUT_SECS", "-1"),
+            ("CLIENT_IPV6_PREFIX_LEN", "31"),
+            ("CLIENT_IPV6_PREFIX_LEN", "129"),
         ] {
             let err = Settings::from_vars([(name, value)]).unwrap_err();
             let expected = if name == "TLS_CERT_PATH" {

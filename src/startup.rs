@@ -31,6 +31,7 @@ use crate::{
     extract::BodyLimits,
     monitoring, openapi, routes,
     security::{
+        client_ip::ClientResolver,
         cors::cors,
         headers::security_headers,
         limits::limit_request_head,
@@ -189,7 +190,10 @@ fn serve(
     limiters: Limiters,
 ) -> anyhow::Result<Server> {
     let settings = &state.settings;
-    let trusted_proxies = Arc::new(settings.trusted_proxies.clone());
+    let clients = Arc::new(ClientResolver::new(
+        settings.trusted_proxies.clone(),
+        settings.client_ipv6_prefix_len,
+    ));
     let tls_terminated_by_proxy = settings.tls_terminated_by_proxy;
     let cors_origins = settings.cors_allowed_origins.clone();
     let in_flight = InFlightLimit::new(
@@ -206,7 +210,7 @@ fn serve(
 
     let limiters = web::Data::new(limiters);
     let server = HttpServer::new(move || {
-        let trusted_proxies = trusted_proxies.clone();
+        let clients = clients.clone();
         let in_flight = in_flight.clone();
         let limiters = limiters.clone();
         App::new()
@@ -236,7 +240,7 @@ fn serve(
             .wrap(from_fn(monitoring::record_requests))
             .wrap(telemetry::request_logger())
             .wrap(from_fn(move |req, next| {
-                telemetry::request_context(trusted_proxies.clone(), req, next)
+                telemetry::request_context(clients.clone(), req, next)
             }))
     })
     .workers(workers)

@@ -25,7 +25,10 @@ use tracing_subscriber::{
     EnvFilter, Layer, Registry, fmt::MakeWriter, layer::SubscriberExt, util::SubscriberInitExt,
 };
 
-use crate::{config::LogFormat, security::client_ip::ClientIp};
+use crate::{
+    config::LogFormat,
+    security::client_ip::{ClientIp, ClientResolver},
+};
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 const MAX_REQUEST_ID_LEN: usize = 64;
@@ -68,14 +71,14 @@ pub fn current_request_id() -> Option<String> {
 #[derive(Clone, Copy)]
 struct RequestStart(Instant);
 
-/// The outermost middleware: gives the request its id, client IP and start time, and runs the
-/// rest of the stack with the id in scope.
+/// The outermost middleware: gives the request its id, client (address and key) and start
+/// time, and runs the rest of the stack with the id in scope.
 ///
 /// No middleware here holds on to a clone of the `HttpRequest` while the inner service runs:
 /// actix's router needs the only reference to record path parameters, and panics otherwise.
 /// Everything inside answers errors as responses (`Ok`), so there is nothing to convert.
 pub async fn request_context(
-    trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    clients: Arc<ClientResolver>,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
@@ -84,11 +87,12 @@ pub async fn request_context(
         .get(&REQUEST_ID_HEADER)
         .and_then(RequestId::from_header)
         .unwrap_or_else(RequestId::generate);
-    let client_ip = ClientIp::resolve(&req, &trusted_proxies);
+    let (client_ip, client_key) = clients.resolve(&req);
     {
         let mut extensions = req.extensions_mut();
         extensions.insert(request_id.clone());
         extensions.insert(client_ip);
+        extensions.insert(client_key);
         extensions.insert(RequestStart(Instant::now()));
     }
     // The call happens inside the scope too: middleware may answer synchronously in `call`.

@@ -1,6 +1,6 @@
 //! `/api/v1/auth`: registration, login, token refresh and logout.
 
-use std::{fmt, net::IpAddr};
+use std::fmt;
 
 use actix_web::{HttpResponse, http::header, web};
 use secrecy::SecretString;
@@ -22,12 +22,12 @@ use crate::{
     },
     error::{ApiError, Problem},
     extract::{ForField, Json},
-    security::{login_monitor::Suspicion, rate_limit::Limiters},
+    security::{client_ip::ClientKey, login_monitor::Suspicion, rate_limit::Limiters},
     state::AppState,
 };
 
 /// Register, login and refresh are what a brute-force attack hammers: each also passes the
-/// strict per-IP limit.
+/// strict per-client limit.
 pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
     let strict = || limiters.auth.clone();
     cfg.service(
@@ -177,13 +177,13 @@ fn login_target(username: &str) -> String {
 pub(crate) async fn login(
     state: web::Data<AppState>,
     audit: AuditContext,
+    client: ClientKey,
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
     let LoginRequest { username, password } = request;
     let password = SecretString::from(password);
     let target = login_target(&username);
-    let client_ip = audit.client_ip().unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let refuse = |outcome, reason: &'static str, error: ApiError| {
         let event = audit
             .event("auth.login", outcome)
@@ -193,13 +193,13 @@ pub(crate) async fn login(
         Err(error)
     };
     let fail = |reason: &'static str| {
-        let suspicions = state.login_monitor.record_failure(&username, client_ip);
+        let suspicions = state.login_monitor.record_failure(&username, client);
         for suspicion in &suspicions {
             report_suspicion(&state, &audit, suspicion);
         }
         refuse(Outcome::Failure, reason, ApiError::InvalidCredentials)
     };
-    if let Err(remaining) = state.login_monitor.check(&username, client_ip) {
+    if let Err(remaining) = state.login_monitor.check(&username, client) {
         let locked = ApiError::LoginLocked {
             retry_after: remaining,
         };
@@ -259,13 +259,17 @@ pub(crate) async fn login(
 fn report_suspicion(state: &AppState, audit: &AuditContext, suspicion: &Suspicion) {
     let lockout = state.settings.suspicious_logins.lockout.as_secs();
     let (target, reason) = match suspicion {
-        Suspicion::ManyIpsForOneUsername { username, ips } => (
+        Suspicion::ManyClientsForOneUsername { username, clients } => (
             login_target(username),
-            format!("failed logins from {ips} IPs; this username is locked for {lockout} s"),
+            format!(
+                "failed logins from {clients} clients; this username is locked for {lockout} s"
+            ),
         ),
-        Suspicion::ManyUsernamesFromOneIp { ip, usernames } => (
-            format!("ip:{ip}"),
-            format!("failed logins for {usernames} usernames; this IP is blocked for {lockout} s"),
+        Suspicion::ManyUsernamesFromOneClient { client, usernames } => (
+            format!("ip:{client}"),
+            format!(
+                "failed logins for {usernames} usernames; this client is blocked for {lockout} s"
+            ),
         ),
     };
     tracing::warn!(target: "security", %target, %reason, "suspicious login activity");

@@ -1,26 +1,20 @@
 //! Rate limits, all GCRA token buckets from governor:
 //!
-//! * every request but health probes, per client IP (`RATE_LIMIT_GLOBAL`),
-//! * login, register and refresh, per client IP (`RATE_LIMIT_AUTH`),
+//! * every request but health probes, per client (`RATE_LIMIT_GLOBAL`),
+//! * login, register and refresh, per client (`RATE_LIMIT_AUTH`),
 //! * writes, per user or API key (`RATE_LIMIT_WRITE`),
-//! * login attempts per username, from any IP (`RATE_LIMIT_LOGIN_PER_USERNAME`).
+//! * login attempts per username, from any client (`RATE_LIMIT_LOGIN_PER_USERNAME`).
 //!
 //! The first three are actix-governor middleware. Their key extractors are infallible (a
 //! failed extraction would surface as an error outside the problem+json mapping) and read the
-//! client IP resolved once by `telemetry::request_context` (trusted proxies only). The last
-//! lives in the login handler, because the username is in the body.
+//! `ClientKey` resolved once by `telemetry::request_context` (trusted proxies only; IPv6 by
+//! network). The last lives in the login handler, because the username is in the body.
 //!
 //! Every limited response is a 429 problem with `Retry-After`; every response that passed a
 //! limiter carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` of the strictest limiter it
 //! passed (`rate_limit_headers`).
 
-use std::{
-    hash::Hash,
-    net::{IpAddr, Ipv6Addr},
-    num::NonZeroU32,
-    rc::Rc,
-    time::Duration,
-};
+use std::{hash::Hash, num::NonZeroU32, rc::Rc, time::Duration};
 
 use actix_governor::{
     Governor, GovernorConfig, GovernorConfigBuilder, GovernorMiddleware, KeyExtractor,
@@ -52,7 +46,7 @@ use crate::{
     },
     config::Quota,
     error::{ApiError, whole_seconds},
-    security::client_ip::ClientIp,
+    security::client_ip::ClientKey,
     state::AppState,
 };
 
@@ -77,29 +71,16 @@ fn too_many_requests(negative: &NotUntil<QuantaInstant>) -> HttpResponse {
     response
 }
 
-/// Per client IP. IPv6 clients are grouped by /64, the smallest block a subscriber is
-/// usually given: rotating addresses inside it does not buy more requests.
+/// Per client (`ClientKey`: IPv6 clients are their network, not their address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIpKey;
+pub struct ClientKeyExtractor;
 
-fn ip_key(req: &ServiceRequest) -> IpAddr {
-    let ip = ClientIp::of(req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    match ip {
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::V6(Ipv6Addr::from(octets))
-        }
-        v4 => v4,
-    }
-}
-
-impl KeyExtractor for ClientIpKey {
-    type Key = IpAddr;
+impl KeyExtractor for ClientKeyExtractor {
+    type Key = ClientKey;
     type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
 
-    fn extract(&self, req: &ServiceRequest) -> Result<IpAddr, Self::KeyExtractionError> {
-        Ok(ip_key(req))
+    fn extract(&self, req: &ServiceRequest) -> Result<ClientKey, Self::KeyExtractionError> {
+        Ok(ClientKey::of(req))
     }
 
     fn exceed_rate_limit_response(
@@ -111,24 +92,24 @@ impl KeyExtractor for ClientIpKey {
     }
 }
 
-/// The global limit: per client IP, for every request except health probes, which an
+/// The global limit: per client, for every request except health probes, which an
 /// orchestrator must always be able to make (they map to the one whitelisted key, `None`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GlobalKey;
 
 impl KeyExtractor for GlobalKey {
-    type Key = Option<IpAddr>;
+    type Key = Option<ClientKey>;
     type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
 
-    fn extract(&self, req: &ServiceRequest) -> Result<Option<IpAddr>, Self::KeyExtractionError> {
+    fn extract(&self, req: &ServiceRequest) -> Result<Option<ClientKey>, Self::KeyExtractionError> {
         if req.path().starts_with("/health/") {
             Ok(None)
         } else {
-            Ok(Some(ip_key(req)))
+            Ok(Some(ClientKey::of(req)))
         }
     }
 
-    fn whitelisted_keys(&self) -> Vec<Option<IpAddr>> {
+    fn whitelisted_keys(&self) -> Vec<Option<ClientKey>> {
         vec![None]
     }
 
@@ -143,12 +124,12 @@ impl KeyExtractor for GlobalKey {
 
 /// Who a write is charged to: the user of a valid bearer token, the API key presented (by its
 /// hash; unknown keys get their own small bucket and fail authentication anyway), or else the
-/// client IP.
+/// client.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum PrincipalKey {
     User(i64),
     ApiKey([u8; 16]),
-    Ip(IpAddr),
+    Client(ClientKey),
 }
 
 #[derive(Clone)]
@@ -177,7 +158,7 @@ impl KeyExtractor for PrincipalKeyExtractor {
             }
             _ => None,
         };
-        Ok(key.unwrap_or_else(|| PrincipalKey::Ip(ip_key(req))))
+        Ok(key.unwrap_or_else(|| PrincipalKey::Client(ClientKey::of(req))))
     }
 
     fn exceed_rate_limit_response(
@@ -194,7 +175,7 @@ impl KeyExtractor for PrincipalKeyExtractor {
 #[derive(Clone)]
 pub struct Limiters {
     pub global: RateLimit<GlobalKey>,
-    pub auth: RateLimit<ClientIpKey>,
+    pub auth: RateLimit<ClientKeyExtractor>,
     /// POST/PUT/PATCH/DELETE of the versioned API.
     pub write: RateLimit<PrincipalKeyExtractor>,
     /// The seed's routes, every method: voting there is a GET.
@@ -209,7 +190,7 @@ impl Limiters {
         };
         Self {
             global: RateLimit::new(limits.global, GlobalKey, None),
-            auth: RateLimit::new(limits.auth, ClientIpKey, None),
+            auth: RateLimit::new(limits.auth, ClientKeyExtractor, None),
             write: RateLimit::new(
                 limits.write,
                 principal.clone(),
@@ -478,13 +459,13 @@ mod tests {
                 count: 1000,
                 per: Duration::from_secs(1),
             },
-            ClientIpKey,
+            ClientKeyExtractor,
             None,
         );
         let limiter = limit.config.limiter();
         for i in 0..10_000u32 {
-            let ip = IpAddr::from(i.to_be_bytes());
-            assert!(limiter.check_key(&ip).is_ok());
+            let client = ClientKey::V4(i.into());
+            assert!(limiter.check_key(&client).is_ok());
         }
         assert_eq!(limiter.len(), 10_000);
         // One request refills in 1 ms at 1000/s.
