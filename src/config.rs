@@ -117,7 +117,7 @@ pub struct RateLimitSettings {
     pub auth: Quota,
     /// Login attempts per submitted username, whatever the client.
     pub login_per_username: Quota,
-    /// Writes per authenticated user or API key.
+    /// Writes per user (whichever credential they present), or per client when anonymous.
     pub write: Quota,
 }
 

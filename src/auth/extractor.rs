@@ -10,7 +10,6 @@ use crate::{
     auth::{
         Role, api_key,
         credentials::{self, Credential},
-        jwt::VerifiedClaims,
     },
     error::ApiError,
     state::AppState,
@@ -158,24 +157,54 @@ impl MaybeAuthenticated {
     }
 }
 
+/// Authenticates the caller before any extractor asks, for middleware that must know who
+/// is calling (the write limit is the user's, whichever credential they present). Without a
+/// valid credential the request stays anonymous here; the handler's extractor answers 401.
+pub async fn identify(req: &HttpRequest) {
+    // A refused credential is remembered for the extractor; an internal error is met again
+    // (answered and logged) when the extractor asks.
+    let _ = authenticate(req).await;
+}
+
+/// Marks a request whose credential was refused, so it is not checked twice.
+#[derive(Clone, Copy)]
+struct Rejected;
+
 async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> {
-    // One resolution per request, however many extractors ask.
+    // One resolution per request, however many extractors (and `identify`) ask.
     if let Some(principal) = req.extensions().get::<Principal>() {
         return Ok(Some(principal.clone()));
+    }
+    if req.extensions().contains::<Rejected>() {
+        return Err(ApiError::Unauthenticated);
     }
     let state = req
         .app_data::<web::Data<AppState>>()
         .ok_or_else(|| anyhow::anyhow!("AppState is not registered"))?;
+    match verify_credential(req, state).await {
+        Ok(Some(principal)) => {
+            telemetry::record_user(req, principal.user_id);
+            req.extensions_mut().insert(principal.clone());
+            Ok(Some(principal))
+        }
+        Err(ApiError::Unauthenticated) => {
+            req.extensions_mut().insert(Rejected);
+            Err(ApiError::Unauthenticated)
+        }
+        other => other,
+    }
+}
+
+async fn verify_credential(
+    req: &HttpRequest,
+    state: &AppState,
+) -> Result<Option<Principal>, ApiError> {
     let credential =
         credentials::from_headers(req.headers()).map_err(|_| ApiError::Unauthenticated)?;
     let principal = match credential {
         None => return Ok(None),
         Some(Credential::Bearer(token)) => {
-            let verified = req.extensions_mut().remove::<VerifiedClaims>();
-            let claims = match verified {
-                Some(VerifiedClaims(claims)) => claims,
-                None => state.jwt.verify(token).ok_or(ApiError::Unauthenticated)?,
-            };
+            let claims = state.jwt.verify(token).ok_or(ApiError::Unauthenticated)?;
             let user_id = claims.user_id().ok_or(ApiError::Unauthenticated)?;
             if !state
                 .revocations
@@ -210,7 +239,5 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> 
             }
         }
     };
-    telemetry::record_user(req, principal.user_id);
-    req.extensions_mut().insert(principal.clone());
     Ok(Some(principal))
 }

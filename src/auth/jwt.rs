@@ -48,12 +48,6 @@ impl Claims {
     }
 }
 
-/// The claims of this request's bearer token, once verified: whoever verifies first (the write
-/// rate limiter, keying on the user) leaves them in the request for the auth extractor, so the
-/// signature is checked once per request.
-#[derive(Debug, Clone)]
-pub struct VerifiedClaims(pub Claims);
-
 /// Who a token is issued to.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenSubject<'a> {

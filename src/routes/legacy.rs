@@ -27,7 +27,7 @@ pub fn deprecation_headers() -> DefaultHeaders {
 }
 
 /// The seed limited both routes (1/second per IP); here each request counts against the
-/// caller's write budget (per user or key, else per IP), besides the global per-IP limit.
+/// caller's write budget (per user, else per client), besides the global per-client limit.
 pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
     let limited = |resource: actix_web::Resource| {
         resource

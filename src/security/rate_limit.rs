@@ -2,7 +2,8 @@
 //!
 //! * every request but health probes, per client (`RATE_LIMIT_GLOBAL`),
 //! * login, register and refresh, per client (`RATE_LIMIT_AUTH`),
-//! * writes, per user or API key (`RATE_LIMIT_WRITE`),
+//! * writes, per user whichever credential they present, or per client when anonymous
+//!   (`RATE_LIMIT_WRITE`),
 //! * login attempts per username, from any client (`RATE_LIMIT_LOGIN_PER_USERNAME`).
 //!
 //! The first three are actix-governor middleware. Their key extractors are infallible (a
@@ -37,13 +38,9 @@ use actix_web::{
     web,
 };
 use futures_util::future::LocalBoxFuture;
-use sha2::{Digest, Sha256};
 
 use crate::{
-    auth::{
-        credentials::{self, Credential},
-        jwt::VerifiedClaims,
-    },
+    auth::extractor::{self, Principal},
     config::Quota,
     error::{ApiError, whole_seconds},
     security::client_ip::ClientKey,
@@ -122,43 +119,30 @@ impl KeyExtractor for GlobalKey {
     }
 }
 
-/// Who a write is charged to: the user of a valid bearer token, the API key presented (by its
-/// hash; unknown keys get their own small bucket and fail authentication anyway), or else the
-/// client.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Who a write is charged to: the authenticated user, whichever credential they present (an
+/// access token or any of their API keys: more keys are not more budget), or else the client.
+/// A credential that fails authentication is charged to the client too, so made-up keys
+/// and tokens never open fresh buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PrincipalKey {
     User(i64),
-    ApiKey([u8; 16]),
     Client(ClientKey),
 }
 
-#[derive(Clone)]
-pub struct PrincipalKeyExtractor {
-    state: web::Data<AppState>,
-}
+/// Reads the principal that `RateLimit::per_principal` had authenticated before the limiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrincipalKeyExtractor;
 
 impl KeyExtractor for PrincipalKeyExtractor {
     type Key = PrincipalKey;
     type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
 
     fn extract(&self, req: &ServiceRequest) -> Result<PrincipalKey, Self::KeyExtractionError> {
-        let key = match credentials::from_headers(req.headers()) {
-            Ok(Some(Credential::Bearer(token))) => {
-                self.state.jwt.verify(token).and_then(|claims| {
-                    let user = claims.user_id().map(PrincipalKey::User);
-                    req.extensions_mut().insert(VerifiedClaims(claims));
-                    user
-                })
-            }
-            Ok(Some(Credential::ApiKey(key))) => {
-                let digest = Sha256::digest(key.as_bytes());
-                let mut short = [0u8; 16];
-                short.copy_from_slice(&digest[..16]);
-                Some(PrincipalKey::ApiKey(short))
-            }
-            _ => None,
-        };
-        Ok(key.unwrap_or_else(|| PrincipalKey::Client(ClientKey::of(req))))
+        let user = req.extensions().get::<Principal>().map(|p| p.user_id);
+        Ok(user.map_or_else(
+            || PrincipalKey::Client(ClientKey::of(req)),
+            PrincipalKey::User,
+        ))
     }
 
     fn exceed_rate_limit_response(
@@ -169,6 +153,24 @@ impl KeyExtractor for PrincipalKeyExtractor {
         too_many_requests(negative)
     }
 }
+
+/// The requests a limiter counts; the others pass uncounted.
+#[derive(Debug, Clone, Copy)]
+enum Counted {
+    Every,
+    Only(&'static [Method]),
+}
+
+impl Counted {
+    fn includes(self, method: &Method) -> bool {
+        match self {
+            Self::Every => true,
+            Self::Only(methods) => methods.contains(method),
+        }
+    }
+}
+
+const WRITES: Counted = Counted::Only(&[Method::POST, Method::PUT, Method::PATCH, Method::DELETE]);
 
 /// The limiters, built once for all workers (each holds its shared state); every scope wraps
 /// a clone of the one it needs.
@@ -185,23 +187,11 @@ pub struct Limiters {
 impl Limiters {
     pub fn new(state: &web::Data<AppState>) -> Self {
         let limits = &state.settings.rate_limits;
-        let principal = PrincipalKeyExtractor {
-            state: state.clone(),
-        };
         Self {
-            global: RateLimit::new(limits.global, GlobalKey, None),
-            auth: RateLimit::new(limits.auth, ClientKeyExtractor, None),
-            write: RateLimit::new(
-                limits.write,
-                principal.clone(),
-                Some(vec![
-                    Method::POST,
-                    Method::PUT,
-                    Method::PATCH,
-                    Method::DELETE,
-                ]),
-            ),
-            legacy: RateLimit::new(limits.write, principal, None),
+            global: RateLimit::new(limits.global, GlobalKey, Counted::Every),
+            auth: RateLimit::new(limits.auth, ClientKeyExtractor, Counted::Every),
+            write: RateLimit::per_principal(limits.write, WRITES),
+            legacy: RateLimit::per_principal(limits.write, Counted::Every),
         }
     }
 
@@ -266,23 +256,42 @@ fn header_u64(headers: &actix_web::http::header::HeaderMap, name: &HeaderName) -
 pub struct RateLimit<K: KeyExtractor> {
     config: GovernorConfig<K, StateInformationMiddleware>,
     replenish: Duration,
+    counted: Counted,
+    /// Authenticate the caller of a counted request before the limiter takes its key.
+    identify_caller: bool,
 }
 
 impl<K: KeyExtractor> RateLimit<K> {
-    /// `methods`: the only methods counted (`None`: all).
-    fn new(quota: Quota, key: K, methods: Option<Vec<Method>>) -> Self {
+    fn new(quota: Quota, key: K, counted: Counted) -> Self {
         let replenish = quota.replenish_interval();
         let mut builder = GovernorConfigBuilder::default();
         builder.period(replenish).burst_size(quota.count);
-        if let Some(methods) = methods {
-            builder.methods(methods);
+        if let Counted::Only(methods) = counted {
+            builder.methods(methods.to_vec());
         }
         let config = builder
             .key_extractor(key)
             .use_headers()
             .finish()
             .expect("a validated quota has a positive count and period");
-        Self { config, replenish }
+        Self {
+            config,
+            replenish,
+            counted,
+            identify_caller: false,
+        }
+    }
+}
+
+impl RateLimit<PrincipalKeyExtractor> {
+    /// Charged to the caller's user: the credential is checked before the limiter decides
+    /// (once per request: the handler's extractor reuses the outcome). Checking an API key
+    /// reads the database, so this limiter sits inside the per-client global limit.
+    fn per_principal(quota: Quota, counted: Counted) -> Self {
+        Self {
+            identify_caller: true,
+            ..Self::new(quota, PrincipalKeyExtractor, counted)
+        }
     }
 }
 
@@ -305,10 +314,12 @@ where
             service: Rc::new(service),
         });
         let replenish = self.replenish;
+        let identify = self.identify_caller.then_some(self.counted);
         Box::pin(async move {
             Ok(RateLimitService {
                 inner: Rc::new(governed.await?),
                 replenish,
+                identify,
             })
         })
     }
@@ -337,6 +348,8 @@ where
 pub struct RateLimitService<S> {
     inner: Rc<S>,
     replenish: Duration,
+    /// The requests whose caller is authenticated before the limiter sees them.
+    identify: Option<Counted>,
 }
 
 impl<S, B> Service<ServiceRequest> for RateLimitService<S>
@@ -353,7 +366,13 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let inner = Rc::clone(&self.inner);
         let replenish = self.replenish;
+        let identify = self
+            .identify
+            .is_some_and(|counted| counted.includes(req.method()));
         Box::pin(async move {
+            if identify {
+                extractor::identify(req.request()).await;
+            }
             let mut response = inner.call(req).await?;
             keep_strictest_limit(&mut response, replenish);
             Ok(response)
@@ -460,7 +479,7 @@ mod tests {
                 per: Duration::from_secs(1),
             },
             ClientKeyExtractor,
-            None,
+            Counted::Every,
         );
         let limiter = limit.config.limiter();
         for i in 0..10_000u32 {

@@ -125,6 +125,65 @@ async fn writes_are_limited_per_user_not_per_ip() {
     );
 }
 
+/// A film creation with an API key (`X-API-Key`) or an access token (`Authorization`).
+async fn create_film_with(app: &TestApp, credential: &str, name: &str) -> reqwest::Response {
+    let request = app.client.post(app.url("/api/v1/films"));
+    let request = if credential.starts_with("fk_") {
+        request.header("x-api-key", credential)
+    } else {
+        request.bearer_auth(credential)
+    };
+    request
+        .json(&json!({ "name": name, "studio": "S" }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_write_budget_is_the_users_whichever_credential_they_present() {
+    let app = spawn_app_with(&[("RATE_LIMIT_WRITE", "4/hour")]).await;
+    let user = app.new_user().await;
+    let mut credentials = Vec::new();
+    for _ in 0..3 {
+        // Each creation is a write of the user's: three of the four spent.
+        credentials.push(app.api_key_secret(&user.token, &["read", "write"]).await);
+    }
+    credentials.push(user.token.clone());
+
+    let mut statuses = Vec::new();
+    for round in 0..2 {
+        for (i, credential) in credentials.iter().enumerate() {
+            let response = create_film_with(&app, credential, &format!("Film {round}.{i}")).await;
+            statuses.push(response.status());
+        }
+    }
+    assert_eq!(statuses[0], StatusCode::CREATED, "the fourth write");
+    assert!(
+        statuses[1..]
+            .iter()
+            .all(|status| *status == StatusCode::TOO_MANY_REQUESTS),
+        "every credential shares the spent budget: {statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn made_up_credentials_get_no_write_budget_of_their_own() {
+    let app = spawn_app_with(&[("RATE_LIMIT_WRITE", "2/hour")]).await;
+    let user = app.new_user().await;
+    for made_up in ["fk_made_up_1", "forged.bearer.token"] {
+        let response = create_film_with(&app, made_up, "Spam").await;
+        assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    let third = create_film_with(&app, "fk_made_up_2", "Spam").await;
+    assert_problem(third, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(
+        create_film_with(&app, &user.token, "Mine").await.status(),
+        StatusCode::CREATED,
+        "a genuine user from the same address keeps their own budget"
+    );
+}
+
 #[tokio::test]
 async fn the_seed_routes_count_against_the_write_budget() {
     let app = spawn_app_with(&[("RATE_LIMIT_WRITE", "3/min"), ("SEED_DEMO_DATA", "true")]).await;
