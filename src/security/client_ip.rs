@@ -15,7 +15,10 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, dev::ServiceRequest};
+use actix_web::{
+    FromRequest, HttpMessage, HttpRequest,
+    dev::{Payload, ServiceRequest},
+};
 use ipnet::IpNet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
