@@ -2,7 +2,8 @@
 //! stack and the routes.
 //!
 //! Middleware, outermost first:
-//! request context (id, client IP) → request log → metrics → security headers → HTTPS redirect
+//! unread-body guard (an answer holds the request body until written, so an unread rest
+//! closes the connection instead of being drained) → request context (id, client IP) → request log → metrics → security headers → HTTPS redirect
 //! (with TLS) → problem+json for every error → audit of 401/403/429 → URL and header size
 //! limits → CORS → load shedding → global per-IP rate limit → per-scope rate limits →
 //! handlers, which enforce authentication through their extractors.
@@ -39,6 +40,7 @@ use crate::{
         overload::{InFlightLimit, limit_in_flight},
         rate_limit::{Limiters, LoginThrottle},
         tls,
+        unread_body::close_after_unread_body,
     },
     state::AppState,
     telemetry,
@@ -242,11 +244,13 @@ fn serve(
             .wrap(from_fn(move |req, next| {
                 telemetry::request_context(clients.clone(), req, next)
             }))
+            .wrap(from_fn(close_after_unread_body))
     })
     .workers(workers)
     .keep_alive(keep_alive)
     // Time allowed to send the request head; the body has its own deadline (BodyLimits).
     .client_request_timeout(request_timeout)
+    // Also how long the unread rest of a body is read after the answer (unread_body).
     .client_disconnect_timeout(Duration::from_secs(2))
     .shutdown_timeout(10)
     .listen(http_listener)?;

@@ -8,3 +8,4 @@ pub mod login_monitor;
 pub mod overload;
 pub mod rate_limit;
 pub mod tls;
+pub mod unread_body;

@@ -22,6 +22,7 @@ mod openapi;
 mod password;
 mod rate_limit;
 mod sessions;
+mod slow_clients;
 mod startup;
 mod tls;
 mod tokens;

@@ -1,0 +1,334 @@
+//! Slow clients: a request body trickled in one small chunk at a time holds no connection for
+//! long, whatever the route answered, while other clients keep being served.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix_web::{
+    App, HttpServer,
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    middleware::{Next, from_fn},
+};
+use filmvault::security::unread_body::close_after_unread_body;
+use reqwest::StatusCode;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    task::JoinSet,
+};
+use tokio_rustls::TlsConnector;
+
+use crate::helpers::{TestApp, spawn_app_with, spawn_tls_app};
+
+/// `REQUEST_TIMEOUT_MS` for these tests: the time allowed for a head, and for a body.
+const DEADLINE: Duration = Duration::from_secs(2);
+/// Every connection must be closed this long after it opened (a body read to its deadline,
+/// then the short linger that lets the answer reach the client) ...
+const CLOSED_WITHIN: Duration = Duration::from_secs(3 * DEADLINE.as_secs());
+/// ... and the test stops waiting here, so that it fails instead of hanging.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(10);
+const CHUNK_EVERY: Duration = Duration::from_secs(1);
+
+/// The overrides every test here starts from: the short deadline, and a login limit that
+/// answers all but the first trickled login with 429.
+const OVERRIDES: [(&str, &str); 2] = [("REQUEST_TIMEOUT_MS", "2000"), ("RATE_LIMIT_AUTH", "1/min")];
+
+/// A kind of trickled request: its head, and the answers it may get before the body ends.
+struct Route {
+    head: &'static str,
+    answers: &'static [u16],
+}
+
+static ROUTES: [Route; 4] = [
+    Route {
+        head: "POST /no/such/route HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n",
+        answers: &[404],
+    },
+    Route {
+        // The first reaches the handler, whose body read times out; the limiter answers the rest.
+        head: "POST /api/v1/auth/login HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+               Transfer-Encoding: chunked\r\n\r\n",
+        answers: &[408, 429],
+    },
+    Route {
+        head: "POST /api/v1/films HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+               Transfer-Encoding: chunked\r\n\r\n",
+        answers: &[401],
+    },
+    Route {
+        head: "GET /health/live HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n",
+        answers: &[200],
+    },
+];
+
+/// On the plain-HTTP listener of a TLS app.
+static REDIRECTED: [Route; 1] = [Route {
+    head: "POST /api/v1/films HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+           Transfer-Encoding: chunked\r\n\r\n",
+    answers: &[301],
+}];
+
+/// What one trickling client saw.
+#[derive(Debug)]
+struct Trickled {
+    status: Option<u16>,
+    /// How long the server kept the connection open; `None` if it still was when we gave up.
+    open_for: Option<Duration>,
+}
+
+/// Sends `head`, then one small chunk every second, never the last one, until the server
+/// closes the connection (a read of 0 bytes or an error) or the test gives up.
+async fn trickle<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, head: &str) -> Trickled {
+    let opened = Instant::now();
+    let mut answer = Vec::new();
+    let mut buffer = [0; 1024];
+    let mut chunks = tokio::time::interval(CHUNK_EVERY);
+    let give_up = tokio::time::sleep(GIVE_UP_AFTER);
+    tokio::pin!(give_up);
+    let closed = match stream.write_all(head.as_bytes()).await {
+        Err(_) => true,
+        Ok(()) => loop {
+            tokio::select! {
+                read = stream.read(&mut buffer) => match read {
+                    Ok(0) | Err(_) => break true,
+                    Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                },
+                _ = chunks.tick() => {
+                    if stream.write_all(b"1\r\n{\r\n").await.is_err() {
+                        break true;
+                    }
+                }
+                () = &mut give_up => break false,
+            }
+        },
+    };
+    Trickled {
+        status: status_code(&answer),
+        open_for: closed.then(|| opened.elapsed()),
+    }
+}
+
+fn status_code(answer: &[u8]) -> Option<u16> {
+    std::str::from_utf8(answer.get(9..12)?).ok()?.parse().ok()
+}
+
+/// Runs `count` trickling clients spread over `routes`, opened by `connect`, and checks
+/// each got an expected answer and was disconnected in time.
+async fn assert_tricklers_are_cut_off<S, F>(
+    count: usize,
+    routes: &'static [Route],
+    connect: impl Fn() -> F,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Future<Output = S> + Send + 'static,
+{
+    let mut clients = JoinSet::new();
+    for i in 0..count {
+        let route = &routes[i % routes.len()];
+        let stream = connect();
+        clients.spawn(async move { (route, trickle(stream.await, route.head).await) });
+    }
+    let mut late = Vec::new();
+    while let Some(joined) = clients.join_next().await {
+        let (route, trickled) = joined.unwrap();
+        let status = trickled.status.unwrap_or_default();
+        assert!(
+            route.answers.contains(&status),
+            "{:?} answered {trickled:?}",
+            route.head.lines().next()
+        );
+        if trickled.open_for.is_none_or(|open| open > CLOSED_WITHIN) {
+            late.push((status, trickled.open_for));
+        }
+    }
+    assert!(
+        late.is_empty(),
+        "{} of {count} trickling connections were not closed within {CLOSED_WITHIN:?} \
+         (status, open for): {:?}",
+        late.len(),
+        &late[..late.len().min(10)]
+    );
+}
+
+/// Until `tricklers` is done, a well-behaved client keeps asking for the probe and a list,
+/// and every answer must be a quick 200.
+async fn while_serving_others(app: &TestApp, tricklers: impl Future<Output = ()>) {
+    tokio::pin!(tricklers);
+    let mut served = 0;
+    loop {
+        tokio::select! {
+            () = &mut tricklers => break,
+            () = serve_one_round(app) => served += 1,
+        }
+    }
+    assert!(
+        served >= 5,
+        "only {served} rounds were served while others trickled"
+    );
+}
+
+async fn serve_one_round(app: &TestApp) {
+    for path in ["/health/live", "/api/v1/films"] {
+        let started = Instant::now();
+        let status = app.get(path, None).await.status();
+        assert_eq!(status, StatusCode::OK, "{path} while others trickle");
+        let took = started.elapsed();
+        assert!(took < DEADLINE, "{path} took {took:?} while others trickle");
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn three_hundred_trickled_bodies_are_all_cut_off_while_others_are_served() {
+    let app = spawn_app_with(&OVERRIDES).await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let tricklers = assert_tricklers_are_cut_off(300, &ROUTES, || {
+        let address = address.clone();
+        async move { TcpStream::connect(address).await.unwrap() }
+    });
+    while_serving_others(&app, tricklers).await;
+}
+
+#[tokio::test]
+async fn trickled_bodies_over_https_are_cut_off_too() {
+    let app = spawn_tls_app(&OVERRIDES).await;
+    let address = app
+        .https_address
+        .as_ref()
+        .unwrap()
+        .trim_start_matches("https://")
+        .to_owned();
+    let connector = tls_connector(app.ca_pem.as_ref().unwrap());
+    assert_tricklers_are_cut_off(40, &ROUTES, || {
+        let (address, connector) = (address.clone(), connector.clone());
+        async move {
+            let tcp = TcpStream::connect(address).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            connector.connect(name, tcp).await.unwrap()
+        }
+    })
+    .await;
+
+    // The plain-HTTP listener answers everything with a redirect, before any route.
+    let plain = app.address.trim_start_matches("http://").to_owned();
+    assert_tricklers_are_cut_off(10, &REDIRECTED, || {
+        let plain = plain.clone();
+        async move { TcpStream::connect(plain).await.unwrap() }
+    })
+    .await;
+}
+
+/// Each middleware of the app answers with a response; an error that escaped them all would
+/// be rendered by actix-http itself, and that answer must close the connection as well.
+#[tokio::test]
+async fn an_error_that_escapes_every_middleware_closes_the_connection_too() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = HttpServer::new(|| {
+        App::new()
+            .wrap(from_fn(refuse_with_an_error))
+            .wrap(from_fn(close_after_unread_body))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    let stream = TcpStream::connect(address).await.unwrap();
+    let trickled = trickle(stream, ROUTES[0].head).await;
+    assert_eq!(trickled.status, Some(403), "{trickled:?}");
+    assert!(
+        trickled.open_for.is_some_and(|open| open < CLOSED_WITHIN),
+        "{trickled:?}"
+    );
+}
+
+async fn refuse_with_an_error(
+    _: ServiceRequest,
+    _: Next<impl MessageBody>,
+) -> Result<ServiceResponse, actix_web::Error> {
+    Err(actix_web::error::ErrorForbidden("refused"))
+}
+
+#[tokio::test]
+async fn a_chunked_body_sent_in_full_keeps_the_connection_alive() {
+    let app = spawn_app_with(&OVERRIDES).await;
+    let mut stream = TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let body = r#"{"username":"nobody","password":"wrong"}"#;
+    let login = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(login.as_bytes()).await.unwrap();
+    let first = read_answer(&mut stream).await;
+    assert_eq!(
+        status_code(&first),
+        Some(401),
+        "{}",
+        String::from_utf8_lossy(&first)
+    );
+    stream
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let second = read_answer(&mut stream).await;
+    assert_eq!(
+        status_code(&second),
+        Some(200),
+        "the connection was kept for the next request"
+    );
+}
+
+/// Reads until one answer (with a `Content-Length` body) has arrived.
+async fn read_answer(stream: &mut TcpStream) -> Vec<u8> {
+    let mut answer = Vec::new();
+    let mut buffer = [0; 4096];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !answer_complete(&answer) {
+            let n = stream.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "closed after {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    })
+    .await
+    .expect("an answer");
+    answer
+}
+
+fn answer_complete(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return false;
+    };
+    let length = head
+        .lines()
+        .find_map(|line| {
+            line.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>())
+        })
+        .and_then(Result::ok)
+        .unwrap_or(0);
+    body.len() >= length
+}
+
+fn tls_connector(ca_pem: &str) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
