@@ -82,7 +82,9 @@ fn too_many_requests(negative: &NotUntil<QuantaInstant>) -> HttpResponse {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIpKey;
 
-fn ip_key(req: &ServiceRequest) -> IpAddr {
+/// The client a request counts against: its IP, or its /64 for IPv6. The audit trail
+/// summarizes repeated denials per the same client.
+pub fn ip_key(req: &impl HttpMessage) -> IpAddr {
     let ip = ClientIp::of(req).unwrap_or(IpAddr::from([0, 0, 0, 0]));
     match ip {
         IpAddr::V6(v6) => {
