@@ -6,6 +6,13 @@
 //! background writer (`AuditQueue`): the request never waits on them, and an event the table
 //! does not get (the queue full, the write failed) is logged in full with an error and counted
 //! in the metrics, never lost silently.
+//!
+//! Denials (401, 403, 429) are the one kind of event a stranger can cause at will, so they are
+//! summarized per client (`denials`): the first of each window in full, the rest counted into
+//! one row when the window closes. Nothing is deleted before its retention
+//! (`AUDIT_RETENTION_DAYS`, enforced by a trigger); `prune` deletes what is older.
+
+mod denials;
 
 use std::{
     net::IpAddr,
@@ -13,6 +20,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
+    time::{Duration, Instant},
 };
 
 use actix_web::{
@@ -27,16 +35,23 @@ use serde::{Deserialize, Serialize};
 use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
 use tokio::sync::mpsc;
 
+pub use self::denials::Admission;
+use self::denials::DenialWindows;
 use crate::{
     auth::extractor::Principal,
+    db::Database,
     domain::{Page, Paginated},
-    security::client_ip::ClientIp,
+    security::client_ip::{ClientIp, ClientKey},
     state::AppState,
-    telemetry::RequestId,
+    telemetry::{self, RequestId},
 };
 
 const QUEUE_CAPACITY: usize = 10_000;
 const WRITE_BATCH: usize = 256;
+/// How often the writer closes expired denial windows: a summary lands at most this late.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
+/// Rows deleted per statement when pruning, so other writes wait milliseconds, not seconds.
+const PRUNE_BATCH: u32 = 1_000;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
@@ -197,14 +212,26 @@ pub async fn record(executor: impl SqliteExecutor<'_>, event: &AuditEvent) -> sq
 #[derive(Clone)]
 pub struct AuditQueue {
     sender: mpsc::Sender<AuditEvent>,
+    denials: Arc<DenialWindows>,
 }
 
 impl AuditQueue {
-    /// Starts the background writer; it stops when the last queue handle is dropped.
-    pub fn start(writer: SqlitePool) -> Self {
+    /// Starts the background writer; it stops when the last queue handle is dropped, after
+    /// writing the summaries of the denial windows still open.
+    pub fn start(writer: SqlitePool, denial_window: Duration) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(write_queued(writer, receiver));
-        Self { sender }
+        let denials = Arc::new(DenialWindows::new(denial_window));
+        tokio::spawn(write_queued(writer, receiver, denials.clone()));
+        Self { sender, denials }
+    }
+
+    /// A denial from `client`: queued if it is the first of its window, else only counted.
+    pub fn submit_denial(&self, client: ClientKey, event: AuditEvent) -> Admission {
+        let admission = self.denials.admit(client, &event, Instant::now());
+        if admission == Admission::InFull {
+            self.submit(event);
+        }
+        admission
     }
 
     pub fn submit(&self, event: AuditEvent) {
@@ -217,13 +244,35 @@ impl AuditQueue {
     }
 }
 
-async fn write_queued(writer: SqlitePool, mut receiver: mpsc::Receiver<AuditEvent>) {
+async fn write_queued(
+    writer: SqlitePool,
+    mut receiver: mpsc::Receiver<AuditEvent>,
+    denials: Arc<DenialWindows>,
+) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while receiver.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        if let Err(error) = write_batch(&writer, &batch).await {
-            log_unstored(&batch, &error);
+    let mut summaries = tokio::time::interval(SUMMARY_INTERVAL);
+    summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            received = receiver.recv_many(&mut batch, WRITE_BATCH) => {
+                if received == 0 {
+                    break;
+                }
+            }
+            _ = summaries.tick() => batch.extend(denials.close_expired(Instant::now())),
         }
+        write_or_log(&writer, &batch).await;
         batch.clear();
+    }
+    write_or_log(&writer, &denials.close_all()).await;
+}
+
+async fn write_or_log(writer: &SqlitePool, batch: &[AuditEvent]) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(error) = write_batch(writer, batch).await {
+        log_unstored(batch, &error);
     }
 }
 
@@ -251,7 +300,9 @@ async fn write_batch(writer: &SqlitePool, batch: &[AuditEvent]) -> sqlx::Result<
 }
 
 /// Every 401, 403 and 429 becomes an audit event, unless its handler already recorded a more
-/// specific one (a failed login, say).
+/// specific one (a failed login, say): in full if it is the first of its client's window,
+/// else counted into the window's summary, and then its request line is logged at DEBUG
+/// only (the summary speaks for it).
 pub async fn audit_denials(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
@@ -275,9 +326,64 @@ pub async fn audit_denials(
         let event = AuditContext::of(request)
             .event(action, Outcome::Denied)
             .target(format!("{} {route}", request.method()));
-        state.audit.submit(event);
+        if state.audit.submit_denial(ClientKey::of(request), event) == Admission::Counted {
+            telemetry::log_request_at_debug(request);
+        }
     }
     Ok(response)
+}
+
+/// Deletes the events older than `retention_days`, oldest first and in batches, and records
+/// how many went. The table's trigger refuses to delete anything younger than the retention
+/// stored beside it (`audit_retention`), which this sets first.
+pub async fn prune(db: &Database, retention_days: u32) -> sqlx::Result<u64> {
+    sqlx::query(
+        "INSERT INTO audit_retention (id, days) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET days = excluded.days",
+    )
+    .bind(retention_days)
+    .execute(&db.writer)
+    .await?;
+    // Ids grow with time: every event below the first one inside the retention is older, and
+    // it is found without reading the rest of the table (occurred_at has no index).
+    let boundary: Option<i64> = sqlx::query_scalar(
+        "SELECT coalesce(
+             (SELECT id FROM audit_events
+              WHERE occurred_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?1 || ' days')
+              ORDER BY id LIMIT 1),
+             (SELECT max(id) + 1 FROM audit_events))",
+    )
+    .bind(retention_days)
+    .fetch_one(&db.reader)
+    .await?;
+    let Some(boundary) = boundary else {
+        return Ok(0);
+    };
+    let mut deleted = 0;
+    loop {
+        let batch = sqlx::query(
+            "DELETE FROM audit_events
+             WHERE id IN (SELECT id FROM audit_events WHERE id < ?1 ORDER BY id LIMIT ?2)",
+        )
+        .bind(boundary)
+        .bind(PRUNE_BATCH)
+        .execute(&db.writer)
+        .await?
+        .rows_affected();
+        deleted += batch;
+        if batch < u64::from(PRUNE_BATCH) {
+            break;
+        }
+    }
+    if deleted > 0 {
+        let event = AuditContext::system()
+            .event("audit.prune", Outcome::Success)
+            .reason(format!(
+                "deleted {deleted} events older than {retention_days} days"
+            ));
+        record(&db.writer, &event).await?;
+    }
+    Ok(deleted)
 }
 
 /// An audit event as the admin endpoint shows it.

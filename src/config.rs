@@ -130,6 +130,15 @@ pub struct SuspiciousLoginSettings {
     pub lockout: Duration,
 }
 
+/// How long records are kept before the pruning task deletes them.
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionSettings {
+    /// Audit events older than this are deleted; younger ones cannot be.
+    pub audit_days: u32,
+    /// Refresh sessions whose every token has been revoked or expired for this long.
+    pub spent_refresh_token_days: u32,
+}
+
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
     pub cert_path: PathBuf,
@@ -163,6 +172,9 @@ pub struct Settings {
     pub client_ipv6_prefix_len: u8,
     pub rate_limits: RateLimitSettings,
     pub suspicious_logins: SuspiciousLoginSettings,
+    /// Repeated denials from one client within this window are one audit row, not one each.
+    pub audit_denial_window: Duration,
+    pub retention: RetentionSettings,
     /// A loopback address for a separate, unauthenticated `/metrics` listener; the main
     /// listener's `/metrics` is for admins only either way.
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -338,6 +350,19 @@ impl Settings {
                     900,
                     0..=86_400,
                 )?),
+            },
+            audit_denial_window: Duration::from_secs(vars.parse_in_range(
+                "AUDIT_DENIAL_WINDOW_SECS",
+                60,
+                1..=3600,
+            )?),
+            retention: RetentionSettings {
+                audit_days: vars.parse_in_range("AUDIT_RETENTION_DAYS", 365, 1..=36_500)?,
+                spent_refresh_token_days: vars.parse_in_range(
+                    "REFRESH_TOKEN_RETENTION_DAYS",
+                    30,
+                    1..=3650,
+                )?,
             },
             metrics_addr: metrics_addr(&vars)?,
             max_json_body_bytes: vars.parse_in_range(
@@ -583,6 +608,9 @@ mod tests {
             ("ACCOUNT_LOCKOUT_SECS", "-1"),
             ("CLIENT_IPV6_PREFIX_LEN", "31"),
             ("CLIENT_IPV6_PREFIX_LEN", "129"),
+            ("AUDIT_DENIAL_WINDOW_SECS", "0"),
+            ("AUDIT_RETENTION_DAYS", "0"),
+            ("REFRESH_TOKEN_RETENTION_DAYS", "forever"),
         ] {
             let err = Settings::from_vars([(name, value)]).unwrap_err();
             let expected = if name == "TLS_CERT_PATH" {

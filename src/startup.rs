@@ -9,7 +9,9 @@
 //! handlers, which enforce authentication through their extractors.
 //!
 //! CORS sits outside the limiters so a 429 still carries CORS headers (a browser can read
-//! it), and preflights are answered before they could be counted.
+//! it), and preflights are answered before they could be counted. The audit of denials sits
+//! outside the global limiter so that the limiter's own 429s are accounted for too: a flood
+//! costs it one counter per request and one summary row per client and window, not a row each.
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
@@ -24,8 +26,8 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     audit::{self, AuditQueue},
-    auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
-    config::Settings,
+    auth::{jwt::JwtCodec, password::PasswordHasher, refresh, revocation::Revocations},
+    config::{RetentionSettings, Settings},
     db::Database,
     domain::seed,
     error::{self, ApiError},
@@ -48,6 +50,8 @@ use crate::{
 
 /// How often idle rate-limiter keys are forgotten.
 const LIMITER_PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often records past their retention are deleted (and once at start).
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 pub struct Application {
     port: u16,
@@ -78,6 +82,7 @@ impl Application {
         monitoring::handle();
         let limiters = Limiters::new(&state);
         spawn_limiter_purge(limiters.clone(), state.clone());
+        spawn_pruning(state.clone());
         let (metrics_server, metrics_port) = match state.settings.metrics_addr {
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
@@ -142,7 +147,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
         revocations: Revocations::load(&db.reader, settings.jwt.access_token_ttl.as_secs()).await?,
         login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username),
         login_monitor: LoginMonitor::new(settings.suspicious_logins),
-        audit: AuditQueue::start(db.writer.clone()),
+        audit: AuditQueue::start(db.writer.clone(), settings.audit_denial_window),
         db,
         settings,
     }))
@@ -163,6 +168,29 @@ fn spawn_limiter_purge(limiters: Limiters, state: web::Data<AppState>) {
             state.login_monitor.purge();
         }
     });
+}
+
+fn spawn_pruning(state: web::Data<AppState>) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(PRUNE_INTERVAL);
+        loop {
+            interval.tick().await;
+            prune_past_retention(&state.db, state.settings.retention).await;
+        }
+    });
+}
+
+async fn prune_past_retention(db: &Database, retention: RetentionSettings) {
+    match audit::prune(db, retention.audit_days).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "audit events past their retention deleted"),
+        Err(error) => tracing::error!(error = %error, "the audit trail could not be pruned"),
+    }
+    match refresh::prune_spent(db, retention.spent_refresh_token_days).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "spent refresh tokens past their retention deleted"),
+        Err(error) => tracing::error!(error = %error, "spent refresh tokens could not be pruned"),
+    }
 }
 
 /// The loopback-only metrics listener: one route, one worker, nothing else.

@@ -71,6 +71,10 @@ pub fn current_request_id() -> Option<String> {
 #[derive(Clone, Copy)]
 struct RequestStart(Instant);
 
+/// A request whose line is logged at DEBUG only: see `log_request_at_debug`.
+#[derive(Clone, Copy)]
+struct QuietRequest;
+
 /// The outermost middleware: gives the request its id, client (address and key) and start
 /// time, and runs the rest of the stack with the id in scope.
 ///
@@ -143,15 +147,24 @@ impl RootSpanBuilder for RequestSpan {
         if let Some(start) = response.request().extensions().get::<RequestStart>() {
             span.record("latency_ms", start.0.elapsed().as_micros() as f64 / 1000.0);
         }
+        let quiet = response.request().extensions().contains::<QuietRequest>();
         let _entered = span.enter();
         if status.is_server_error() {
             tracing::error!("request completed");
+        } else if quiet {
+            tracing::debug!("request completed");
         } else if status.is_client_error() {
             tracing::warn!("request completed");
         } else {
             tracing::info!("request completed");
         }
     }
+}
+
+/// Logs the request's line at DEBUG: for a repeated denial, which the audit trail counts into
+/// a summary that is logged instead, so a flood does not write a line per request.
+pub fn log_request_at_debug(request: &actix_web::HttpRequest) {
+    request.extensions_mut().insert(QuietRequest);
 }
 
 /// Attaches the authenticated user to the request's log line.

@@ -9,7 +9,11 @@ use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 use crate::{
     audit::{self, AuditContext, Outcome},
     auth::{Role, jwt::unix_now, random_token},
+    db::Database,
 };
+
+/// Sessions deleted per transaction when pruning.
+const PRUNE_BATCH: u32 = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeReason {
@@ -220,4 +224,38 @@ pub async fn revoke_all_of_user(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// Deletes the sessions whose every token has been spent (revoked or expired) for more than
+/// `retention_days`, and returns how many tokens went.
+///
+/// Whole sessions only: a rotated token must stay while its session lives, because it is what
+/// betrays a replay (`rotate`). A session is spent once its last token is, and its expiry is
+/// shared by all its tokens, so nothing of a live session is ever touched.
+pub async fn prune_spent(db: &Database, retention_days: u32) -> sqlx::Result<u64> {
+    let cutoff = unix_now_i64().saturating_sub(i64::from(retention_days) * 86_400);
+    let mut deleted = 0;
+    loop {
+        let families: Vec<String> = sqlx::query_scalar(
+            "SELECT family_id FROM refresh_tokens GROUP BY family_id
+             HAVING max(min(coalesce(revoked_at, expires_at), expires_at)) < ?1
+             LIMIT ?2",
+        )
+        .bind(cutoff)
+        .bind(PRUNE_BATCH)
+        .fetch_all(&db.reader)
+        .await?;
+        let mut tx = db.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for family in &families {
+            deleted += sqlx::query("DELETE FROM refresh_tokens WHERE family_id = ?1")
+                .bind(family)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        if families.len() < PRUNE_BATCH as usize {
+            return Ok(deleted);
+        }
+    }
 }

@@ -1,9 +1,20 @@
-//! The audit trail: one row per security event, with the right actor and outcome.
+//! The audit trail: one row per security event, with the right actor and outcome; repeated
+//! denials summarized, so a flood cannot fill the disk; old events pruned after their retention.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    AuditRow, LOGS, TestApp, assert_problem, spawn_app, spawn_app_on, spawn_app_with,
+};
 
 async fn request_id_of(response: &reqwest::Response) -> String {
     response.headers()["x-request-id"]
@@ -143,16 +154,26 @@ async fn api_keys_films_and_admin_actions_are_audited_with_their_actor() {
 }
 
 #[tokio::test]
-async fn every_401_403_and_429_leaves_one_row() {
-    let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "8/min")]).await;
+async fn the_first_401_403_and_429_of_a_client_are_recorded_in_full_and_repeats_are_counted() {
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_GLOBAL", "12/min"),
+        ("AUDIT_DENIAL_WINDOW_SECS", "2"),
+    ])
+    .await;
     let user = app.new_user().await;
+    let other = app.new_user().await;
 
     let unauthenticated = app.get("/api/v1/users/me", None).await;
     assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
-    let forbidden = app.get("/api/v1/admin/users", Some(&user.token)).await;
-    assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    let first_id = request_id_of(&unauthenticated).await;
+    let again = app.get("/api/v1/users/me", None).await;
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+    for token in [&user.token, &other.token] {
+        let forbidden = app.get("/api/v1/admin/users", Some(token)).await;
+        assert_eq!(forbidden.status(), StatusCode::FORBIDDEN);
+    }
     let mut limited = None;
-    for _ in 0..10 {
+    for _ in 0..12 {
         let response = app.get("/api/v1/films", None).await;
         if response.status() == StatusCode::TOO_MANY_REQUESTS {
             limited = Some(response);
@@ -162,16 +183,334 @@ async fn every_401_403_and_429_leaves_one_row() {
     let limited = limited.expect("the limit was reached");
     let limited_id = request_id_of(&limited).await;
 
-    let rows = app.wait_for_audit("http.unauthenticated", 1).await;
-    assert_eq!(rows.len(), 1);
+    let rows = wait_for_rows(&app, "http.unauthenticated", 2).await;
+    assert_eq!(
+        rows.len(),
+        2,
+        "the first in full, then one summary: {rows:?}"
+    );
     assert_eq!(rows[0].target.as_deref(), Some("GET /api/v1/users/me"));
-    let rows = app.wait_for_audit("http.forbidden", 1).await;
-    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].request_id.as_deref(), Some(first_id.as_str()));
+    assert_eq!(repeats(&rows[1]), 1, "{rows:?}");
+    assert_eq!(rows[1].client_ip.as_deref(), Some("127.0.0.1"));
+    assert!(rows[1].reason.as_deref().unwrap().contains(&first_id));
+
+    let rows = app.wait_for_audit("http.forbidden", 2).await;
+    assert_eq!(rows.len(), 2, "one per user, both in full: {rows:?}");
     assert_eq!(rows[0].actor_id, Some(user.id));
-    assert_eq!(rows[0].outcome, "denied");
+    assert_eq!(rows[1].actor_id, Some(other.id));
+    assert!(rows.iter().all(|row| row.outcome == "denied"));
     let rows = app.wait_for_audit("http.rate_limited", 1).await;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].request_id.as_deref(), Some(limited_id.as_str()));
+}
+
+/// Waits (up to 10 s: a summary is written when its window closes) for `count` rows.
+async fn wait_for_rows(app: &TestApp, action: &str, count: usize) -> Vec<AuditRow> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = app.audit_rows(action).await;
+        if rows.len() >= count || Instant::now() > deadline {
+            return rows;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many denials a summary row stands for (`repeated N more times …`); 0 for a row
+/// recorded in full (which stands for itself).
+fn repeats(row: &AuditRow) -> u64 {
+    row.reason
+        .as_deref()
+        .and_then(|reason| reason.strip_prefix("repeated "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map_or(0, |count| count.parse().expect("a count"))
+}
+
+fn database_bytes(app: &TestApp) -> u64 {
+    let wal = app.db_path.with_extension("db-wal");
+    [app.db_path.as_path(), wal.as_path()]
+        .iter()
+        .map(|path| std::fs::metadata(path).map_or(0, |m| m.len()))
+        .sum()
+}
+
+/// Log lines at INFO or above that mention `needle` (the capture itself is at TRACE).
+fn loud_log_lines_mentioning(needle: &str) -> usize {
+    LOGS.contents()
+        .lines()
+        .filter(|line| line.contains(needle))
+        .filter(|line| !line.contains(r#""level":"DEBUG""#) && !line.contains(r#""level":"TRACE""#))
+        .count()
+}
+
+#[tokio::test]
+async fn twenty_seconds_of_bad_tokens_from_one_address_leave_the_database_and_log_bounded() {
+    const FLOOD_SECS: u64 = 20;
+    const WINDOW_SECS: u64 = 4;
+    const CLIENTS: usize = 4;
+    let window = WINDOW_SECS.to_string();
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_GLOBAL", "20/s"),
+        ("AUDIT_DENIAL_WINDOW_SECS", &window),
+    ])
+    .await;
+    let size_before = database_bytes(&app);
+
+    let started = Instant::now();
+    let next_request = Arc::new(AtomicU64::new(0));
+    let flooders: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (client, url, next_request) = (
+                app.client.clone(),
+                app.url("/api/v1/users/me"),
+                next_request.clone(),
+            );
+            tokio::spawn(async move {
+                let (mut unauthenticated, mut limited) = (0u64, 0u64);
+                while started.elapsed() < Duration::from_secs(FLOOD_SECS) {
+                    let n = next_request.fetch_add(1, Ordering::Relaxed);
+                    let response = client
+                        .get(&url)
+                        .bearer_auth("not-a-token")
+                        .header("x-request-id", format!("flood-{n}"))
+                        .send()
+                        .await
+                        .expect("the server answers");
+                    match response.status() {
+                        StatusCode::UNAUTHORIZED => unauthenticated += 1,
+                        StatusCode::TOO_MANY_REQUESTS => limited += 1,
+                        other => panic!("unexpected {other}"),
+                    }
+                }
+                (unauthenticated, limited)
+            })
+        })
+        .collect();
+    let (mut unauthenticated, mut limited) = (0, 0);
+    for flooder in flooders {
+        let (u, l) = flooder.await.unwrap();
+        unauthenticated += u;
+        limited += l;
+    }
+    assert!(
+        unauthenticated >= 100 && limited >= 1000,
+        "a flood: {unauthenticated} × 401 and {limited} × 429"
+    );
+
+    // Every denial is accounted for, in full or in a summary, once the last windows close.
+    let accounted = |rows: &[AuditRow]| rows.iter().map(|row| repeats(row).max(1)).sum::<u64>();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut rows_401, mut rows_429) = (Vec::new(), Vec::new());
+    while Instant::now() < deadline {
+        rows_401 = app.audit_rows("http.unauthenticated").await;
+        rows_429 = app.audit_rows("http.rate_limited").await;
+        if accounted(&rows_401) == unauthenticated && accounted(&rows_429) == limited {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(accounted(&rows_401), unauthenticated, "{rows_401:?}");
+    assert_eq!(accounted(&rows_429), limited, "{rows_429:?}");
+    // Two kinds of denial, each at most two rows (first and summary) per window.
+    let rows = rows_401.len() + rows_429.len();
+    let windows = usize::try_from(FLOOD_SECS / WINDOW_SECS + 1).unwrap();
+    assert!(rows <= 2 * 2 * windows, "{rows} audit rows for the flood");
+
+    let growth = database_bytes(&app).saturating_sub(size_before);
+    assert!(growth < 1024 * 1024, "the database grew by {growth} bytes");
+    // A request line and an audit line for each denial recorded in full, and an audit line
+    // for each summary (which names the window's first request), at INFO and above.
+    let logged = loud_log_lines_mentioning("flood-");
+    let in_full = rows_401
+        .iter()
+        .chain(&rows_429)
+        .filter(|row| repeats(row) == 0)
+        .count();
+    assert!(
+        logged <= 2 * in_full + (rows - in_full),
+        "{logged} log lines for {} requests ({rows} audit rows, {in_full} in full)",
+        unauthenticated + limited
+    );
+}
+
+#[tokio::test]
+async fn audit_events_older_than_the_retention_are_pruned_and_younger_ones_stay_append_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("retention.db");
+    let first = spawn_app_on(dir, db_path.clone(), &[("AUDIT_RETENTION_DAYS", "1000")]).await;
+    let db = first.db().await;
+    for (age_days, action) in [(400, "test.ancient"), (31, "test.old"), (29, "test.young")] {
+        sqlx::query(
+            "INSERT INTO audit_events (occurred_at, action, outcome)
+             VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?1 || ' days'), ?2, 'success')",
+        )
+        .bind(age_days)
+        .bind(action)
+        .execute(&db)
+        .await
+        .unwrap();
+    }
+    first.new_user().await;
+    assert!(
+        sqlx::query("DELETE FROM audit_events WHERE action = 'test.ancient'")
+            .execute(&db)
+            .await
+            .is_err(),
+        "an event inside the 1000-day retention was deleted"
+    );
+
+    // Pruning runs at start (then hourly), with the retention the server is configured with.
+    let second = spawn_app_on(
+        tempfile::tempdir().unwrap(),
+        db_path,
+        &[("AUDIT_RETENTION_DAYS", "30")],
+    )
+    .await;
+    let pruned = wait_for_rows(&second, "audit.prune", 1).await;
+    assert_eq!(pruned.len(), 1);
+    assert_eq!(
+        pruned[0].reason.as_deref(),
+        Some("deleted 2 events older than 30 days")
+    );
+    assert!(second.audit_rows("test.ancient").await.is_empty());
+    assert!(second.audit_rows("test.old").await.is_empty());
+    assert_eq!(second.audit_rows("test.young").await.len(), 1);
+    assert_eq!(second.audit_rows("user.register").await.len(), 1);
+
+    for statement in [
+        "DELETE FROM audit_events WHERE action = 'test.young'",
+        "DELETE FROM audit_events WHERE action = 'user.register'",
+        "DELETE FROM audit_events",
+        "UPDATE audit_events SET reason = 'rewritten' WHERE action = 'test.young'",
+    ] {
+        assert!(
+            sqlx::query(statement).execute(&db).await.is_err(),
+            "{statement} was allowed"
+        );
+    }
+    assert_eq!(second.audit_rows("test.young").await[0].reason, None);
+
+    // Without its retention row the trigger refuses every delete, old events included.
+    sqlx::query("DELETE FROM audit_retention")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_events (occurred_at, action, outcome)
+         VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-400 days'), 'test.ancient', 'success')",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    assert!(
+        sqlx::query("DELETE FROM audit_events WHERE action = 'test.ancient'")
+            .execute(&db)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn spent_refresh_sessions_are_pruned_after_their_retention_and_live_ones_are_kept() {
+    let retention = [("REFRESH_TOKEN_RETENTION_DAYS", "7")];
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("refresh-retention.db");
+    let first = spawn_app_on(dir, db_path.clone(), &retention).await;
+    let user = first.new_user().await;
+    let db = first.db().await;
+    let newest_family = || {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT family_id FROM refresh_tokens ORDER BY id DESC LIMIT 1",
+            )
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let days_ago = |days: i64| {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap()
+            - days * 86_400
+    };
+    let backdate = |family: String, column: &'static str, at: i64| {
+        let db = db.clone();
+        async move {
+            let statement = match column {
+                "expires_at" => "UPDATE refresh_tokens SET expires_at = ?2 WHERE family_id = ?1",
+                _ => {
+                    "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family_id = ?1
+                      AND revoked_at IS NOT NULL"
+                }
+            };
+            sqlx::query(statement)
+                .bind(family)
+                .bind(at)
+                .execute(&db)
+                .await
+                .unwrap();
+        }
+    };
+
+    // Expired ten days ago: pruned.
+    first.token_pair(&user.username, &user.password).await;
+    let expired_long_ago = newest_family().await;
+    backdate(expired_long_ago.clone(), "expires_at", days_ago(10)).await;
+    // Expired three days ago: kept for now.
+    first.token_pair(&user.username, &user.password).await;
+    let expired_recently = newest_family().await;
+    backdate(expired_recently.clone(), "expires_at", days_ago(3)).await;
+    // Logged out ten days ago: every token revoked, so pruned though not yet expired.
+    let (access, _) = first.token_pair(&user.username, &user.password).await;
+    let logged_out = newest_family().await;
+    first
+        .post_json("/api/v1/auth/logout", &json!({}), Some(&access))
+        .await;
+    backdate(logged_out.clone(), "revoked_at", days_ago(10)).await;
+    // Rotated ten days ago, but its family lives on: the rotated token is kept, or a thief
+    // replaying it would no longer be caught.
+    let (_, rotated) = first.token_pair(&user.username, &user.password).await;
+    let live = newest_family().await;
+    let current: Value = first.refresh(&rotated).await.json().await.unwrap();
+    backdate(live.clone(), "revoked_at", days_ago(10)).await;
+
+    let second = spawn_app_on(tempfile::tempdir().unwrap(), db_path, &retention).await;
+    let tokens_of = |family: String| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM refresh_tokens WHERE family_id = ?1")
+                .bind(family)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while tokens_of(logged_out.clone()).await > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tokens_of(expired_long_ago).await, 0);
+    assert_eq!(tokens_of(logged_out).await, 0);
+    assert_eq!(tokens_of(expired_recently).await, 1);
+    assert_eq!(tokens_of(live).await, 2);
+
+    // The rotated token still betrays a replay, which ends the session it was stolen from.
+    assert_eq!(
+        second.refresh(&rotated).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let current = current["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        second.refresh(current).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
