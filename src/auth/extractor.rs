@@ -180,6 +180,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> 
             if !state
                 .revocations
                 .permits(user_id, claims.ver, Some(&claims.sid))
+                .await?
             {
                 return Err(ApiError::Unauthenticated);
             }
