@@ -6,5 +6,6 @@ pub mod headers;
 pub mod limits;
 pub mod login_monitor;
 pub mod overload;
+pub mod password_attempts;
 pub mod rate_limit;
 pub mod tls;

@@ -3,12 +3,12 @@
 //! * every request but health probes, per client IP (`RATE_LIMIT_GLOBAL`),
 //! * login, register and refresh, per client IP (`RATE_LIMIT_AUTH`),
 //! * writes, per user or API key (`RATE_LIMIT_WRITE`),
-//! * login attempts per username, from any IP (`RATE_LIMIT_LOGIN_PER_USERNAME`).
+//! * password attempts per username, from any IP (`RATE_LIMIT_LOGIN_PER_USERNAME`).
 //!
 //! The first three are actix-governor middleware. Their key extractors are infallible (a
 //! failed extraction would surface as an error outside the problem+json mapping) and read the
 //! client IP resolved once by `telemetry::request_context` (trusted proxies only). The last
-//! lives in the login handler, because the username is in the body.
+//! is charged by `password_attempts` (login, password change), once the username is known.
 //!
 //! Every limited response is a 429 problem with `Retry-After`; every response that passed a
 //! limiter carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` of the strictest limiter it
@@ -419,8 +419,8 @@ fn keep_strictest_limit<B>(response: &mut ServiceResponse<B>, replenish: Duratio
     }
 }
 
-/// Login attempts per username, from any IP: a botnet rotating addresses still gets only this
-/// many guesses at one account.
+/// Password attempts per username, from any IP: a botnet rotating addresses still gets only
+/// this many guesses at one account.
 pub struct LoginThrottle {
     limiter: DefaultKeyedRateLimiter<String>,
 }
