@@ -209,6 +209,7 @@ async fn verify_credential(
             if !state
                 .revocations
                 .permits(user_id, claims.ver, Some(&claims.sid))
+                .await?
             {
                 return Err(ApiError::Unauthenticated);
             }

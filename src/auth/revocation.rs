@@ -3,6 +3,10 @@
 //!
 //! * A user's token version is bumped (in the database, then here) when they are disabled,
 //!   change role or change password: tokens carrying an older version are refused at once.
+//!   A user's version is read from the database the first time one of their tokens is seen,
+//!   then kept here; a token whose user does not exist (or is disabled) is refused, so no
+//!   handler ever acts for an account that is not there. (Nothing deletes users today; code
+//!   that comes to delete them must forget them here too.)
 //! * A session (refresh-token family) is revoked on logout and on refresh-token reuse: access
 //!   tokens issued in it are refused at once. An entry is kept only for one access-token
 //!   lifetime, after which every token of that session has expired anyway.
@@ -20,6 +24,8 @@ use sqlx::SqlitePool;
 use crate::auth::jwt::unix_now;
 
 pub struct Revocations {
+    reader: SqlitePool,
+    /// user id -> current token version, for every user seen since the start
     token_versions: RwLock<HashMap<i64, i64>>,
     /// family id -> unix time after which the entry can be forgotten
     revoked_sessions: RwLock<HashMap<String, u64>>,
@@ -43,6 +49,7 @@ impl Revocations {
         .fetch_all(reader)
         .await?;
         Ok(Self {
+            reader: reader.clone(),
             token_versions: RwLock::new(versions.into_iter().collect()),
             revoked_sessions: RwLock::new(
                 sessions
@@ -57,34 +64,65 @@ impl Revocations {
         })
     }
 
-    /// Whether a token carrying `version` (and issued in `session`) is still good.
-    pub fn permits(&self, user_id: i64, version: i64, session: Option<&str>) -> bool {
-        let current = self
-            .token_versions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&user_id)
-            .copied()
-            .unwrap_or(0);
+    /// Whether a token of `user_id` carrying `version` (and issued in `session`) is still
+    /// good: the user exists and is enabled, the version is current, the session not revoked.
+    pub async fn permits(
+        &self,
+        user_id: i64,
+        version: i64,
+        session: Option<&str>,
+    ) -> sqlx::Result<bool> {
+        let Some(current) = self.current_version(user_id).await? else {
+            return Ok(false);
+        };
         if version < current {
-            return false;
+            return Ok(false);
         }
-        match session {
+        Ok(match session {
             None => true,
             Some(session) => !self
                 .revoked_sessions
                 .read()
                 .unwrap_or_else(PoisonError::into_inner)
                 .contains_key(session),
+        })
+    }
+
+    /// From memory, or else read from the database once; `None` if there is no such enabled
+    /// user (not remembered: a user created later must not find a stale refusal here).
+    async fn current_version(&self, user_id: i64) -> sqlx::Result<Option<i64>> {
+        let known = self
+            .token_versions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&user_id)
+            .copied();
+        if known.is_some() {
+            return Ok(known);
         }
+        let stored: Option<i64> =
+            sqlx::query_scalar("SELECT token_version FROM users WHERE id = ?1 AND disabled = 0")
+                .bind(user_id)
+                .fetch_optional(&self.reader)
+                .await?;
+        Ok(stored.map(|version| self.remember(user_id, version)))
     }
 
     /// Records a version already committed to the database.
     pub fn set_version(&self, user_id: i64, version: i64) {
-        self.token_versions
+        self.remember(user_id, version);
+    }
+
+    /// Versions only grow: a read that raced a bump must not lower what is known. Returns the
+    /// version now known.
+    fn remember(&self, user_id: i64, version: i64) -> i64 {
+        let mut versions = self
+            .token_versions
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(user_id, version);
+            .unwrap_or_else(PoisonError::into_inner);
+        let known = versions.entry(user_id).or_insert(version);
+        *known = (*known).max(version);
+        *known
     }
 
     pub fn revoke_session(&self, family_id: &str) {
@@ -101,33 +139,53 @@ impl Revocations {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::Database;
 
-    fn empty() -> Revocations {
-        Revocations {
-            token_versions: RwLock::default(),
-            revoked_sessions: RwLock::default(),
-            access_token_ttl_secs: 900,
-        }
+    /// A database with users 1 (enabled) and 2 (disabled), and the revocations read from it.
+    async fn revocations() -> (tempfile::TempDir, Revocations) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("r.db").display());
+        let db = Database::connect(&url).await.unwrap();
+        sqlx::query(
+            "INSERT INTO users (id, username, email, password_hash, disabled)
+             VALUES (1, 'one', 'one@example.com', 'x', 0), (2, 'two', 'two@example.com', 'x', 1)",
+        )
+        .execute(&db.writer)
+        .await
+        .unwrap();
+        let revocations = Revocations::load(&db.reader, 900).await.unwrap();
+        (dir, revocations)
     }
 
-    #[test]
-    fn an_older_token_version_is_refused_and_the_current_one_accepted() {
-        let revocations = empty();
-        assert!(revocations.permits(1, 0, None));
+    #[tokio::test]
+    async fn an_older_token_version_is_refused_and_the_current_one_accepted() {
+        let (_dir, revocations) = revocations().await;
+        assert!(revocations.permits(1, 0, None).await.unwrap());
         revocations.set_version(1, 2);
-        assert!(!revocations.permits(1, 1, None));
-        assert!(revocations.permits(1, 2, None));
-        assert!(
-            revocations.permits(2, 0, None),
-            "other users are unaffected"
-        );
+        assert!(!revocations.permits(1, 1, None).await.unwrap());
+        assert!(revocations.permits(1, 2, None).await.unwrap());
     }
 
-    #[test]
-    fn a_revoked_session_refuses_its_tokens_only() {
-        let revocations = empty();
+    #[tokio::test]
+    async fn a_known_version_never_goes_back() {
+        let (_dir, revocations) = revocations().await;
+        revocations.set_version(1, 3);
+        revocations.set_version(1, 2);
+        assert!(!revocations.permits(1, 2, None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn tokens_of_missing_or_disabled_users_are_refused() {
+        let (_dir, revocations) = revocations().await;
+        assert!(!revocations.permits(2, 0, None).await.unwrap(), "disabled");
+        assert!(!revocations.permits(3, 0, None).await.unwrap(), "missing");
+    }
+
+    #[tokio::test]
+    async fn a_revoked_session_refuses_its_tokens_only() {
+        let (_dir, revocations) = revocations().await;
         revocations.revoke_session("family-a");
-        assert!(!revocations.permits(1, 0, Some("family-a")));
-        assert!(revocations.permits(1, 0, Some("family-b")));
+        assert!(!revocations.permits(1, 0, Some("family-a")).await.unwrap());
+        assert!(revocations.permits(1, 0, Some("family-b")).await.unwrap());
     }
 }

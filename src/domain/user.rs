@@ -14,7 +14,7 @@ use crate::{
     auth::{
         Role, common_passwords,
         password::PasswordHasher,
-        refresh::{self, RevokeReason},
+        refresh::{self, IssuedRefreshToken, RevokeReason},
     },
     domain::{Page, Paginated, text},
     error::ApiError,
@@ -232,27 +232,83 @@ async fn bump_token_version(
     .await
 }
 
-/// Stores the new hash and ends every session of the user, in one transaction: other devices
-/// must log in again with the new password. Returns the new token version. API keys stay;
-/// they are revoked one by one.
-#[tracing::instrument(skip_all, fields(user_id))]
+/// The account as it is now, read inside the write transaction that acts on a password
+/// `verified` outside any transaction (a slow hash must not hold the write lock), if that
+/// password is still its password: enabled, and at the same token version, which every
+/// password change (and disable, and role change) bumps. `None`: such a change committed
+/// meanwhile, and it wins.
+async fn still_verified(
+    connection: &mut SqliteConnection,
+    verified: &UserCredentials,
+) -> Result<Option<UserCredentials>, sqlx::Error> {
+    Ok(credentials_by_id(connection, verified.id)
+        .await?
+        .filter(|now| now.token_version == verified.token_version && !now.disabled))
+}
+
+/// Replaces the password of `verified` (whose current password was checked) and ends every
+/// session of the user, in one transaction: other devices must log in again with the new
+/// password. API keys stay; they are revoked one by one. Returns the new token version, or
+/// `None` if another change committed since the check (see `still_verified`).
+#[tracing::instrument(skip_all, fields(user_id = verified.id))]
 pub async fn change_password(
     writer: &SqlitePool,
-    user_id: i64,
-    password_hash: &str,
+    verified: &UserCredentials,
+    new_hash: &str,
     audit: &AuditContext,
-) -> Result<i64, sqlx::Error> {
+) -> Result<Option<i64>, sqlx::Error> {
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    update_password_hash(&mut *tx, user_id, password_hash).await?;
-    let version = bump_token_version(&mut tx, user_id).await?;
-    refresh::revoke_all_of_user(&mut tx, user_id, RevokeReason::PasswordChange).await?;
+    let Some(account) = still_verified(&mut tx, verified).await? else {
+        return Ok(None);
+    };
+    update_password_hash(&mut *tx, account.id, new_hash).await?;
+    let version = bump_token_version(&mut tx, account.id).await?;
+    refresh::revoke_all_of_user(&mut tx, account.id, RevokeReason::PasswordChange).await?;
     let event = audit
         .event("user.password_change", Outcome::Success)
-        .actor(user_id)
-        .target(format!("user:{user_id}"));
+        .actor(account.id)
+        .target(format!("user:{}", account.id));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
-    Ok(version)
+    Ok(Some(version))
+}
+
+/// A login session, and the account as it was when the session started.
+pub struct StartedSession {
+    pub account: UserCredentials,
+    pub refresh: IssuedRefreshToken,
+}
+
+/// Starts a login session for `verified`, whose password was checked: only if it is still
+/// the account's password (see `still_verified`), in the transaction that starts the session,
+/// so that a password change or disable committed meanwhile, which ended every session it
+/// saw, cannot be outlived by this one. The tokens carry the role and token version read
+/// there. `upgraded_hash`, a fresh hash of the same password at today's parameters, replaces
+/// the stored one in the same transaction.
+#[tracing::instrument(skip_all, fields(user_id = verified.id))]
+pub async fn start_session(
+    writer: &SqlitePool,
+    verified: &UserCredentials,
+    upgraded_hash: Option<String>,
+    refresh_ttl_secs: u64,
+    audit: &AuditContext,
+) -> Result<Option<StartedSession>, sqlx::Error> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let Some(account) = still_verified(&mut tx, verified).await? else {
+        return Ok(None);
+    };
+    if let Some(upgraded) = upgraded_hash {
+        update_password_hash(&mut *tx, account.id, &upgraded).await?;
+        tracing::info!("password hash upgraded to current parameters");
+    }
+    let refresh = refresh::start_family(&mut *tx, account.id, refresh_ttl_secs).await?;
+    let event = audit
+        .event("auth.login", Outcome::Success)
+        .actor(account.id)
+        .target(format!("user:{}", account.id));
+    audit::record(&mut *tx, &event).await?;
+    tx.commit().await?;
+    Ok(Some(StartedSession { account, refresh }))
 }
 
 /// What an administrator may change about an account.
@@ -346,8 +402,7 @@ pub async fn update_account(
     })
 }
 
-#[tracing::instrument(skip_all, fields(user_id))]
-pub async fn update_password_hash(
+async fn update_password_hash(
     executor: impl SqliteExecutor<'_>,
     user_id: i64,
     password_hash: &str,

@@ -22,7 +22,11 @@ use crate::{
     },
     error::{ApiError, Problem},
     extract::{ForField, Json},
-    security::{client_ip::ClientKey, login_monitor::Suspicion, rate_limit::Limiters},
+    security::{
+        client_ip::ClientKey,
+        password_attempts::{PasswordAttempt, audit_target},
+        rate_limit::Limiters,
+    },
     state::AppState,
 };
 
@@ -158,16 +162,6 @@ pub(crate) async fn register(
         .json(profile))
 }
 
-/// How a login attempt names its target in the audit trail. The submitted name is echoed
-/// only if it is a valid username, so nothing odd reaches the log or the audit table.
-fn login_target(username: &str) -> String {
-    if Username::validate(username).is_ok() {
-        format!("username:{username}")
-    } else {
-        "username:<invalid>".to_owned()
-    }
-}
-
 /// Log in: an access token and a refresh token for a new session.
 ///
 /// Unknown user, wrong password and disabled account take the same path (one argon2
@@ -183,7 +177,7 @@ pub(crate) async fn login(
     request.validate()?;
     let LoginRequest { username, password } = request;
     let password = SecretString::from(password);
-    let target = login_target(&username);
+    let target = audit_target(&username);
     let refuse = |outcome, reason: &'static str, error: ApiError| {
         let event = audit
             .event("auth.login", outcome)
@@ -192,58 +186,53 @@ pub(crate) async fn login(
         state.audit.submit(event);
         Err(error)
     };
+    let attempt = match PasswordAttempt::start(&state, &audit, client, &username) {
+        Ok(attempt) => attempt,
+        Err(refused) => return refuse(Outcome::Denied, refused.reason, refused.error),
+    };
     let fail = |reason: &'static str| {
-        let suspicions = state.login_monitor.record_failure(&username, client);
-        for suspicion in &suspicions {
-            report_suspicion(&state, &audit, suspicion);
-        }
+        attempt.failed();
         refuse(Outcome::Failure, reason, ApiError::InvalidCredentials)
     };
-    if let Err(remaining) = state.login_monitor.check(&username, client) {
-        let locked = ApiError::LoginLocked {
-            retry_after: remaining,
-        };
-        return refuse(Outcome::Denied, "locked after suspicious failures", locked);
-    }
-    if let Err(throttled) = state.login_throttle.attempt(&username) {
-        return refuse(Outcome::Denied, "username rate limit", throttled);
-    }
     let account = user::find_credentials(&state.db.reader, &username).await?;
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
     let verification = state
         .passwords
         .verify(password.clone(), stored_hash)
         .await?;
-    let account = match (account, verification) {
+    let (account, needs_rehash) = match (account, verification) {
         (Some(account), Verification::Valid { needs_rehash }) if !account.disabled => {
-            if needs_rehash {
-                let fresh = state.passwords.hash(password).await?;
-                user::update_password_hash(&state.db.writer, account.id, &fresh).await?;
-                tracing::info!(
-                    user_id = account.id,
-                    "password hash upgraded to current parameters"
-                );
-            }
-            account
+            (account, needs_rehash)
         }
         (Some(_), Verification::Valid { .. }) => return fail("account disabled"),
         (Some(_), Verification::Invalid) => return fail("wrong password"),
         (None, _) => return fail("unknown user"),
     };
-    state.login_monitor.record_success(&username);
-    let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
-    let refresh = refresh::start_family(
-        &mut *tx,
-        account.id,
-        state.settings.jwt.refresh_token_ttl.as_secs(),
+    let upgraded_hash = if needs_rehash {
+        Some(state.passwords.hash(password).await?)
+    } else {
+        None
+    };
+    let refresh_ttl = state.settings.jwt.refresh_token_ttl.as_secs();
+    let started = user::start_session(
+        &state.db.writer,
+        &account,
+        upgraded_hash,
+        refresh_ttl,
+        &audit,
     )
     .await?;
-    let event = audit
-        .event("auth.login", Outcome::Success)
-        .actor(account.id)
-        .target(format!("user:{}", account.id));
-    audit::record(&mut *tx, &event).await?;
-    tx.commit().await?;
+    // The password was right, but it or the account changed while argon2 ran: whatever
+    // committed first (a password change, a disable) wins over this login.
+    let Some(session) = started else {
+        return refuse(
+            Outcome::Failure,
+            "the account changed during the login",
+            ApiError::InvalidCredentials,
+        );
+    };
+    attempt.succeeded();
+    let account = session.account;
     token_response(
         &state,
         TokenSubject {
@@ -252,32 +241,8 @@ pub(crate) async fn login(
             role: account.role,
             token_version: account.token_version,
         },
-        refresh,
+        session.refresh,
     )
-}
-
-fn report_suspicion(state: &AppState, audit: &AuditContext, suspicion: &Suspicion) {
-    let lockout = state.settings.suspicious_logins.lockout.as_secs();
-    let (target, reason) = match suspicion {
-        Suspicion::ManyClientsForOneUsername { username, clients } => (
-            login_target(username),
-            format!(
-                "failed logins from {clients} clients; this username is locked for {lockout} s"
-            ),
-        ),
-        Suspicion::ManyUsernamesFromOneClient { client, usernames } => (
-            format!("ip:{client}"),
-            format!(
-                "failed logins for {usernames} usernames; this client is blocked for {lockout} s"
-            ),
-        ),
-    };
-    tracing::warn!(target: "security", %target, %reason, "suspicious login activity");
-    let event = audit
-        .event("security.suspicious_login", Outcome::Failure)
-        .target(target)
-        .reason(reason);
-    state.audit.submit(event);
 }
 
 /// Exchange a refresh token for a new pair of the same session.

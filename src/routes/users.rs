@@ -23,6 +23,7 @@ use crate::{
     },
     error::{ApiError, Problem},
     extract::{ForField, Json},
+    security::{client_ip::ClientKey, password_attempts::PasswordAttempt},
     state::AppState,
 };
 
@@ -66,8 +67,9 @@ pub struct ChangePasswordRequest {
 
 /// Change the password. Every session of the user ends (API keys stay).
 ///
-/// A wrong current password is a 401 and counts against the username's login budget, so
-/// this route is no side door for guessing.
+/// The current password is checked within the account's login budget, spent before it is
+/// looked at, and a wrong one counts as a failed login: this route is no side door for
+/// guessing with a stolen access token.
 #[utoipa::path(put, path = "/api/v1/users/me/password", tag = "users",
     request_body = ChangePasswordRequest, security(("bearer" = [])),
     responses((status = 204, description = "Changed; log in again")))]
@@ -75,6 +77,7 @@ pub(crate) async fn change_password(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,
+    client: ClientKey,
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.session()?;
@@ -89,25 +92,35 @@ pub(crate) async fn change_password(
     let account = user::credentials_by_id(&state.db.reader, caller.user_id)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
+    let refuse = |outcome, reason: &'static str, error: ApiError| {
+        let event = audit
+            .event("user.password_change", outcome)
+            .target(format!("user:{}", account.id))
+            .reason(reason);
+        state.audit.submit(event);
+        error
+    };
+    let rejected = |reason| refuse(Outcome::Failure, reason, ApiError::InvalidCredentials);
+    let attempt = PasswordAttempt::start(&state, &audit, client, &account.username)
+        .map_err(|refused| refuse(Outcome::Denied, refused.reason, refused.error))?;
+    let current_password = SecretString::from(request.current_password);
     let verification = state
         .passwords
-        .verify(
-            SecretString::from(request.current_password),
-            Some(account.password_hash),
-        )
+        .verify(current_password, Some(account.password_hash.clone()))
         .await?;
     if verification == Verification::Invalid {
-        let event = audit
-            .event("user.password_change", Outcome::Failure)
-            .target(format!("user:{}", caller.user_id))
-            .reason("wrong current password");
-        state.audit.submit(event);
-        state.login_throttle.attempt(&account.username)?;
-        return Err(ApiError::InvalidCredentials);
+        attempt.failed();
+        return Err(rejected("wrong current password"));
     }
-    let hash = state.passwords.hash(new_password.into_secret()).await?;
-    let version = user::change_password(&state.db.writer, caller.user_id, &hash, &audit).await?;
-    state.revocations.set_version(caller.user_id, version);
+    attempt.succeeded();
+    let new_hash = state.passwords.hash(new_password.into_secret()).await?;
+    let changed = user::change_password(&state.db.writer, &account, &new_hash, &audit).await?;
+    // Another change committed while this one was verified: the password checked here is no
+    // longer the current one.
+    let Some(version) = changed else {
+        return Err(rejected("the password changed during the check"));
+    };
+    state.revocations.set_version(account.id, version);
     Ok(HttpResponse::NoContent().finish())
 }
 

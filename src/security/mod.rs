@@ -6,6 +6,7 @@ pub mod headers;
 pub mod limits;
 pub mod login_monitor;
 pub mod overload;
+pub mod password_attempts;
 pub mod rate_limit;
 pub mod tls;
 pub mod unread_body;

@@ -4,12 +4,13 @@
 //! * login, register and refresh, per client (`RATE_LIMIT_AUTH`),
 //! * writes, per user whichever credential they present, or per client when anonymous
 //!   (`RATE_LIMIT_WRITE`),
-//! * login attempts per username, from any client (`RATE_LIMIT_LOGIN_PER_USERNAME`).
+//! * password attempts per username, from any client (`RATE_LIMIT_LOGIN_PER_USERNAME`).
 //!
 //! The first three are actix-governor middleware. Their key extractors are infallible (a
 //! failed extraction would surface as an error outside the problem+json mapping) and read the
 //! `ClientKey` resolved once by `telemetry::request_context` (trusted proxies only; IPv6 by
-//! network). The last lives in the login handler, because the username is in the body.
+//! network). The last is charged by `password_attempts` (login, password change), once the username is
+//! known.
 //!
 //! Every limited response is a 429 problem with `Retry-After`; every response that passed a
 //! limiter carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` of the strictest limiter it
@@ -419,8 +420,8 @@ fn keep_strictest_limit<B>(response: &mut ServiceResponse<B>, replenish: Duratio
     }
 }
 
-/// Login attempts per username, from any IP: a botnet rotating addresses still gets only this
-/// many guesses at one account.
+/// Password attempts per username, from any IP: a botnet rotating addresses still gets only
+/// this many guesses at one account.
 pub struct LoginThrottle {
     limiter: DefaultKeyedRateLimiter<String>,
 }

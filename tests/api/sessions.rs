@@ -1,9 +1,11 @@
 //! Refresh tokens: rotation, reuse detection, logout, and revocation that bites at once.
 
+use std::cell::Cell;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{STRONG_PASSWORD, assert_problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn login_returns_an_opaque_refresh_token_of_256_bits() {
@@ -223,5 +225,75 @@ async fn revocations_survive_a_restart() {
             .await
             .status(),
         StatusCode::OK
+    );
+}
+
+/// A login that read the old password hash while the password was being changed must not
+/// come out of the change with a live session.
+///
+/// With one hashing thread, argon2 runs in order of arrival. A chain of back-to-back logins
+/// beside the change therefore always has one that reads the old hash while the change
+/// computes its new hash, and whose own verification runs after the change has committed:
+/// the window is the argon2 run itself, every round.
+#[tokio::test]
+async fn no_login_with_the_old_password_survives_a_concurrent_password_change() {
+    const ROUNDS: usize = 30;
+    let app = spawn_app_with(&[("PASSWORD_HASH_CONCURRENCY", "1")]).await;
+    let user = app.new_user().await;
+    let mut password = user.password.clone();
+    let mut logins_during_changes = 0;
+    for round in 0..ROUNDS {
+        let new_password = format!("{STRONG_PASSWORD}-round-{round}");
+        let (changer, _) = app.token_pair(&user.username, &password).await;
+        let changed = Cell::new(false);
+        let change = async {
+            let response = app
+                .put_json(
+                    "/api/v1/users/me/password",
+                    &json!({ "current_password": password, "new_password": new_password }),
+                    Some(&changer),
+                )
+                .await;
+            changed.set(true);
+            response
+        };
+        let logins = async {
+            let mut sessions = Vec::new();
+            while !changed.get() {
+                let response = app.login(&user.username, &password).await;
+                if response.status() == StatusCode::OK {
+                    let body: Value = response.json().await.unwrap();
+                    sessions.push((
+                        body["access_token"].as_str().unwrap().to_owned(),
+                        body["refresh_token"].as_str().unwrap().to_owned(),
+                    ));
+                }
+            }
+            sessions
+        };
+        let (change, sessions) = tokio::join!(change, logins);
+        assert_eq!(change.status(), StatusCode::NO_CONTENT, "round {round}");
+
+        for (access, refresh) in &sessions {
+            let me = app.get("/api/v1/users/me", Some(access)).await;
+            assert_eq!(
+                me.status(),
+                StatusCode::UNAUTHORIZED,
+                "round {round}: an access token from the old password outlived the change"
+            );
+            assert_eq!(
+                app.refresh(refresh).await.status(),
+                StatusCode::UNAUTHORIZED,
+                "round {round}: a refresh token from the old password outlived the change"
+            );
+        }
+        logins_during_changes += sessions.len();
+        password = new_password;
+    }
+    // Each round's first login verifies before the new hash is computed and succeeds (its
+    // session then ends with the change): proof that logins did run beside the changes.
+    assert!(
+        logins_during_changes >= ROUNDS / 2,
+        "only {logins_during_changes} logins succeeded beside the changes: the race was not run"
     );
 }

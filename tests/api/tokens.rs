@@ -2,7 +2,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Sha256, Sha512};
 
@@ -175,4 +175,93 @@ async fn malformed_or_ambiguous_credentials_are_refused_not_ignored() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
     }
+}
+
+/// A token that verifies but names no account (one signed with the server's key for an id
+/// that was never issued, or whose account is gone) is nobody's credential: a 401 on every
+/// route, never a 500 from a write that references the missing user.
+#[tokio::test]
+async fn a_valid_token_for_a_user_that_does_not_exist_is_a_401_everywhere() {
+    let app = spawn_app().await;
+    let owner = app.new_user().await;
+    let film_id = app.create_film(&owner.token, "Nosferatu", "Prana").await["id"]
+        .as_i64()
+        .unwrap();
+    let ghost = sign_hs256(&hs256_header(), &claims_for(999_999), TEST_JWT_SECRET);
+    let film = format!("/api/v1/films/{film_id}");
+    let vote = format!("{film}/vote");
+    let like = format!("/?like={film_id}");
+    let new_film = json!({ "name": "Haunted", "studio": "Nobody" });
+    let cases = [
+        (
+            "create a film",
+            Method::POST,
+            "/api/v1/films",
+            Some(new_film.clone()),
+        ),
+        (
+            "add a film (seed route)",
+            Method::POST,
+            "/add_film",
+            Some(new_film),
+        ),
+        (
+            "vote",
+            Method::PUT,
+            vote.as_str(),
+            Some(json!({ "vote": "like" })),
+        ),
+        ("vote (seed route)", Method::GET, like.as_str(), None),
+        ("withdraw a vote", Method::DELETE, vote.as_str(), None),
+        (
+            "edit a film",
+            Method::PATCH,
+            film.as_str(),
+            Some(json!({ "name": "Mine" })),
+        ),
+        ("delete a film", Method::DELETE, film.as_str(), None),
+        (
+            "create an API key",
+            Method::POST,
+            "/api/v1/users/me/api-keys",
+            Some(json!({ "name": "ghost key", "scopes": ["write"] })),
+        ),
+        (
+            "list API keys",
+            Method::GET,
+            "/api/v1/users/me/api-keys",
+            None,
+        ),
+        (
+            "change the password",
+            Method::PUT,
+            "/api/v1/users/me/password",
+            Some(json!({
+                "current_password": "whatever-it-was",
+                "new_password": "a-brand-new-passphrase",
+            })),
+        ),
+        ("read the profile", Method::GET, "/api/v1/users/me", None),
+        (
+            "log out",
+            Method::POST,
+            "/api/v1/auth/logout",
+            Some(json!({})),
+        ),
+    ];
+    for (name, method, path, body) in cases {
+        let mut request = app
+            .client
+            .request(method, app.url(path))
+            .bearer_auth(&ghost);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name}");
+        assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    let film: Value = app.get(&film, None).await.json().await.unwrap();
+    assert_eq!(film["name"], "Nosferatu", "nothing changed");
+    assert_eq!(film["likes"], 0);
 }

@@ -1,0 +1,111 @@
+//! One budget for guesses at an account's password, whichever route takes them. Login and
+//! password change both check a password; if the second had a looser budget, a stolen access
+//! token would be a faster guessing door than the login form.
+//!
+//! Before argon2 runs, an attempt must pass the suspicious-login locks and spend one unit of
+//! the per-username throttle (so a refusal says nothing about the password); a wrong password
+//! then counts as a failed login for the suspicious-pattern detection.
+
+use crate::{
+    audit::{AuditContext, Outcome},
+    domain::user::Username,
+    error::ApiError,
+    security::{client_ip::ClientKey, login_monitor::Suspicion},
+    state::AppState,
+};
+
+/// One password check against the account `username`, admitted by the budget.
+pub struct PasswordAttempt<'a> {
+    state: &'a AppState,
+    audit: &'a AuditContext,
+    username: &'a str,
+    client: ClientKey,
+}
+
+/// An attempt refused before the password was looked at.
+pub struct Refused {
+    /// For the audit trail.
+    pub reason: &'static str,
+    pub error: ApiError,
+}
+
+impl<'a> PasswordAttempt<'a> {
+    /// Charges one attempt at `username` from `client`.
+    pub fn start(
+        state: &'a AppState,
+        audit: &'a AuditContext,
+        client: ClientKey,
+        username: &'a str,
+    ) -> Result<Self, Refused> {
+        if let Err(retry_after) = state.login_monitor.check(username, client) {
+            return Err(Refused {
+                reason: "locked after suspicious failures",
+                error: ApiError::LoginLocked { retry_after },
+            });
+        }
+        state
+            .login_throttle
+            .attempt(username)
+            .map_err(|error| Refused {
+                reason: "username rate limit",
+                error,
+            })?;
+        Ok(Self {
+            state,
+            audit,
+            username,
+            client,
+        })
+    }
+
+    /// The password was wrong (or the account unknown or disabled).
+    pub fn failed(&self) {
+        let suspicions = self
+            .state
+            .login_monitor
+            .record_failure(self.username, self.client);
+        for suspicion in &suspicions {
+            self.report(suspicion);
+        }
+    }
+
+    /// The password was right: the username's earlier failures are forgiven.
+    pub fn succeeded(&self) {
+        self.state.login_monitor.record_success(self.username);
+    }
+
+    fn report(&self, suspicion: &Suspicion) {
+        let lockout = self.state.settings.suspicious_logins.lockout.as_secs();
+        let (target, reason) = match suspicion {
+            Suspicion::ManyClientsForOneUsername { username, clients } => (
+                audit_target(username),
+                format!(
+                    "failed logins from {clients} clients; this username is locked for {lockout} s"
+                ),
+            ),
+            Suspicion::ManyUsernamesFromOneClient { client, usernames } => (
+                format!("ip:{client}"),
+                format!(
+                    "failed logins for {usernames} usernames; this client is blocked for {lockout} s"
+                ),
+            ),
+        };
+        tracing::warn!(target: "security", %target, %reason, "suspicious login activity");
+        let event = self
+            .audit
+            .event("security.suspicious_login", Outcome::Failure)
+            .target(target)
+            .reason(reason);
+        self.state.audit.submit(event);
+    }
+}
+
+/// How an attempt names its target in the audit trail. The submitted name is echoed only if
+/// it is a valid username, so nothing odd reaches the log or the audit table.
+pub fn audit_target(username: &str) -> String {
+    if Username::validate(username).is_ok() {
+        format!("username:{username}")
+    } else {
+        "username:<invalid>".to_owned()
+    }
+}
