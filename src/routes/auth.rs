@@ -22,7 +22,7 @@ use crate::{
     },
     error::{ApiError, Problem},
     extract::{ForField, Json},
-    security::{login_monitor::Suspicion, rate_limit::Limiters},
+    security::{login_monitor::Suspicion, overload::InFlightSlot, rate_limit::Limiters},
     state::AppState,
 };
 
@@ -142,17 +142,14 @@ fn token_response(
 pub(crate) async fn register(
     state: web::Data<AppState>,
     audit: AuditContext,
+    slot: InFlightSlot,
     Json(request): Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new_user = NewUser::try_from(request)?;
-    let profile = user::create(
-        &state.db.writer,
-        &state.passwords,
-        new_user,
-        Role::User,
-        &audit,
-    )
-    .await?;
+    let hashing = state.passwords.reserve()?;
+    // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
+    slot.release();
+    let profile = user::create(&state.db.writer, &hashing, new_user, Role::User, &audit).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
         .json(profile))
@@ -177,6 +174,7 @@ fn login_target(username: &str) -> String {
 pub(crate) async fn login(
     state: web::Data<AppState>,
     audit: AuditContext,
+    slot: InFlightSlot,
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
@@ -208,16 +206,17 @@ pub(crate) async fn login(
     if let Err(throttled) = state.login_throttle.attempt(&username) {
         return refuse(Outcome::Denied, "username rate limit", throttled);
     }
+    // Before the database read, so a login refused by a full hash queue costs nothing.
+    let hashing = state.passwords.reserve()?;
+    // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
+    slot.release();
     let account = user::find_credentials(&state.db.reader, &username).await?;
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
-    let verification = state
-        .passwords
-        .verify(password.clone(), stored_hash)
-        .await?;
+    let verification = hashing.verify(password.clone(), stored_hash).await?;
     let account = match (account, verification) {
         (Some(account), Verification::Valid { needs_rehash }) if !account.disabled => {
             if needs_rehash {
-                let fresh = state.passwords.hash(password).await?;
+                let fresh = hashing.hash(password).await?;
                 user::update_password_hash(&state.db.writer, account.id, &fresh).await?;
                 tracing::info!(
                     user_id = account.id,

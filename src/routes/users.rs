@@ -23,6 +23,7 @@ use crate::{
     },
     error::{ApiError, Problem},
     extract::{ForField, Json},
+    security::overload::InFlightSlot,
     state::AppState,
 };
 
@@ -75,6 +76,7 @@ pub(crate) async fn change_password(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,
+    slot: InFlightSlot,
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.session()?;
@@ -86,11 +88,13 @@ pub(crate) async fn change_password(
         ));
     }
     let new_password = NewPassword::parse(request.new_password).for_field("new_password")?;
+    let hashing = state.passwords.reserve()?;
+    // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
+    slot.release();
     let account = user::credentials_by_id(&state.db.reader, caller.user_id)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
-    let verification = state
-        .passwords
+    let verification = hashing
         .verify(
             SecretString::from(request.current_password),
             Some(account.password_hash),
@@ -105,7 +109,7 @@ pub(crate) async fn change_password(
         state.login_throttle.attempt(&account.username)?;
         return Err(ApiError::InvalidCredentials);
     }
-    let hash = state.passwords.hash(new_password.into_secret()).await?;
+    let hash = hashing.hash(new_password.into_secret()).await?;
     let version = user::change_password(&state.db.writer, caller.user_id, &hash, &audit).await?;
     state.revocations.set_version(caller.user_id, version);
     Ok(HttpResponse::NoContent().finish())

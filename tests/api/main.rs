@@ -16,6 +16,7 @@ mod helpers;
 mod legacy;
 mod limits;
 mod logging;
+mod login_storm;
 mod monitoring;
 mod openapi;
 mod password;
