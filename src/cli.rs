@@ -114,10 +114,10 @@ pub async fn create_admin(
         Err(other) => return Err(anyhow::anyhow!("{other}")),
     };
     let db = Database::connect(&settings.database_url).await?;
-    let hasher = PasswordHasher::new(1)?;
+    let hashing = PasswordHasher::new(1, 1)?.reserve()?;
     let created = user::create(
         &db.writer,
-        &hasher,
+        &hashing,
         new_user,
         Role::Admin,
         &AuditContext::system(),

@@ -180,6 +180,9 @@ pub struct Settings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     pub max_json_body_bytes: usize,
     pub password_hash_concurrency: usize,
+    /// Requests admitted to password hashing at once (waiting for argon2, hashing, or
+    /// finishing); the next get 503 at once.
+    pub password_hash_queue: usize,
     pub max_in_flight_requests: usize,
     pub overload_queue_timeout: Duration,
     pub request_timeout: Duration,
@@ -375,6 +378,7 @@ impl Settings {
                 (available_cores / 2).max(1),
                 1..=64,
             )?,
+            password_hash_queue: vars.parse_in_range("PASSWORD_HASH_QUEUE", 64, 1..=10_000)?,
             max_in_flight_requests: vars.parse_in_range(
                 "MAX_IN_FLIGHT_REQUESTS",
                 256,

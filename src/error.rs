@@ -17,7 +17,7 @@ use actix_web::{
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::telemetry::current_request_id;
+use crate::{auth::password::HashError, telemetry::current_request_id};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 const NOT_FOUND_DETAIL: &str = "The requested resource does not exist.";
@@ -334,6 +334,20 @@ pub async fn problem_details(
 /// SQLite reports constraint names only in text; the unique-violation code is reliable.
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// A full hash queue is load shedding like a full server: 503 for the requests that hash
+/// (login, registration, password change), never for anything else. Places free up as hashes
+/// finish, about 12 ms each, so one second is a fair time to wait.
+impl From<HashError> for ApiError {
+    fn from(error: HashError) -> Self {
+        match error {
+            HashError::QueueFull => Self::Overloaded {
+                retry_after: Duration::from_secs(1),
+            },
+            HashError::Failed(error) => Self::Internal(error),
+        }
+    }
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -142,7 +142,10 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
         }
     }
     Ok(web::Data::new(AppState {
-        passwords: PasswordHasher::new(settings.password_hash_concurrency)?,
+        passwords: PasswordHasher::new(
+            settings.password_hash_concurrency,
+            settings.password_hash_queue,
+        )?,
         jwt: JwtCodec::new(&settings.jwt),
         revocations: Revocations::load(&db.reader, settings.jwt.access_token_ttl.as_secs()).await?,
         login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username),

@@ -6,6 +6,11 @@
 //! a login storm can take from reads, and the memory: each thread reuses its own 19 MiB block.
 //! (On tokio's blocking pool, every one of its many threads kept a 19 MiB block in its malloc
 //! arena after the first hash: a login storm left hundreds of MiB resident.)
+//!
+//! The queue in front of those threads is bounded too: a request that will hash first
+//! reserves one of `PASSWORD_HASH_QUEUE` places, and when none is free it is refused at once
+//! (`HashError::QueueFull`, 503 with `Retry-After`) instead of joining a queue that only grows
+//! while a login storm lasts.
 
 use std::{
     cell::RefCell,
@@ -19,7 +24,7 @@ use argon2::{
     password_hash::{Output, ParamsString, Salt, SaltString, rand_core::OsRng},
 };
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 const MEMORY_KIB: u32 = 19 * 1024;
 const ITERATIONS: u32 = 2;
@@ -41,19 +46,32 @@ pub enum Verification {
     Invalid,
 }
 
+/// Why a password was not hashed or verified.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every place in the queue is taken: the request is refused, not parked.
+    #[error("the password hashing queue is full")]
+    QueueFull,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 #[derive(Clone)]
 pub struct PasswordHasher {
     jobs: mpsc::Sender<Job>,
+    /// One permit per request holding a `HashReservation`: the queue's bound.
+    queue_places: Arc<Semaphore>,
     /// Verified against when the user does not exist, so that an unknown username costs the
     /// same time as a wrong password and timing does not reveal which accounts exist.
     dummy_hash: Arc<str>,
 }
 
 impl PasswordHasher {
-    /// Starts `threads` hashing threads; they end when the last clone of the hasher is dropped.
-    pub fn new(threads: usize) -> anyhow::Result<Self> {
+    /// Starts `threads` hashing threads, fed by at most `queue_bound` requests at a time; the
+    /// threads end when the last clone of the hasher is dropped.
+    pub fn new(threads: usize, queue_bound: usize) -> anyhow::Result<Self> {
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
         for index in 0..threads.max(1) {
@@ -87,12 +105,37 @@ impl PasswordHasher {
             .context("the password hashing thread stopped")??;
         Ok(Self {
             jobs,
+            queue_places: Arc::new(Semaphore::new(queue_bound.max(1))),
             dummy_hash: dummy_hash.into(),
         })
     }
 
-    pub async fn hash(&self, password: SecretString) -> anyhow::Result<String> {
-        self.run(move || hash_blocking(&password)).await?
+    /// A place in the queue for this request's hashes, or `QueueFull` at once. Taken before the
+    /// work that leads up to hashing (the database read of a login), so that a refused
+    /// request costs next to nothing; held until the request ends.
+    pub fn reserve(&self) -> Result<HashReservation, HashError> {
+        let place = Arc::clone(&self.queue_places)
+            .try_acquire_owned()
+            .map_err(|_| {
+                tracing::warn!(target: "security", "password hashing refused: the queue is full");
+                HashError::QueueFull
+            })?;
+        Ok(HashReservation {
+            hasher: self.clone(),
+            place: Arc::new(place),
+        })
+    }
+}
+
+/// A request's place in the password hashing queue; its hashes run one after the other.
+pub struct HashReservation {
+    hasher: PasswordHasher,
+    place: Arc<OwnedSemaphorePermit>,
+}
+
+impl HashReservation {
+    pub async fn hash(&self, password: SecretString) -> Result<String, HashError> {
+        Ok(self.run(move || hash_blocking(&password)).await??)
     }
 
     /// `stored` is `None` for an unknown user: the dummy hash is verified instead, and the
@@ -101,9 +144,9 @@ impl PasswordHasher {
         &self,
         password: SecretString,
         stored: Option<String>,
-    ) -> anyhow::Result<Verification> {
+    ) -> Result<Verification, HashError> {
         let user_exists = stored.is_some();
-        let stored = stored.unwrap_or_else(|| self.dummy_hash.to_string());
+        let stored = stored.unwrap_or_else(|| self.hasher.dummy_hash.to_string());
         let verification = self
             .run(move || verify_blocking(&password, &stored))
             .await??;
@@ -117,15 +160,20 @@ impl PasswordHasher {
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> anyhow::Result<T> {
+    ) -> Result<T, HashError> {
+        // The job keeps the place until it has run, even if the requester gave up waiting
+        // (a disconnected client): jobs queued never outnumber the places.
+        let place = Arc::clone(&self.place);
         let (done, result) = oneshot::channel();
-        self.jobs
+        self.hasher
+            .jobs
             .send(Box::new(move || {
                 // The requester may have gone (client disconnected); nothing to tell it then.
                 let _ = done.send(work());
+                drop(place);
             }))
             .map_err(|_| anyhow::anyhow!("the password hashing threads have stopped"))?;
-        result.await.context("a password hashing job panicked")
+        Ok(result.await.context("a password hashing job panicked")?)
     }
 }
 
@@ -233,11 +281,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_verifies_its_password_and_nothing_else() {
-        let hasher = PasswordHasher::new(1).unwrap();
-        let hash = hasher.hash(secret("correct horse battery")).await.unwrap();
+        let hashing = PasswordHasher::new(1, 4).unwrap().reserve().unwrap();
+        let hash = hashing.hash(secret("correct horse battery")).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
         assert_eq!(
-            hasher
+            hashing
                 .verify(secret("correct horse battery"), Some(hash.clone()))
                 .await
                 .unwrap(),
@@ -246,7 +294,7 @@ mod tests {
             }
         );
         assert_eq!(
-            hasher.verify(secret("wrong"), Some(hash)).await.unwrap(),
+            hashing.verify(secret("wrong"), Some(hash)).await.unwrap(),
             Verification::Invalid
         );
     }
@@ -271,9 +319,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_unknown_user_never_verifies() {
-        let hasher = PasswordHasher::new(1).unwrap();
+        let hashing = PasswordHasher::new(1, 4).unwrap().reserve().unwrap();
         assert_eq!(
-            hasher.verify(secret("anything"), None).await.unwrap(),
+            hashing.verify(secret("anything"), None).await.unwrap(),
             Verification::Invalid
         );
     }
@@ -289,13 +337,23 @@ mod tests {
         .hash_password(b"old password", &SaltString::generate(&mut OsRng))
         .unwrap()
         .to_string();
-        let hasher = PasswordHasher::new(1).unwrap();
+        let hashing = PasswordHasher::new(1, 4).unwrap().reserve().unwrap();
         assert_eq!(
-            hasher
+            hashing
                 .verify(secret("old password"), Some(weak))
                 .await
                 .unwrap(),
             Verification::Valid { needs_rehash: true }
         );
+    }
+
+    #[test]
+    fn a_full_queue_refuses_at_once_and_a_finished_request_frees_its_place() {
+        let hasher = PasswordHasher::new(1, 2).unwrap();
+        let first = hasher.reserve().unwrap();
+        let _second = hasher.reserve().unwrap();
+        assert!(matches!(hasher.reserve(), Err(HashError::QueueFull)));
+        drop(first);
+        assert!(hasher.reserve().is_ok());
     }
 }

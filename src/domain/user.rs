@@ -13,7 +13,7 @@ use crate::{
     audit::{self, AuditContext, Outcome},
     auth::{
         Role, common_passwords,
-        password::PasswordHasher,
+        password::HashReservation,
         refresh::{self, IssuedRefreshToken, RevokeReason},
     },
     domain::{Page, Paginated, text},
@@ -135,7 +135,7 @@ pub struct UserCredentials {
 /// which, so registration reveals as little as it can.
 pub async fn create(
     writer: &SqlitePool,
-    hasher: &PasswordHasher,
+    hashing: &HashReservation,
     user: NewUser,
     role: Role,
     audit: &AuditContext,
@@ -145,7 +145,7 @@ pub async fn create(
         email,
         password,
     } = user;
-    let password_hash = hasher.hash(password.into_secret()).await?;
+    let password_hash = hashing.hash(password.into_secret()).await?;
     let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
     let profile = insert(&mut *tx, &username, &email, &password_hash, role)
         .await

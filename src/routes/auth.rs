@@ -24,6 +24,7 @@ use crate::{
     extract::{ForField, Json},
     security::{
         client_ip::ClientKey,
+        overload::InFlightSlot,
         password_attempts::{PasswordAttempt, audit_target},
         rate_limit::Limiters,
     },
@@ -146,17 +147,14 @@ fn token_response(
 pub(crate) async fn register(
     state: web::Data<AppState>,
     audit: AuditContext,
+    slot: InFlightSlot,
     Json(request): Json<RegisterRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new_user = NewUser::try_from(request)?;
-    let profile = user::create(
-        &state.db.writer,
-        &state.passwords,
-        new_user,
-        Role::User,
-        &audit,
-    )
-    .await?;
+    let hashing = state.passwords.reserve()?;
+    // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
+    slot.release();
+    let profile = user::create(&state.db.writer, &hashing, new_user, Role::User, &audit).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
         .json(profile))
@@ -172,6 +170,7 @@ pub(crate) async fn login(
     state: web::Data<AppState>,
     audit: AuditContext,
     client: ClientKey,
+    slot: InFlightSlot,
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
@@ -194,12 +193,13 @@ pub(crate) async fn login(
         attempt.failed();
         refuse(Outcome::Failure, reason, ApiError::InvalidCredentials)
     };
+    // Before the database read, so a login refused by a full hash queue costs nothing.
+    let hashing = state.passwords.reserve()?;
+    // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
+    slot.release();
     let account = user::find_credentials(&state.db.reader, &username).await?;
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
-    let verification = state
-        .passwords
-        .verify(password.clone(), stored_hash)
-        .await?;
+    let verification = hashing.verify(password.clone(), stored_hash).await?;
     let (account, needs_rehash) = match (account, verification) {
         (Some(account), Verification::Valid { needs_rehash }) if !account.disabled => {
             (account, needs_rehash)
@@ -209,7 +209,7 @@ pub(crate) async fn login(
         (None, _) => return fail("unknown user"),
     };
     let upgraded_hash = if needs_rehash {
-        Some(state.passwords.hash(password).await?)
+        Some(hashing.hash(password).await?)
     } else {
         None
     };

@@ -23,7 +23,7 @@ use crate::{
     },
     error::{ApiError, Problem},
     extract::{ForField, Json},
-    security::{client_ip::ClientKey, password_attempts::PasswordAttempt},
+    security::{client_ip::ClientKey, overload::InFlightSlot, password_attempts::PasswordAttempt},
     state::AppState,
 };
 
@@ -78,6 +78,7 @@ pub(crate) async fn change_password(
     caller: Authenticated<Write>,
     audit: AuditContext,
     client: ClientKey,
+    slot: InFlightSlot,
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.session()?;
@@ -103,9 +104,11 @@ pub(crate) async fn change_password(
     let rejected = |reason| refuse(Outcome::Failure, reason, ApiError::InvalidCredentials);
     let attempt = PasswordAttempt::start(&state, &audit, client, &account.username)
         .map_err(|refused| refuse(Outcome::Denied, refused.reason, refused.error))?;
+    let hashing = state.passwords.reserve()?;
+    // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
+    slot.release();
     let current_password = SecretString::from(request.current_password);
-    let verification = state
-        .passwords
+    let verification = hashing
         .verify(current_password, Some(account.password_hash.clone()))
         .await?;
     if verification == Verification::Invalid {
@@ -113,7 +116,7 @@ pub(crate) async fn change_password(
         return Err(rejected("wrong current password"));
     }
     attempt.succeeded();
-    let new_hash = state.passwords.hash(new_password.into_secret()).await?;
+    let new_hash = hashing.hash(new_password.into_secret()).await?;
     let changed = user::change_password(&state.db.writer, &account, &new_hash, &audit).await?;
     // Another change committed while this one was verified: the password checked here is no
     // longer the current one.

@@ -17,6 +17,7 @@ mod helpers;
 mod legacy;
 mod limits;
 mod logging;
+mod login_storm;
 mod monitoring;
 mod openapi;
 mod password;
