@@ -156,3 +156,74 @@ async fn a_title_in_any_script_and_with_markup_is_stored_as_text() {
         assert_eq!(film["name"], name);
     }
 }
+
+/// Characters that show nothing (or nothing of their own) and that the old hand-made list
+/// missed. They are found by their Unicode general category (Cc, Cf, Co, Cn, Zl, Zp) or
+/// because Unicode marks them default-ignorable (the Hangul fillers).
+const HIDDEN_CHARACTERS: [(&str, &str); 12] = [
+    ("\u{061C}", "Arabic letter mark"),
+    ("\u{00AD}", "soft hyphen"),
+    ("\u{E0041}", "tag latin capital letter A"),
+    ("\u{E007F}", "cancel tag"),
+    ("\u{206A}", "inhibit symmetric swapping"),
+    ("\u{206F}", "nominal digit shapes"),
+    ("\u{180E}", "Mongolian vowel separator"),
+    ("\u{FFF9}", "interlinear annotation anchor"),
+    ("\u{2028}", "line separator"),
+    ("\u{E000}", "private use"),
+    ("\u{0378}", "unassigned"),
+    ("\u{3164}", "Hangul filler"),
+];
+
+#[tokio::test]
+async fn invisible_and_format_characters_are_refused_in_every_text_field() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for (hidden, what) in HIDDEN_CHARACTERS {
+        let hide = |text: &str| format!("{}{hidden}{}", &text[..1], &text[1..]);
+        for (body, field) in [
+            (json!({ "name": hide("Up"), "studio": "Pixar" }), "name"),
+            (json!({ "name": "Up", "studio": hide("Pixar") }), "studio"),
+        ] {
+            let response = app
+                .post_json("/api/v1/films", &body, Some(&user.token))
+                .await;
+            let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+            assert_eq!(fields_of(&problem), vec![field.to_owned()], "{what}");
+        }
+        let query: String = form_urlencoded::byte_serialize(hide("Up").as_bytes()).collect();
+        let search = app.get(&format!("/api/v1/films?q={query}"), None).await;
+        let problem = assert_problem(search, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(fields_of(&problem), vec!["q".to_owned()], "{what}");
+
+        let key = app
+            .post_json(
+                "/api/v1/users/me/api-keys",
+                &json!({ "name": hide("deploy"), "scopes": ["read"] }),
+                Some(&user.token),
+            )
+            .await;
+        let problem = assert_problem(key, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(fields_of(&problem), vec!["name".to_owned()], "{what}");
+    }
+    let films: Value = app.get("/api/v1/films", None).await.json().await.unwrap();
+    assert_eq!(films["total"], 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn text_in_any_script_with_combining_marks_and_emoji_is_still_accepted() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for name in [
+        "Ame\u{0301}lie",
+        "नमस्ते",
+        "ฉลาดเกมส์โกง",
+        "الرسالة",
+        "האביר",
+        "❤\u{FE0F} Love Actually",
+        "千と千尋の\u{3000}神隠し",
+    ] {
+        let film = app.create_film(&user.token, name, "Studio").await;
+        assert_eq!(film["name"], name);
+    }
+}
