@@ -18,6 +18,7 @@ use crate::{
     error::ApiError,
     routes::auth::RegisterRequest,
     security::tls,
+    startup,
 };
 
 #[derive(Debug, Parser)]
@@ -114,6 +115,7 @@ pub async fn create_admin(
         Err(other) => return Err(anyhow::anyhow!("{other}")),
     };
     let db = Database::connect(&settings.database_url).await?;
+    startup::normalize_stored_emails(&db).await?;
     let hasher = PasswordHasher::new(1)?;
     let created = user::create(
         &db.writer,

@@ -26,7 +26,7 @@ use crate::{
     auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
     config::Settings,
     db::Database,
-    domain::seed,
+    domain::{seed, user},
     error::{self, ApiError},
     extract::BodyLimits,
     monitoring, openapi, routes,
@@ -124,6 +124,7 @@ impl Application {
 /// Opens the database (migrating it, seeding it if asked) and builds the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppState>> {
     let db = Database::connect(&settings.database_url).await?;
+    normalize_stored_emails(&db).await?;
     if settings.seed_demo_data {
         let added = seed::seed_demo_films(&db.writer).await?;
         if added > 0 {
@@ -143,6 +144,17 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
         db,
         settings,
     }))
+}
+
+/// Rows older than email normalization get it before anything can register beside them.
+pub async fn normalize_stored_emails(db: &Database) -> anyhow::Result<()> {
+    let changed = user::normalize_stored_emails(&db.writer)
+        .await
+        .context("cannot normalize the stored emails")?;
+    if changed > 0 {
+        tracing::info!(users = changed, "normalized stored emails");
+    }
+    Ok(())
 }
 
 fn bind(settings: &Settings, port: u16) -> anyhow::Result<TcpListener> {

@@ -227,3 +227,136 @@ async fn text_in_any_script_with_combining_marks_and_emoji_is_still_accepted() {
         assert_eq!(film["name"], name);
     }
 }
+
+async fn register_with_email(app: &crate::helpers::TestApp, email: &str) -> reqwest::Response {
+    app.post_json(
+        "/api/v1/auth/register",
+        &json!({
+            "username": crate::helpers::unique_username("mail"),
+            "email": email,
+            "password": crate::helpers::STRONG_PASSWORD,
+        }),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_email_that_only_looks_like_a_registered_one_is_the_same_address() {
+    let app = spawn_app().await;
+    let admin = register_with_email(&app, "boss@example.com").await;
+    assert_eq!(admin.status(), StatusCode::CREATED);
+    for look_alike in [
+        "ｂｏｓｓ@example.com",
+        "boss@ｅｘａｍｐｌｅ.ｃｏｍ",
+        "boss＠example.com",
+        "boss@EXAMPLE.com",
+        "BOSS@example.com",
+    ] {
+        let response = register_with_email(&app, look_alike).await;
+        assert_problem(response, StatusCode::CONFLICT).await;
+    }
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+}
+
+#[tokio::test]
+async fn an_email_with_invisible_characters_is_refused() {
+    let app = spawn_app().await;
+    for email in [
+        "boss@exa\u{200B}mple.com",
+        "boss@example.com\u{00AD}",
+        "boss@exam\u{00AD}ple.com",
+        "boss@example\u{2060}.com",
+        "boss@exam\u{E0041}ple.com",
+        "bo\u{FEFF}ss@example.com",
+    ] {
+        let response = register_with_email(&app, email).await;
+        let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(fields_of(&problem), vec!["email".to_owned()], "{email:?}");
+    }
+}
+
+/// The stored form is ASCII: the domain in its IDNA form, lower-cased. A Cyrillic letter
+/// in a domain then shows as `xn--…` and can no longer pass for the Latin one.
+#[tokio::test]
+async fn an_email_is_stored_and_shown_in_its_normalized_form() {
+    let app = spawn_app().await;
+    for (submitted, stored) in [
+        ("Carol@ＥＸＡＭＰＬＥ.org", "Carol@example.org"),
+        ("dave@exаmple.com", "dave@xn--exmple-4nf.com"),
+        ("erin@bücher.example", "erin@xn--bcher-kva.example"),
+    ] {
+        let response = register_with_email(&app, submitted).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{submitted}");
+        let profile: Value = response.json().await.unwrap();
+        assert_eq!(profile["email"], stored, "{submitted}");
+    }
+}
+
+/// Rows written before normalization are normalized at the next start; an old look-alike of
+/// another account's address is left for an administrator (the start is not blocked).
+#[tokio::test]
+async fn emails_stored_before_normalization_are_normalized_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("old.db");
+    let first = crate::helpers::spawn_app_on(dir, db_path.clone(), &[]).await;
+    let db = first.db().await;
+    for (username, email) in [
+        ("old_fullwidth", "frank@ｅｘａｍｐｌｅ.com"),
+        ("old_upper", "Grace@EXAMPLE.com"),
+        ("old_original", "boss@example.com"),
+        ("old_lookalike", "boss@exa\u{200B}mple.com"),
+    ] {
+        sqlx::query("INSERT INTO users (username, email, password_hash) VALUES (?1, ?2, 'x')")
+            .bind(username)
+            .bind(email)
+            .execute(&db)
+            .await
+            .unwrap();
+    }
+    db.close().await;
+
+    let keep_dir = tempfile::tempdir().unwrap();
+    let second = crate::helpers::spawn_app_on(keep_dir, db_path, &[]).await;
+    let db = second.db().await;
+    let email_of = |username: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT email FROM users WHERE username = ?1")
+                .bind(username)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(email_of("old_fullwidth").await, "frank@example.com");
+    assert_eq!(email_of("old_upper").await, "Grace@example.com");
+    assert_eq!(email_of("old_original").await, "boss@example.com");
+    assert_eq!(email_of("old_lookalike").await, "boss@exa\u{200B}mple.com");
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM users WHERE username IN ('old_original', 'old_lookalike') ORDER BY id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let logs = crate::helpers::LOGS.contents();
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("looks like another account's address"))
+        .expect("the look-alike is reported");
+    assert!(
+        warning.contains(&format!("\"user_id\":{}", ids[1]))
+            && warning.contains(&format!("\"same_address_as\":{}", ids[0])),
+        "{warning}"
+    );
+    assert!(
+        !warning.contains("boss@"),
+        "the log names ids, not addresses"
+    );
+    let response = register_with_email(&second, "FRANK@example.com").await;
+    assert_problem(response, StatusCode::CONFLICT).await;
+}
