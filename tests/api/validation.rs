@@ -228,6 +228,30 @@ async fn text_in_any_script_with_combining_marks_and_emoji_is_still_accepted() {
     }
 }
 
+/// serde names the expected type after the submitted value; a value that itself says
+/// "expected …" must not be mistaken for serde's words and repeated.
+#[tokio::test]
+async fn a_wrongly_typed_value_is_never_repeated_even_when_it_mimics_serde() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let secret = "hunter2-correct-horse";
+    for value in [
+        format!("x, expected {secret}"),
+        format!("expected {secret} at line 1"),
+    ] {
+        let response = app
+            .post_json(
+                "/api/v1/films",
+                &json!({ "name": "Up", "studio": "Pixar", "year": value }),
+                Some(&user.token),
+            )
+            .await;
+        let problem = assert_problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(fields_of(&problem), vec!["year".to_owned()]);
+        assert!(!problem.to_string().contains(secret), "{problem}");
+    }
+}
+
 async fn register_with_email(app: &crate::helpers::TestApp, email: &str) -> reqwest::Response {
     app.post_json(
         "/api/v1/auth/register",
