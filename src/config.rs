@@ -1,17 +1,20 @@
 //! Settings read from the environment (and an optional `.env`), validated once at start.
 //!
 //! Every variable is parsed here and nowhere else, so a bad value stops the process with one
-//! line naming the variable. The production checks (secret strength, TLS, CORS) live here too:
-//! a misconfigured production server never gets as far as binding a socket.
+//! line naming the variable. The checks of the JWT secret (in every mode) and of production
+//! (TLS, CORS) live here too: a misconfigured server never gets as far as binding a socket.
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use ipnet::IpNet;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-/// The value `.env.example` ships with: accepted in development, refused in production.
-pub const EXAMPLE_JWT_SECRET: &str = "dev-only-insecure-jwt-secret-change-me-0123456789";
+/// Values that were ever published as an example (`.env.example` shipped the first): anyone
+/// can sign tokens with them, so they are refused in every mode.
+pub const PUBLISHED_JWT_SECRETS: &[&str] = &["dev-only-insecure-jwt-secret-change-me-0123456789"];
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// How the error messages and the example files tell people to make a secret.
+pub const MAKE_JWT_SECRET: &str = "make one with `openssl rand -base64 48`";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {reason}")]
@@ -207,18 +210,18 @@ impl Settings {
         let production = environment == Environment::Production;
 
         let (secret, jwt_secret_generated) = match vars.get("JWT_SECRET") {
-            Some(secret) => (SecretString::from(secret.to_owned()), false),
+            Some(secret) => (check_jwt_secret(secret)?, false),
             None if production => {
                 return Err(ConfigError::new(
                     "JWT_SECRET",
-                    "must be set in production (at least 32 random bytes)",
+                    format!(
+                        "must be set in production (at least {MIN_JWT_SECRET_BYTES} random \
+                         bytes); {MAKE_JWT_SECRET}"
+                    ),
                 ));
             }
             None => (SecretString::from(crate::auth::random_token(32)), true),
         };
-        if production {
-            check_production_secret(&secret)?;
-        }
 
         let cors_allowed_origins = match vars.get("CORS_ALLOWED_ORIGINS") {
             Some(list) => parse_origins(list)?,
@@ -395,21 +398,20 @@ fn metrics_addr(vars: &Vars) -> Result<Option<std::net::SocketAddr>, ConfigError
     Ok(Some(addr))
 }
 
-fn check_production_secret(secret: &SecretString) -> Result<(), ConfigError> {
-    let secret = secret.expose_secret();
-    if secret.len() < MIN_JWT_SECRET_BYTES {
-        return Err(ConfigError::new(
-            "JWT_SECRET",
-            format!("must be at least {MIN_JWT_SECRET_BYTES} bytes in production"),
-        ));
-    }
-    if secret == EXAMPLE_JWT_SECRET || secret.contains("change-me") {
-        return Err(ConfigError::new(
-            "JWT_SECRET",
-            "is the example value from .env.example; generate a random one",
-        ));
-    }
-    Ok(())
+/// The same rules in every mode: a development server reachable by anyone else accepts
+/// the tokens its secret signs just as a production one does.
+fn check_jwt_secret(secret: &str) -> Result<SecretString, ConfigError> {
+    let reason = if secret.len() < MIN_JWT_SECRET_BYTES {
+        format!("must be at least {MIN_JWT_SECRET_BYTES} bytes")
+    } else if PUBLISHED_JWT_SECRETS.contains(&secret) || secret.contains("change-me") {
+        "is a published example value, which anyone can sign tokens with".to_owned()
+    } else {
+        return Ok(SecretString::from(secret.to_owned()));
+    };
+    Err(ConfigError::new(
+        "JWT_SECRET",
+        format!("{reason}; {MAKE_JWT_SECRET}, or leave it unset in development"),
+    ))
 }
 
 fn parse_origins(list: &str) -> Result<Vec<String>, ConfigError> {
@@ -496,6 +498,8 @@ impl Vars {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn production(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
@@ -522,7 +526,7 @@ mod tests {
 
     #[test]
     fn production_refuses_a_missing_short_or_example_secret() {
-        for secret in [None, Some("too-short"), Some(EXAMPLE_JWT_SECRET)] {
+        for secret in [None, Some("too-short"), Some(PUBLISHED_JWT_SECRETS[0])] {
             let mut vars = vec![
                 ("APP_ENV", "production"),
                 ("TLS_CERT_PATH", "c"),
@@ -539,6 +543,19 @@ mod tests {
                     "the error echoes the secret"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn development_refuses_a_short_or_published_secret_too() {
+        for secret in ["too-short", PUBLISHED_JWT_SECRETS[0]] {
+            let err = Settings::from_vars([("JWT_SECRET", secret)]).unwrap_err();
+            assert_eq!(err.variable, "JWT_SECRET", "{secret}");
+            assert!(err.to_string().contains("openssl rand"), "{err}");
+            assert!(
+                !err.to_string().contains(secret),
+                "the error echoes the secret"
+            );
         }
     }
 
