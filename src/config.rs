@@ -6,6 +6,7 @@
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
 
+use actix_web::http::Uri;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
@@ -162,6 +163,9 @@ pub struct Settings {
     pub tls: Option<TlsSettings>,
     pub tls_terminated_by_proxy: bool,
     pub trusted_proxies: Vec<IpNet>,
+    /// `scheme://host[:port]` clients use to reach the service: where plain HTTP redirects,
+    /// whatever the request's `Host` header says.
+    pub public_base_url: Option<String>,
     pub rate_limits: RateLimitSettings,
     pub suspicious_logins: SuspiciousLoginSettings,
     /// A loopback address for a separate, unauthenticated `/metrics` listener; the main
@@ -272,6 +276,8 @@ impl Settings {
             ));
         }
 
+        let public_base_url = public_base_url(&vars, tls.is_some(), production)?;
+
         let access_token_ttl =
             Duration::from_secs(vars.parse_in_range("ACCESS_TOKEN_TTL_SECS", 900, 60..=86_400)?);
         let refresh_token_ttl = Duration::from_secs(vars.parse_in_range(
@@ -305,6 +311,7 @@ impl Settings {
             tls,
             tls_terminated_by_proxy,
             trusted_proxies,
+            public_base_url,
             rate_limits: RateLimitSettings {
                 global: vars.parse_or("RATE_LIMIT_GLOBAL", Quota::per_minute(300))?,
                 auth: vars.parse_or("RATE_LIMIT_AUTH", Quota::per_minute(5))?,
@@ -379,6 +386,44 @@ impl Settings {
             )?,
             log_file: vars.get("LOG_FILE").map(PathBuf::from),
         })
+    }
+}
+
+/// Required in production when we serve TLS ourselves (the redirect needs a target); with
+/// TLS on it must be https, or the redirect would send clients back to plain HTTP.
+fn public_base_url(
+    vars: &Vars,
+    serves_tls: bool,
+    production: bool,
+) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = vars.get("PUBLIC_BASE_URL") else {
+        if production && serves_tls {
+            return Err(ConfigError::new(
+                "PUBLIC_BASE_URL",
+                "must be set in production when TLS_CERT_PATH is: plain HTTP redirects there",
+            ));
+        }
+        return Ok(None);
+    };
+    let origin = raw.parse::<Uri>().ok().and_then(|uri| {
+        let scheme = match uri.scheme_str()? {
+            "https" => "https",
+            "http" if !serves_tls => "http",
+            _ => return None,
+        };
+        let authority = uri.authority()?;
+        let origin_only = !authority.as_str().contains('@')
+            && !authority.host().is_empty()
+            && matches!(uri.path(), "" | "/")
+            && uri.query().is_none();
+        origin_only.then(|| format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()))
+    });
+    match origin {
+        Some(origin) => Ok(Some(origin)),
+        None => Err(ConfigError::new(
+            "PUBLIC_BASE_URL",
+            "must be https://host[:port] (no path, query or user; http:// only without TLS)",
+        )),
     }
 }
 
@@ -594,6 +639,10 @@ mod tests {
             ("CORS_ALLOWED_ORIGINS", "example.com"),
             ("TLS_CERT_PATH", "only-the-cert.pem"),
             ("METRICS_ADDR", "0.0.0.0:9090"),
+            ("PUBLIC_BASE_URL", "films.example.com"),
+            ("PUBLIC_BASE_URL", "https://films.example.com/path"),
+            ("PUBLIC_BASE_URL", "https://user@films.example.com"),
+            ("PUBLIC_BASE_URL", "https://films.example.com?x=1"),
             ("ACCOUNT_LOCKOUT_SECS", "-1"),
         ] {
             let err = Settings::from_vars([(name, value)]).unwrap_err();
@@ -604,6 +653,22 @@ mod tests {
             };
             assert_eq!(err.variable, expected, "{name}={value}");
         }
+    }
+
+    #[test]
+    fn the_public_url_is_an_https_origin_required_in_production_with_tls() {
+        assert_eq!(
+            production(&[]).unwrap_err().variable,
+            "PUBLIC_BASE_URL",
+            "missing"
+        );
+        let http = production(&[("PUBLIC_BASE_URL", "http://films.example.com")]);
+        assert_eq!(http.unwrap_err().variable, "PUBLIC_BASE_URL", "plain http");
+        let settings = production(&[("PUBLIC_BASE_URL", "https://Films.example.com:8443/")]);
+        assert_eq!(
+            settings.unwrap().public_base_url.as_deref(),
+            Some("https://films.example.com:8443")
+        );
     }
 
     #[test]

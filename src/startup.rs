@@ -212,6 +212,8 @@ fn serve(
         max_bytes: settings.max_json_body_bytes,
         read_timeout: settings.request_timeout,
     });
+    let redirect_base: Option<Arc<str>> =
+        https_port.map(|port| tls::redirect_base(settings.public_base_url.as_deref(), port).into());
     let workers = settings.workers;
     let keep_alive = settings.keep_alive;
     let request_timeout = settings.request_timeout;
@@ -236,12 +238,10 @@ fn serve(
             .wrap(from_fn(limit_request_head))
             .wrap(from_fn(audit::audit_denials))
             .wrap(from_fn(error::problem_details))
-            .wrap(Condition::new(
-                https_port.is_some(),
-                from_fn(move |req, next| {
-                    tls::redirect_to_https(https_port.unwrap_or(443), req, next)
-                }),
-            ))
+            .wrap(Condition::new(redirect_base.is_some(), {
+                let base = redirect_base.clone().unwrap_or_else(|| Arc::from(""));
+                from_fn(move |req, next| tls::redirect_to_https(base.clone(), req, next))
+            }))
             .wrap(from_fn(move |req, next| {
                 security_headers(tls_terminated_by_proxy, req, next)
             }))

@@ -106,7 +106,7 @@ async fn plain_http_is_redirected_to_the_same_path_on_https() {
         assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY, "{path}");
         assert_eq!(
             response.headers()["location"],
-            format!("https://127.0.0.1:{https_port}{path}").as_str()
+            format!("https://localhost:{https_port}{path}").as_str()
         );
         assert!(
             response
@@ -116,15 +116,49 @@ async fn plain_http_is_redirected_to_the_same_path_on_https() {
             "HSTS over HTTP"
         );
     }
-    let spoofed_host = app
-        .client
-        .get(app.url("/x"))
-        .header("host", "evil.example/phish")
-        .send()
-        .await
-        .unwrap();
-    let location = spoofed_host.headers()["location"].to_str().unwrap();
-    assert!(!location.contains("evil.example/phish"), "{location}");
+}
+
+/// The `Host` header is the client's to choose: a redirect built from it sends the browser
+/// wherever the request said (cache poisoning, open redirect). It goes to the configured
+/// public URL instead, or to localhost in development.
+#[tokio::test]
+async fn the_redirect_goes_to_the_configured_public_url_whatever_the_host_header() {
+    let redirect_of = |app: &crate::helpers::TestApp, host: &'static str| {
+        let request = app
+            .client
+            .get(app.url("/api/v1/films?limit=5"))
+            .header("host", host);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+            response.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let public = spawn_tls_app(&[("PUBLIC_BASE_URL", "https://films.example.com")]).await;
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "evil.example/phish",
+        "[::1]",
+    ] {
+        assert_eq!(
+            redirect_of(&public, host).await,
+            "https://films.example.com/api/v1/films?limit=5",
+            "Host: {host}"
+        );
+    }
+
+    let development = spawn_tls_app(&[]).await;
+    let https_port = development
+        .https_url("")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        redirect_of(&development, "evil.example").await,
+        format!("https://localhost:{https_port}/api/v1/films?limit=5")
+    );
 }
 
 #[test]
