@@ -133,13 +133,17 @@ pub fn generate_dev_certificate() -> anyhow::Result<DevCertificate> {
     })
 }
 
+/// What `write_dev_certificate` writes: the CA, the chain to serve, its private key.
+pub const DEV_CERTIFICATE_FILES: [&str; 3] = ["dev-ca.crt", "localhost.crt", "localhost.key"];
+
 /// Writes `dev-ca.crt`, `localhost.crt` and `localhost.key` (mode 0600) into `dir`.
 pub fn write_dev_certificate(dir: &Path) -> anyhow::Result<()> {
     let generated = generate_dev_certificate()?;
+    let [ca, chain, key] = DEV_CERTIFICATE_FILES.map(|name| dir.join(name));
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    fs::write(dir.join("dev-ca.crt"), &generated.ca_pem)?;
-    fs::write(dir.join("localhost.crt"), &generated.chain_pem)?;
-    write_private(&dir.join("localhost.key"), generated.key_pem.as_bytes())?;
+    fs::write(ca, &generated.ca_pem)?;
+    fs::write(chain, &generated.chain_pem)?;
+    write_private(&key, generated.key_pem.as_bytes())?;
     Ok(())
 }
 

@@ -184,3 +184,44 @@ fn the_dev_cert_subcommand_writes_a_ca_a_chain_and_a_private_key() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+fn dev_cert(dir: &std::path::Path, force: bool) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_filmvault"));
+    command.args(["dev-cert", "--out-dir"]).arg(dir);
+    if force {
+        command.arg("--force");
+    }
+    command.output().unwrap()
+}
+
+/// A browser or system trust store may hold the existing CA: replacing it silently breaks
+/// every certificate it signed and leaves a stale trusted root behind.
+#[test]
+fn dev_cert_refuses_to_replace_an_existing_ca_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(dev_cert(dir.path(), false).status.success());
+    let ca_path = dir.path().join("dev-ca.crt");
+    let first_ca = std::fs::read_to_string(&ca_path).unwrap();
+    let first_cert = std::fs::read_to_string(dir.path().join("localhost.crt")).unwrap();
+
+    let again = dev_cert(dir.path(), false);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("dev-ca.crt") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&ca_path).unwrap(), first_ca);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("localhost.crt")).unwrap(),
+        first_cert
+    );
+
+    let forced = dev_cert(dir.path(), true);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_ne!(std::fs::read_to_string(&ca_path).unwrap(), first_ca);
+}
