@@ -18,6 +18,7 @@ use crate::{
     error::ApiError,
     routes::auth::RegisterRequest,
     security::tls,
+    startup,
 };
 
 #[derive(Debug, Parser)]
@@ -43,10 +44,15 @@ pub enum Command {
     /// container health checks, so the image needs no HTTP client).
     Healthcheck,
     /// Write a development certificate authority and a localhost certificate it signed
-    /// (dev-ca.crt, localhost.crt, localhost.key) for trying HTTPS locally.
+    /// (dev-ca.crt, localhost.crt, localhost.key) for trying HTTPS locally. Refuses to
+    /// replace existing files unless --force.
     DevCert {
         #[arg(long, default_value = "certs")]
         out_dir: PathBuf,
+        /// Replace an existing CA and certificate (the old CA then no longer verifies
+        /// anything: remove it from wherever it was trusted).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -80,7 +86,22 @@ pub fn healthcheck(settings: &Settings) -> anyhow::Result<()> {
     }
 }
 
-pub fn dev_cert(out_dir: &Path) -> anyhow::Result<()> {
+/// A CA may already be trusted by a browser or the system: replacing it silently would break
+/// every certificate it signed and leave a stale root trusted. Its private key is never
+/// kept, so it cannot sign a new certificate either: the choice is keep, or `--force`.
+pub fn dev_cert(out_dir: &Path, force: bool) -> anyhow::Result<()> {
+    let existing = tls::DEV_CERTIFICATE_FILES
+        .iter()
+        .map(|name| out_dir.join(name))
+        .find(|path| path.exists());
+    if let (Some(existing), false) = (existing, force) {
+        bail!(
+            "{} already exists and is left as it is: keep using it, or run `filmvault \
+             dev-cert --force` to make a new CA and certificate (then remove the old \
+             CA from every browser or trust store that has it)",
+            existing.display()
+        );
+    }
     tls::write_dev_certificate(out_dir)?;
     let dir = out_dir.display();
     println!(
@@ -114,6 +135,7 @@ pub async fn create_admin(
         Err(other) => return Err(anyhow::anyhow!("{other}")),
     };
     let db = Database::connect(&settings.database_url).await?;
+    startup::normalize_stored_emails(&db).await?;
     let hashing = PasswordHasher::new(1, 1)?.reserve()?;
     let created = user::create(
         &db.writer,

@@ -1,17 +1,21 @@
 //! Settings read from the environment (and an optional `.env`), validated once at start.
 //!
 //! Every variable is parsed here and nowhere else, so a bad value stops the process with one
-//! line naming the variable. The production checks (secret strength, TLS, CORS) live here too:
-//! a misconfigured production server never gets as far as binding a socket.
+//! line naming the variable. The checks of the JWT secret (in every mode) and of production
+//! (TLS, CORS) live here too: a misconfigured server never gets as far as binding a socket.
 
 use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
 
+use actix_web::http::Uri;
 use ipnet::IpNet;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-/// The value `.env.example` ships with: accepted in development, refused in production.
-pub const EXAMPLE_JWT_SECRET: &str = "dev-only-insecure-jwt-secret-change-me-0123456789";
+/// Values that were ever published as an example (`.env.example` shipped the first): anyone
+/// can sign tokens with them, so they are refused in every mode.
+pub const PUBLISHED_JWT_SECRETS: &[&str] = &["dev-only-insecure-jwt-secret-change-me-0123456789"];
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// How the error messages and the example files tell people to make a secret.
+pub const MAKE_JWT_SECRET: &str = "make one with `openssl rand -base64 48`";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {reason}")]
@@ -170,6 +174,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<IpNet>,
     /// IPv6 addresses sharing this many leading bits are one client (32..=128).
     pub client_ipv6_prefix_len: u8,
+    /// `scheme://host[:port]` clients use to reach the service: where plain HTTP redirects,
+    /// whatever the request's `Host` header says.
+    pub public_base_url: Option<String>,
     pub rate_limits: RateLimitSettings,
     pub suspicious_logins: SuspiciousLoginSettings,
     /// Repeated denials from one client within this window are one audit row, not one each.
@@ -224,18 +231,18 @@ impl Settings {
         let production = environment == Environment::Production;
 
         let (secret, jwt_secret_generated) = match vars.get("JWT_SECRET") {
-            Some(secret) => (SecretString::from(secret.to_owned()), false),
+            Some(secret) => (check_jwt_secret(secret)?, false),
             None if production => {
                 return Err(ConfigError::new(
                     "JWT_SECRET",
-                    "must be set in production (at least 32 random bytes)",
+                    format!(
+                        "must be set in production (at least {MIN_JWT_SECRET_BYTES} random \
+                         bytes); {MAKE_JWT_SECRET}"
+                    ),
                 ));
             }
             None => (SecretString::from(crate::auth::random_token(32)), true),
         };
-        if production {
-            check_production_secret(&secret)?;
-        }
 
         let cors_allowed_origins = match vars.get("CORS_ALLOWED_ORIGINS") {
             Some(list) => parse_origins(list)?,
@@ -286,6 +293,8 @@ impl Settings {
             ));
         }
 
+        let public_base_url = public_base_url(&vars, tls.is_some(), production)?;
+
         let access_token_ttl =
             Duration::from_secs(vars.parse_in_range("ACCESS_TOKEN_TTL_SECS", 900, 60..=86_400)?);
         let refresh_token_ttl = Duration::from_secs(vars.parse_in_range(
@@ -320,6 +329,7 @@ impl Settings {
             tls_terminated_by_proxy,
             trusted_proxies,
             client_ipv6_prefix_len: vars.parse_in_range("CLIENT_IPV6_PREFIX_LEN", 64, 32..=128)?,
+            public_base_url,
             rate_limits: RateLimitSettings {
                 global: vars.parse_or("RATE_LIMIT_GLOBAL", Quota::per_minute(300))?,
                 auth: vars.parse_or("RATE_LIMIT_AUTH", Quota::per_minute(5))?,
@@ -411,6 +421,44 @@ impl Settings {
     }
 }
 
+/// Required in production when we serve TLS ourselves (the redirect needs a target); with
+/// TLS on it must be https, or the redirect would send clients back to plain HTTP.
+fn public_base_url(
+    vars: &Vars,
+    serves_tls: bool,
+    production: bool,
+) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = vars.get("PUBLIC_BASE_URL") else {
+        if production && serves_tls {
+            return Err(ConfigError::new(
+                "PUBLIC_BASE_URL",
+                "must be set in production when TLS_CERT_PATH is: plain HTTP redirects there",
+            ));
+        }
+        return Ok(None);
+    };
+    let origin = raw.parse::<Uri>().ok().and_then(|uri| {
+        let scheme = match uri.scheme_str()? {
+            "https" => "https",
+            "http" if !serves_tls => "http",
+            _ => return None,
+        };
+        let authority = uri.authority()?;
+        let origin_only = !authority.as_str().contains('@')
+            && !authority.host().is_empty()
+            && matches!(uri.path(), "" | "/")
+            && uri.query().is_none();
+        origin_only.then(|| format!("{scheme}://{}", authority.as_str().to_ascii_lowercase()))
+    });
+    match origin {
+        Some(origin) => Ok(Some(origin)),
+        None => Err(ConfigError::new(
+            "PUBLIC_BASE_URL",
+            "must be https://host[:port] (no path, query or user; http:// only without TLS)",
+        )),
+    }
+}
+
 fn metrics_addr(vars: &Vars) -> Result<Option<std::net::SocketAddr>, ConfigError> {
     let Some(raw) = vars.get("METRICS_ADDR") else {
         return Ok(None);
@@ -427,21 +475,20 @@ fn metrics_addr(vars: &Vars) -> Result<Option<std::net::SocketAddr>, ConfigError
     Ok(Some(addr))
 }
 
-fn check_production_secret(secret: &SecretString) -> Result<(), ConfigError> {
-    let secret = secret.expose_secret();
-    if secret.len() < MIN_JWT_SECRET_BYTES {
-        return Err(ConfigError::new(
-            "JWT_SECRET",
-            format!("must be at least {MIN_JWT_SECRET_BYTES} bytes in production"),
-        ));
-    }
-    if secret == EXAMPLE_JWT_SECRET || secret.contains("change-me") {
-        return Err(ConfigError::new(
-            "JWT_SECRET",
-            "is the example value from .env.example; generate a random one",
-        ));
-    }
-    Ok(())
+/// The same rules in every mode: a development server reachable by anyone else accepts
+/// the tokens its secret signs just as a production one does.
+fn check_jwt_secret(secret: &str) -> Result<SecretString, ConfigError> {
+    let reason = if secret.len() < MIN_JWT_SECRET_BYTES {
+        format!("must be at least {MIN_JWT_SECRET_BYTES} bytes")
+    } else if PUBLISHED_JWT_SECRETS.contains(&secret) || secret.contains("change-me") {
+        "is a published example value, which anyone can sign tokens with".to_owned()
+    } else {
+        return Ok(SecretString::from(secret.to_owned()));
+    };
+    Err(ConfigError::new(
+        "JWT_SECRET",
+        format!("{reason}; {MAKE_JWT_SECRET}, or leave it unset in development"),
+    ))
 }
 
 fn parse_origins(list: &str) -> Result<Vec<String>, ConfigError> {
@@ -528,6 +575,8 @@ impl Vars {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret;
+
     use super::*;
 
     fn production(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
@@ -554,7 +603,7 @@ mod tests {
 
     #[test]
     fn production_refuses_a_missing_short_or_example_secret() {
-        for secret in [None, Some("too-short"), Some(EXAMPLE_JWT_SECRET)] {
+        for secret in [None, Some("too-short"), Some(PUBLISHED_JWT_SECRETS[0])] {
             let mut vars = vec![
                 ("APP_ENV", "production"),
                 ("TLS_CERT_PATH", "c"),
@@ -571,6 +620,19 @@ mod tests {
                     "the error echoes the secret"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn development_refuses_a_short_or_published_secret_too() {
+        for secret in ["too-short", PUBLISHED_JWT_SECRETS[0]] {
+            let err = Settings::from_vars([("JWT_SECRET", secret)]).unwrap_err();
+            assert_eq!(err.variable, "JWT_SECRET", "{secret}");
+            assert!(err.to_string().contains("openssl rand"), "{err}");
+            assert!(
+                !err.to_string().contains(secret),
+                "the error echoes the secret"
+            );
         }
     }
 
@@ -609,6 +671,10 @@ mod tests {
             ("CORS_ALLOWED_ORIGINS", "example.com"),
             ("TLS_CERT_PATH", "only-the-cert.pem"),
             ("METRICS_ADDR", "0.0.0.0:9090"),
+            ("PUBLIC_BASE_URL", "films.example.com"),
+            ("PUBLIC_BASE_URL", "https://films.example.com/path"),
+            ("PUBLIC_BASE_URL", "https://user@films.example.com"),
+            ("PUBLIC_BASE_URL", "https://films.example.com?x=1"),
             ("ACCOUNT_LOCKOUT_SECS", "-1"),
             ("CLIENT_IPV6_PREFIX_LEN", "31"),
             ("CLIENT_IPV6_PREFIX_LEN", "129"),
@@ -624,6 +690,22 @@ mod tests {
             };
             assert_eq!(err.variable, expected, "{name}={value}");
         }
+    }
+
+    #[test]
+    fn the_public_url_is_an_https_origin_required_in_production_with_tls() {
+        assert_eq!(
+            production(&[]).unwrap_err().variable,
+            "PUBLIC_BASE_URL",
+            "missing"
+        );
+        let http = production(&[("PUBLIC_BASE_URL", "http://films.example.com")]);
+        assert_eq!(http.unwrap_err().variable, "PUBLIC_BASE_URL", "plain http");
+        let settings = production(&[("PUBLIC_BASE_URL", "https://Films.example.com:8443/")]);
+        assert_eq!(
+            settings.unwrap().public_base_url.as_deref(),
+            Some("https://films.example.com:8443")
+        );
     }
 
     #[test]

@@ -157,10 +157,13 @@ fn describe_data_error(path: &str, serde_message: &str) -> (String, String) {
             format!("{path}.{name}")
         }
     };
+    // "invalid type: string \"…\", expected i32 at line 1 column 9": serde's own words come
+    // last, after the quoted value, which may itself contain "expected". A hint that still
+    // holds a quote is not serde's (its type names have none) and is dropped.
     let expected = || {
-        serde_message
-            .split_once("expected ")
-            .map(|(_, rest)| rest.split(" at line").next().unwrap_or(rest).to_owned())
+        let (_, rest) = serde_message.rsplit_once(", expected ")?;
+        let hint = rest.rsplit_once(" at line ").map_or(rest, |(hint, _)| hint);
+        (!hint.contains(['"', '\'', '\\'])).then(|| hint.to_owned())
     };
     let (field, message) = if serde_message.starts_with("unknown field") {
         // The path already ends at the unknown key, except at the root of a query string.
@@ -341,6 +344,29 @@ mod tests {
         assert_eq!(errors[0].field, "year");
         assert!(
             !errors[0].message.contains("s3cr3t"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn a_value_that_mimics_serde_is_not_taken_for_its_words() {
+        for body in [
+            br#"{"name":"Up","year":"x, expected s3cr3t"}"#.as_slice(),
+            br#"{"name":"Up","year":"expected s3cr3t at line 1"}"#,
+            br#"{"name":"Up","year":"s3cr3t\", expected i32"}"#,
+        ] {
+            let errors = errors_of(parse_json(body));
+            assert_eq!(errors[0].field, "year");
+            assert!(
+                !errors[0].message.contains("s3cr3t"),
+                "{}",
+                errors[0].message
+            );
+        }
+        let errors = errors_of(parse_json(br#"{"name":"Up","year":"2009"}"#));
+        assert!(
+            errors[0].message.contains("expected i32"),
             "{}",
             errors[0].message
         );

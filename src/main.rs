@@ -28,8 +28,8 @@ fn main() -> ExitCode {
 async fn run() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     // Needs no configuration, so it works before any is written.
-    if let Command::DevCert { out_dir } = &command {
-        return report(cli::dev_cert(out_dir));
+    if let Command::DevCert { out_dir, force } = &command {
+        return report(cli::dev_cert(out_dir, *force));
     }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,

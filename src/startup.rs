@@ -29,7 +29,7 @@ use crate::{
     auth::{jwt::JwtCodec, password::PasswordHasher, refresh, revocation::Revocations},
     config::{RetentionSettings, Settings},
     db::Database,
-    domain::seed,
+    domain::{seed, user},
     error::{self, ApiError},
     extract::BodyLimits,
     monitoring, openapi, routes,
@@ -132,6 +132,7 @@ impl Application {
 /// Opens the database (migrating it, seeding it if asked) and builds the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppState>> {
     let db = Database::connect(&settings.database_url).await?;
+    normalize_stored_emails(&db).await?;
     if settings.seed_demo_data {
         let added = seed::seed_demo_films(&db.writer).await?;
         if added > 0 {
@@ -154,6 +155,17 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
         db,
         settings,
     }))
+}
+
+/// Rows older than email normalization get it before anything can register beside them.
+pub async fn normalize_stored_emails(db: &Database) -> anyhow::Result<()> {
+    let changed = user::normalize_stored_emails(&db.writer)
+        .await
+        .context("cannot normalize the stored emails")?;
+    if changed > 0 {
+        tracing::info!(users = changed, "normalized stored emails");
+    }
+    Ok(())
 }
 
 fn bind(settings: &Settings, port: u16) -> anyhow::Result<TcpListener> {
@@ -237,6 +249,8 @@ fn serve(
         max_bytes: settings.max_json_body_bytes,
         read_timeout: settings.request_timeout,
     });
+    let redirect_base: Option<Arc<str>> =
+        https_port.map(|port| tls::redirect_base(settings.public_base_url.as_deref(), port).into());
     let workers = settings.workers;
     let keep_alive = settings.keep_alive;
     let request_timeout = settings.request_timeout;
@@ -261,12 +275,10 @@ fn serve(
             .wrap(from_fn(limit_request_head))
             .wrap(from_fn(audit::audit_denials))
             .wrap(from_fn(error::problem_details))
-            .wrap(Condition::new(
-                https_port.is_some(),
-                from_fn(move |req, next| {
-                    tls::redirect_to_https(https_port.unwrap_or(443), req, next)
-                }),
-            ))
+            .wrap(Condition::new(redirect_base.is_some(), {
+                let base = redirect_base.clone().unwrap_or_else(|| Arc::from(""));
+                from_fn(move |req, next| tls::redirect_to_https(base.clone(), req, next))
+            }))
             .wrap(from_fn(move |req, next| {
                 security_headers(tls_terminated_by_proxy, req, next)
             }))

@@ -1,5 +1,5 @@
 //! Rules shared by every free-text field that people will read: film names, studios, search
-//! terms.
+//! terms, API key names, and the hidden-character rule of emails.
 //!
 //! Control characters break logs and terminals; bidirectional overrides and invisible
 //! characters make one string look like another ("Trojan Source"). Neither belongs in a
@@ -7,18 +7,43 @@
 
 use std::borrow::Cow;
 
+use icu_properties::{
+    CodePointMapData, CodePointSetData,
+    props::{DefaultIgnorableCodePoint, GeneralCategory},
+};
 use serde::{Deserialize, Deserializer};
 use validator::{ValidateLength, ValidationError};
 
-fn is_deceptive(c: char) -> bool {
-    c.is_control()
-        || matches!(c,
-            '\u{200B}'..='\u{200F}'   // zero-width space/joiners, LRM, RLM
-            | '\u{202A}'..='\u{202E}' // bidi embeddings and overrides
-            | '\u{2060}'..='\u{2064}' // word joiner, invisible operators
-            | '\u{2066}'..='\u{2069}' // bidi isolates
-            | '\u{FEFF}'              // BOM / zero-width no-break space
-        )
+/// A character that is not visible text of its own, by its Unicode properties rather than a
+/// hand-made list (which always misses some):
+/// - general category Other: controls (Cc), format characters (Cf: bidi controls, zero-width
+///   characters, the soft hyphen, tag characters…), private use (Co), unassigned (Cn);
+/// - line and paragraph separators (Zl, Zp), which break a one-line text;
+/// - any other default-ignorable code point (the Hangul fillers render as blank), except
+///   non-spacing marks: variation selectors and Mongolian free variation selectors belong to
+///   the character before them (emoji presentation, CJK and Mongolian glyph variants).
+///
+/// So ZWJ and ZWNJ (Cf) are refused too, though Persian and Indic writing and emoji
+/// sequences use them: see docs/security.md.
+pub fn is_hidden(c: char) -> bool {
+    match CodePointMapData::<GeneralCategory>::new().get(c) {
+        GeneralCategory::Control
+        | GeneralCategory::Format
+        | GeneralCategory::PrivateUse
+        | GeneralCategory::Unassigned
+        | GeneralCategory::Surrogate
+        | GeneralCategory::LineSeparator
+        | GeneralCategory::ParagraphSeparator => true,
+        GeneralCategory::NonspacingMark => false,
+        _ => CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c),
+    }
+}
+
+/// The error for a value holding a character that `is_hidden`.
+pub fn hidden_character_error() -> ValidationError {
+    ValidationError::new("characters").with_message(Cow::Borrowed(
+        "must not contain control, format (invisible), private-use or unassigned characters",
+    ))
 }
 
 /// `min..=max` characters (not bytes), reported with its bounds for the error message.
@@ -32,15 +57,11 @@ pub fn check_length(value: &str, min: u64, max: u64) -> Result<(), ValidationErr
     Err(error)
 }
 
-/// A one-line text of `min..=max` characters without control or deceptive characters.
+/// A one-line text of `min..=max` characters without hidden characters (`is_hidden`).
 pub fn check_display_text(value: &str, min: u64, max: u64) -> Result<(), ValidationError> {
     check_length(value, min, max)?;
-    if value.chars().any(is_deceptive) {
-        return Err(
-            ValidationError::new("characters").with_message(Cow::Borrowed(
-                "must not contain control, invisible or bidirectional-override characters",
-            )),
-        );
+    if value.chars().any(is_hidden) {
+        return Err(hidden_character_error());
     }
     Ok(())
 }
@@ -99,10 +120,30 @@ mod tests {
             "Up\n",
             "Up\u{0}",
             "Up\u{1b}[31m",
+            "Up\u{85}",
             "Up\u{202E}pU",
             "U\u{200B}p",
+            "U\u{200D}p",
+            "U\u{2066}p",
+            "U\u{FEFF}p",
+            "U\u{115F}p",
+            "U\u{FFA0}p",
+            "U\u{E0001}p",
+            "U\u{FFFF}p",
+            "U\u{10FFFD}p",
+            "U\u{2029}p",
         ] {
             assert!(check_display_text(title, 1, 200).is_err(), "{title:?}");
+        }
+    }
+
+    #[test]
+    fn marks_that_belong_to_the_previous_character_are_not_hidden() {
+        for c in ['\u{0301}', '\u{FE0F}', '\u{E0100}', '\u{180B}', '\u{0E34}'] {
+            assert!(!is_hidden(c), "U+{:04X}", u32::from(c));
+        }
+        for c in [' ', '\u{3000}', 'a', '千', '❤'] {
+            assert!(!is_hidden(c), "U+{:04X}", u32::from(c));
         }
     }
 

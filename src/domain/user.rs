@@ -4,6 +4,7 @@
 
 use std::{borrow::Cow, fmt};
 
+use icu_normalizer::ComposingNormalizerBorrowed;
 use secrecy::SecretString;
 use serde::Serialize;
 use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool, prelude::FromRow};
@@ -47,25 +48,62 @@ impl Username {
     }
 }
 
+/// An email address in the one form that is stored, shown and compared, so that two
+/// addresses that look alike are one address (as usernames, which are plain ASCII):
+/// - hidden characters (`text::is_hidden`: zero-width, soft hyphen, tags…) are refused;
+/// - NFKC folds compatibility forms (`ｂｏｓｓ＠ｅｘａｍｐｌｅ．ｃｏｍ`) into the plain ones;
+/// - the domain is kept in its IDNA ASCII form, lower-cased, as mail servers use it:
+///   `bücher.example` is `xn--bcher-kva.example`, so a Cyrillic `а` in a domain shows as
+///   `xn--…` instead of passing for the Latin letter;
+/// - the local part is ASCII (the HTML form rules) and keeps its case, because RFC 5321
+///   lets a mail server tell `Bob` from `bob`; two accounts still cannot differ only by
+///   case: the column is `COLLATE NOCASE`, which is complete on ASCII.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
 impl Email {
+    const MAX_CHARS: u64 = 254;
+
     pub fn validate(value: &str) -> Result<(), ValidationError> {
-        text::check_length(value, 3, 254)?;
-        if !value.validate_email() {
-            return Err(ValidationError::new("email"));
-        }
-        Ok(())
+        Self::normalize(value).map(drop)
     }
 
     pub fn parse(value: String) -> Result<Self, ValidationError> {
-        Self::validate(&value).map(|()| Self(value))
+        Self::normalize(&value).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    fn normalize(value: &str) -> Result<String, ValidationError> {
+        text::check_length(value, 3, Self::MAX_CHARS)?;
+        if value.chars().any(text::is_hidden) {
+            return Err(text::hidden_character_error());
+        }
+        let normal = normal_email(value).ok_or_else(|| ValidationError::new("email"))?;
+        // Punycode can make the domain longer than it was typed.
+        text::check_length(&normal, 3, Self::MAX_CHARS)?;
+        Ok(normal)
+    }
+}
+
+/// `value` folded by NFKC with its domain in IDNA ASCII form; `None` unless that is a valid
+/// address. Also used on stored rows, which may still hold hidden characters: IDNA drops
+/// the ignorable ones from a domain, so the old look-alike meets its original.
+fn normal_email(value: &str) -> Option<String> {
+    let folded = ComposingNormalizerBorrowed::new_nfkc().normalize(value);
+    if !folded.validate_email() {
+        return None;
+    }
+    let (local, domain) = folded.rsplit_once('@')?;
+    let domain = if domain.starts_with('[') {
+        // An address literal (`[192.0.2.1]`): no IDNA, only hex digits to fold.
+        domain.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(domain).ok()?
+    };
+    Some(format!("{local}@{domain}"))
 }
 
 /// A new password: 12–128 characters (ASVS 5.0: at least 12, at least 64 allowed, no
@@ -451,6 +489,55 @@ pub async fn list(
     Ok(page.of(items, total))
 }
 
+/// Gives rows stored before emails were normalized their normal form (see `Email`); run at
+/// every start, it finds nothing once they all have it. A row whose normal form another
+/// account already holds is a look-alike of that account's address: it is left as it is
+/// and logged with both ids for an administrator (the service still starts). Returns how
+/// many rows changed.
+pub async fn normalize_stored_emails(writer: &SqlitePool) -> Result<u64, sqlx::Error> {
+    // Only rows that can differ from their normal form: any character outside printable
+    // ASCII, or an upper-case letter after the `@`.
+    let candidates: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, email FROM users
+         WHERE email GLOB '*[^ -~]*' OR substr(email, instr(email, '@')) GLOB '*[A-Z]*'
+         ORDER BY id",
+    )
+    .fetch_all(writer)
+    .await?;
+    let mut changed = 0;
+    for (user_id, stored) in candidates {
+        let Some(normal) = normal_email(&stored).filter(|normal| *normal != stored) else {
+            continue;
+        };
+        let update = sqlx::query(
+            "UPDATE users SET email = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+             WHERE id = ?1",
+        )
+        .bind(user_id)
+        .bind(&normal)
+        .execute(writer)
+        .await;
+        match update {
+            Ok(_) => changed += 1,
+            Err(error) if crate::error::is_unique_violation(&error) => {
+                let holder: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM users WHERE email = ?1")
+                        .bind(&normal)
+                        .fetch_optional(writer)
+                        .await?;
+                tracing::warn!(
+                    user_id,
+                    same_address_as = holder,
+                    "a stored email looks like another account's address once normalized; \
+                     left unchanged for an administrator to settle"
+                );
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(changed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +557,38 @@ mod tests {
             "",
         ] {
             assert!(Username::validate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn emails_are_kept_in_their_normal_form() {
+        for (typed, normal) in [
+            ("bob@example.com", "bob@example.com"),
+            ("Bob@Example.COM", "Bob@example.com"),
+            ("ｂｏｂ＠ｅｘａｍｐｌｅ．ｃｏｍ", "bob@example.com"),
+            ("bob@bücher.example", "bob@xn--bcher-kva.example"),
+            ("bob@[192.0.2.1]", "bob@[192.0.2.1]"),
+        ] {
+            assert_eq!(
+                Email::parse(typed.into()).unwrap().as_str(),
+                normal,
+                "{typed}"
+            );
+        }
+    }
+
+    #[test]
+    fn emails_with_hidden_characters_or_that_are_not_addresses_are_refused() {
+        for bad in [
+            "bob@exa\u{200B}mple.com",
+            "bob@example.com\u{00AD}",
+            "b\u{202E}ob@example.com",
+            "bob",
+            "bob@",
+            "bób@example.com",
+            "bob@exa mple.com",
+        ] {
+            assert!(Email::parse(bad.into()).is_err(), "{bad:?}");
         }
     }
 

@@ -61,6 +61,8 @@ pub struct RegisterRequest {
     #[validate(custom(function = Username::validate))]
     #[schema(pattern = "^[A-Za-z0-9_]{3,32}$", min_length = 3, max_length = 32)]
     pub username: String,
+    /// Stored and shown normalized: NFKC-folded, the domain in lower-case IDNA ASCII form
+    /// (`xn--…`); invisible and format characters are refused.
     #[serde(deserialize_with = "text::trimmed")]
     #[validate(custom(function = Email::validate))]
     #[schema(format = Email, max_length = 254)]

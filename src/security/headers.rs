@@ -29,20 +29,37 @@ const PERMISSIONS_POLICY: &str = "accelerometer=(), camera=(), geolocation=(), g
      magnetometer=(), microphone=(), payment=(), usb=()";
 
 /// `behind_tls_proxy`: a trusted proxy terminates TLS, so every client connection is HTTPS
-/// even though ours is not. Otherwise HSTS goes only on responses sent over our own TLS.
+/// even though ours is not. Otherwise HSTS goes only on responses sent over our own TLS, and
+/// never to a loopback name.
 pub async fn security_headers(
     behind_tls_proxy: bool,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
-    let https = behind_tls_proxy || req.app_config().secure();
+    let hsts = (behind_tls_proxy || req.app_config().secure()) && !is_for_loopback_name(&req);
     let docs = req.path().starts_with("/docs/");
     let mut response = next.call(req).await?.map_into_boxed_body();
-    apply(response.headers_mut(), https, docs);
+    apply(response.headers_mut(), hsts, docs);
     Ok(response)
 }
 
-fn apply(headers: &mut HeaderMap, https: bool, docs: bool) {
+/// `localhost` and `*.localhost` always mean this machine (RFC 6761). HSTS there would make
+/// the browser refuse plain HTTP to every local project for the max-age. (IP literals get
+/// it: browsers ignore HSTS from them, RFC 6797 section 8.1.) The host is the client's
+/// choice, but so is the browser it pins: no one else's browser is affected.
+fn is_for_loopback_name(req: &ServiceRequest) -> bool {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or_default();
+    let name = host.split(':').next().unwrap_or_default();
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost")
+}
+
+fn apply(headers: &mut HeaderMap, hsts: bool, docs: bool) {
     let is_html = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -72,7 +89,7 @@ fn apply(headers: &mut HeaderMap, https: bool, docs: bool) {
         HeaderName::from_static("cross-origin-opener-policy"),
         "same-origin",
     );
-    if https {
+    if hsts {
         set(headers, header::STRICT_TRANSPORT_SECURITY, HSTS);
     }
     // Responses may carry tokens and personal data: no cache may keep them unless a handler

@@ -58,57 +58,31 @@ pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<Server
     Ok(config)
 }
 
-/// On the plain-HTTP listener, every request gets a 301 to the same path on HTTPS.
+/// Where plain HTTP redirects: the configured public URL, else (development) this machine's
+/// HTTPS port. Never the request's `Host` header, which the client chooses: a redirect built
+/// from it sends a browser wherever the request (or a poisoned cache) said.
+pub fn redirect_base(public_base_url: Option<&str>, https_port: u16) -> String {
+    match (public_base_url, https_port) {
+        (Some(url), _) => url.to_owned(),
+        (None, 443) => "https://localhost".to_owned(),
+        (None, port) => format!("https://localhost:{port}"),
+    }
+}
+
+/// On the plain-HTTP listener, every request gets a 301 to the same path under `base`.
 pub async fn redirect_to_https(
-    https_port: u16,
+    base: Arc<str>,
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
     if req.app_config().secure() {
         return Ok(next.call(req).await?.map_into_left_body());
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .and_then(hostname)
-        .unwrap_or_else(|| {
-            req.app_config()
-                .host()
-                .split(':')
-                .next()
-                .unwrap_or("localhost")
-                .to_owned()
-        });
-    let port = if https_port == 443 {
-        String::new()
-    } else {
-        format!(":{https_port}")
-    };
     let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = format!("https://{host}{port}{path}");
     let response = HttpResponse::MovedPermanently()
-        .insert_header((header::LOCATION, location))
+        .insert_header((header::LOCATION, format!("{base}{path}")))
         .finish();
     Ok(req.into_response(response).map_into_right_body())
-}
-
-/// The host part of a `Host` header, if it is a plausible name or IP literal: the redirect
-/// never points at something a header could smuggle in (spaces, paths, userinfo).
-fn hostname(host_header: &str) -> Option<String> {
-    let host = if let Some(rest) = host_header.strip_prefix('[') {
-        let (inside, _) = rest.split_once(']')?;
-        inside.parse::<std::net::Ipv6Addr>().ok()?;
-        return Some(format!("[{inside}]"));
-    } else {
-        host_header.split(':').next()?
-    };
-    let plausible = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    plausible.then(|| host.to_ascii_lowercase())
 }
 
 /// A local certificate authority and a `localhost` certificate it signed, in PEM.
@@ -159,13 +133,17 @@ pub fn generate_dev_certificate() -> anyhow::Result<DevCertificate> {
     })
 }
 
+/// What `write_dev_certificate` writes: the CA, the chain to serve, its private key.
+pub const DEV_CERTIFICATE_FILES: [&str; 3] = ["dev-ca.crt", "localhost.crt", "localhost.key"];
+
 /// Writes `dev-ca.crt`, `localhost.crt` and `localhost.key` (mode 0600) into `dir`.
 pub fn write_dev_certificate(dir: &Path) -> anyhow::Result<()> {
     let generated = generate_dev_certificate()?;
+    let [ca, chain, key] = DEV_CERTIFICATE_FILES.map(|name| dir.join(name));
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    fs::write(dir.join("dev-ca.crt"), &generated.ca_pem)?;
-    fs::write(dir.join("localhost.crt"), &generated.chain_pem)?;
-    write_private(&dir.join("localhost.key"), generated.key_pem.as_bytes())?;
+    fs::write(ca, &generated.ca_pem)?;
+    fs::write(chain, &generated.chain_pem)?;
+    write_private(&key, generated.key_pem.as_bytes())?;
     Ok(())
 }
 
@@ -190,13 +168,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_redirect_host_comes_only_from_a_plausible_host_header() {
-        assert_eq!(hostname("example.com:8080").as_deref(), Some("example.com"));
-        assert_eq!(hostname("LOCALHOST").as_deref(), Some("localhost"));
-        assert_eq!(hostname("[::1]:8080").as_deref(), Some("[::1]"));
-        for bad in ["", "evil.com/path", "user@evil.com", "a b", "[not-ipv6]"] {
-            assert_eq!(hostname(bad), None, "{bad}");
-        }
+    fn without_a_public_url_the_redirect_goes_to_localhost() {
+        assert_eq!(redirect_base(None, 8443), "https://localhost:8443");
+        assert_eq!(redirect_base(None, 443), "https://localhost");
+        assert_eq!(
+            redirect_base(Some("https://films.example.com"), 8443),
+            "https://films.example.com"
+        );
     }
 
     #[test]

@@ -114,3 +114,45 @@ async fn a_trusted_tls_proxy_gets_hsts_on_plain_http() {
     let response = app.get("/api/v1/films", None).await;
     assert_security_headers(response.headers(), true, "behind a TLS proxy");
 }
+
+/// HSTS on `localhost` would make a browser refuse plain HTTP to every local project for
+/// the max-age: it is never sent to a loopback name.
+#[tokio::test]
+async fn hsts_is_never_sent_to_localhost() {
+    let app = spawn_tls_app(&[]).await;
+    let https_port: u16 = app
+        .https_url("")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ca = reqwest::Certificate::from_pem(app.ca_pem.as_ref().unwrap().as_bytes()).unwrap();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .resolve("localhost", ([127, 0, 0, 1], https_port).into())
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("https://localhost:{https_port}/api/v1/films"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_security_headers(response.headers(), false, "https://localhost");
+
+    let with_host = |host: &str| {
+        client
+            .get(app.https_url("/api/v1/films"))
+            .header("host", format!("{host}:{https_port}"))
+            .send()
+    };
+    for host in ["LocalHost", "films.localhost", "localhost."] {
+        let response = with_host(host).await.unwrap();
+        assert_security_headers(response.headers(), false, host);
+    }
+    let public = with_host("films.example.com").await.unwrap();
+    assert_security_headers(public.headers(), true, "a public name");
+}

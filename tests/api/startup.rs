@@ -140,3 +140,95 @@ fn the_example_environment_file_is_valid_and_documents_every_variable() {
         );
     }
 }
+
+/// The value `.env.example` used to ship: published, so anyone can sign tokens with it.
+const PUBLISHED_JWT_SECRET: &str = "dev-only-insecure-jwt-secret-change-me-0123456789";
+
+#[test]
+fn a_published_example_secret_is_refused_in_every_mode() {
+    for mode in ["development", "production"] {
+        let vars = [
+            ("APP_ENV", mode),
+            ("JWT_SECRET", PUBLISHED_JWT_SECRET),
+            ("TLS_CERT_PATH", "/nonexistent/cert.pem"),
+            ("TLS_KEY_PATH", "/nonexistent/key.pem"),
+            ("PUBLIC_BASE_URL", "https://films.example.com"),
+        ];
+        let error = filmvault::config::Settings::from_vars(vars).unwrap_err();
+        assert_eq!(error.variable, "JWT_SECRET", "{mode}");
+
+        let output = run_binary(&vars);
+        assert_eq!(output.status.code(), Some(2), "{mode}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("JWT_SECRET"), "{stderr}");
+        assert!(
+            stderr.contains("openssl rand -base64 48"),
+            "says how to make one: {stderr}"
+        );
+        assert!(
+            !stderr.contains(PUBLISHED_JWT_SECRET),
+            "the secret is echoed: {stderr}"
+        );
+    }
+}
+
+fn example_file(name: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(root.join(name)).unwrap()
+}
+
+fn example_env_vars() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    dotenvy::from_path_iter(root.join(".env.example"))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The `KEY: value` pairs of the compose file's `environment:` block.
+fn compose_environment() -> Vec<(String, String)> {
+    let compose = example_file("docker-compose.yml");
+    let mut lines = compose.lines().skip_while(|l| l.trim() != "environment:");
+    let header = lines.next().expect("an environment block");
+    let indent = |line: &str| line.len() - line.trim_start().len();
+    lines
+        .take_while(|line| indent(line) > indent(header))
+        .filter_map(|line| line.trim().split_once(": "))
+        .map(|(key, value)| (key.to_owned(), value.trim_matches('"').to_owned()))
+        .collect()
+}
+
+#[test]
+fn no_example_file_holds_a_usable_secret() {
+    let example = example_env_vars();
+    let secret = example.iter().find(|(key, _)| key == "JWT_SECRET");
+    assert!(
+        secret.is_none_or(|(_, value)| value.trim().is_empty()),
+        ".env.example sets JWT_SECRET"
+    );
+    assert!(example_file(".env.example").contains("openssl rand -base64 48"));
+    let settings = filmvault::config::Settings::from_vars(example).unwrap();
+    assert!(settings.jwt_secret_generated);
+
+    let postman: Value = serde_json::from_str(&example_file("postman/environment.json")).unwrap();
+    for entry in postman["values"].as_array().unwrap() {
+        if entry["type"] == "secret" {
+            assert_eq!(entry["value"], "", "postman secret {}", entry["key"]);
+        }
+    }
+}
+
+/// `cp .env.example .env && docker compose up` runs production (which then refuses to start
+/// until a secret is set), never development with demo data.
+#[test]
+fn the_compose_file_runs_production_whatever_the_env_file_says() {
+    let compose = compose_environment();
+    assert!(
+        compose.contains(&("APP_ENV".to_owned(), "production".to_owned())),
+        "{compose:?}"
+    );
+    let mut effective = example_env_vars();
+    effective.extend(compose);
+    let error = filmvault::config::Settings::from_vars(effective).unwrap_err();
+    assert_eq!(error.variable, "JWT_SECRET");
+}

@@ -106,7 +106,7 @@ async fn plain_http_is_redirected_to_the_same_path_on_https() {
         assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY, "{path}");
         assert_eq!(
             response.headers()["location"],
-            format!("https://127.0.0.1:{https_port}{path}").as_str()
+            format!("https://localhost:{https_port}{path}").as_str()
         );
         assert!(
             response
@@ -116,15 +116,49 @@ async fn plain_http_is_redirected_to_the_same_path_on_https() {
             "HSTS over HTTP"
         );
     }
-    let spoofed_host = app
-        .client
-        .get(app.url("/x"))
-        .header("host", "evil.example/phish")
-        .send()
-        .await
-        .unwrap();
-    let location = spoofed_host.headers()["location"].to_str().unwrap();
-    assert!(!location.contains("evil.example/phish"), "{location}");
+}
+
+/// The `Host` header is the client's to choose: a redirect built from it sends the browser
+/// wherever the request said (cache poisoning, open redirect). It goes to the configured
+/// public URL instead, or to localhost in development.
+#[tokio::test]
+async fn the_redirect_goes_to_the_configured_public_url_whatever_the_host_header() {
+    let redirect_of = |app: &crate::helpers::TestApp, host: &'static str| {
+        let request = app
+            .client
+            .get(app.url("/api/v1/films?limit=5"))
+            .header("host", host);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
+            response.headers()["location"].to_str().unwrap().to_owned()
+        }
+    };
+    let public = spawn_tls_app(&[("PUBLIC_BASE_URL", "https://films.example.com")]).await;
+    for host in [
+        "evil.example",
+        "evil.example:8080",
+        "evil.example/phish",
+        "[::1]",
+    ] {
+        assert_eq!(
+            redirect_of(&public, host).await,
+            "https://films.example.com/api/v1/films?limit=5",
+            "Host: {host}"
+        );
+    }
+
+    let development = spawn_tls_app(&[]).await;
+    let https_port = development
+        .https_url("")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        redirect_of(&development, "evil.example").await,
+        format!("https://localhost:{https_port}/api/v1/films?limit=5")
+    );
 }
 
 #[test]
@@ -149,4 +183,45 @@ fn the_dev_cert_subcommand_writes_a_ca_a_chain_and_a_private_key() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600);
+}
+
+fn dev_cert(dir: &std::path::Path, force: bool) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_filmvault"));
+    command.args(["dev-cert", "--out-dir"]).arg(dir);
+    if force {
+        command.arg("--force");
+    }
+    command.output().unwrap()
+}
+
+/// A browser or system trust store may hold the existing CA: replacing it silently breaks
+/// every certificate it signed and leaves a stale trusted root behind.
+#[test]
+fn dev_cert_refuses_to_replace_an_existing_ca_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(dev_cert(dir.path(), false).status.success());
+    let ca_path = dir.path().join("dev-ca.crt");
+    let first_ca = std::fs::read_to_string(&ca_path).unwrap();
+    let first_cert = std::fs::read_to_string(dir.path().join("localhost.crt")).unwrap();
+
+    let again = dev_cert(dir.path(), false);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains("dev-ca.crt") && stderr.contains("--force"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&ca_path).unwrap(), first_ca);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("localhost.crt")).unwrap(),
+        first_cert
+    );
+
+    let forced = dev_cert(dir.path(), true);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert_ne!(std::fs::read_to_string(&ca_path).unwrap(), first_ca);
 }

@@ -156,3 +156,231 @@ async fn a_title_in_any_script_and_with_markup_is_stored_as_text() {
         assert_eq!(film["name"], name);
     }
 }
+
+/// Characters that show nothing (or nothing of their own) and that the old hand-made list
+/// missed. They are found by their Unicode general category (Cc, Cf, Co, Cn, Zl, Zp) or
+/// because Unicode marks them default-ignorable (the Hangul fillers).
+const HIDDEN_CHARACTERS: [(&str, &str); 12] = [
+    ("\u{061C}", "Arabic letter mark"),
+    ("\u{00AD}", "soft hyphen"),
+    ("\u{E0041}", "tag latin capital letter A"),
+    ("\u{E007F}", "cancel tag"),
+    ("\u{206A}", "inhibit symmetric swapping"),
+    ("\u{206F}", "nominal digit shapes"),
+    ("\u{180E}", "Mongolian vowel separator"),
+    ("\u{FFF9}", "interlinear annotation anchor"),
+    ("\u{2028}", "line separator"),
+    ("\u{E000}", "private use"),
+    ("\u{0378}", "unassigned"),
+    ("\u{3164}", "Hangul filler"),
+];
+
+#[tokio::test]
+async fn invisible_and_format_characters_are_refused_in_every_text_field() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for (hidden, what) in HIDDEN_CHARACTERS {
+        let hide = |text: &str| format!("{}{hidden}{}", &text[..1], &text[1..]);
+        for (body, field) in [
+            (json!({ "name": hide("Up"), "studio": "Pixar" }), "name"),
+            (json!({ "name": "Up", "studio": hide("Pixar") }), "studio"),
+        ] {
+            let response = app
+                .post_json("/api/v1/films", &body, Some(&user.token))
+                .await;
+            let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+            assert_eq!(fields_of(&problem), vec![field.to_owned()], "{what}");
+        }
+        let query: String = form_urlencoded::byte_serialize(hide("Up").as_bytes()).collect();
+        let search = app.get(&format!("/api/v1/films?q={query}"), None).await;
+        let problem = assert_problem(search, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(fields_of(&problem), vec!["q".to_owned()], "{what}");
+
+        let key = app
+            .post_json(
+                "/api/v1/users/me/api-keys",
+                &json!({ "name": hide("deploy"), "scopes": ["read"] }),
+                Some(&user.token),
+            )
+            .await;
+        let problem = assert_problem(key, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(fields_of(&problem), vec!["name".to_owned()], "{what}");
+    }
+    let films: Value = app.get("/api/v1/films", None).await.json().await.unwrap();
+    assert_eq!(films["total"], 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn text_in_any_script_with_combining_marks_and_emoji_is_still_accepted() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for name in [
+        "Ame\u{0301}lie",
+        "नमस्ते",
+        "ฉลาดเกมส์โกง",
+        "الرسالة",
+        "האביר",
+        "❤\u{FE0F} Love Actually",
+        "千と千尋の\u{3000}神隠し",
+    ] {
+        let film = app.create_film(&user.token, name, "Studio").await;
+        assert_eq!(film["name"], name);
+    }
+}
+
+/// serde names the expected type after the submitted value; a value that itself says
+/// "expected …" must not be mistaken for serde's words and repeated.
+#[tokio::test]
+async fn a_wrongly_typed_value_is_never_repeated_even_when_it_mimics_serde() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let secret = "hunter2-correct-horse";
+    for value in [
+        format!("x, expected {secret}"),
+        format!("expected {secret} at line 1"),
+    ] {
+        let response = app
+            .post_json(
+                "/api/v1/films",
+                &json!({ "name": "Up", "studio": "Pixar", "year": value }),
+                Some(&user.token),
+            )
+            .await;
+        let problem = assert_problem(response, StatusCode::BAD_REQUEST).await;
+        assert_eq!(fields_of(&problem), vec!["year".to_owned()]);
+        assert!(!problem.to_string().contains(secret), "{problem}");
+    }
+}
+
+async fn register_with_email(app: &crate::helpers::TestApp, email: &str) -> reqwest::Response {
+    app.post_json(
+        "/api/v1/auth/register",
+        &json!({
+            "username": crate::helpers::unique_username("mail"),
+            "email": email,
+            "password": crate::helpers::STRONG_PASSWORD,
+        }),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_email_that_only_looks_like_a_registered_one_is_the_same_address() {
+    let app = spawn_app().await;
+    let admin = register_with_email(&app, "boss@example.com").await;
+    assert_eq!(admin.status(), StatusCode::CREATED);
+    for look_alike in [
+        "ｂｏｓｓ@example.com",
+        "boss@ｅｘａｍｐｌｅ.ｃｏｍ",
+        "boss＠example.com",
+        "boss@EXAMPLE.com",
+        "BOSS@example.com",
+    ] {
+        let response = register_with_email(&app, look_alike).await;
+        assert_problem(response, StatusCode::CONFLICT).await;
+    }
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(&app.db().await)
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+}
+
+#[tokio::test]
+async fn an_email_with_invisible_characters_is_refused() {
+    let app = spawn_app().await;
+    for email in [
+        "boss@exa\u{200B}mple.com",
+        "boss@example.com\u{00AD}",
+        "boss@exam\u{00AD}ple.com",
+        "boss@example\u{2060}.com",
+        "boss@exam\u{E0041}ple.com",
+        "bo\u{FEFF}ss@example.com",
+    ] {
+        let response = register_with_email(&app, email).await;
+        let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(fields_of(&problem), vec!["email".to_owned()], "{email:?}");
+    }
+}
+
+/// The stored form is ASCII: the domain in its IDNA form, lower-cased. A Cyrillic letter
+/// in a domain then shows as `xn--…` and can no longer pass for the Latin one.
+#[tokio::test]
+async fn an_email_is_stored_and_shown_in_its_normalized_form() {
+    let app = spawn_app().await;
+    for (submitted, stored) in [
+        ("Carol@ＥＸＡＭＰＬＥ.org", "Carol@example.org"),
+        ("dave@exаmple.com", "dave@xn--exmple-4nf.com"),
+        ("erin@bücher.example", "erin@xn--bcher-kva.example"),
+    ] {
+        let response = register_with_email(&app, submitted).await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{submitted}");
+        let profile: Value = response.json().await.unwrap();
+        assert_eq!(profile["email"], stored, "{submitted}");
+    }
+}
+
+/// Rows written before normalization are normalized at the next start; an old look-alike of
+/// another account's address is left for an administrator (the start is not blocked).
+#[tokio::test]
+async fn emails_stored_before_normalization_are_normalized_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("old.db");
+    let first = crate::helpers::spawn_app_on(dir, db_path.clone(), &[]).await;
+    let db = first.db().await;
+    for (username, email) in [
+        ("old_fullwidth", "frank@ｅｘａｍｐｌｅ.com"),
+        ("old_upper", "Grace@EXAMPLE.com"),
+        ("old_original", "boss@example.com"),
+        ("old_lookalike", "boss@exa\u{200B}mple.com"),
+    ] {
+        sqlx::query("INSERT INTO users (username, email, password_hash) VALUES (?1, ?2, 'x')")
+            .bind(username)
+            .bind(email)
+            .execute(&db)
+            .await
+            .unwrap();
+    }
+    db.close().await;
+
+    let keep_dir = tempfile::tempdir().unwrap();
+    let second = crate::helpers::spawn_app_on(keep_dir, db_path, &[]).await;
+    let db = second.db().await;
+    let email_of = |username: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT email FROM users WHERE username = ?1")
+                .bind(username)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(email_of("old_fullwidth").await, "frank@example.com");
+    assert_eq!(email_of("old_upper").await, "Grace@example.com");
+    assert_eq!(email_of("old_original").await, "boss@example.com");
+    assert_eq!(email_of("old_lookalike").await, "boss@exa\u{200B}mple.com");
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM users WHERE username IN ('old_original', 'old_lookalike') ORDER BY id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let logs = crate::helpers::LOGS.contents();
+    let warning = logs
+        .lines()
+        .find(|line| line.contains("looks like another account's address"))
+        .expect("the look-alike is reported");
+    assert!(
+        warning.contains(&format!("\"user_id\":{}", ids[1]))
+            && warning.contains(&format!("\"same_address_as\":{}", ids[0])),
+        "{warning}"
+    );
+    assert!(
+        !warning.contains("boss@"),
+        "the log names ids, not addresses"
+    );
+    let response = register_with_email(&second, "FRANK@example.com").await;
+    assert_problem(response, StatusCode::CONFLICT).await;
+}
