@@ -159,12 +159,27 @@ pub struct JwtSettings {
     pub refresh_token_ttl: Duration,
 }
 
+/// The state several instances share (`REDIS_URL`); `None` runs single-node, in memory.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// May hold a password.
+    pub url: SecretString,
+    /// Starts every key and the revocation channel: deployments can share one Redis.
+    pub key_prefix: String,
+    /// How long revocations are trusted from memory while the broadcast channel is not
+    /// confirmed; past it, every token is checked against the database.
+    pub max_staleness: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub environment: Environment,
     pub host: IpAddr,
     pub port: u16,
     pub database_url: String,
+    pub redis: Option<RedisSettings>,
+    /// Names this process in logs and metrics (`INSTANCE_ID`, default host name and pid).
+    pub instance_id: String,
     pub jwt: JwtSettings,
     /// True when JWT_SECRET was not set and a random one was generated for this run.
     pub jwt_secret_generated: bool,
@@ -304,15 +319,19 @@ impl Settings {
         )?);
 
         let available_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let database_url = vars
+            .get("DATABASE_URL")
+            .unwrap_or("sqlite://filmvault.db")
+            .to_owned();
+        let redis = redis_settings(&vars, &database_url, production)?;
 
         Ok(Self {
             environment,
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: vars.parse_or("APP_PORT", 8080)?,
-            database_url: vars
-                .get("DATABASE_URL")
-                .unwrap_or("sqlite://filmvault.db")
-                .to_owned(),
+            database_url,
+            redis,
+            instance_id: instance_id(&vars)?,
             jwt: JwtSettings {
                 secret,
                 issuer: vars.get("JWT_ISSUER").unwrap_or("filmvault").to_owned(),
@@ -457,6 +476,86 @@ fn public_base_url(
             "must be https://host[:port] (no path, query or user; http:// only without TLS)",
         )),
     }
+}
+
+/// Without `REDIS_URL` every limit, lockout and revocation lives in one process's memory:
+/// right for one instance, wrong for several, where limits multiply and a revoked token
+/// keeps working on the other instances. PostgreSQL is what several instances run on, so a
+/// production start on it must either share that state or say it runs alone.
+fn redis_settings(
+    vars: &Vars,
+    database_url: &str,
+    production: bool,
+) -> Result<Option<RedisSettings>, ConfigError> {
+    let single_instance: bool = vars.parse_or("SINGLE_INSTANCE", false)?;
+    let Some(url) = vars.get("REDIS_URL") else {
+        let on_postgres = ["postgres://", "postgresql://"]
+            .iter()
+            .any(|scheme| database_url.starts_with(scheme));
+        if production && on_postgres && !single_instance {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                "must be set in production on PostgreSQL: instances that do not share their \
+                 rate limits, lockouts and revocations through Redis multiply every limit and \
+                 keep revoked tokens working; set SINGLE_INSTANCE=true if exactly one instance \
+                 ever runs",
+            ));
+        }
+        return Ok(None);
+    };
+    if single_instance {
+        return Err(ConfigError::new(
+            "SINGLE_INSTANCE",
+            "contradicts REDIS_URL: unset one of them",
+        ));
+    }
+    // Never echo the URL: it may carry a password.
+    if !url.starts_with("redis://") || redis::Client::open(url).is_err() {
+        return Err(ConfigError::new(
+            "REDIS_URL",
+            "must be redis://[user:password@]host[:port][/db] (rediss:// is not built in: \
+             reach Redis on a private network or through a TLS tunnel)",
+        ));
+    }
+    let prefix = vars.get("REDIS_KEY_PREFIX").unwrap_or("filmvault");
+    if prefix.len() > 64
+        || !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ConfigError::new(
+            "REDIS_KEY_PREFIX",
+            "must be 1 to 64 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    Ok(Some(RedisSettings {
+        url: SecretString::from(url.to_owned()),
+        key_prefix: prefix.to_owned(),
+        max_staleness: Duration::from_millis(vars.parse_in_range(
+            "REVOCATION_MAX_STALENESS_MS",
+            2000,
+            200..=60_000,
+        )?),
+    }))
+}
+
+fn instance_id(vars: &Vars) -> Result<String, ConfigError> {
+    let Some(id) = vars.get("INSTANCE_ID") else {
+        let host = rustix::system::uname();
+        let host = host.nodename().to_string_lossy();
+        return Ok(format!("{host}-{}", std::process::id()));
+    };
+    if id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ConfigError::new(
+            "INSTANCE_ID",
+            "must be 1 to 64 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    Ok(id.to_owned())
 }
 
 fn metrics_addr(vars: &Vars) -> Result<Option<std::net::SocketAddr>, ConfigError> {
