@@ -808,6 +808,62 @@ mod tests {
     }
 
     #[test]
+    fn production_on_postgresql_needs_redis_unless_it_says_it_runs_alone() {
+        let postgres = ("DATABASE_URL", "postgres://filmvault@db.internal/filmvault");
+        let proxy = [
+            ("PUBLIC_BASE_URL", "https://films.example.com"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8"),
+        ];
+        let err = production(&[postgres, proxy[0], proxy[1]]).unwrap_err();
+        assert_eq!(err.variable, "REDIS_URL");
+        assert!(err.reason.contains("SINGLE_INSTANCE=true"), "{err}");
+        let alone = production(&[postgres, proxy[0], proxy[1], ("SINGLE_INSTANCE", "true")]);
+        assert!(alone.unwrap().redis.is_none());
+        let shared = production(&[
+            postgres,
+            proxy[0],
+            proxy[1],
+            ("REDIS_URL", "redis://redis.internal:6379/0"),
+        ])
+        .unwrap();
+        assert_eq!(shared.redis.unwrap().key_prefix, "filmvault");
+        // SQLite is one file on one machine: no such requirement.
+        assert!(production(&[proxy[0], proxy[1]]).is_ok());
+    }
+
+    #[test]
+    fn a_bad_redis_setting_names_its_variable_and_never_echoes_the_url() {
+        for (vars, expected) in [
+            (vec![("REDIS_URL", "http://user:hunter2-secret@redis:6379")], "REDIS_URL"),
+            (vec![("REDIS_URL", "rediss://user:hunter2-secret@redis:6379")], "REDIS_URL"),
+            (
+                vec![("REDIS_URL", "redis://127.0.0.1"), ("SINGLE_INSTANCE", "true")],
+                "SINGLE_INSTANCE",
+            ),
+            (
+                vec![("REDIS_URL", "redis://127.0.0.1"), ("REDIS_KEY_PREFIX", "a b")],
+                "REDIS_KEY_PREFIX",
+            ),
+            (
+                vec![
+                    ("REDIS_URL", "redis://127.0.0.1"),
+                    ("REVOCATION_MAX_STALENESS_MS", "100"),
+                ],
+                "REVOCATION_MAX_STALENESS_MS",
+            ),
+            (vec![("INSTANCE_ID", "web 1")], "INSTANCE_ID"),
+        ] {
+            let err = Settings::from_vars(vars.clone()).unwrap_err();
+            assert_eq!(err.variable, expected, "{vars:?}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let settings = Settings::from_vars([("INSTANCE_ID", "web-1")]).unwrap();
+        assert_eq!(settings.instance_id, "web-1");
+        let default = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert!(default.instance_id.ends_with(&format!("-{}", std::process::id())));
+    }
+
+    #[test]
     fn quotas_parse_count_and_period() {
         assert_eq!("5/min".parse::<Quota>().unwrap(), Quota::per_minute(5));
         let per_second: Quota = "100/s".parse().unwrap();
