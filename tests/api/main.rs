@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod authz;
 mod clients;
+mod cluster;
 mod cors;
 mod crash;
 mod errors;
