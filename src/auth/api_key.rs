@@ -10,7 +10,7 @@ use sqlx::{SqlitePool, prelude::FromRow};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    audit::{self, AuditContext, Outcome},
+    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{Role, extractor::Scopes, random_bytes, random_token},
 };
 
@@ -163,8 +163,8 @@ pub async fn create(
                     })
                     .collect();
                 let event = audit
-                    .event("api_key.create", Outcome::Success)
-                    .target(format!("api_key:{}", view.id))
+                    .event(AuditAction::ApiKeyCreate, Outcome::Success)
+                    .target(AuditTarget::ApiKey(view.id))
                     .reason(format!("scopes={}", scopes.join(",")));
                 audit::record(&mut *tx, &event).await?;
                 tx.commit().await?;
@@ -211,8 +211,8 @@ pub async fn revoke(
         return Ok(false);
     }
     let event = audit
-        .event("api_key.revoke", Outcome::Success)
-        .target(format!("api_key:{key_id}"));
+        .event(AuditAction::ApiKeyRevoke, Outcome::Success)
+        .target(AuditTarget::ApiKey(key_id));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(true)

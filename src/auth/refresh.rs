@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 
 use crate::{
-    audit::{self, AuditContext, Outcome},
+    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{Role, jwt::unix_now, random_token},
     db::Database,
 };
@@ -140,9 +140,9 @@ pub async fn rotate(
         Some(reason) if reason == RevokeReason::Rotated.as_str() => {
             revoke_family(&mut tx, &stored.family_id, RevokeReason::Reuse).await?;
             let event = audit
-                .event("auth.refresh_reuse", Outcome::Failure)
+                .event(AuditAction::RefreshReuse, Outcome::Failure)
                 .actor(stored.user_id)
-                .target(format!("session:{}", stored.family_id))
+                .target(AuditTarget::Session(stored.family_id.clone()))
                 .reason("a rotated refresh token was presented again; session revoked");
             audit::record(&mut *tx, &event).await?;
             tx.commit().await?;
@@ -171,9 +171,9 @@ pub async fn rotate(
     )
     .await?;
     let event = audit
-        .event("auth.refresh", Outcome::Success)
+        .event(AuditAction::Refresh, Outcome::Success)
         .actor(stored.user_id)
-        .target(format!("session:{}", stored.family_id));
+        .target(AuditTarget::Session(stored.family_id.clone()));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(Rotation::Rotated {

@@ -610,3 +610,45 @@ async fn admins_can_filter_and_page_through_the_audit_trail() {
     }
     assert_problem(events(&app, &user.token, "").await, StatusCode::FORBIDDEN).await;
 }
+
+#[tokio::test]
+async fn a_misspelled_audit_action_is_refused_naming_the_field_and_the_document_lists_the_actions()
+{
+    let app = spawn_app().await;
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    app.login(&user.username, &user.password).await;
+
+    let known: Value = events(&app, &admin.token, "?action=auth.login")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(known["total"].as_i64().unwrap() >= 1);
+    for misspelled in ["?action=auth.logn", "?action=AUTH.LOGIN", "?action="] {
+        let problem = assert_problem(
+            events(&app, &admin.token, misspelled).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], "action", "{misspelled}");
+        assert!(problem.get("items").is_none());
+    }
+
+    let document: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let parameters = document["paths"]["/api/v1/admin/audit-events"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let action = parameters.iter().find(|p| p["name"] == "action").unwrap();
+    let allowed = action["schema"]["enum"]
+        .as_array()
+        .expect("the allowed actions are listed");
+    for expected in [
+        "auth.login",
+        "film.create",
+        "http.rate_limited",
+        "audit.prune",
+    ] {
+        assert!(allowed.iter().any(|a| a == expected), "{expected}");
+    }
+}
