@@ -1,5 +1,5 @@
-//! Closed sets of words (audit actions, for one): each is an enum whose
-//! variants are spelled once, in `vocabulary!`, and that one spelling is what the database
+//! Closed sets of words (audit actions, revoke reasons, API-key scopes): each is an enum
+//! whose variants are spelled once, in `vocabulary!`, and that one spelling is what the database
 //! (sqlx), JSON (serde), the OpenAPI document (utoipa) and the log see. A misspelled word is a
 //! compile error, not a new value nobody queries for.
 
@@ -66,7 +66,10 @@ mod tests {
     use serde::{Serialize, de::DeserializeOwned};
     use sqlx::{Decode, Encode, Sqlite, SqlitePool, Type};
 
-    use crate::audit::AuditAction;
+    use crate::{
+        audit::AuditAction,
+        auth::{api_key::Scope, refresh::RevokeReason},
+    };
 
     /// Every word has its own spelling, and JSON, the database and `as_str` agree on it.
     async fn assert_round_trips<T>(db: &SqlitePool, words: &[T], as_str: fn(T) -> &'static str)
@@ -98,10 +101,13 @@ mod tests {
     async fn every_word_of_every_vocabulary_round_trips_through_json_and_the_database() {
         let db = SqlitePool::connect("sqlite::memory:").await.unwrap();
         assert_round_trips(&db, AuditAction::ALL, AuditAction::as_str).await;
+        assert_round_trips(&db, RevokeReason::ALL, RevokeReason::as_str).await;
+        assert_round_trips(&db, Scope::ALL, Scope::as_str).await;
     }
 
     #[test]
     fn an_unknown_word_is_refused() {
         assert!(serde_json::from_str::<AuditAction>(r#""auth.logn""#).is_err());
+        assert!(serde_json::from_str::<Scope>(r#""admin""#).is_err());
     }
 }
