@@ -3,10 +3,11 @@
 
 use std::{
     collections::HashMap,
+    io,
     path::PathBuf,
     process::Command,
     sync::{
-        LazyLock, Once,
+        Arc, LazyLock, Mutex, Once,
         atomic::{AtomicU32, Ordering},
     },
 };
@@ -14,11 +15,12 @@ use std::{
 use filmvault::{
     config::{LogFormat, Settings},
     startup::Application,
-    telemetry::{self, CapturedLogs},
+    telemetry,
 };
 use reqwest::{Method, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tracing_subscriber::fmt::MakeWriter;
 
 pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub const STRONG_PASSWORD: &str = "violet-kettle-umbrella-42";
@@ -41,6 +43,37 @@ pub static LOGS: LazyLock<CapturedLogs> = LazyLock::new(|| {
 });
 
 static INIT_LOGS: Once = Once::new();
+
+/// An in-memory log sink, so a test reads exactly what the service logged.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for CapturedLogs {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
 
 pub struct TestApp {
     /// Plain HTTP (with TLS on, it only redirects).
