@@ -1,5 +1,6 @@
-//! Slow clients: a request body trickled in one small chunk at a time holds no connection for
-//! long, whatever the route answered, while other clients keep being served.
+//! Slow clients: a request body trickled in one small chunk at a time, or a request head
+//! trickled one byte at a time, holds no connection for long, whatever the route answered,
+//! while other clients keep being served and slow but busy connections are left alone.
 
 use std::{
     collections::HashSet,
@@ -432,8 +433,7 @@ where
 }
 
 #[tokio::test]
-async fn a_hundred_request_heads_trickled_after_a_first_request_are_all_cut_off_while_others_are_served()
- {
+async fn a_hundred_trickled_second_heads_are_all_cut_off_while_others_are_served() {
     let app = spawn_app_with(&SHORT_IDLE).await;
     let admin = app.new_admin().await;
     let closed = async || sample(&metrics_as(&app, &admin.token).await, IDLE_CLOSED_METRIC);
@@ -486,7 +486,7 @@ async fn a_connection_kept_busy_with_a_request_every_half_second_is_never_cut() 
         tokio::time::sleep(BYTE_EVERY).await;
     }
     assert!(
-        answered >= 8,
+        answered >= 5,
         "only {answered} requests in {:?}",
         started.elapsed()
     );
