@@ -28,7 +28,7 @@ async fn readiness_fails_when_the_database_file_is_gone() {
     );
 }
 
-fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
         .lines()
         .find(|line| line.starts_with(name_and_labels))
@@ -37,7 +37,7 @@ fn sample(metrics: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn metrics_as(app: &TestApp, token: &str) -> String {
+pub(crate) async fn metrics_as(app: &TestApp, token: &str) -> String {
     let response = app.get("/metrics", Some(token)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
