@@ -12,7 +12,9 @@
 //! one row when the window closes. Nothing is deleted before its retention
 //! (`AUDIT_RETENTION_DAYS`, enforced by a trigger); `prune` deletes what is older.
 
+mod action;
 mod denials;
+mod target;
 
 use std::{
     net::IpAddr,
@@ -35,8 +37,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
 use tokio::sync::mpsc;
 
-pub use self::denials::Admission;
 use self::denials::DenialWindows;
+pub use self::{action::AuditAction, denials::Admission, target::AuditTarget};
 use crate::{
     auth::extractor::Principal,
     db::Database,
@@ -76,10 +78,10 @@ impl Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
-    pub action: &'static str,
+    pub action: AuditAction,
     pub outcome: Outcome,
     pub actor_id: Option<i64>,
-    pub target: Option<String>,
+    pub target: Option<AuditTarget>,
     pub reason: Option<String>,
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
@@ -93,8 +95,8 @@ impl AuditEvent {
     }
 
     #[must_use]
-    pub fn target(mut self, target: impl Into<String>) -> Self {
-        self.target = Some(target.into());
+    pub fn target(mut self, target: AuditTarget) -> Self {
+        self.target = Some(target);
         self
     }
 
@@ -105,9 +107,9 @@ impl AuditEvent {
     }
 
     fn log(&self) {
-        let action = self.action;
+        let action = self.action.as_str();
         let actor_id = self.actor_id;
-        let target = self.target.as_deref();
+        let target = self.target.as_ref().map(tracing::field::display);
         let reason = self.reason.as_deref();
         let request_id = self.request_id.as_deref();
         let client_ip = self.client_ip.as_deref();
@@ -139,7 +141,7 @@ impl AuditContext {
         Self::default()
     }
 
-    pub fn event(&self, action: &'static str, outcome: Outcome) -> AuditEvent {
+    pub fn event(&self, action: AuditAction, outcome: Outcome) -> AuditEvent {
         self.recorded.store(true, Ordering::Relaxed);
         let extensions = self.request.as_ref().map(HttpRequest::extensions);
         let extensions = extensions.as_ref();
@@ -199,7 +201,7 @@ pub async fn record(executor: impl SqliteExecutor<'_>, event: &AuditEvent) -> sq
     .bind(event.actor_id)
     .bind(&event.client_ip)
     .bind(event.action)
-    .bind(&event.target)
+    .bind(event.target.as_ref().map(AuditTarget::to_string))
     .bind(event.outcome)
     .bind(&event.reason)
     .execute(executor)
@@ -309,9 +311,9 @@ pub async fn audit_denials(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let response = next.call(req).await?;
     let action = match response.status() {
-        StatusCode::UNAUTHORIZED => "http.unauthenticated",
-        StatusCode::FORBIDDEN => "http.forbidden",
-        StatusCode::TOO_MANY_REQUESTS => "http.rate_limited",
+        StatusCode::UNAUTHORIZED => AuditAction::Unauthenticated,
+        StatusCode::FORBIDDEN => AuditAction::Forbidden,
+        StatusCode::TOO_MANY_REQUESTS => AuditAction::RateLimited,
         _ => return Ok(response),
     };
     let request = response.request();
@@ -325,7 +327,10 @@ pub async fn audit_denials(
             .unwrap_or_else(|| "<unmatched>".to_owned());
         let event = AuditContext::of(request)
             .event(action, Outcome::Denied)
-            .target(format!("{} {route}", request.method()));
+            .target(AuditTarget::Endpoint {
+                method: request.method().to_string(),
+                route,
+            });
         if state.audit.submit_denial(ClientKey::of(request), event) == Admission::Counted {
             telemetry::log_request_at_debug(request);
         }
@@ -377,7 +382,7 @@ pub async fn prune(db: &Database, retention_days: u32) -> sqlx::Result<u64> {
     }
     if deleted > 0 {
         let event = AuditContext::system()
-            .event("audit.prune", Outcome::Success)
+            .event(AuditAction::Prune, Outcome::Success)
             .reason(format!(
                 "deleted {deleted} events older than {retention_days} days"
             ));
@@ -394,7 +399,7 @@ pub struct StoredEvent {
     pub request_id: Option<String>,
     pub actor_id: Option<i64>,
     pub client_ip: Option<String>,
-    pub action: String,
+    pub action: AuditAction,
     pub target: Option<String>,
     pub outcome: Outcome,
     pub reason: Option<String>,
@@ -405,7 +410,7 @@ pub struct StoredEvent {
 #[derive(Debug, Default)]
 pub struct EventFilter {
     pub actor_id: Option<i64>,
-    pub action: Option<String>,
+    pub action: Option<AuditAction>,
     pub since: Option<String>,
     pub until: Option<String>,
 }
@@ -425,7 +430,7 @@ pub async fn list(
          ORDER BY id DESC LIMIT ?5 OFFSET ?6",
     )
     .bind(filter.actor_id)
-    .bind(&filter.action)
+    .bind(filter.action)
     .bind(&filter.since)
     .bind(&filter.until)
     .bind(page.limit)
@@ -440,7 +445,7 @@ pub async fn list(
            AND (?4 IS NULL OR occurred_at < ?4)",
     )
     .bind(filter.actor_id)
-    .bind(&filter.action)
+    .bind(filter.action)
     .bind(&filter.since)
     .bind(&filter.until)
     .fetch_one(reader)

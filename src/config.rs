@@ -834,14 +834,26 @@ mod tests {
     #[test]
     fn a_bad_redis_setting_names_its_variable_and_never_echoes_the_url() {
         for (vars, expected) in [
-            (vec![("REDIS_URL", "http://user:hunter2-secret@redis:6379")], "REDIS_URL"),
-            (vec![("REDIS_URL", "rediss://user:hunter2-secret@redis:6379")], "REDIS_URL"),
             (
-                vec![("REDIS_URL", "redis://127.0.0.1"), ("SINGLE_INSTANCE", "true")],
+                vec![("REDIS_URL", "http://user:hunter2-secret@redis:6379")],
+                "REDIS_URL",
+            ),
+            (
+                vec![("REDIS_URL", "rediss://user:hunter2-secret@redis:6379")],
+                "REDIS_URL",
+            ),
+            (
+                vec![
+                    ("REDIS_URL", "redis://127.0.0.1"),
+                    ("SINGLE_INSTANCE", "true"),
+                ],
                 "SINGLE_INSTANCE",
             ),
             (
-                vec![("REDIS_URL", "redis://127.0.0.1"), ("REDIS_KEY_PREFIX", "a b")],
+                vec![
+                    ("REDIS_URL", "redis://127.0.0.1"),
+                    ("REDIS_KEY_PREFIX", "a b"),
+                ],
                 "REDIS_KEY_PREFIX",
             ),
             (
@@ -860,7 +872,11 @@ mod tests {
         let settings = Settings::from_vars([("INSTANCE_ID", "web-1")]).unwrap();
         assert_eq!(settings.instance_id, "web-1");
         let default = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
-        assert!(default.instance_id.ends_with(&format!("-{}", std::process::id())));
+        assert!(
+            default
+                .instance_id
+                .ends_with(&format!("-{}", std::process::id()))
+        );
     }
 
     #[test]

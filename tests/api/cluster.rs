@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{
@@ -46,30 +46,16 @@ fn header(response: &reqwest::Response, name: &str) -> u64 {
     response.headers()[name].to_str().unwrap().parse().unwrap()
 }
 
-async fn login_from(app: &TestApp, client: &str, username: &str, password: &str) -> StatusCode {
-    let response = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .header("x-forwarded-for", client)
-        .json(&json!({ "username": username, "password": password }))
-        .send()
-        .await
-        .unwrap();
-    response.status()
-}
-
 async fn me(app: &TestApp, token: &str) -> StatusCode {
     app.get("/api/v1/users/me", Some(token)).await.status()
 }
 
 async fn logout(app: &TestApp, token: &str) {
     let response = app
-        .client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(token)
+        .request(Method::POST, "/api/v1/auth/logout")
+        .bearer(token)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT, "logout");
 }
 
@@ -174,18 +160,16 @@ async fn a_lockout_made_on_one_instance_holds_on_the_other() {
         (&second, "203.0.113.2"),
         (&first, "203.0.113.3"),
     ] {
-        let status = login_from(app, client, &user.username, "not-the-password").await;
+        let status = app
+            .login_from(client, &user.username, "not-the-password")
+            .await
+            .status();
         assert_eq!(status, StatusCode::UNAUTHORIZED, "from {client}");
     }
     // The right password, from a fresh client, on the other instance: locked.
     let response = second
-        .client
-        .post(second.url("/api/v1/auth/login"))
-        .header("x-forwarded-for", "203.0.113.4")
-        .json(&json!({ "username": user.username, "password": user.password }))
-        .send()
-        .await
-        .unwrap();
+        .login_from("203.0.113.4", &user.username, &user.password)
+        .await;
     let body = assert_problem(response, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(body["type"], "/problems/login-locked");
 }
@@ -202,11 +186,17 @@ async fn the_per_username_login_budget_is_shared_across_instances_and_clients() 
     .await;
     let user = first.new_user().await;
     for (app, client) in [(&first, "203.0.113.1"), (&second, "203.0.113.2")] {
-        let status = login_from(app, client, &user.username, "not-the-password").await;
+        let status = app
+            .login_from(client, &user.username, "not-the-password")
+            .await
+            .status();
         assert_eq!(status, StatusCode::UNAUTHORIZED, "from {client}");
     }
     // new_user's own login spent the first unit: the budget is gone.
-    let status = login_from(&second, "203.0.113.3", &user.username, &user.password).await;
+    let status = second
+        .login_from("203.0.113.3", &user.username, &user.password)
+        .await
+        .status();
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
 
