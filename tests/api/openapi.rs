@@ -192,3 +192,11 @@ async fn the_test_page_has_no_inline_script_or_style_and_renders_values_as_text(
     assert!(!script.contains("innerHTML") && !script.contains("insertAdjacentHTML"));
     assert!(!script.contains("localStorage"), "tokens stay in memory");
 }
+
+#[tokio::test]
+async fn the_docs_address_without_its_slash_redirects_to_the_docs() {
+    let app = spawn_app().await;
+    let response = app.get("/docs", None).await;
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(response.headers()["location"], "/docs/");
+}
