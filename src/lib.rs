@@ -17,3 +17,4 @@ pub mod security;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod web;

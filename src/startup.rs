@@ -30,7 +30,7 @@ use crate::{
     config::{RetentionSettings, Settings},
     db::Database,
     domain::{seed, user},
-    error::{self, ApiError},
+    error::ApiError,
     extract::BodyLimits,
     monitoring, openapi, routes,
     security::{
@@ -46,6 +46,7 @@ use crate::{
     },
     state::AppState,
     telemetry,
+    web::problem::problem_details,
 };
 
 /// How often idle rate-limiter keys are forgotten.
@@ -274,7 +275,7 @@ fn serve(
             .wrap(cors(&cors_origins))
             .wrap(from_fn(limit_request_head))
             .wrap(from_fn(audit::audit_denials))
-            .wrap(from_fn(error::problem_details))
+            .wrap(from_fn(problem_details))
             .wrap(Condition::new(redirect_base.is_some(), {
                 let base = redirect_base.clone().unwrap_or_else(|| Arc::from(""));
                 from_fn(move |req, next| tls::redirect_to_https(base.clone(), req, next))

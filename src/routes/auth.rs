@@ -20,8 +20,8 @@ use crate::{
         text,
         user::{self, Email, NewPassword, NewUser, UserProfile, Username},
     },
-    error::{ApiError, Problem},
-    extract::{ForField, Json},
+    error::{ApiError, ForField},
+    extract::Json,
     security::{
         client_ip::ClientKey,
         overload::InFlightSlot,
@@ -29,6 +29,7 @@ use crate::{
         rate_limit::Limiters,
     },
     state::AppState,
+    web::problem::Problem,
 };
 
 /// Register, login and refresh are what a brute-force attack hammers: each also passes the

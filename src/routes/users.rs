@@ -21,10 +21,11 @@ use crate::{
         text,
         user::{self, NewPassword, UserProfile},
     },
-    error::{ApiError, Problem},
-    extract::{ForField, Json},
+    error::{ApiError, ForField},
+    extract::Json,
     security::{client_ip::ClientKey, overload::InFlightSlot, password_attempts::PasswordAttempt},
     state::AppState,
+    web::problem::Problem,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -43,9 +43,10 @@ use futures_util::future::LocalBoxFuture;
 use crate::{
     auth::extractor::{self, Principal},
     config::Quota,
-    error::{ApiError, whole_seconds},
+    error::ApiError,
     security::client_ip::ClientKey,
     state::AppState,
+    web::problem::whole_seconds,
 };
 
 const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
