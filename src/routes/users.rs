@@ -14,8 +14,8 @@ use crate::{
     auth::{
         Authenticated, Read, Write,
         api_key::{self, ApiKeyView, CreateKeyError, Scope},
-        extractor::Scopes,
         password::Verification,
+        principal::Scopes,
     },
     domain::{
         text,

@@ -5,6 +5,7 @@ pub mod cors;
 pub mod headers;
 pub mod limits;
 pub mod login_monitor;
+pub mod login_throttle;
 pub mod overload;
 pub mod password_attempts;
 pub mod rate_limit;
