@@ -1,6 +1,6 @@
 //! The one place that decides who is calling. Handlers declare what they need in their
-//! signature (`Authenticated<Write>`, `Authenticated<AdminRead>`, `MaybeAuthenticated`) and
-//! never read an auth header themselves.
+//! signature (`Authenticated<Write>`, `Authenticated<AdminRead>`, `Session<Write>` for the
+//! login session only, `MaybeAuthenticated`) and never read an auth header themselves.
 
 use std::{future::Future, marker::PhantomData, pin::Pin};
 
@@ -32,6 +32,23 @@ impl<A: Access> std::ops::Deref for Authenticated<A> {
     }
 }
 
+/// A caller on their login session (a bearer access token) holding access `A`: for what an
+/// API key must never do (manage keys, change the password, log out), whatever its scopes.
+/// 401 without valid credentials, 403 for an API key or a caller without `A`.
+pub struct Session<A: Access = Read> {
+    pub principal: Principal,
+    /// The login session (refresh-token family) of the access token.
+    pub id: String,
+    access: PhantomData<A>,
+}
+
+impl<A: Access> std::ops::Deref for Session<A> {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.principal
+    }
+}
+
 /// Anonymous is fine, but credentials that are present must be valid: a bad token is a 401,
 /// never silently "anonymous".
 pub struct MaybeAuthenticated(pub Option<Principal>);
@@ -54,6 +71,26 @@ impl<A: Access + 'static> FromRequest for Authenticated<A> {
     }
 }
 
+impl<A: Access + 'static> FromRequest for Session<A> {
+    type Error = ApiError;
+    type Future = LocalFuture<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let principal = MaybeAuthenticated(authenticate(&req).await?).require::<A>()?;
+            let AuthMethod::AccessToken { session } = &principal.method else {
+                return Err(ApiError::Forbidden);
+            };
+            Ok(Self {
+                id: session.clone(),
+                principal,
+                access: PhantomData,
+            })
+        })
+    }
+}
+
 impl FromRequest for MaybeAuthenticated {
     type Error = ApiError;
     type Future = LocalFuture<Self>;
@@ -61,17 +98,6 @@ impl FromRequest for MaybeAuthenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move { authenticate(&req).await.map(Self) })
-    }
-}
-
-impl Principal {
-    /// For actions an API key must not take (managing keys, changing the password, logging
-    /// out): they need the login session itself.
-    pub fn session(&self) -> Result<&str, ApiError> {
-        match &self.method {
-            AuthMethod::AccessToken { session } => Ok(session),
-            AuthMethod::ApiKey { .. } => Err(ApiError::Forbidden),
-        }
     }
 }
 

@@ -15,7 +15,7 @@ pub mod roles;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
-pub use extractor::{Authenticated, MaybeAuthenticated};
+pub use extractor::{Authenticated, MaybeAuthenticated, Session};
 pub use principal::{Access, AdminRead, AdminWrite, Principal, Read, Write};
 pub use roles::Role;
 

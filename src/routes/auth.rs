@@ -11,7 +11,7 @@ use validator::Validate;
 use crate::{
     audit::{self, AuditContext, Outcome},
     auth::{
-        Authenticated, Read, Role,
+        Role, Session,
         jwt::TokenSubject,
         password::Verification,
         refresh::{self, IssuedRefreshToken, RevokeReason, Rotation},
@@ -294,10 +294,10 @@ pub(crate) async fn refresh_tokens(
     responses((status = 204, description = "Logged out")))]
 pub(crate) async fn logout(
     state: web::Data<AppState>,
-    caller: Authenticated<Read>,
+    caller: Session,
     audit: AuditContext,
 ) -> Result<HttpResponse, ApiError> {
-    let session = caller.session()?;
+    let session = caller.id.as_str();
     let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
     refresh::revoke_family(&mut tx, session, RevokeReason::Logout).await?;
     let event = audit

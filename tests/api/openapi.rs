@@ -138,6 +138,30 @@ async fn the_document_is_openapi_3_1_with_both_security_schemes_and_problem_erro
     );
 }
 
+/// Routes that take `Session<…>` (login session only): an API key is refused there, so the
+/// document must not offer it.
+#[actix_web::test]
+async fn session_only_operations_document_the_bearer_token_alone() {
+    let (document, _) = described_operations().await;
+    for (path, method) in [
+        ("/api/v1/auth/logout", "post"),
+        ("/api/v1/users/me/password", "put"),
+        ("/api/v1/users/me/api-keys", "get"),
+        ("/api/v1/users/me/api-keys", "post"),
+        ("/api/v1/users/me/api-keys/{id}", "delete"),
+    ] {
+        assert_eq!(
+            document["paths"][path][method]["security"],
+            serde_json::json!([{ "bearer": [] }]),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        document["paths"]["/api/v1/users/me"]["get"]["security"],
+        serde_json::json!([{ "bearer": [] }, { "api_key": [] }]),
+    );
+}
+
 #[actix_web::test]
 async fn the_docs_page_is_served_from_the_binary_under_a_strict_csp() {
     let app = spawn_app().await;
