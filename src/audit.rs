@@ -12,7 +12,9 @@
 //! one row when the window closes. Nothing is deleted before its retention
 //! (`AUDIT_RETENTION_DAYS`, enforced by a trigger); `prune` deletes what is older.
 
+mod action;
 mod denials;
+mod target;
 
 use std::{
     net::IpAddr,
@@ -27,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
 use tokio::sync::mpsc;
 
-pub use self::denials::Admission;
 use self::denials::DenialWindows;
+pub use self::{action::AuditAction, denials::Admission, target::AuditTarget};
 use crate::{
     db::Database,
     domain::{Page, Paginated},
@@ -65,10 +67,10 @@ impl Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
-    pub action: &'static str,
+    pub action: AuditAction,
     pub outcome: Outcome,
     pub actor_id: Option<i64>,
-    pub target: Option<String>,
+    pub target: Option<AuditTarget>,
     pub reason: Option<String>,
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
@@ -82,8 +84,8 @@ impl AuditEvent {
     }
 
     #[must_use]
-    pub fn target(mut self, target: impl Into<String>) -> Self {
-        self.target = Some(target.into());
+    pub fn target(mut self, target: AuditTarget) -> Self {
+        self.target = Some(target);
         self
     }
 
@@ -94,9 +96,9 @@ impl AuditEvent {
     }
 
     fn log(&self) {
-        let action = self.action;
+        let action = self.action.as_str();
         let actor_id = self.actor_id;
-        let target = self.target.as_deref();
+        let target = self.target.as_ref().map(tracing::field::display);
         let reason = self.reason.as_deref();
         let request_id = self.request_id.as_deref();
         let client_ip = self.client_ip.as_deref();
@@ -158,7 +160,7 @@ impl AuditContext {
         }
     }
 
-    pub fn event(&self, action: &'static str, outcome: Outcome) -> AuditEvent {
+    pub fn event(&self, action: AuditAction, outcome: Outcome) -> AuditEvent {
         self.trail.recorded.store(true, Ordering::Relaxed);
         AuditEvent {
             action,
@@ -187,7 +189,7 @@ pub async fn record(executor: impl SqliteExecutor<'_>, event: &AuditEvent) -> sq
     .bind(event.actor_id)
     .bind(&event.client_ip)
     .bind(event.action)
-    .bind(&event.target)
+    .bind(event.target.as_ref().map(AuditTarget::to_string))
     .bind(event.outcome)
     .bind(&event.reason)
     .execute(executor)
@@ -331,7 +333,7 @@ pub async fn prune(db: &Database, retention_days: u32) -> sqlx::Result<u64> {
     }
     if deleted > 0 {
         let event = AuditContext::system()
-            .event("audit.prune", Outcome::Success)
+            .event(AuditAction::Prune, Outcome::Success)
             .reason(format!(
                 "deleted {deleted} events older than {retention_days} days"
             ));
@@ -348,7 +350,7 @@ pub struct StoredEvent {
     pub request_id: Option<String>,
     pub actor_id: Option<i64>,
     pub client_ip: Option<String>,
-    pub action: String,
+    pub action: AuditAction,
     pub target: Option<String>,
     pub outcome: Outcome,
     pub reason: Option<String>,
@@ -359,7 +361,7 @@ pub struct StoredEvent {
 #[derive(Debug, Default)]
 pub struct EventFilter {
     pub actor_id: Option<i64>,
-    pub action: Option<String>,
+    pub action: Option<AuditAction>,
     pub since: Option<String>,
     pub until: Option<String>,
 }
@@ -379,7 +381,7 @@ pub async fn list(
          ORDER BY id DESC LIMIT ?5 OFFSET ?6",
     )
     .bind(filter.actor_id)
-    .bind(&filter.action)
+    .bind(filter.action)
     .bind(&filter.since)
     .bind(&filter.until)
     .bind(page.limit)
@@ -394,7 +396,7 @@ pub async fn list(
            AND (?4 IS NULL OR occurred_at < ?4)",
     )
     .bind(filter.actor_id)
-    .bind(&filter.action)
+    .bind(filter.action)
     .bind(&filter.since)
     .bind(&filter.until)
     .fetch_one(reader)

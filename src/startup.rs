@@ -2,6 +2,7 @@
 //! stack and the routes.
 //!
 //! Middleware, outermost first:
+//! requests-in-progress count (a connection idle for too long is closed, idle_connections) →
 //! unread-body guard (an answer holds the request body until written, so an unread rest
 //! closes the connection instead of being drained) → request context (id, client IP) → request log → metrics → security headers → HTTPS redirect
 //! (with TLS) → problem+json for every error → audit of 401/403/429 → URL and header size
@@ -37,6 +38,7 @@ use crate::{
         client_ip::ClientResolver,
         cors::cors,
         headers::security_headers,
+        idle_connections::{IdleLimit, count_requests_in_progress},
         limits::limit_request_head,
         login_monitor::LoginMonitor,
         login_throttle::LoginThrottle,
@@ -256,6 +258,7 @@ fn serve(
     let workers = settings.workers;
     let keep_alive = settings.keep_alive;
     let request_timeout = settings.request_timeout;
+    let idle_limit = IdleLimit::new(keep_alive, request_timeout);
 
     let limiters = web::Data::new(limiters);
     let server = HttpServer::new(move || {
@@ -290,7 +293,10 @@ fn serve(
                 telemetry::request_context(clients.clone(), req, next)
             }))
             .wrap(from_fn(close_after_unread_body))
+            .wrap(from_fn(count_requests_in_progress))
     })
+    // actix-http bounds the first head only; later ones are bounded by this watch.
+    .on_connect(move |connection, data| idle_limit.watch(connection, data))
     .workers(workers)
     .keep_alive(keep_alive)
     // Time allowed to send the request head; the body has its own deadline (BodyLimits).

@@ -5,11 +5,7 @@
 //! latency, client IP, user id, request id. Headers, query strings and bodies are never
 //! recorded, which is how tokens, API keys and passwords stay out of the logs.
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use actix_web::{
     Error, HttpMessage,
@@ -247,35 +243,4 @@ pub fn install_panic_hook() {
             .unwrap_or_default();
         tracing::error!(panic.message = message, panic.location = %location, "panic");
     }));
-}
-
-/// An in-memory log sink, used by tests to read exactly what the service logged.
-#[derive(Clone, Default)]
-pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl CapturedLogs {
-    pub fn contents(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-}
-
-impl io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for CapturedLogs {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }

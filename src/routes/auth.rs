@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::{
-    audit::{self, AuditContext, Outcome},
+    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         Role, Session,
         jwt::TokenSubject,
@@ -23,9 +23,7 @@ use crate::{
     error::{ApiError, ForField},
     extract::Json,
     security::{
-        client_ip::ClientKey,
-        overload::InFlightSlot,
-        password_attempts::{PasswordAttempt, audit_target},
+        client_ip::ClientKey, overload::InFlightSlot, password_attempts::PasswordAttempt,
         rate_limit::Limiters,
     },
     state::AppState,
@@ -179,11 +177,11 @@ pub(crate) async fn login(
     request.validate()?;
     let LoginRequest { username, password } = request;
     let password = SecretString::from(password);
-    let target = audit_target(&username);
+    let target = AuditTarget::login_name(&username);
     let refuse = |outcome, reason: &'static str, error: ApiError| {
         let event = audit
-            .event("auth.login", outcome)
-            .target(&target)
+            .event(AuditAction::Login, outcome)
+            .target(target.clone())
             .reason(reason);
         state.audit.submit(event);
         Err(error)
@@ -281,7 +279,7 @@ pub(crate) async fn refresh_tokens(
         }
         Rotation::Refused => {
             let event = audit
-                .event("auth.refresh", Outcome::Failure)
+                .event(AuditAction::Refresh, Outcome::Failure)
                 .reason("unknown, expired or revoked refresh token");
             state.audit.submit(event);
             Err(ApiError::Unauthenticated)
@@ -301,8 +299,8 @@ pub(crate) async fn logout(
     let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
     refresh::revoke_family(&mut tx, session, RevokeReason::Logout).await?;
     let event = audit
-        .event("auth.logout", Outcome::Success)
-        .target(format!("session:{session}"));
+        .event(AuditAction::Logout, Outcome::Success)
+        .target(AuditTarget::Session(session.to_owned()));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     state.revocations.revoke_session(session);

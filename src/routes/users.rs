@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::{
-    audit::{AuditContext, Outcome},
+    audit::{AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         Authenticated, Read, Session, Write,
         api_key::{self, ApiKeyView, CreateKeyError, Scope},
@@ -95,8 +95,8 @@ pub(crate) async fn change_password(
         .ok_or(ApiError::Unauthenticated)?;
     let refuse = |outcome, reason: &'static str, error: ApiError| {
         let event = audit
-            .event("user.password_change", outcome)
-            .target(format!("user:{}", account.id))
+            .event(AuditAction::PasswordChange, outcome)
+            .target(AuditTarget::User(account.id))
             .reason(reason);
         state.audit.submit(event);
         error

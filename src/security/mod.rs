@@ -3,6 +3,7 @@
 pub mod client_ip;
 pub mod cors;
 pub mod headers;
+pub mod idle_connections;
 pub mod limits;
 pub mod login_monitor;
 pub mod login_throttle;

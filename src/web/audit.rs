@@ -13,7 +13,7 @@ use actix_web::{
 };
 
 use crate::{
-    audit::{Admission, AuditContext, Outcome, RequestTrail},
+    audit::{Admission, AuditAction, AuditContext, AuditTarget, Outcome, RequestTrail},
     security::client_ip::{ClientIp, ClientKey},
     state::AppState,
     telemetry::{self, RequestId},
@@ -55,9 +55,9 @@ pub async fn audit_denials(
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
     let response = next.call(req).await?;
     let action = match response.status() {
-        StatusCode::UNAUTHORIZED => "http.unauthenticated",
-        StatusCode::FORBIDDEN => "http.forbidden",
-        StatusCode::TOO_MANY_REQUESTS => "http.rate_limited",
+        StatusCode::UNAUTHORIZED => AuditAction::Unauthenticated,
+        StatusCode::FORBIDDEN => AuditAction::Forbidden,
+        StatusCode::TOO_MANY_REQUESTS => AuditAction::RateLimited,
         _ => return Ok(response),
     };
     let request = response.request();
@@ -67,9 +67,13 @@ pub async fn audit_denials(
         let route = request
             .match_pattern()
             .unwrap_or_else(|| "<unmatched>".to_owned());
-        let event = context_of(request)
-            .event(action, Outcome::Denied)
-            .target(format!("{} {route}", request.method()));
+        let event =
+            context_of(request)
+                .event(action, Outcome::Denied)
+                .target(AuditTarget::Endpoint {
+                    method: request.method().to_string(),
+                    route,
+                });
         if state.audit.submit_denial(ClientKey::of(request), event) == Admission::Counted {
             telemetry::log_request_at_debug(request);
         }
