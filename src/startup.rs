@@ -37,7 +37,7 @@ use crate::{
     config::{RetentionSettings, Settings},
     db::Database,
     domain::{seed, user},
-    error::{self, ApiError},
+    error::ApiError,
     extract::BodyLimits,
     monitoring, openapi, routes,
     security::{
@@ -47,13 +47,15 @@ use crate::{
         idle_connections::{IdleLimit, count_requests_in_progress},
         limits::limit_request_head,
         login_monitor::LoginMonitor,
+        login_throttle::LoginThrottle,
         overload::{InFlightLimit, limit_in_flight},
-        rate_limit::{Limiters, LoginThrottle},
+        rate_limit::Limiters,
         tls,
         unread_body::close_after_unread_body,
     },
     state::AppState,
     telemetry,
+    web::{audit::audit_denials, problem::problem_details},
 };
 
 /// How often idle rate-limiter keys are forgotten.
@@ -93,7 +95,7 @@ impl Application {
         };
         let state = build_state(settings).await?;
         monitoring::handle();
-        let limiters = Limiters::new(&state);
+        let limiters = Limiters::new(&state.settings.rate_limits);
         spawn_limiter_purge(limiters.clone(), state.clone());
         spawn_pruning(state.clone());
         let (metrics_server, metrics_port) = match state.settings.metrics_addr {
@@ -315,8 +317,8 @@ fn serve(
             }))
             .wrap(cors(&cors_origins))
             .wrap(from_fn(limit_request_head))
-            .wrap(from_fn(audit::audit_denials))
-            .wrap(from_fn(error::problem_details))
+            .wrap(from_fn(audit_denials))
+            .wrap(from_fn(problem_details))
             .wrap(Condition::new(redirect_base.is_some(), {
                 let base = redirect_base.clone().unwrap_or_else(|| Arc::from(""));
                 from_fn(move |req, next| tls::redirect_to_https(base.clone(), req, next))
