@@ -4,7 +4,15 @@
 //! line naming the variable. The checks of the JWT secret (in every mode) and of production
 //! (TLS, CORS) live here too: a misconfigured server never gets as far as binding a socket.
 
-use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    cell::RefCell,
+    collections::{BTreeSet, HashMap},
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
 
 use actix_web::http::Uri;
 use ipnet::IpNet;
@@ -214,19 +222,25 @@ pub struct Settings {
     pub rust_log: String,
     pub log_format: LogFormat,
     pub log_file: Option<PathBuf>,
+    /// Set variables that look like ours but that nothing reads (a misspelling leaves the
+    /// default in place without a word otherwise); start-up warns about each.
+    pub unknown_variables: Vec<UnknownVariable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariable {
+    pub name: String,
+    /// The known variable whose name is closest, when one is a likely intent.
+    pub closest: Option<String>,
 }
 
 impl Settings {
     /// Process environment over `.env` (if present): the environment always wins.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut vars: HashMap<String, String> = HashMap::new();
-        if let Ok(entries) = dotenvy::dotenv_iter() {
-            for entry in entries {
-                let (key, value) =
-                    entry.map_err(|e| ConfigError::new(".env", format!("cannot be read: {e}")))?;
-                vars.insert(key, value);
-            }
-        }
+        let mut vars = match find_dotenv() {
+            Some(path) => read_dotenv(&path)?,
+            None => HashMap::new(),
+        };
         vars.extend(std::env::vars());
         Self::from_vars(vars)
     }
@@ -237,7 +251,7 @@ impl Settings {
         K: Into<String>,
         V: Into<String>,
     {
-        let vars = Vars(
+        let vars = Vars::new(
             vars.into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
@@ -274,11 +288,13 @@ impl Settings {
             ));
         }
 
+        // Read with or without TLS, so a set HTTPS_PORT is never reported as unknown.
+        let https_port = vars.parse_or("HTTPS_PORT", 8443)?;
         let tls = match (vars.get("TLS_CERT_PATH"), vars.get("TLS_KEY_PATH")) {
             (Some(cert), Some(key)) => Some(TlsSettings {
                 cert_path: cert.into(),
                 key_path: key.into(),
-                https_port: vars.parse_or("HTTPS_PORT", 8443)?,
+                https_port,
             }),
             (None, None) => None,
             (Some(_), None) => {
@@ -319,17 +335,13 @@ impl Settings {
         )?);
 
         let available_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let database_url = vars
-            .get("DATABASE_URL")
-            .unwrap_or("sqlite://filmvault.db")
-            .to_owned();
-        let redis = redis_settings(&vars, &database_url, production)?;
+        let redis = redis_settings(&vars, production)?;
 
-        Ok(Self {
+        let mut settings = Self {
             environment,
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: vars.parse_or("APP_PORT", 8080)?,
-            database_url,
+            database_url: database_url(&vars)?,
             redis,
             instance_id: instance_id(&vars)?,
             jwt: JwtSettings {
@@ -351,7 +363,12 @@ impl Settings {
             public_base_url,
             rate_limits: RateLimitSettings {
                 global: vars.parse_or("RATE_LIMIT_GLOBAL", Quota::per_minute(300))?,
-                auth: vars.parse_or("RATE_LIMIT_AUTH", Quota::per_minute(5))?,
+                // Development leaves room for the README walkthrough and the Postman run,
+                // twice each in a minute (five and four auth requests a run).
+                auth: vars.parse_or(
+                    "RATE_LIMIT_AUTH",
+                    Quota::per_minute(if production { 5 } else { 30 }),
+                )?,
                 login_per_username: vars.parse_or(
                     "RATE_LIMIT_LOGIN_PER_USERNAME",
                     Quota {
@@ -426,7 +443,7 @@ impl Settings {
             keep_alive: Duration::from_secs(vars.parse_in_range("KEEP_ALIVE_SECS", 15, 1..=300)?),
             workers: vars.parse_in_range("WORKERS", available_cores, 1..=256)?,
             seed_demo_data: vars.parse_or("SEED_DEMO_DATA", !production)?,
-            rust_log: vars.get("RUST_LOG").unwrap_or("info,sqlx=warn").to_owned(),
+            rust_log: log_filter(&vars)?,
             log_format: vars.parse_or(
                 "LOG_FORMAT",
                 if production {
@@ -436,7 +453,11 @@ impl Settings {
                 },
             )?,
             log_file: vars.get("LOG_FILE").map(PathBuf::from),
-        })
+            unknown_variables: Vec::new(),
+        };
+        // Only now is every variable we know of read.
+        settings.unknown_variables = vars.unknown();
+        Ok(settings)
     }
 }
 
@@ -482,16 +503,19 @@ fn public_base_url(
 /// right for one instance, wrong for several, where limits multiply and a revoked token
 /// keeps working on the other instances. PostgreSQL is what several instances run on, so a
 /// production start on it must either share that state or say it runs alone.
-fn redis_settings(
-    vars: &Vars,
-    database_url: &str,
-    production: bool,
-) -> Result<Option<RedisSettings>, ConfigError> {
+fn redis_settings(vars: &Vars, production: bool) -> Result<Option<RedisSettings>, ConfigError> {
     let single_instance: bool = vars.parse_or("SINGLE_INSTANCE", false)?;
+    let key_prefix = vars.get("REDIS_KEY_PREFIX").unwrap_or("filmvault");
+    let max_staleness = Duration::from_millis(vars.parse_in_range(
+        "REVOCATION_MAX_STALENESS_MS",
+        2000,
+        200..=60_000,
+    )?);
     let Some(url) = vars.get("REDIS_URL") else {
-        let on_postgres = ["postgres://", "postgresql://"]
-            .iter()
-            .any(|scheme| database_url.starts_with(scheme));
+        let on_postgres = ["postgres://", "postgresql://"].iter().any(|scheme| {
+            vars.get("DATABASE_URL")
+                .is_some_and(|url| url.starts_with(scheme))
+        });
         if production && on_postgres && !single_instance {
             return Err(ConfigError::new(
                 "REDIS_URL",
@@ -517,12 +541,7 @@ fn redis_settings(
              reach Redis on a private network or through a TLS tunnel)",
         ));
     }
-    let prefix = vars.get("REDIS_KEY_PREFIX").unwrap_or("filmvault");
-    if prefix.len() > 64
-        || !prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !is_short_name(key_prefix) {
         return Err(ConfigError::new(
             "REDIS_KEY_PREFIX",
             "must be 1 to 64 letters, digits, `-`, `_` or `.`",
@@ -530,13 +549,17 @@ fn redis_settings(
     }
     Ok(Some(RedisSettings {
         url: SecretString::from(url.to_owned()),
-        key_prefix: prefix.to_owned(),
-        max_staleness: Duration::from_millis(vars.parse_in_range(
-            "REVOCATION_MAX_STALENESS_MS",
-            2000,
-            200..=60_000,
-        )?),
+        key_prefix: key_prefix.to_owned(),
+        max_staleness,
     }))
+}
+
+/// 1 to 64 of `A-Z a-z 0-9 - _ .`: safe in a Redis key, a log field or a metric label.
+fn is_short_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
 fn instance_id(vars: &Vars) -> Result<String, ConfigError> {
@@ -545,17 +568,49 @@ fn instance_id(vars: &Vars) -> Result<String, ConfigError> {
         let host = host.nodename().to_string_lossy();
         return Ok(format!("{host}-{}", std::process::id()));
     };
-    if id.len() > 64
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    {
+    if !is_short_name(id) {
         return Err(ConfigError::new(
             "INSTANCE_ID",
             "must be 1 to 64 letters, digits, `-`, `_` or `.`",
         ));
     }
     Ok(id.to_owned())
+}
+
+fn database_url(vars: &Vars) -> Result<String, ConfigError> {
+    let url = vars.get("DATABASE_URL").unwrap_or("sqlite://filmvault.db");
+    if url.starts_with("sqlite:") {
+        return Ok(url.to_owned());
+    }
+    // Only a plain scheme name is repeated: what follows it may hold a password.
+    let reason = match url.split_once("://") {
+        Some((scheme, _))
+            if scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+') =>
+        {
+            format!(
+                "the `{scheme}` scheme is not supported: filmvault stores its data in SQLite; \
+                 use a sqlite:// URL such as sqlite://filmvault.db"
+            )
+        }
+        _ => "must be a sqlite:// URL such as sqlite://filmvault.db".to_owned(),
+    };
+    Err(ConfigError::new("DATABASE_URL", reason))
+}
+
+fn log_filter(vars: &Vars) -> Result<String, ConfigError> {
+    let filter = vars.get("RUST_LOG").unwrap_or("info,sqlx=warn");
+    tracing_subscriber::EnvFilter::try_new(filter).map_err(|error| {
+        ConfigError::new(
+            "RUST_LOG",
+            format!(
+                "is not a log filter ({error}); write levels like `info` or \
+                 `info,filmvault=debug` (trace, debug, info, warn, error)"
+            ),
+        )
+    })?;
+    Ok(filter.to_owned())
 }
 
 fn metrics_addr(vars: &Vars) -> Result<Option<std::net::SocketAddr>, ConfigError> {
@@ -629,12 +684,125 @@ fn parse_networks(list: &str) -> Result<Vec<IpNet>, ConfigError> {
         .collect()
 }
 
-struct Vars(HashMap<String, String>);
+/// `.env` in the working directory or the nearest parent that has one (where dotenvy looks),
+/// so `cargo run` finds it from a subdirectory too.
+fn find_dotenv() -> Option<PathBuf> {
+    let here = std::env::current_dir().ok()?;
+    here.ancestors()
+        .map(|dir| dir.join(".env"))
+        .find(|path| path.is_file())
+}
+
+/// The variables of a `.env` file. A line that does not parse is reported by its number, not
+/// its text: the text may hold a secret.
+fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let unreadable = |error: &dyn fmt::Display| {
+        ConfigError::new(
+            ".env",
+            format!("{} cannot be read: {error}", path.display()),
+        )
+    };
+    dotenvy::from_path_iter(path)
+        .map_err(|error| unreadable(&error))?
+        .map(|entry| {
+            entry.map_err(|error| match error {
+                dotenvy::Error::LineParse(text, _) => ConfigError::new(
+                    ".env",
+                    format!(
+                        "line {} of {} is not NAME=value; a value with spaces or `#` goes in \
+                         quotes, and a quote needs its closing one",
+                        line_number(path, &text).map_or("?".to_owned(), |n| n.to_string()),
+                        path.display()
+                    ),
+                ),
+                other => unreadable(&other),
+            })
+        })
+        .collect()
+}
+
+/// Where the text dotenvy could not parse starts. Its first occurrence is the one that
+/// failed: an identical earlier line would have failed first.
+fn line_number(path: &Path, text: &str) -> Option<usize> {
+    let contents = std::fs::read_to_string(path).ok()?;
+    let start = contents.find(text)?;
+    Some(contents[..start].matches('\n').count() + 1)
+}
+
+/// Prefixes that only this service's variables use, so a set variable starting with one is a
+/// mistake. Prefixes that other software shares (`RUST_` with the toolchain, `HTTPS_` with
+/// `HTTPS_PROXY`) are not listed; a typo there is still caught by its distance.
+const OUR_PREFIXES: [&str; 12] = [
+    "APP_",
+    "JWT_",
+    "DATABASE_",
+    "ACCESS_TOKEN_",
+    "REFRESH_TOKEN_",
+    "CORS_",
+    "TLS_",
+    "RATE_LIMIT_",
+    "SUSPICIOUS_LOGIN_",
+    "LOG_",
+    "METRICS_",
+    "REVOCATION_",
+];
+
+/// Edits (insertions, deletions, substitutions, swaps) from a misspelled name to ours.
+const MAX_TYPO_DISTANCE: usize = 2;
+
+/// Only plain names are reported: a reported name is copied into the log.
+fn looks_like_a_variable_name(name: &str) -> bool {
+    name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The variables, and the names of those read so far.
+struct Vars {
+    values: HashMap<String, String>,
+    read: RefCell<BTreeSet<String>>,
+}
 
 impl Vars {
+    fn new(values: HashMap<String, String>) -> Self {
+        Self {
+            values,
+            read: RefCell::default(),
+        }
+    }
+
     /// An empty value counts as unset, as it does in most shells' `.env` handling.
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.read.borrow_mut().insert(name.to_owned());
+        self.values
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Set variables that nothing read and that start like ours (`JWT_SECRTE`) or are a typo
+    /// away from one of ours (`DATABSE_URL`).
+    fn unknown(&self) -> Vec<UnknownVariable> {
+        let read = self.read.borrow();
+        let mut unknown: Vec<UnknownVariable> = self
+            .values
+            .keys()
+            .filter(|name| !read.contains(*name) && looks_like_a_variable_name(name))
+            .filter_map(|name| {
+                let upper = name.to_ascii_uppercase();
+                let closest = read
+                    .iter()
+                    .map(|known| (strsim::damerau_levenshtein(&upper, known), known))
+                    .min()
+                    .filter(|(distance, _)| *distance <= MAX_TYPO_DISTANCE)
+                    .map(|(_, known)| known.clone());
+                let ours = OUR_PREFIXES.iter().any(|prefix| upper.starts_with(prefix));
+                (ours || closest.is_some()).then(|| UnknownVariable {
+                    name: name.clone(),
+                    closest,
+                })
+            })
+            .collect();
+        unknown.sort_by(|a, b| a.name.cmp(&b.name));
+        unknown
     }
 
     fn parse_or<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
@@ -817,16 +985,25 @@ mod tests {
         let err = production(&[postgres, proxy[0], proxy[1]]).unwrap_err();
         assert_eq!(err.variable, "REDIS_URL");
         assert!(err.reason.contains("SINGLE_INSTANCE=true"), "{err}");
+        // (Until PostgreSQL support lands, DATABASE_URL itself is refused next.)
         let alone = production(&[postgres, proxy[0], proxy[1], ("SINGLE_INSTANCE", "true")]);
-        assert!(alone.unwrap().redis.is_none());
+        assert!(alone.map_or_else(|e| e.variable != "REDIS_URL", |s| s.redis.is_none()));
         let shared = production(&[
             postgres,
             proxy[0],
             proxy[1],
             ("REDIS_URL", "redis://redis.internal:6379/0"),
-        ])
-        .unwrap();
-        assert_eq!(shared.redis.unwrap().key_prefix, "filmvault");
+        ]);
+        assert!(shared.map_or_else(|e| e.variable != "REDIS_URL", |s| s.redis.is_some()));
+        let sqlite_shared = production(&[
+            proxy[0],
+            proxy[1],
+            ("REDIS_URL", "redis://redis.internal:6379/0"),
+        ]);
+        assert_eq!(
+            sqlite_shared.unwrap().redis.unwrap().key_prefix,
+            "filmvault"
+        );
         // SQLite is one file on one machine: no such requirement.
         assert!(production(&[proxy[0], proxy[1]]).is_ok());
     }
@@ -876,6 +1053,33 @@ mod tests {
             default
                 .instance_id
                 .ends_with(&format!("-{}", std::process::id()))
+        );
+    }
+
+    #[test]
+    fn a_misspelled_variable_is_reported_with_the_one_meant_and_foreign_ones_are_not() {
+        let settings = Settings::from_vars([
+            ("JWT_SECRTE", "x"),
+            ("DATABSE_URL", "x"),
+            ("APP_NAME", "x"),
+            ("HTTPS_PORT", "8443"),
+            ("HTTPS_PROXY", "http://proxy:3128"),
+            ("RUST_BACKTRACE", "1"),
+            ("HOME", "/root"),
+        ])
+        .unwrap();
+        let reported: Vec<(&str, Option<&str>)> = settings
+            .unknown_variables
+            .iter()
+            .map(|u| (u.name.as_str(), u.closest.as_deref()))
+            .collect();
+        assert_eq!(
+            reported,
+            [
+                ("APP_NAME", None),
+                ("DATABSE_URL", Some("DATABASE_URL")),
+                ("JWT_SECRTE", Some("JWT_SECRET")),
+            ]
         );
     }
 

@@ -14,6 +14,7 @@ use actix_web::{
     http::header::{HeaderName, HeaderValue},
     middleware::Next,
 };
+use anyhow::Context;
 use tracing::{Span, Subscriber};
 use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
@@ -207,12 +208,23 @@ pub fn file_writer(path: &std::path::Path) -> anyhow::Result<(NonBlocking, Worke
         .file_name()
         .and_then(|name| name.to_str())
         .ok_or_else(|| anyhow::anyhow!("LOG_FILE: {} has no file name", path.display()))?;
-    std::fs::create_dir_all(directory)?;
+    std::fs::create_dir_all(directory).with_context(|| {
+        format!(
+            "LOG_FILE: cannot create the directory {}",
+            directory.display()
+        )
+    })?;
     let appender = tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix(prefix)
         .max_log_files(14)
-        .build(directory)?;
+        .build(directory)
+        .with_context(|| {
+            format!(
+                "LOG_FILE: cannot write log files in {}",
+                directory.display()
+            )
+        })?;
     Ok(
         tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(false)

@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
-    auth::{Role, extractor::Scopes, random_bytes, random_token},
+    auth::{Role, principal::Scopes, random_bytes, random_token},
     vocabulary::vocabulary,
 };
 

@@ -10,7 +10,7 @@ use validator::ValidationError;
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
-    auth::extractor::Principal,
+    auth::Principal,
     domain::{Page, Paginated, text},
     error::ApiError,
 };

@@ -11,9 +11,10 @@ use crate::{
         Page, Paginated,
         user::{self, AccountChanges, UserProfile},
     },
-    error::{ApiError, Problem},
+    error::ApiError,
     extract::{Json, Query},
     state::AppState,
+    web::problem::Problem,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

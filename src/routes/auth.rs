@@ -11,7 +11,7 @@ use validator::Validate;
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
-        Authenticated, Read, Role,
+        Role, Session,
         jwt::TokenSubject,
         password::Verification,
         refresh::{self, IssuedRefreshToken, RevokeReason, Rotation},
@@ -20,13 +20,14 @@ use crate::{
         text,
         user::{self, Email, NewPassword, NewUser, UserProfile, Username},
     },
-    error::{ApiError, Problem},
-    extract::{ForField, Json},
+    error::{ApiError, ForField},
+    extract::Json,
     security::{
         client_ip::ClientKey, overload::InFlightSlot, password_attempts::PasswordAttempt,
         rate_limit::Limiters,
     },
     state::AppState,
+    web::problem::Problem,
 };
 
 /// Register, login and refresh are what a brute-force attack hammers: each also passes the
@@ -291,10 +292,10 @@ pub(crate) async fn refresh_tokens(
     responses((status = 204, description = "Logged out")))]
 pub(crate) async fn logout(
     state: web::Data<AppState>,
-    caller: Authenticated<Read>,
+    caller: Session,
     audit: AuditContext,
 ) -> Result<HttpResponse, ApiError> {
-    let session = caller.session()?;
+    let session = caller.id.as_str();
     let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
     refresh::revoke_family(&mut tx, session, RevokeReason::Logout).await?;
     let event = audit

@@ -6,6 +6,7 @@ pub mod headers;
 pub mod idle_connections;
 pub mod limits;
 pub mod login_monitor;
+pub mod login_throttle;
 pub mod overload;
 pub mod password_attempts;
 pub mod rate_limit;

@@ -169,6 +169,34 @@ async fn a_key_cannot_manage_keys_or_change_the_password() {
 }
 
 #[tokio::test]
+async fn a_key_with_every_scope_can_neither_list_nor_revoke_keys_nor_log_out() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let created = app.create_api_key(&user.token, &["read", "write"]).await;
+    let key = created["key"].as_str().unwrap();
+    let key_path = format!("/api/v1/users/me/api-keys/{}", created["id"]);
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/users/me/api-keys"),
+        (reqwest::Method::DELETE, key_path.as_str()),
+        (reqwest::Method::POST, "/api/v1/auth/logout"),
+    ] {
+        let response = with_key(&app, method.clone(), path, key).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        assert_problem(response, StatusCode::FORBIDDEN).await;
+    }
+    // Nothing happened: the key still works and the login session is still open.
+    let me = with_key(&app, reqwest::Method::GET, "/api/v1/users/me", key).await;
+    assert_eq!(me.status(), StatusCode::OK);
+    let keys: Value = app
+        .get("/api/v1/users/me/api-keys", Some(&user.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
 async fn the_key_of_a_disabled_account_stops_working() {
     let app = spawn_app().await;
     let admin = app.new_admin().await;
