@@ -39,8 +39,8 @@ pub struct SharedLoginFailures {
     settings: SuspiciousLoginSettings,
 }
 
-/// `username` is already lowercased.
-fn username_id(username: &str) -> String {
+/// How a username appears in Redis keys; `username` is already lowercased.
+pub(crate) fn hashed_username(username: &str) -> String {
     let digest = Sha256::digest(username.as_bytes());
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -51,7 +51,7 @@ impl SharedLoginFailures {
     }
 
     fn keys(&self, username: &str, client: ClientKey) -> [String; 4] {
-        let user = username_id(username);
+        let user = hashed_username(username);
         [
             self.store.key(&format!("login:failures:user:{user}")),
             self.store.key(&format!("login:failures:client:{client}")),
@@ -84,7 +84,7 @@ impl SharedLoginFailures {
         let settings = &self.settings;
         let args = [
             client.to_string(),
-            username_id(username),
+            hashed_username(username),
             settings.window.as_millis().to_string(),
             settings.clients_per_username.to_string(),
             settings.usernames_per_client.to_string(),

@@ -12,4 +12,6 @@ pub mod login_failures;
 pub mod revocation_channel;
 mod store;
 
+#[cfg(test)]
+pub(crate) use store::test_store;
 pub use store::{RedisStore, Unavailable};

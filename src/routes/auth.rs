@@ -186,13 +186,9 @@ pub(crate) async fn login(
         state.audit.submit(event);
         Err(error)
     };
-    let attempt = match PasswordAttempt::start(&state, &audit, client, &username) {
+    let attempt = match PasswordAttempt::start(&state, &audit, client, &username).await {
         Ok(attempt) => attempt,
         Err(refused) => return refuse(Outcome::Denied, refused.reason, refused.error),
-    };
-    let fail = |reason: &'static str| {
-        attempt.failed();
-        refuse(Outcome::Failure, reason, ApiError::InvalidCredentials)
     };
     // Before the database read, so a login refused by a full hash queue costs nothing.
     let hashing = state.passwords.reserve()?;
@@ -201,13 +197,21 @@ pub(crate) async fn login(
     let account = user::find_credentials(&state.db.reader, &username).await?;
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
     let verification = hashing.verify(password.clone(), stored_hash).await?;
-    let (account, needs_rehash) = match (account, verification) {
+    let checked = match (account, verification) {
         (Some(account), Verification::Valid { needs_rehash }) if !account.disabled => {
-            (account, needs_rehash)
+            Ok((account, needs_rehash))
         }
-        (Some(_), Verification::Valid { .. }) => return fail("account disabled"),
-        (Some(_), Verification::Invalid) => return fail("wrong password"),
-        (None, _) => return fail("unknown user"),
+        (Some(_), Verification::Valid { .. }) => Err("account disabled"),
+        (Some(_), Verification::Invalid) => Err("wrong password"),
+        (None, _) => Err("unknown user"),
+    };
+    let (account, needs_rehash) = match checked {
+        Ok(checked) => checked,
+        Err(reason) => {
+            let refused = refuse(Outcome::Failure, reason, ApiError::InvalidCredentials);
+            attempt.failed().await?;
+            return refused;
+        }
     };
     let upgraded_hash = if needs_rehash {
         Some(hashing.hash(password).await?)
@@ -232,7 +236,7 @@ pub(crate) async fn login(
             ApiError::InvalidCredentials,
         );
     };
-    attempt.succeeded();
+    attempt.succeeded().await;
     let account = session.account;
     token_response(
         &state,
@@ -269,7 +273,7 @@ pub(crate) async fn refresh_tokens(
             issued,
         ),
         Rotation::ReuseDetected { user_id, family_id } => {
-            state.revocations.revoke_session(&family_id);
+            state.revocations.revoke_session(&family_id).await;
             tracing::warn!(
                 target: "security",
                 user_id,
@@ -303,6 +307,6 @@ pub(crate) async fn logout(
         .target(AuditTarget::Session(session.to_owned()));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
-    state.revocations.revoke_session(session);
+    state.revocations.revoke_session(session).await;
     Ok(HttpResponse::NoContent().finish())
 }

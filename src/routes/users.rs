@@ -103,6 +103,7 @@ pub(crate) async fn change_password(
     };
     let rejected = |reason| refuse(Outcome::Failure, reason, ApiError::InvalidCredentials);
     let attempt = PasswordAttempt::start(&state, &audit, client, &account.username)
+        .await
         .map_err(|refused| refuse(Outcome::Denied, refused.reason, refused.error))?;
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
@@ -112,10 +113,11 @@ pub(crate) async fn change_password(
         .verify(current_password, Some(account.password_hash.clone()))
         .await?;
     if verification == Verification::Invalid {
-        attempt.failed();
-        return Err(rejected("wrong current password"));
+        let refused = rejected("wrong current password");
+        attempt.failed().await?;
+        return Err(refused);
     }
-    attempt.succeeded();
+    attempt.succeeded().await;
     let new_hash = hashing.hash(new_password.into_secret()).await?;
     let changed = user::change_password(&state.db.writer, &account, &new_hash, &audit).await?;
     // Another change committed while this one was verified: the password checked here is no
@@ -123,7 +125,7 @@ pub(crate) async fn change_password(
     let Some(version) = changed else {
         return Err(rejected("the password changed during the check"));
     };
-    state.revocations.set_version(account.id, version);
+    state.revocations.set_version(account.id, version).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
