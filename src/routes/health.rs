@@ -23,8 +23,10 @@ pub(crate) async fn live() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// The database file opens and every migration is applied; with several instances, Redis
-/// answers too (without it every other request is refused).
+/// The database file opens and every migration is applied.
+///
+/// With several instances (`REDIS_URL`), Redis answers too: without it every request but
+/// the health probes is refused with 503.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses((status = 200, description = "Ready", body = Health)))]
 pub(crate) async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
