@@ -121,11 +121,14 @@ render_proxy_config() {
 }
 
 start_proxy() {
-  local pem=$1
+  local pem=$1 haproxy
   if pid_alive "$dir/run/haproxy.pid" haproxy; then
     say "HAProxy already runs"
     return
   fi
+  # /usr/sbin is not on a normal user's PATH on Debian.
+  haproxy=$(command -v haproxy || echo /usr/sbin/haproxy)
+  [ -x "$haproxy" ] || die "haproxy is missing: apt-get install haproxy"
   render_proxy_config
   local user=""
   if [ "$(id -u)" = 0 ]; then user=haproxy; fi
@@ -133,11 +136,11 @@ start_proxy() {
     FILMVAULT_PROXY_HTTPS=127.0.0.1:$https_port FILMVAULT_PUBLIC_BASE_URL=$public_url
   if [ -n "$user" ]; then export FILMVAULT_PROXY_USER=$user; fi
   local check
-  check=$(haproxy -c -f "$dir/haproxy.cfg" 2>&1) || die "$dir/haproxy.cfg is not valid: $check"
+  check=$("$haproxy" -c -f "$dir/haproxy.cfg" 2>&1) || die "$dir/haproxy.cfg is not valid: $check"
   for port in "$http_port" "$https_port"; do
     port_in_use "$port" && die "port $port (HAProxy) is taken"
   done
-  setsid haproxy -f "$dir/haproxy.cfg" >> "$dir/logs/haproxy.log" 2>&1 < /dev/null &
+  setsid "$haproxy" -f "$dir/haproxy.cfg" >> "$dir/logs/haproxy.log" 2>&1 < /dev/null &
   local pid=$!
   echo "$pid" > "$dir/run/haproxy.pid"
   for _ in $(seq 100); do
