@@ -12,38 +12,29 @@
 //! one row when the window closes. Nothing is deleted before its retention
 //! (`AUDIT_RETENTION_DAYS`, enforced by a trigger); `prune` deletes what is older.
 
+mod action;
 mod denials;
+mod target;
 
 use std::{
     net::IpAddr,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
 
-use actix_web::{
-    Error, FromRequest, HttpMessage, HttpRequest,
-    body::MessageBody,
-    dev::{Payload, ServiceRequest, ServiceResponse},
-    http::StatusCode,
-    middleware::Next,
-    web,
-};
 use serde::{Deserialize, Serialize};
 use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
 use tokio::sync::mpsc;
 
-pub use self::denials::Admission;
 use self::denials::DenialWindows;
+pub use self::{action::AuditAction, denials::Admission, target::AuditTarget};
 use crate::{
-    auth::extractor::Principal,
     db::Database,
     domain::{Page, Paginated},
-    security::client_ip::{ClientIp, ClientKey},
-    state::AppState,
-    telemetry::{self, RequestId},
+    security::client_ip::ClientKey,
 };
 
 const QUEUE_CAPACITY: usize = 10_000;
@@ -76,10 +67,10 @@ impl Outcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
-    pub action: &'static str,
+    pub action: AuditAction,
     pub outcome: Outcome,
     pub actor_id: Option<i64>,
-    pub target: Option<String>,
+    pub target: Option<AuditTarget>,
     pub reason: Option<String>,
     pub request_id: Option<String>,
     pub client_ip: Option<String>,
@@ -93,8 +84,8 @@ impl AuditEvent {
     }
 
     #[must_use]
-    pub fn target(mut self, target: impl Into<String>) -> Self {
-        self.target = Some(target.into());
+    pub fn target(mut self, target: AuditTarget) -> Self {
+        self.target = Some(target);
         self
     }
 
@@ -105,9 +96,9 @@ impl AuditEvent {
     }
 
     fn log(&self) {
-        let action = self.action;
+        let action = self.action.as_str();
         let actor_id = self.actor_id;
-        let target = self.target.as_deref();
+        let target = self.target.as_ref().map(tracing::field::display);
         let reason = self.reason.as_deref();
         let request_id = self.request_id.as_deref();
         let client_ip = self.client_ip.as_deref();
@@ -120,18 +111,36 @@ impl AuditEvent {
     }
 }
 
-/// Who is acting, from where, in which request: read from the request when an event is made,
-/// so the actor is whoever the `Authenticated` extractor established by then.
+/// Who is acting, from where, in which request. The web layer makes one per request
+/// (`web::audit`); the command line uses `system`.
 #[derive(Clone, Default)]
 pub struct AuditContext {
-    request: Option<HttpRequest>,
-    /// Set once an event is made for this request, so the denial middleware does not add a
-    /// second, generic one.
-    recorded: Arc<AtomicBool>,
+    request_id: Option<String>,
+    client_ip: Option<IpAddr>,
+    trail: Arc<RequestTrail>,
 }
 
-#[derive(Clone)]
-struct AuditRecorded(Arc<AtomicBool>);
+/// What every audit context of one request shares.
+#[derive(Debug, Default)]
+pub struct RequestTrail {
+    /// The caller, once authentication has established them: the actor of every event made
+    /// after that, whichever context makes it.
+    actor_id: OnceLock<i64>,
+    /// Set once an event is made for this request, so the denial middleware does not add a
+    /// second, generic one.
+    recorded: AtomicBool,
+}
+
+impl RequestTrail {
+    pub fn authenticated(&self, user_id: i64) {
+        // One authentication per request: a second call names the same user.
+        let _ = self.actor_id.set(user_id);
+    }
+
+    pub fn has_event(&self) -> bool {
+        self.recorded.load(Ordering::Relaxed)
+    }
+}
 
 impl AuditContext {
     /// For actions outside any request (the command line).
@@ -139,52 +148,33 @@ impl AuditContext {
         Self::default()
     }
 
-    pub fn event(&self, action: &'static str, outcome: Outcome) -> AuditEvent {
-        self.recorded.store(true, Ordering::Relaxed);
-        let extensions = self.request.as_ref().map(HttpRequest::extensions);
-        let extensions = extensions.as_ref();
+    pub fn for_request(
+        request_id: Option<String>,
+        client_ip: Option<IpAddr>,
+        trail: Arc<RequestTrail>,
+    ) -> Self {
+        Self {
+            request_id,
+            client_ip,
+            trail,
+        }
+    }
+
+    pub fn event(&self, action: AuditAction, outcome: Outcome) -> AuditEvent {
+        self.trail.recorded.store(true, Ordering::Relaxed);
         AuditEvent {
             action,
             outcome,
-            actor_id: extensions
-                .and_then(|e| e.get::<Principal>())
-                .map(|p| p.user_id),
+            actor_id: self.trail.actor_id.get().copied(),
             target: None,
             reason: None,
-            request_id: extensions
-                .and_then(|e| e.get::<RequestId>())
-                .map(|id| id.as_str().to_owned()),
-            client_ip: self.client_ip().map(|ip| ip.to_string()),
+            request_id: self.request_id.clone(),
+            client_ip: self.client_ip.map(|ip| ip.to_string()),
         }
     }
 
     pub fn client_ip(&self) -> Option<IpAddr> {
-        ClientIp::of(self.request.as_ref()?)
-    }
-
-    fn of(request: &HttpRequest) -> Self {
-        let mut extensions = request.extensions_mut();
-        let recorded = match extensions.get::<AuditRecorded>() {
-            Some(flag) => flag.0.clone(),
-            None => {
-                let flag = Arc::new(AtomicBool::new(false));
-                extensions.insert(AuditRecorded(flag.clone()));
-                flag
-            }
-        };
-        Self {
-            request: Some(request.clone()),
-            recorded,
-        }
-    }
-}
-
-impl FromRequest for AuditContext {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        std::future::ready(Ok(Self::of(req)))
+        self.client_ip
     }
 }
 
@@ -199,7 +189,7 @@ pub async fn record(executor: impl SqliteExecutor<'_>, event: &AuditEvent) -> sq
     .bind(event.actor_id)
     .bind(&event.client_ip)
     .bind(event.action)
-    .bind(&event.target)
+    .bind(event.target.as_ref().map(AuditTarget::to_string))
     .bind(event.outcome)
     .bind(&event.reason)
     .execute(executor)
@@ -299,40 +289,6 @@ async fn write_batch(writer: &SqlitePool, batch: &[AuditEvent]) -> sqlx::Result<
     tx.commit().await
 }
 
-/// Every 401, 403 and 429 becomes an audit event, unless its handler already recorded a more
-/// specific one (a failed login, say): in full if it is the first of its client's window,
-/// else counted into the window's summary, and then its request line is logged at DEBUG
-/// only (the summary speaks for it).
-pub async fn audit_denials(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let response = next.call(req).await?;
-    let action = match response.status() {
-        StatusCode::UNAUTHORIZED => "http.unauthenticated",
-        StatusCode::FORBIDDEN => "http.forbidden",
-        StatusCode::TOO_MANY_REQUESTS => "http.rate_limited",
-        _ => return Ok(response),
-    };
-    let request = response.request();
-    let already_recorded = request
-        .extensions()
-        .get::<AuditRecorded>()
-        .is_some_and(|flag| flag.0.load(Ordering::Relaxed));
-    if !already_recorded && let Some(state) = request.app_data::<web::Data<AppState>>() {
-        let route = request
-            .match_pattern()
-            .unwrap_or_else(|| "<unmatched>".to_owned());
-        let event = AuditContext::of(request)
-            .event(action, Outcome::Denied)
-            .target(format!("{} {route}", request.method()));
-        if state.audit.submit_denial(ClientKey::of(request), event) == Admission::Counted {
-            telemetry::log_request_at_debug(request);
-        }
-    }
-    Ok(response)
-}
-
 /// Deletes the events older than `retention_days`, oldest first and in batches, and records
 /// how many went. The table's trigger refuses to delete anything younger than the retention
 /// stored beside it (`audit_retention`), which this sets first.
@@ -377,7 +333,7 @@ pub async fn prune(db: &Database, retention_days: u32) -> sqlx::Result<u64> {
     }
     if deleted > 0 {
         let event = AuditContext::system()
-            .event("audit.prune", Outcome::Success)
+            .event(AuditAction::Prune, Outcome::Success)
             .reason(format!(
                 "deleted {deleted} events older than {retention_days} days"
             ));
@@ -394,7 +350,7 @@ pub struct StoredEvent {
     pub request_id: Option<String>,
     pub actor_id: Option<i64>,
     pub client_ip: Option<String>,
-    pub action: String,
+    pub action: AuditAction,
     pub target: Option<String>,
     pub outcome: Outcome,
     pub reason: Option<String>,
@@ -405,7 +361,7 @@ pub struct StoredEvent {
 #[derive(Debug, Default)]
 pub struct EventFilter {
     pub actor_id: Option<i64>,
-    pub action: Option<String>,
+    pub action: Option<AuditAction>,
     pub since: Option<String>,
     pub until: Option<String>,
 }
@@ -425,7 +381,7 @@ pub async fn list(
          ORDER BY id DESC LIMIT ?5 OFFSET ?6",
     )
     .bind(filter.actor_id)
-    .bind(&filter.action)
+    .bind(filter.action)
     .bind(&filter.since)
     .bind(&filter.until)
     .bind(page.limit)
@@ -440,7 +396,7 @@ pub async fn list(
            AND (?4 IS NULL OR occurred_at < ?4)",
     )
     .bind(filter.actor_id)
-    .bind(&filter.action)
+    .bind(filter.action)
     .bind(&filter.since)
     .bind(&filter.until)
     .fetch_one(reader)

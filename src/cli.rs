@@ -8,21 +8,31 @@ use std::{
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use validator::ValidationError;
 
 use crate::{
     audit::AuditContext,
     auth::{Role, password::PasswordHasher},
     config::Settings,
     db::Database,
-    domain::user::{self, NewUser},
+    domain::user::{self, Email, NewPassword, NewUser, Username},
     error::ApiError,
+    extract::ForField,
     routes::auth::RegisterRequest,
     security::tls,
     startup,
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "filmvault", version, about = "The secure film API")]
+#[command(
+    name = "filmvault",
+    version,
+    about = "The secure film API",
+    after_help = "Configuration comes from environment variables, or from a .env file in the \
+                  working directory (or a parent): copy .env.example to .env, which lists every \
+                  variable with its development default and what production needs. The README \
+                  has a walkthrough, the configuration table and the production checklist."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -32,11 +42,17 @@ pub struct Cli {
 pub enum Command {
     /// Run the API server (what plain `filmvault` does).
     Serve,
-    /// Create an administrator. The password comes from ADMIN_PASSWORD, or from standard input
-    /// (a hidden prompt on a terminal). It follows the same rules as registration.
+    /// Create an administrator (no HTTP route can).
+    ///
+    /// The password follows the registration rules: 12 to 128 characters, not one of the most
+    /// common passwords. It is taken from ADMIN_PASSWORD when that is set; otherwise it is
+    /// asked twice on the terminal (hidden); otherwise, as in a script, it is the first line
+    /// of standard input.
     CreateAdmin {
+        /// Login name: 3 to 32 letters A-Z, digits or underscores.
         #[arg(long)]
         username: String,
+        /// The administrator's email address.
         #[arg(long)]
         email: String,
     },
@@ -47,6 +63,7 @@ pub enum Command {
     /// (dev-ca.crt, localhost.crt, localhost.key) for trying HTTPS locally. Refuses to
     /// replace existing files unless --force.
     DevCert {
+        /// Directory to write the three files into (created if missing).
         #[arg(long, default_value = "certs")]
         out_dir: PathBuf,
         /// Replace an existing CA and certificate (the old CA then no longer verifies
@@ -113,29 +130,33 @@ pub fn dev_cert(out_dir: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many times a terminal user may enter an unacceptable or mistyped password.
+const PASSWORD_ATTEMPTS: usize = 3;
+
 pub async fn create_admin(
     settings: &Settings,
     username: String,
     email: String,
 ) -> anyhow::Result<()> {
+    // Everything that does not depend on the password is checked before asking for it.
+    Username::validate(&username).map_err(|e| broken_rule("--username", e))?;
+    Email::validate(&email).map_err(|e| broken_rule("--email", e))?;
+    let db = Database::connect(&settings.database_url).await?;
+    startup::normalize_stored_emails(&db).await?;
+    if user::find_credentials(&db.reader, &username)
+        .await?
+        .is_some()
+    {
+        bail!("--username: {username} is already taken; choose another");
+    }
     let password = admin_password()?;
-    let new_user = match NewUser::try_from(RegisterRequest {
+    // The registration route's conversion, so an administrator meets every rule a user does.
+    let new_user = NewUser::try_from(RegisterRequest {
         username,
         email,
         password,
-    }) {
-        Ok(new_user) => new_user,
-        Err(ApiError::Validation(errors)) => {
-            let reasons: Vec<String> = errors
-                .iter()
-                .map(|e| format!("{} {}", e.field, e.message))
-                .collect();
-            bail!("invalid administrator: {}", reasons.join("; "));
-        }
-        Err(other) => return Err(anyhow::anyhow!("{other}")),
-    };
-    let db = Database::connect(&settings.database_url).await?;
-    startup::normalize_stored_emails(&db).await?;
+    })
+    .map_err(|error| anyhow::anyhow!("invalid administrator: {}", reasons(error)))?;
     let hashing = PasswordHasher::new(1, 1)?.reserve()?;
     let created = user::create(
         &db.writer,
@@ -157,18 +178,84 @@ pub async fn create_admin(
     Ok(())
 }
 
+/// The password from the first source there is: ADMIN_PASSWORD, the terminal, standard input.
 fn admin_password() -> anyhow::Result<String> {
     if let Ok(password) = std::env::var("ADMIN_PASSWORD") {
-        return Ok(password);
+        return acceptable(password, "ADMIN_PASSWORD");
     }
     if std::io::stdin().is_terminal() {
-        return rpassword::prompt_password("Administrator password: ")
-            .context("cannot read the password from the terminal");
+        return ask_for_password();
     }
     let mut line = String::new();
-    std::io::stdin()
+    let read = std::io::stdin()
         .lock()
         .read_line(&mut line)
         .context("cannot read the password from standard input")?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+    if read == 0 {
+        bail!(
+            "no password: standard input is empty; run create-admin on a terminal, pipe the \
+             password in as one line, or set ADMIN_PASSWORD"
+        );
+    }
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    acceptable(password, "the password on standard input")
+}
+
+/// Asks on the terminal, twice, until the two entries agree and follow the rules.
+fn ask_for_password() -> anyhow::Result<String> {
+    eprintln!("The administrator's password: {}.", password_rules());
+    for _ in 0..PASSWORD_ATTEMPTS {
+        let password = rpassword::prompt_password("Password: ")
+            .context("cannot read the password from the terminal")?;
+        if let Err(error) = NewPassword::validate(&password) {
+            eprintln!("{}.", broken_rule("That password", error));
+            continue;
+        }
+        let repeated = rpassword::prompt_password("Repeat it: ")
+            .context("cannot read the password from the terminal")?;
+        if repeated == password {
+            return Ok(password);
+        }
+        eprintln!("The two entries differ; try again.");
+    }
+    bail!("no acceptable password after {PASSWORD_ATTEMPTS} attempts; nothing was created")
+}
+
+/// `password` if it follows the rules; otherwise an error naming where it came from.
+fn acceptable(password: String, source: &str) -> anyhow::Result<String> {
+    match NewPassword::validate(&password) {
+        Ok(()) => Ok(password),
+        Err(error) => bail!(
+            "{} (the rules: {})",
+            broken_rule(source, error),
+            password_rules()
+        ),
+    }
+}
+
+fn password_rules() -> String {
+    format!(
+        "{} to {} characters, not a common password; a few unrelated words make a good one",
+        NewPassword::MIN_CHARS,
+        NewPassword::MAX_CHARS
+    )
+}
+
+/// A rule the value broke, in the words the API answers with.
+fn broken_rule(what: &str, error: ValidationError) -> anyhow::Error {
+    match Err::<(), _>(error).for_field(what) {
+        Ok(()) => anyhow::anyhow!("{what} is invalid"),
+        Err(error) => anyhow::anyhow!("{}", reasons(error)),
+    }
+}
+
+fn reasons(error: ApiError) -> String {
+    match error {
+        ApiError::Validation(errors) => errors
+            .iter()
+            .map(|e| format!("{} {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
 }

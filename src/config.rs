@@ -4,7 +4,15 @@
 //! line naming the variable. The checks of the JWT secret (in every mode) and of production
 //! (TLS, CORS) live here too: a misconfigured server never gets as far as binding a socket.
 
-use std::{collections::HashMap, fmt, net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    cell::RefCell,
+    collections::{BTreeSet, HashMap},
+    fmt,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
 
 use actix_web::http::Uri;
 use ipnet::IpNet;
@@ -199,19 +207,25 @@ pub struct Settings {
     pub rust_log: String,
     pub log_format: LogFormat,
     pub log_file: Option<PathBuf>,
+    /// Set variables that look like ours but that nothing reads (a misspelling leaves the
+    /// default in place without a word otherwise); start-up warns about each.
+    pub unknown_variables: Vec<UnknownVariable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariable {
+    pub name: String,
+    /// The known variable whose name is closest, when one is a likely intent.
+    pub closest: Option<String>,
 }
 
 impl Settings {
     /// Process environment over `.env` (if present): the environment always wins.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut vars: HashMap<String, String> = HashMap::new();
-        if let Ok(entries) = dotenvy::dotenv_iter() {
-            for entry in entries {
-                let (key, value) =
-                    entry.map_err(|e| ConfigError::new(".env", format!("cannot be read: {e}")))?;
-                vars.insert(key, value);
-            }
-        }
+        let mut vars = match find_dotenv() {
+            Some(path) => read_dotenv(&path)?,
+            None => HashMap::new(),
+        };
         vars.extend(std::env::vars());
         Self::from_vars(vars)
     }
@@ -222,7 +236,7 @@ impl Settings {
         K: Into<String>,
         V: Into<String>,
     {
-        let vars = Vars(
+        let vars = Vars::new(
             vars.into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
@@ -259,11 +273,13 @@ impl Settings {
             ));
         }
 
+        // Read with or without TLS, so a set HTTPS_PORT is never reported as unknown.
+        let https_port = vars.parse_or("HTTPS_PORT", 8443)?;
         let tls = match (vars.get("TLS_CERT_PATH"), vars.get("TLS_KEY_PATH")) {
             (Some(cert), Some(key)) => Some(TlsSettings {
                 cert_path: cert.into(),
                 key_path: key.into(),
-                https_port: vars.parse_or("HTTPS_PORT", 8443)?,
+                https_port,
             }),
             (None, None) => None,
             (Some(_), None) => {
@@ -305,14 +321,11 @@ impl Settings {
 
         let available_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-        Ok(Self {
+        let mut settings = Self {
             environment,
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: vars.parse_or("APP_PORT", 8080)?,
-            database_url: vars
-                .get("DATABASE_URL")
-                .unwrap_or("sqlite://filmvault.db")
-                .to_owned(),
+            database_url: database_url(&vars)?,
             jwt: JwtSettings {
                 secret,
                 issuer: vars.get("JWT_ISSUER").unwrap_or("filmvault").to_owned(),
@@ -332,7 +345,12 @@ impl Settings {
             public_base_url,
             rate_limits: RateLimitSettings {
                 global: vars.parse_or("RATE_LIMIT_GLOBAL", Quota::per_minute(300))?,
-                auth: vars.parse_or("RATE_LIMIT_AUTH", Quota::per_minute(5))?,
+                // Development leaves room for the README walkthrough and the Postman run,
+                // twice each in a minute (five and four auth requests a run).
+                auth: vars.parse_or(
+                    "RATE_LIMIT_AUTH",
+                    Quota::per_minute(if production { 5 } else { 30 }),
+                )?,
                 login_per_username: vars.parse_or(
                     "RATE_LIMIT_LOGIN_PER_USERNAME",
                     Quota {
@@ -407,7 +425,7 @@ impl Settings {
             keep_alive: Duration::from_secs(vars.parse_in_range("KEEP_ALIVE_SECS", 15, 1..=300)?),
             workers: vars.parse_in_range("WORKERS", available_cores, 1..=256)?,
             seed_demo_data: vars.parse_or("SEED_DEMO_DATA", !production)?,
-            rust_log: vars.get("RUST_LOG").unwrap_or("info,sqlx=warn").to_owned(),
+            rust_log: log_filter(&vars)?,
             log_format: vars.parse_or(
                 "LOG_FORMAT",
                 if production {
@@ -417,7 +435,11 @@ impl Settings {
                 },
             )?,
             log_file: vars.get("LOG_FILE").map(PathBuf::from),
-        })
+            unknown_variables: Vec::new(),
+        };
+        // Only now is every variable we know of read.
+        settings.unknown_variables = vars.unknown();
+        Ok(settings)
     }
 }
 
@@ -457,6 +479,42 @@ fn public_base_url(
             "must be https://host[:port] (no path, query or user; http:// only without TLS)",
         )),
     }
+}
+
+fn database_url(vars: &Vars) -> Result<String, ConfigError> {
+    let url = vars.get("DATABASE_URL").unwrap_or("sqlite://filmvault.db");
+    if url.starts_with("sqlite:") {
+        return Ok(url.to_owned());
+    }
+    // Only a plain scheme name is repeated: what follows it may hold a password.
+    let reason = match url.split_once("://") {
+        Some((scheme, _))
+            if scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+') =>
+        {
+            format!(
+                "the `{scheme}` scheme is not supported: filmvault stores its data in SQLite; \
+                 use a sqlite:// URL such as sqlite://filmvault.db"
+            )
+        }
+        _ => "must be a sqlite:// URL such as sqlite://filmvault.db".to_owned(),
+    };
+    Err(ConfigError::new("DATABASE_URL", reason))
+}
+
+fn log_filter(vars: &Vars) -> Result<String, ConfigError> {
+    let filter = vars.get("RUST_LOG").unwrap_or("info,sqlx=warn");
+    tracing_subscriber::EnvFilter::try_new(filter).map_err(|error| {
+        ConfigError::new(
+            "RUST_LOG",
+            format!(
+                "is not a log filter ({error}); write levels like `info` or \
+                 `info,filmvault=debug` (trace, debug, info, warn, error)"
+            ),
+        )
+    })?;
+    Ok(filter.to_owned())
 }
 
 fn metrics_addr(vars: &Vars) -> Result<Option<std::net::SocketAddr>, ConfigError> {
@@ -530,12 +588,124 @@ fn parse_networks(list: &str) -> Result<Vec<IpNet>, ConfigError> {
         .collect()
 }
 
-struct Vars(HashMap<String, String>);
+/// `.env` in the working directory or the nearest parent that has one (where dotenvy looks),
+/// so `cargo run` finds it from a subdirectory too.
+fn find_dotenv() -> Option<PathBuf> {
+    let here = std::env::current_dir().ok()?;
+    here.ancestors()
+        .map(|dir| dir.join(".env"))
+        .find(|path| path.is_file())
+}
+
+/// The variables of a `.env` file. A line that does not parse is reported by its number, not
+/// its text: the text may hold a secret.
+fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let unreadable = |error: &dyn fmt::Display| {
+        ConfigError::new(
+            ".env",
+            format!("{} cannot be read: {error}", path.display()),
+        )
+    };
+    dotenvy::from_path_iter(path)
+        .map_err(|error| unreadable(&error))?
+        .map(|entry| {
+            entry.map_err(|error| match error {
+                dotenvy::Error::LineParse(text, _) => ConfigError::new(
+                    ".env",
+                    format!(
+                        "line {} of {} is not NAME=value; a value with spaces or `#` goes in \
+                         quotes, and a quote needs its closing one",
+                        line_number(path, &text).map_or("?".to_owned(), |n| n.to_string()),
+                        path.display()
+                    ),
+                ),
+                other => unreadable(&other),
+            })
+        })
+        .collect()
+}
+
+/// Where the text dotenvy could not parse starts. Its first occurrence is the one that
+/// failed: an identical earlier line would have failed first.
+fn line_number(path: &Path, text: &str) -> Option<usize> {
+    let contents = std::fs::read_to_string(path).ok()?;
+    let start = contents.find(text)?;
+    Some(contents[..start].matches('\n').count() + 1)
+}
+
+/// Prefixes that only this service's variables use, so a set variable starting with one is a
+/// mistake. Prefixes that other software shares (`RUST_` with the toolchain, `HTTPS_` with
+/// `HTTPS_PROXY`) are not listed; a typo there is still caught by its distance.
+const OUR_PREFIXES: [&str; 11] = [
+    "APP_",
+    "JWT_",
+    "DATABASE_",
+    "ACCESS_TOKEN_",
+    "REFRESH_TOKEN_",
+    "CORS_",
+    "TLS_",
+    "RATE_LIMIT_",
+    "SUSPICIOUS_LOGIN_",
+    "LOG_",
+    "METRICS_",
+];
+
+/// Edits (insertions, deletions, substitutions, swaps) from a misspelled name to ours.
+const MAX_TYPO_DISTANCE: usize = 2;
+
+/// Only plain names are reported: a reported name is copied into the log.
+fn looks_like_a_variable_name(name: &str) -> bool {
+    name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The variables, and the names of those read so far.
+struct Vars {
+    values: HashMap<String, String>,
+    read: RefCell<BTreeSet<String>>,
+}
 
 impl Vars {
+    fn new(values: HashMap<String, String>) -> Self {
+        Self {
+            values,
+            read: RefCell::default(),
+        }
+    }
+
     /// An empty value counts as unset, as it does in most shells' `.env` handling.
     fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.read.borrow_mut().insert(name.to_owned());
+        self.values
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// Set variables that nothing read and that start like ours (`JWT_SECRTE`) or are a typo
+    /// away from one of ours (`DATABSE_URL`).
+    fn unknown(&self) -> Vec<UnknownVariable> {
+        let read = self.read.borrow();
+        let mut unknown: Vec<UnknownVariable> = self
+            .values
+            .keys()
+            .filter(|name| !read.contains(*name) && looks_like_a_variable_name(name))
+            .filter_map(|name| {
+                let upper = name.to_ascii_uppercase();
+                let closest = read
+                    .iter()
+                    .map(|known| (strsim::damerau_levenshtein(&upper, known), known))
+                    .min()
+                    .filter(|(distance, _)| *distance <= MAX_TYPO_DISTANCE)
+                    .map(|(_, known)| known.clone());
+                let ours = OUR_PREFIXES.iter().any(|prefix| upper.starts_with(prefix));
+                (ours || closest.is_some()).then(|| UnknownVariable {
+                    name: name.clone(),
+                    closest,
+                })
+            })
+            .collect();
+        unknown.sort_by(|a, b| a.name.cmp(&b.name));
+        unknown
     }
 
     fn parse_or<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
@@ -705,6 +875,33 @@ mod tests {
         assert_eq!(
             settings.unwrap().public_base_url.as_deref(),
             Some("https://films.example.com:8443")
+        );
+    }
+
+    #[test]
+    fn a_misspelled_variable_is_reported_with_the_one_meant_and_foreign_ones_are_not() {
+        let settings = Settings::from_vars([
+            ("JWT_SECRTE", "x"),
+            ("DATABSE_URL", "x"),
+            ("APP_NAME", "x"),
+            ("HTTPS_PORT", "8443"),
+            ("HTTPS_PROXY", "http://proxy:3128"),
+            ("RUST_BACKTRACE", "1"),
+            ("HOME", "/root"),
+        ])
+        .unwrap();
+        let reported: Vec<(&str, Option<&str>)> = settings
+            .unknown_variables
+            .iter()
+            .map(|u| (u.name.as_str(), u.closest.as_deref()))
+            .collect();
+        assert_eq!(
+            reported,
+            [
+                ("APP_NAME", None),
+                ("DATABSE_URL", Some("DATABASE_URL")),
+                ("JWT_SECRTE", Some("JWT_SECRET")),
+            ]
         );
     }
 

@@ -6,7 +6,7 @@
 //! write). A single-connection writer pool queues writers fairly in memory instead, and WAL
 //! lets the readers go on while it writes.
 
-use std::{str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
@@ -30,11 +30,28 @@ pub struct Database {
     probe: SqliteConnectOptions,
 }
 
+/// SQLite creates the file but not its directory, and would only say "unable to open
+/// database file".
+fn check_directory(file: &Path) -> anyhow::Result<()> {
+    match file.parent() {
+        Some(directory) if !directory.as_os_str().is_empty() && !directory.is_dir() => {
+            anyhow::bail!(
+                "DATABASE_URL: the directory {} does not exist; create it, or point \
+                 DATABASE_URL at a file in an existing directory",
+                directory.display()
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Database {
     /// Opens (creating if missing) the database at `url` and applies pending migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| "DATABASE_URL is not a valid sqlite:// URL")?
+            .with_context(|| "DATABASE_URL is not a valid sqlite:// URL")?;
+        check_directory(options.get_filename())?;
+        let options = options
             .journal_mode(SqliteJournalMode::Wal)
             // WAL + NORMAL: a committed transaction survives a crash or kill -9 of this
             // process (it is in the WAL, handed to the OS); only an OS crash or power loss
@@ -55,7 +72,12 @@ impl Database {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone().create_if_missing(true))
             .await
-            .context("cannot open the database")?;
+            .with_context(|| {
+                format!(
+                    "DATABASE_URL: cannot open the database {}",
+                    options.get_filename().display()
+                )
+            })?;
         MIGRATOR
             .run(&writer)
             .await

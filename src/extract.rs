@@ -10,7 +10,6 @@ use std::{future::Future, pin::Pin, time::Duration};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::header, web};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
-use validator::{ValidationErrors, ValidationErrorsKind};
 
 use crate::error::{ApiError, FieldError};
 
@@ -244,62 +243,6 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
             errors: vec![FieldError::new(field, reason)],
         }
     })
-}
-
-/// validator's errors in our words. Its `params` carry the submitted value (`value`), which is
-/// never copied: only our own bounds (`min`, `max`) are.
-pub fn field_errors(errors: &ValidationErrors) -> Vec<FieldError> {
-    let mut out = Vec::new();
-    collect(errors, "", &mut out);
-    out.sort_by(|a, b| a.field.cmp(&b.field));
-    out
-}
-
-fn collect(errors: &ValidationErrors, prefix: &str, out: &mut Vec<FieldError>) {
-    for (field, kind) in errors.errors() {
-        let path = if prefix.is_empty() {
-            field.to_string()
-        } else {
-            format!("{prefix}.{field}")
-        };
-        match kind {
-            ValidationErrorsKind::Field(list) => {
-                out.extend(list.iter().map(|e| FieldError::new(&path, describe(e))));
-            }
-            ValidationErrorsKind::Struct(inner) => collect(inner, &path, out),
-            ValidationErrorsKind::List(items) => {
-                for (index, inner) in items {
-                    collect(inner, &format!("{path}[{index}]"), out);
-                }
-            }
-        }
-    }
-}
-
-/// Turns a domain `parse` failure into the 422 for `field`.
-pub trait ForField<T> {
-    fn for_field(self, field: &str) -> Result<T, ApiError>;
-}
-
-impl<T> ForField<T> for Result<T, validator::ValidationError> {
-    fn for_field(self, field: &str) -> Result<T, ApiError> {
-        self.map_err(|error| ApiError::invalid_field(field, describe(&error)))
-    }
-}
-
-fn describe(error: &validator::ValidationError) -> String {
-    if let Some(message) = &error.message {
-        return message.to_string();
-    }
-    let bound = |name: &str| error.params.get(name).map(ToString::to_string);
-    match (error.code.as_ref(), bound("min"), bound("max")) {
-        ("length", Some(min), Some(max)) => format!("must be {min} to {max} characters long"),
-        ("length", Some(min), None) => format!("must be at least {min} characters long"),
-        ("length", None, Some(max)) => format!("must be at most {max} characters long"),
-        ("range", Some(min), Some(max)) => format!("must be between {min} and {max}"),
-        ("email", ..) => "must be a valid email address".into(),
-        _ => "is invalid".into(),
-    }
 }
 
 #[cfg(test)]

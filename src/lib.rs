@@ -17,3 +17,5 @@ pub mod security;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+mod vocabulary;
+pub mod web;

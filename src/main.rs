@@ -1,4 +1,7 @@
-use std::process::ExitCode;
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::ExitCode,
+};
 
 use clap::Parser;
 use filmvault::{
@@ -47,6 +50,7 @@ async fn run() -> ExitCode {
         }
     };
     telemetry::install_panic_hook();
+    warn_about_unknown_variables(&settings);
     report(match command {
         Command::CreateAdmin { username, email } => {
             cli::create_admin(&settings, username, email).await
@@ -77,11 +81,29 @@ fn start_logging(
     }
 }
 
+fn warn_about_unknown_variables(settings: &Settings) {
+    for unknown in &settings.unknown_variables {
+        match &unknown.closest {
+            Some(closest) => tracing::warn!(
+                "{} is set but filmvault has no such variable, so it is ignored; did you mean \
+                 {closest}?",
+                unknown.name
+            ),
+            None => tracing::warn!(
+                "{} is set but filmvault has no such variable, so it is ignored (every variable \
+                 is in .env.example)",
+                unknown.name
+            ),
+        }
+    }
+}
+
+/// A fatal error is printed once, on stderr, where the person who started the process looks;
+/// logging it as well would show it twice on a terminal.
 fn report(outcome: anyhow::Result<()>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = %format!("{error:#}"), "filmvault stopped with an error");
             eprintln!("filmvault: {error:#}");
             ExitCode::FAILURE
         }
@@ -98,8 +120,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let host = settings.host;
     let environment = settings.environment;
     let application = Application::build(settings).await?;
-    let url =
-        |scheme: &str, port: u16| format!("{scheme}://{}", std::net::SocketAddr::new(host, port));
+    let url = |scheme: &str, port: u16| format!("{scheme}://{}", SocketAddr::new(host, port));
     match application.https_port() {
         Some(https_port) => tracing::info!(
             address = %url("https", https_port),
@@ -113,6 +134,29 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             "filmvault is listening"
         ),
     }
+    let browse = match application.https_port() {
+        Some(https_port) => browser_url(host, "https", https_port),
+        None => browser_url(host, "http", application.port()),
+    };
+    tracing::info!(
+        test_page = %format!("{browse}/static/index.html"),
+        api_docs = %format!("{browse}/docs/"),
+        "try it in a browser"
+    );
     application.run_until_stopped().await?;
     Ok(())
+}
+
+/// Where a browser on this machine reaches the server: a wildcard address is not one, and the
+/// development certificate is for `localhost`.
+fn browser_url(host: IpAddr, scheme: &str, port: u16) -> String {
+    if scheme == "https" && (host.is_loopback() || host.is_unspecified()) {
+        return format!("https://localhost:{port}");
+    }
+    let host = if host.is_unspecified() {
+        IpAddr::from([127, 0, 0, 1])
+    } else {
+        host
+    };
+    format!("{scheme}://{}", SocketAddr::new(host, port))
 }

@@ -15,7 +15,7 @@ use utoipa::{
     },
 };
 
-use crate::{error::PROBLEM_JSON, routes};
+use crate::{routes, web::problem::PROBLEM_JSON};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -54,7 +54,7 @@ use crate::{error::PROBLEM_JSON, routes};
         routes::health::ready,
         crate::monitoring::metrics_for_admins,
     ),
-    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    components(schemas(crate::web::problem::Problem, crate::error::FieldError)),
     modifiers(&ServiceContract),
     tags(
         (name = "seed", description = "The seed's original routes, kept for compatibility; \

@@ -2,6 +2,7 @@
 //! stack and the routes.
 //!
 //! Middleware, outermost first:
+//! requests-in-progress count (a connection idle for too long is closed, idle_connections) →
 //! unread-body guard (an answer holds the request body until written, so an unread rest
 //! closes the connection instead of being drained) → request context (id, client IP) → request log → metrics → security headers → HTTPS redirect
 //! (with TLS) → problem+json for every error → audit of 401/403/429 → URL and header size
@@ -13,11 +14,17 @@
 //! outside the global limiter so that the limiter's own 429s are accounted for too: a flood
 //! costs it one counter per request and one summary row per client and window, not a row each.
 
-use std::{net::TcpListener, sync::Arc, time::Duration};
+use std::{
+    io::ErrorKind,
+    net::{SocketAddr, TcpListener},
+    sync::Arc,
+    time::Duration,
+};
 
 use actix_web::{
-    App, HttpServer,
+    App, HttpResponse, HttpServer,
     dev::Server,
+    http::header,
     middleware::{Condition, from_fn},
     web,
 };
@@ -30,22 +37,25 @@ use crate::{
     config::{RetentionSettings, Settings},
     db::Database,
     domain::{seed, user},
-    error::{self, ApiError},
+    error::ApiError,
     extract::BodyLimits,
     monitoring, openapi, routes,
     security::{
         client_ip::ClientResolver,
         cors::cors,
         headers::security_headers,
+        idle_connections::{IdleLimit, count_requests_in_progress},
         limits::limit_request_head,
         login_monitor::LoginMonitor,
+        login_throttle::LoginThrottle,
         overload::{InFlightLimit, limit_in_flight},
-        rate_limit::{Limiters, LoginThrottle},
+        rate_limit::Limiters,
         tls,
         unread_body::close_after_unread_body,
     },
     state::AppState,
     telemetry,
+    web::{audit::audit_denials, problem::problem_details},
 };
 
 /// How often idle rate-limiter keys are forgotten.
@@ -65,12 +75,17 @@ impl Application {
     /// Opens the database (migrating it), binds the listeners (port 0 picks a free one) and
     /// prepares the server; nothing is served until `run_until_stopped`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let http_listener = bind(&settings, settings.port)?;
+        let http_listener = listen(
+            SocketAddr::new(settings.host, settings.port),
+            "APP_HOST",
+            "APP_PORT",
+        )?;
         let port = http_listener.local_addr()?.port();
         let tls = match &settings.tls {
             Some(tls) => {
                 let config = tls::server_config(&tls.cert_path, &tls.key_path)?;
-                Some((bind(&settings, tls.https_port)?, config))
+                let address = SocketAddr::new(settings.host, tls.https_port);
+                Some((listen(address, "APP_HOST", "HTTPS_PORT")?, config))
             }
             None => None,
         };
@@ -80,13 +95,12 @@ impl Application {
         };
         let state = build_state(settings).await?;
         monitoring::handle();
-        let limiters = Limiters::new(&state);
+        let limiters = Limiters::new(&state.settings.rate_limits);
         spawn_limiter_purge(limiters.clone(), state.clone());
         spawn_pruning(state.clone());
         let (metrics_server, metrics_port) = match state.settings.metrics_addr {
             Some(addr) => {
-                let listener = TcpListener::bind(addr)
-                    .with_context(|| format!("METRICS_ADDR: cannot listen on {addr}"))?;
+                let listener = listen(addr, "METRICS_ADDR", "METRICS_ADDR")?;
                 let port = listener.local_addr()?.port();
                 (
                     Some(serve_metrics(listener, state.clone(), limiters.clone())?),
@@ -168,9 +182,38 @@ pub async fn normalize_stored_emails(db: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn bind(settings: &Settings, port: u16) -> anyhow::Result<TcpListener> {
-    TcpListener::bind((settings.host, port))
-        .with_context(|| format!("cannot listen on {}:{port}", settings.host))
+/// Listens on `address`; a failure names the variable to change and says how.
+fn listen(
+    address: SocketAddr,
+    host_variable: &str,
+    port_variable: &str,
+) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).map_err(|error| {
+        let (variable, advice) = match error.kind() {
+            ErrorKind::AddrInUse => (
+                port_variable,
+                format!(
+                    "another process uses that port: stop it, or set {port_variable} to a free port"
+                ),
+            ),
+            ErrorKind::PermissionDenied => (
+                port_variable,
+                format!("ports below 1024 need privileges: set {port_variable} to 1024 or above"),
+            ),
+            ErrorKind::AddrNotAvailable => (
+                host_variable,
+                format!(
+                    "not an address of this machine: set {host_variable} to 127.0.0.1 (or \
+                     0.0.0.0 in a container)"
+                ),
+            ),
+            _ => (
+                port_variable,
+                format!("check {host_variable} and {port_variable}"),
+            ),
+        };
+        anyhow::anyhow!("{variable}: cannot listen on {address} ({error}); {advice}")
+    })
 }
 
 fn spawn_limiter_purge(limiters: Limiters, state: web::Data<AppState>) {
@@ -254,6 +297,7 @@ fn serve(
     let workers = settings.workers;
     let keep_alive = settings.keep_alive;
     let request_timeout = settings.request_timeout;
+    let idle_limit = IdleLimit::new(keep_alive, request_timeout);
 
     let limiters = web::Data::new(limiters);
     let server = HttpServer::new(move || {
@@ -273,8 +317,8 @@ fn serve(
             }))
             .wrap(cors(&cors_origins))
             .wrap(from_fn(limit_request_head))
-            .wrap(from_fn(audit::audit_denials))
-            .wrap(from_fn(error::problem_details))
+            .wrap(from_fn(audit_denials))
+            .wrap(from_fn(problem_details))
             .wrap(Condition::new(redirect_base.is_some(), {
                 let base = redirect_base.clone().unwrap_or_else(|| Arc::from(""));
                 from_fn(move |req, next| tls::redirect_to_https(base.clone(), req, next))
@@ -288,7 +332,10 @@ fn serve(
                 telemetry::request_context(clients.clone(), req, next)
             }))
             .wrap(from_fn(close_after_unread_body))
+            .wrap(from_fn(count_requests_in_progress))
     })
+    // actix-http bounds the first head only; later ones are bounded by this watch.
+    .on_connect(move |connection, data| idle_limit.watch(connection, data))
     .workers(workers)
     .keep_alive(keep_alive)
     // Time allowed to send the request head; the body has its own deadline (BodyLimits).
@@ -331,6 +378,15 @@ pub fn mount_routes(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
         .route("/openapi.json", web::get().to(openapi::serve_document))
         .service(
             SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")),
+        )
+        // Swagger UI lives under the directory; its relative asset links need the slash.
+        .route(
+            "/docs",
+            web::get().to(|| async {
+                HttpResponse::PermanentRedirect()
+                    .insert_header((header::LOCATION, "/docs/"))
+                    .finish()
+            }),
         )
         .configure(routes::static_files::configure)
         .configure(|cfg| routes::legacy::configure(cfg, limiters));

@@ -5,7 +5,7 @@ use crate::{
     auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
     config::Settings,
     db::Database,
-    security::{login_monitor::LoginMonitor, rate_limit::LoginThrottle},
+    security::{login_monitor::LoginMonitor, login_throttle::LoginThrottle},
 };
 
 pub struct AppState {

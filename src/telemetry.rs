@@ -5,11 +5,7 @@
 //! latency, client IP, user id, request id. Headers, query strings and bodies are never
 //! recorded, which is how tokens, API keys and passwords stay out of the logs.
 
-use std::{
-    io,
-    sync::{Arc, Mutex},
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use actix_web::{
     Error, HttpMessage,
@@ -18,6 +14,7 @@ use actix_web::{
     http::header::{HeaderName, HeaderValue},
     middleware::Next,
 };
+use anyhow::Context;
 use tracing::{Span, Subscriber};
 use tracing_actix_web::{RootSpanBuilder, TracingLogger};
 use tracing_appender::non_blocking::{NonBlocking, WorkerGuard};
@@ -211,12 +208,23 @@ pub fn file_writer(path: &std::path::Path) -> anyhow::Result<(NonBlocking, Worke
         .file_name()
         .and_then(|name| name.to_str())
         .ok_or_else(|| anyhow::anyhow!("LOG_FILE: {} has no file name", path.display()))?;
-    std::fs::create_dir_all(directory)?;
+    std::fs::create_dir_all(directory).with_context(|| {
+        format!(
+            "LOG_FILE: cannot create the directory {}",
+            directory.display()
+        )
+    })?;
     let appender = tracing_appender::rolling::Builder::new()
         .rotation(tracing_appender::rolling::Rotation::DAILY)
         .filename_prefix(prefix)
         .max_log_files(14)
-        .build(directory)?;
+        .build(directory)
+        .with_context(|| {
+            format!(
+                "LOG_FILE: cannot write log files in {}",
+                directory.display()
+            )
+        })?;
     Ok(
         tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(false)
@@ -247,35 +255,4 @@ pub fn install_panic_hook() {
             .unwrap_or_default();
         tracing::error!(panic.message = message, panic.location = %location, "panic");
     }));
-}
-
-/// An in-memory log sink, used by tests to read exactly what the service logged.
-#[derive(Clone, Default)]
-pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl CapturedLogs {
-    pub fn contents(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
-    }
-}
-
-impl io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for CapturedLogs {
-    type Writer = Self;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }

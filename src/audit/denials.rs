@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{AuditEvent, Outcome};
+use super::{AuditAction, AuditEvent, Outcome};
 use crate::security::client_ip::ClientKey;
 
 /// About 200 bytes each: a few megabytes at most, whatever the number of clients.
@@ -33,7 +33,7 @@ pub enum Admission {
 struct DenialKey {
     client: ClientKey,
     actor_id: Option<i64>,
-    action: &'static str,
+    action: AuditAction,
 }
 
 struct Window {
@@ -50,7 +50,7 @@ struct Overflow {
 #[derive(Default)]
 struct Windows {
     open: HashMap<DenialKey, Window>,
-    overflow: HashMap<&'static str, Overflow>,
+    overflow: HashMap<AuditAction, Overflow>,
 }
 
 pub struct DenialWindows {
@@ -97,7 +97,8 @@ impl DenialWindows {
                 })
                 .repeats += 1;
         }
-        metrics::counter!("audit_denials_summarized_total", "action" => event.action).increment(1);
+        metrics::counter!("audit_denials_summarized_total", "action" => event.action.as_str())
+            .increment(1);
         Admission::Counted
     }
 
@@ -131,7 +132,7 @@ impl DenialWindows {
                 return true;
             }
             summaries.push(AuditEvent {
-                action,
+                action: *action,
                 outcome: Outcome::Denied,
                 actor_id: None,
                 target: None,
@@ -177,15 +178,19 @@ fn times(count: u64) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::AuditTarget;
 
     const WINDOW: Duration = Duration::from_secs(60);
 
-    fn denial(action: &'static str, actor_id: Option<i64>) -> AuditEvent {
+    fn denial(action: AuditAction, actor_id: Option<i64>) -> AuditEvent {
         AuditEvent {
             action,
             outcome: Outcome::Denied,
             actor_id,
-            target: Some("GET /api/v1/users/me".to_owned()),
+            target: Some(AuditTarget::Endpoint {
+                method: "GET".to_owned(),
+                route: "/api/v1/users/me".to_owned(),
+            }),
             reason: None,
             request_id: Some("first-request".to_owned()),
             client_ip: Some("192.0.2.7".to_owned()),
@@ -200,7 +205,7 @@ mod tests {
     fn the_first_denial_of_a_window_is_recorded_in_full_and_the_rest_summarized_once() {
         let windows = DenialWindows::new(WINDOW);
         let start = Instant::now();
-        let event = denial("http.unauthenticated", None);
+        let event = denial(AuditAction::Unauthenticated, None);
         assert_eq!(windows.admit(client(7), &event, start), Admission::InFull);
         for _ in 0..1000 {
             assert_eq!(windows.admit(client(7), &event, start), Admission::Counted);
@@ -227,7 +232,7 @@ mod tests {
     fn a_window_without_repeats_closes_without_a_summary() {
         let windows = DenialWindows::new(WINDOW);
         let start = Instant::now();
-        windows.admit(client(7), &denial("http.forbidden", Some(3)), start);
+        windows.admit(client(7), &denial(AuditAction::Forbidden, Some(3)), start);
         assert!(windows.close_expired(start + WINDOW).is_empty());
     }
 
@@ -236,11 +241,11 @@ mod tests {
         let windows = DenialWindows::new(WINDOW);
         let now = Instant::now();
         for (ip, event) in [
-            (client(7), denial("http.unauthenticated", None)),
-            (client(8), denial("http.unauthenticated", None)),
-            (client(7), denial("http.rate_limited", None)),
-            (client(7), denial("http.forbidden", Some(1))),
-            (client(7), denial("http.forbidden", Some(2))),
+            (client(7), denial(AuditAction::Unauthenticated, None)),
+            (client(8), denial(AuditAction::Unauthenticated, None)),
+            (client(7), denial(AuditAction::RateLimited, None)),
+            (client(7), denial(AuditAction::Forbidden, Some(1))),
+            (client(7), denial(AuditAction::Forbidden, Some(2))),
         ] {
             assert_eq!(windows.admit(ip, &event, now), Admission::InFull);
         }
@@ -250,7 +255,7 @@ mod tests {
     fn past_the_tracked_clients_denials_are_counted_per_action_and_summarized() {
         let windows = DenialWindows::new(WINDOW);
         let start = Instant::now();
-        let event = denial("http.unauthenticated", None);
+        let event = denial(AuditAction::Unauthenticated, None);
         for n in 0..MAX_TRACKED {
             let ip = ClientKey::V4(u32::try_from(n).unwrap().into());
             assert_eq!(windows.admit(ip, &event, start), Admission::InFull);

@@ -4,14 +4,15 @@
 //! The lookup part finds the row; the hash comparison (constant-time) decides. A revoked,
 //! unknown or mistyped key, or one of a disabled account, is a 401 with the same body.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::{SqlitePool, prelude::FromRow};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    audit::{self, AuditContext, Outcome},
-    auth::{Role, extractor::Scopes, random_bytes, random_token},
+    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
+    auth::{Role, principal::Scopes, random_bytes, random_token},
+    vocabulary::vocabulary,
 };
 
 pub const KEY_PREFIX: &str = "fk_";
@@ -23,11 +24,12 @@ pub const MAX_KEYS_PER_USER: i64 = 20;
 /// a write.
 const TOUCH_INTERVAL_SECS: i64 = 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    Read,
-    Write,
+vocabulary! {
+    /// What a key may do; stored as one flag column per scope (`can_read`, `can_write`).
+    pub enum Scope {
+        Read = "read",
+        Write = "write",
+    }
 }
 
 /// A key whose shape is right; whether it is genuine is for `authenticate`.
@@ -154,17 +156,10 @@ pub async fn create(
         match inserted {
             Ok(row) => {
                 let view = ApiKeyView::from(row);
-                let scopes: Vec<&str> = view
-                    .scopes
-                    .iter()
-                    .map(|scope| match scope {
-                        Scope::Read => "read",
-                        Scope::Write => "write",
-                    })
-                    .collect();
+                let scopes: Vec<&str> = view.scopes.iter().map(|scope| scope.as_str()).collect();
                 let event = audit
-                    .event("api_key.create", Outcome::Success)
-                    .target(format!("api_key:{}", view.id))
+                    .event(AuditAction::ApiKeyCreate, Outcome::Success)
+                    .target(AuditTarget::ApiKey(view.id))
                     .reason(format!("scopes={}", scopes.join(",")));
                 audit::record(&mut *tx, &event).await?;
                 tx.commit().await?;
@@ -211,8 +206,8 @@ pub async fn revoke(
         return Ok(false);
     }
     let event = audit
-        .event("api_key.revoke", Outcome::Success)
-        .target(format!("api_key:{key_id}"));
+        .event(AuditAction::ApiKeyRevoke, Outcome::Success)
+        .target(AuditTarget::ApiKey(key_id));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(true)

@@ -1,6 +1,6 @@
 //! The one place that decides who is calling. Handlers declare what they need in their
-//! signature (`Authenticated<Write>`, `Authenticated<AdminRead>`, `MaybeAuthenticated`) and
-//! never read an auth header themselves.
+//! signature (`Authenticated<Write>`, `Authenticated<AdminRead>`, `Session<Write>` for the
+//! login session only, `MaybeAuthenticated`) and never read an auth header themselves.
 
 use std::{future::Future, marker::PhantomData, pin::Pin};
 
@@ -8,85 +8,15 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 
 use crate::{
     auth::{
-        Role, api_key,
+        api_key,
         credentials::{self, Credential},
+        principal::{Access, AuthMethod, Principal, Read, Scopes},
     },
     error::ApiError,
     state::AppState,
     telemetry,
+    web::audit,
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scopes {
-    pub read: bool,
-    pub write: bool,
-}
-
-impl Scopes {
-    pub const ALL: Self = Self {
-        read: true,
-        write: true,
-    };
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthMethod {
-    /// A bearer access token of the login session (refresh-token family) `session`.
-    AccessToken {
-        session: String,
-    },
-    ApiKey {
-        key_id: i64,
-    },
-}
-
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub user_id: i64,
-    pub username: String,
-    pub role: Role,
-    pub scopes: Scopes,
-    pub method: AuthMethod,
-}
-
-/// What a route requires of its caller, checked by the extractor before the handler runs.
-pub trait Access {
-    fn permits(principal: &Principal) -> bool;
-}
-
-/// Any authenticated caller with read access.
-pub struct Read;
-/// An authenticated caller allowed to change things.
-pub struct Write;
-/// An administrator reading.
-pub struct AdminRead;
-/// An administrator changing things.
-pub struct AdminWrite;
-
-impl Access for Read {
-    fn permits(principal: &Principal) -> bool {
-        principal.scopes.read
-    }
-}
-
-impl Access for Write {
-    fn permits(principal: &Principal) -> bool {
-        principal.scopes.write
-    }
-}
-
-impl Access for AdminRead {
-    fn permits(principal: &Principal) -> bool {
-        principal.role.is_admin() && principal.scopes.read
-    }
-}
-
-impl Access for AdminWrite {
-    fn permits(principal: &Principal) -> bool {
-        principal.role.is_admin() && principal.scopes.write
-    }
-}
 
 /// A caller that authenticated and holds access `A`: 401 without valid credentials, 403 when
 /// they are valid but not enough.
@@ -96,6 +26,23 @@ pub struct Authenticated<A: Access = Read> {
 }
 
 impl<A: Access> std::ops::Deref for Authenticated<A> {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.principal
+    }
+}
+
+/// A caller on their login session (a bearer access token) holding access `A`: for what an
+/// API key must never do (manage keys, change the password, log out), whatever its scopes.
+/// 401 without valid credentials, 403 for an API key or a caller without `A`.
+pub struct Session<A: Access = Read> {
+    pub principal: Principal,
+    /// The login session (refresh-token family) of the access token.
+    pub id: String,
+    access: PhantomData<A>,
+}
+
+impl<A: Access> std::ops::Deref for Session<A> {
     type Target = Principal;
     fn deref(&self) -> &Principal {
         &self.principal
@@ -124,6 +71,26 @@ impl<A: Access + 'static> FromRequest for Authenticated<A> {
     }
 }
 
+impl<A: Access + 'static> FromRequest for Session<A> {
+    type Error = ApiError;
+    type Future = LocalFuture<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let principal = MaybeAuthenticated(authenticate(&req).await?).require::<A>()?;
+            let AuthMethod::AccessToken { session } = &principal.method else {
+                return Err(ApiError::Forbidden);
+            };
+            Ok(Self {
+                id: session.clone(),
+                principal,
+                access: PhantomData,
+            })
+        })
+    }
+}
+
 impl FromRequest for MaybeAuthenticated {
     type Error = ApiError;
     type Future = LocalFuture<Self>;
@@ -131,17 +98,6 @@ impl FromRequest for MaybeAuthenticated {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move { authenticate(&req).await.map(Self) })
-    }
-}
-
-impl Principal {
-    /// For actions an API key must not take (managing keys, changing the password, logging
-    /// out): they need the login session itself.
-    pub fn session(&self) -> Result<&str, ApiError> {
-        match &self.method {
-            AuthMethod::AccessToken { session } => Ok(session),
-            AuthMethod::ApiKey { .. } => Err(ApiError::Forbidden),
-        }
     }
 }
 
@@ -184,6 +140,7 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> 
     match verify_credential(req, state).await {
         Ok(Some(principal)) => {
             telemetry::record_user(req, principal.user_id);
+            audit::trail_of(req).authenticated(principal.user_id);
             req.extensions_mut().insert(principal.clone());
             Ok(Some(principal))
         }

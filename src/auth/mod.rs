@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod extractor;
 pub mod jwt;
 pub mod password;
+pub mod principal;
 pub mod refresh;
 pub mod revocation;
 pub mod roles;
@@ -14,9 +15,8 @@ pub mod roles;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
-pub use extractor::{
-    Access, AdminRead, AdminWrite, Authenticated, MaybeAuthenticated, Read, Write,
-};
+pub use extractor::{Authenticated, MaybeAuthenticated, Session};
+pub use principal::{Access, AdminRead, AdminWrite, Principal, Read, Write};
 pub use roles::Role;
 
 /// `N` bytes from the operating system's CSPRNG.

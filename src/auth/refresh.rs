@@ -7,34 +7,26 @@ use sha2::{Digest, Sha256};
 use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 
 use crate::{
-    audit::{self, AuditContext, Outcome},
+    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{Role, jwt::unix_now, random_token},
     db::Database,
+    vocabulary::vocabulary,
 };
 
 /// Sessions deleted per transaction when pruning.
 const PRUNE_BATCH: u32 = 500;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RevokeReason {
-    Rotated,
-    Reuse,
-    Logout,
-    PasswordChange,
-    Admin,
-    Disabled,
-}
-
-impl RevokeReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Rotated => "rotated",
-            Self::Reuse => "reuse",
-            Self::Logout => "logout",
-            Self::PasswordChange => "password_change",
-            Self::Admin => "admin",
-            Self::Disabled => "disabled",
-        }
+vocabulary! {
+    /// Why a refresh token stopped working (`refresh_tokens.revoked_reason`).
+    pub enum RevokeReason {
+        /// Exchanged for its successor; presenting it again is reuse.
+        Rotated = "rotated",
+        Reuse = "reuse",
+        Logout = "logout",
+        PasswordChange = "password_change",
+        /// An administrator changed the account's role.
+        Admin = "admin",
+        Disabled = "disabled",
     }
 }
 
@@ -110,7 +102,7 @@ struct StoredToken {
     username: String,
     family_id: String,
     expires_at: i64,
-    revoked_reason: Option<String>,
+    revoked_reason: Option<RevokeReason>,
     role: Role,
     disabled: bool,
     token_version: i64,
@@ -136,13 +128,13 @@ pub async fn rotate(
     let Some(stored) = stored else {
         return Ok(Rotation::Refused);
     };
-    match stored.revoked_reason.as_deref() {
-        Some(reason) if reason == RevokeReason::Rotated.as_str() => {
+    match stored.revoked_reason {
+        Some(RevokeReason::Rotated) => {
             revoke_family(&mut tx, &stored.family_id, RevokeReason::Reuse).await?;
             let event = audit
-                .event("auth.refresh_reuse", Outcome::Failure)
+                .event(AuditAction::RefreshReuse, Outcome::Failure)
                 .actor(stored.user_id)
-                .target(format!("session:{}", stored.family_id))
+                .target(AuditTarget::Session(stored.family_id.clone()))
                 .reason("a rotated refresh token was presented again; session revoked");
             audit::record(&mut *tx, &event).await?;
             tx.commit().await?;
@@ -160,7 +152,7 @@ pub async fn rotate(
     sqlx::query("UPDATE refresh_tokens SET revoked_at = ?2, revoked_reason = ?3 WHERE id = ?1")
         .bind(stored.id)
         .bind(unix_now_i64())
-        .bind(RevokeReason::Rotated.as_str())
+        .bind(RevokeReason::Rotated)
         .execute(&mut *tx)
         .await?;
     let token = insert(
@@ -171,9 +163,9 @@ pub async fn rotate(
     )
     .await?;
     let event = audit
-        .event("auth.refresh", Outcome::Success)
+        .event(AuditAction::Refresh, Outcome::Success)
         .actor(stored.user_id)
-        .target(format!("session:{}", stored.family_id));
+        .target(AuditTarget::Session(stored.family_id.clone()));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(Rotation::Rotated {
@@ -202,7 +194,7 @@ pub async fn revoke_family(
     )
     .bind(family_id)
     .bind(unix_now_i64())
-    .bind(reason.as_str())
+    .bind(reason)
     .execute(connection)
     .await?;
     Ok(())
@@ -220,7 +212,7 @@ pub async fn revoke_all_of_user(
     )
     .bind(user_id)
     .bind(unix_now_i64())
-    .bind(reason.as_str())
+    .bind(reason)
     .execute(connection)
     .await?;
     Ok(())

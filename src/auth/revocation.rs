@@ -21,7 +21,7 @@ use std::{
 
 use sqlx::SqlitePool;
 
-use crate::auth::jwt::unix_now;
+use crate::auth::{jwt::unix_now, refresh::RevokeReason};
 
 pub struct Revocations {
     reader: SqlitePool,
@@ -42,10 +42,12 @@ impl Revocations {
         let since = i64::try_from(now.saturating_sub(access_token_ttl_secs)).unwrap_or(i64::MAX);
         let sessions: Vec<(String, i64)> = sqlx::query_as(
             "SELECT family_id, max(revoked_at) FROM refresh_tokens
-             WHERE revoked_at >= ?1 AND revoked_reason IN ('logout', 'reuse')
+             WHERE revoked_at >= ?1 AND revoked_reason IN (?2, ?3)
              GROUP BY family_id",
         )
         .bind(since)
+        .bind(RevokeReason::Logout)
+        .bind(RevokeReason::Reuse)
         .fetch_all(reader)
         .await?;
         Ok(Self {

@@ -9,8 +9,8 @@ use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
 use validator::ValidationError;
 
 use crate::{
-    audit::{self, AuditContext, Outcome},
-    auth::extractor::Principal,
+    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
+    auth::Principal,
     domain::{Page, Paginated, text},
     error::ApiError,
 };
@@ -180,8 +180,8 @@ pub async fn create(
     let mut stored = insert(&mut *tx, film, Some(owner.user_id)).await?;
     stored.owner = Some(owner.username.clone());
     let event = audit
-        .event("film.create", Outcome::Success)
-        .target(format!("film:{}", stored.id));
+        .event(AuditAction::FilmCreate, Outcome::Success)
+        .target(AuditTarget::Film(stored.id));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(stored)
@@ -222,8 +222,8 @@ pub async fn update(
     .await?;
     let updated = get(&mut *tx, id).await?.ok_or(ApiError::NotFound)?;
     let event = audit
-        .event("film.update", Outcome::Success)
-        .target(format!("film:{id}"));
+        .event(AuditAction::FilmUpdate, Outcome::Success)
+        .target(AuditTarget::Film(id));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(updated)
@@ -246,8 +246,8 @@ pub async fn delete(
         .execute(&mut *tx)
         .await?;
     let event = audit
-        .event("film.delete", Outcome::Success)
-        .target(format!("film:{id}"));
+        .event(AuditAction::FilmDelete, Outcome::Success)
+        .target(AuditTarget::Film(id));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(film)

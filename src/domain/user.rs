@@ -11,7 +11,7 @@ use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool, prelude::FromRow};
 use validator::{ValidateEmail, ValidationError};
 
 use crate::{
-    audit::{self, AuditContext, Outcome},
+    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         Role, common_passwords,
         password::HashReservation,
@@ -195,13 +195,13 @@ pub async fn create(
             }
         })?;
     let action = match role {
-        Role::User => "user.register",
-        Role::Admin => "user.create_admin",
+        Role::User => AuditAction::Register,
+        Role::Admin => AuditAction::CreateAdmin,
     };
     let event = audit
         .event(action, Outcome::Success)
         .actor(profile.id)
-        .target(format!("user:{}", profile.id));
+        .target(AuditTarget::User(profile.id));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(profile)
@@ -303,9 +303,9 @@ pub async fn change_password(
     let version = bump_token_version(&mut tx, account.id).await?;
     refresh::revoke_all_of_user(&mut tx, account.id, RevokeReason::PasswordChange).await?;
     let event = audit
-        .event("user.password_change", Outcome::Success)
+        .event(AuditAction::PasswordChange, Outcome::Success)
         .actor(account.id)
-        .target(format!("user:{}", account.id));
+        .target(AuditTarget::User(account.id));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(Some(version))
@@ -341,9 +341,9 @@ pub async fn start_session(
     }
     let refresh = refresh::start_family(&mut *tx, account.id, refresh_ttl_secs).await?;
     let event = audit
-        .event("auth.login", Outcome::Success)
+        .event(AuditAction::Login, Outcome::Success)
         .actor(account.id)
-        .target(format!("user:{}", account.id));
+        .target(AuditTarget::User(account.id));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     Ok(Some(StartedSession { account, refresh }))
@@ -413,21 +413,22 @@ pub async fn update_account(
     } else {
         None
     };
-    let target = format!("user:{user_id}");
     if role != current.role {
         let event = audit
-            .event("admin.role_change", Outcome::Success)
-            .target(&target)
+            .event(AuditAction::RoleChange, Outcome::Success)
+            .target(AuditTarget::User(user_id))
             .reason(format!("role={}", role.as_str()));
         audit::record(&mut *tx, &event).await?;
     }
     if disabled != current.disabled {
         let action = if disabled {
-            "admin.user_disable"
+            AuditAction::UserDisable
         } else {
-            "admin.user_enable"
+            AuditAction::UserEnable
         };
-        let event = audit.event(action, Outcome::Success).target(&target);
+        let event = audit
+            .event(action, Outcome::Success)
+            .target(AuditTarget::User(user_id));
         audit::record(&mut *tx, &event).await?;
     }
     let profile = profile(&mut *tx, user_id)

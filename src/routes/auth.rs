@@ -9,9 +9,9 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::{
-    audit::{self, AuditContext, Outcome},
+    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
-        Authenticated, Read, Role,
+        Role, Session,
         jwt::TokenSubject,
         password::Verification,
         refresh::{self, IssuedRefreshToken, RevokeReason, Rotation},
@@ -20,15 +20,14 @@ use crate::{
         text,
         user::{self, Email, NewPassword, NewUser, UserProfile, Username},
     },
-    error::{ApiError, Problem},
-    extract::{ForField, Json},
+    error::{ApiError, ForField},
+    extract::Json,
     security::{
-        client_ip::ClientKey,
-        overload::InFlightSlot,
-        password_attempts::{PasswordAttempt, audit_target},
+        client_ip::ClientKey, overload::InFlightSlot, password_attempts::PasswordAttempt,
         rate_limit::Limiters,
     },
     state::AppState,
+    web::problem::Problem,
 };
 
 /// Register, login and refresh are what a brute-force attack hammers: each also passes the
@@ -178,11 +177,11 @@ pub(crate) async fn login(
     request.validate()?;
     let LoginRequest { username, password } = request;
     let password = SecretString::from(password);
-    let target = audit_target(&username);
+    let target = AuditTarget::login_name(&username);
     let refuse = |outcome, reason: &'static str, error: ApiError| {
         let event = audit
-            .event("auth.login", outcome)
-            .target(&target)
+            .event(AuditAction::Login, outcome)
+            .target(target.clone())
             .reason(reason);
         state.audit.submit(event);
         Err(error)
@@ -280,7 +279,7 @@ pub(crate) async fn refresh_tokens(
         }
         Rotation::Refused => {
             let event = audit
-                .event("auth.refresh", Outcome::Failure)
+                .event(AuditAction::Refresh, Outcome::Failure)
                 .reason("unknown, expired or revoked refresh token");
             state.audit.submit(event);
             Err(ApiError::Unauthenticated)
@@ -293,15 +292,15 @@ pub(crate) async fn refresh_tokens(
     responses((status = 204, description = "Logged out")))]
 pub(crate) async fn logout(
     state: web::Data<AppState>,
-    caller: Authenticated<Read>,
+    caller: Session,
     audit: AuditContext,
 ) -> Result<HttpResponse, ApiError> {
-    let session = caller.session()?;
+    let session = caller.id.as_str();
     let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
     refresh::revoke_family(&mut tx, session, RevokeReason::Logout).await?;
     let event = audit
-        .event("auth.logout", Outcome::Success)
-        .target(format!("session:{session}"));
+        .event(AuditAction::Logout, Outcome::Success)
+        .target(AuditTarget::Session(session.to_owned()));
     audit::record(&mut *tx, &event).await?;
     tx.commit().await?;
     state.revocations.revoke_session(session);

@@ -14,8 +14,8 @@ use crate::{
         text,
         vote::{self, Vote},
     },
-    error::ApiError,
-    extract::{ForField, Json, Query},
+    error::{ApiError, ForField},
+    extract::{Json, Query},
     state::AppState,
 };
 

@@ -1,7 +1,7 @@
 //! `/api/v1/users/me`: the caller's own account, password and API keys.
 //!
-//! Changing the password and managing API keys need the login session itself: an API key
-//! can neither mint more keys nor lock its owner out.
+//! Changing the password and managing API keys need the login session itself (`Session<…>`):
+//! an API key can neither mint more keys nor lock its owner out.
 
 use actix_web::{HttpResponse, web};
 use secrecy::SecretString;
@@ -10,21 +10,22 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::{
-    audit::{AuditContext, Outcome},
+    audit::{AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
-        Authenticated, Read, Write,
+        Authenticated, Read, Session, Write,
         api_key::{self, ApiKeyView, CreateKeyError, Scope},
-        extractor::Scopes,
         password::Verification,
+        principal::Scopes,
     },
     domain::{
         text,
         user::{self, NewPassword, UserProfile},
     },
-    error::{ApiError, Problem},
-    extract::{ForField, Json},
+    error::{ApiError, ForField},
+    extract::Json,
     security::{client_ip::ClientKey, overload::InFlightSlot, password_attempts::PasswordAttempt},
     state::AppState,
+    web::problem::Problem,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -75,13 +76,12 @@ pub struct ChangePasswordRequest {
     responses((status = 204, description = "Changed; log in again")))]
 pub(crate) async fn change_password(
     state: web::Data<AppState>,
-    caller: Authenticated<Write>,
+    caller: Session<Write>,
     audit: AuditContext,
     client: ClientKey,
     slot: InFlightSlot,
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.session()?;
     request.validate()?;
     if request.current_password == request.new_password {
         return Err(ApiError::invalid_field(
@@ -95,8 +95,8 @@ pub(crate) async fn change_password(
         .ok_or(ApiError::Unauthenticated)?;
     let refuse = |outcome, reason: &'static str, error: ApiError| {
         let event = audit
-            .event("user.password_change", outcome)
-            .target(format!("user:{}", account.id))
+            .event(AuditAction::PasswordChange, outcome)
+            .target(AuditTarget::User(account.id))
             .reason(reason);
         state.audit.submit(event);
         error
@@ -165,11 +165,10 @@ fn validate_key_name(name: &str) -> Result<(), validator::ValidationError> {
             content_type = "application/problem+json")))]
 pub(crate) async fn create_api_key(
     state: web::Data<AppState>,
-    caller: Authenticated<Write>,
+    caller: Session<Write>,
     audit: AuditContext,
     Json(request): Json<CreateApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.session()?;
     request.validate()?;
     let scopes = Scopes {
         read: request.scopes.contains(&Scope::Read),
@@ -197,9 +196,8 @@ pub(crate) async fn create_api_key(
     responses((status = 200, description = "The keys", body = ApiKeyList)))]
 pub(crate) async fn list_api_keys(
     state: web::Data<AppState>,
-    caller: Authenticated<Read>,
+    caller: Session<Read>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.session()?;
     let keys = api_key::list(&state.db.reader, caller.user_id).await?;
     Ok(HttpResponse::Ok().json(ApiKeyList { items: keys }))
 }
@@ -210,11 +208,10 @@ pub(crate) async fn list_api_keys(
     responses((status = 204, description = "Revoked")))]
 pub(crate) async fn revoke_api_key(
     state: web::Data<AppState>,
-    caller: Authenticated<Write>,
+    caller: Session<Write>,
     audit: AuditContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.session()?;
     if api_key::revoke(&state.db.writer, caller.user_id, *id, &audit).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {

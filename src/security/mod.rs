@@ -3,8 +3,10 @@
 pub mod client_ip;
 pub mod cors;
 pub mod headers;
+pub mod idle_connections;
 pub mod limits;
 pub mod login_monitor;
+pub mod login_throttle;
 pub mod overload;
 pub mod password_attempts;
 pub mod rate_limit;

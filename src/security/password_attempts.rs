@@ -7,8 +7,7 @@
 //! then counts as a failed login for the suspicious-pattern detection.
 
 use crate::{
-    audit::{AuditContext, Outcome},
-    domain::user::Username,
+    audit::{AuditAction, AuditContext, AuditTarget, Outcome},
     error::ApiError,
     security::{client_ip::ClientKey, login_monitor::Suspicion},
     state::AppState,
@@ -78,13 +77,13 @@ impl<'a> PasswordAttempt<'a> {
         let lockout = self.state.settings.suspicious_logins.lockout.as_secs();
         let (target, reason) = match suspicion {
             Suspicion::ManyClientsForOneUsername { username, clients } => (
-                audit_target(username),
+                AuditTarget::login_name(username),
                 format!(
                     "failed logins from {clients} clients; this username is locked for {lockout} s"
                 ),
             ),
             Suspicion::ManyUsernamesFromOneClient { client, usernames } => (
-                format!("ip:{client}"),
+                AuditTarget::Client(*client),
                 format!(
                     "failed logins for {usernames} usernames; this client is blocked for {lockout} s"
                 ),
@@ -93,19 +92,9 @@ impl<'a> PasswordAttempt<'a> {
         tracing::warn!(target: "security", %target, %reason, "suspicious login activity");
         let event = self
             .audit
-            .event("security.suspicious_login", Outcome::Failure)
+            .event(AuditAction::SuspiciousLogin, Outcome::Failure)
             .target(target)
             .reason(reason);
         self.state.audit.submit(event);
-    }
-}
-
-/// How an attempt names its target in the audit trail. The submitted name is echoed only if
-/// it is a valid username, so nothing odd reaches the log or the audit table.
-pub fn audit_target(username: &str) -> String {
-    if Username::validate(username).is_ok() {
-        format!("username:{username}")
-    } else {
-        "username:<invalid>".to_owned()
     }
 }

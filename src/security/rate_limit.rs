@@ -3,26 +3,26 @@
 //! * every request but health probes, per client (`RATE_LIMIT_GLOBAL`),
 //! * login, register and refresh, per client (`RATE_LIMIT_AUTH`),
 //! * writes, per user whichever credential they present, or per client when anonymous
-//!   (`RATE_LIMIT_WRITE`),
-//! * password attempts per username, from any client (`RATE_LIMIT_LOGIN_PER_USERNAME`).
+//!   (`RATE_LIMIT_WRITE`).
 //!
-//! The first three are actix-governor middleware. Their key extractors are infallible (a
-//! failed extraction would surface as an error outside the problem+json mapping) and read the
+//! (Password attempts per username are `login_throttle`'s.)
+//!
+//! All three are actix-governor middleware. Their key extractors are infallible (a failed
+//! extraction would surface as an error outside the problem+json mapping) and read the
 //! `ClientKey` resolved once by `telemetry::request_context` (trusted proxies only; IPv6 by
-//! network). The last is charged by `password_attempts` (login, password change), once the username is
-//! known.
+//! network).
 //!
 //! Every limited response is a 429 problem with `Retry-After`; every response that passed a
 //! limiter carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` of the strictest limiter it
 //! passed (`rate_limit_headers`).
 
-use std::{hash::Hash, num::NonZeroU32, rc::Rc, time::Duration};
+use std::{hash::Hash, rc::Rc, time::Duration};
 
 use actix_governor::{
     Governor, GovernorConfig, GovernorConfigBuilder, GovernorMiddleware, KeyExtractor,
     SimpleKeyExtractionError,
     governor::{
-        DefaultKeyedRateLimiter, NotUntil, Quota as GovernorQuota, RateLimiter,
+        NotUntil, RateLimiter,
         clock::{Clock, DefaultClock, QuantaInstant},
         middleware::{RateLimitingMiddleware, StateInformationMiddleware},
         state::keyed::ShrinkableKeyedStateStore,
@@ -36,28 +36,20 @@ use actix_web::{
         Method, StatusCode,
         header::{HeaderName, HeaderValue, RETRY_AFTER},
     },
-    web,
 };
 use futures_util::future::LocalBoxFuture;
 
 use crate::{
-    auth::extractor::{self, Principal},
-    config::Quota,
-    error::{ApiError, whole_seconds},
+    auth::{Principal, extractor},
+    config::{Quota, RateLimitSettings},
+    error::ApiError,
     security::client_ip::ClientKey,
-    state::AppState,
+    web::problem::whole_seconds,
 };
 
 const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
-
-pub fn governor_quota(quota: Quota) -> GovernorQuota {
-    let burst = NonZeroU32::new(quota.count).unwrap_or(NonZeroU32::MIN);
-    GovernorQuota::with_period(quota.replenish_interval())
-        .unwrap_or_else(|| GovernorQuota::per_second(burst))
-        .allow_burst(burst)
-}
 
 fn too_many_requests(negative: &NotUntil<QuantaInstant>) -> HttpResponse {
     let retry_after = negative.wait_time_from(DefaultClock::default().now());
@@ -186,8 +178,7 @@ pub struct Limiters {
 }
 
 impl Limiters {
-    pub fn new(state: &web::Data<AppState>) -> Self {
-        let limits = &state.settings.rate_limits;
+    pub fn new(limits: &RateLimitSettings) -> Self {
         Self {
             global: RateLimit::new(limits.global, GlobalKey, Counted::Every),
             auth: RateLimit::new(limits.auth, ClientKeyExtractor, Counted::Every),
@@ -420,38 +411,6 @@ fn keep_strictest_limit<B>(response: &mut ServiceResponse<B>, replenish: Duratio
     }
 }
 
-/// Password attempts per username, from any IP: a botnet rotating addresses still gets only
-/// this many guesses at one account.
-pub struct LoginThrottle {
-    limiter: DefaultKeyedRateLimiter<String>,
-}
-
-impl LoginThrottle {
-    pub fn new(quota: Quota) -> Self {
-        Self {
-            limiter: RateLimiter::keyed(governor_quota(quota)),
-        }
-    }
-
-    /// Counts one attempt for `username` (case-insensitive, as usernames are).
-    pub fn attempt(&self, username: &str) -> Result<(), ApiError> {
-        self.limiter
-            .check_key(&username.to_lowercase())
-            .map_err(|not_until| ApiError::RateLimited {
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-            })
-    }
-
-    /// Forgets usernames whose budget is full again, so the map does not grow without bound.
-    pub fn retain_recent(&self) {
-        forget_full_buckets(&self.limiter);
-    }
-
-    pub fn tracked_keys(&self) -> usize {
-        self.limiter.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,17 +451,5 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         forget_full_buckets(&limiter);
         assert_eq!(limiter.len(), 0);
-    }
-
-    #[test]
-    fn the_login_throttle_counts_usernames_case_insensitively() {
-        let throttle = LoginThrottle::new(Quota::per_minute(2));
-        assert!(throttle.attempt("Alice").is_ok());
-        assert!(throttle.attempt("alice").is_ok());
-        assert!(matches!(
-            throttle.attempt("ALICE"),
-            Err(ApiError::RateLimited { .. })
-        ));
-        assert!(throttle.attempt("bob").is_ok());
     }
 }

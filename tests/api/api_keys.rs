@@ -1,6 +1,6 @@
 //! API keys: shown once, stored hashed, scoped, revocable, never listed or logged.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{LOGS, TestApp, assert_problem, spawn_app, without_request_id};
@@ -11,14 +11,11 @@ async fn with_key(
     path: &str,
     key: &str,
 ) -> reqwest::Response {
-    let mut request = app
-        .client
-        .request(method.clone(), app.url(path))
-        .header("x-api-key", key);
+    let mut request = app.request(method.clone(), path).api_key(key);
     if method == reqwest::Method::POST {
         request = request.json(&json!({ "name": "Keyed", "studio": "Automation" }));
     }
-    request.send().await.unwrap()
+    request.send().await
 }
 
 #[tokio::test]
@@ -154,25 +151,49 @@ async fn a_key_cannot_manage_keys_or_change_the_password() {
     let user = app.new_user().await;
     let key = app.api_key_secret(&user.token, &["read", "write"]).await;
     let mint = app
-        .client
-        .post(app.url("/api/v1/users/me/api-keys"))
-        .header("x-api-key", &key)
+        .request(Method::POST, "/api/v1/users/me/api-keys")
+        .api_key(&key)
         .json(&json!({ "name": "child", "scopes": ["write"] }))
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_problem(mint, StatusCode::FORBIDDEN).await;
     let password = app
-        .client
-        .put(app.url("/api/v1/users/me/password"))
-        .header("x-api-key", &key)
+        .request(Method::PUT, "/api/v1/users/me/password")
+        .api_key(&key)
         .json(
             &json!({ "current_password": user.password, "new_password": "a-brand-new-passphrase" }),
         )
         .send()
+        .await;
+    assert_problem(password, StatusCode::FORBIDDEN).await;
+}
+
+#[tokio::test]
+async fn a_key_with_every_scope_can_neither_list_nor_revoke_keys_nor_log_out() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let created = app.create_api_key(&user.token, &["read", "write"]).await;
+    let key = created["key"].as_str().unwrap();
+    let key_path = format!("/api/v1/users/me/api-keys/{}", created["id"]);
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/users/me/api-keys"),
+        (reqwest::Method::DELETE, key_path.as_str()),
+        (reqwest::Method::POST, "/api/v1/auth/logout"),
+    ] {
+        let response = with_key(&app, method.clone(), path, key).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        assert_problem(response, StatusCode::FORBIDDEN).await;
+    }
+    // Nothing happened: the key still works and the login session is still open.
+    let me = with_key(&app, reqwest::Method::GET, "/api/v1/users/me", key).await;
+    assert_eq!(me.status(), StatusCode::OK);
+    let keys: Value = app
+        .get("/api/v1/users/me/api-keys", Some(&user.token))
+        .await
+        .json()
         .await
         .unwrap();
-    assert_problem(password, StatusCode::FORBIDDEN).await;
+    assert_eq!(keys["items"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
@@ -250,33 +250,31 @@ async fn twenty_seconds_of_bad_tokens_from_one_address_leave_the_database_and_lo
     const WINDOW_SECS: u64 = 4;
     const CLIENTS: usize = 4;
     let window = WINDOW_SECS.to_string();
-    let app = spawn_app_with(&[
-        ("RATE_LIMIT_GLOBAL", "20/s"),
-        ("AUDIT_DENIAL_WINDOW_SECS", &window),
-    ])
-    .await;
+    // Shared with the flooding tasks.
+    let app = Arc::new(
+        spawn_app_with(&[
+            ("RATE_LIMIT_GLOBAL", "20/s"),
+            ("AUDIT_DENIAL_WINDOW_SECS", &window),
+        ])
+        .await,
+    );
     let size_before = database_bytes(&app);
 
     let started = Instant::now();
     let next_request = Arc::new(AtomicU64::new(0));
     let flooders: Vec<_> = (0..CLIENTS)
         .map(|_| {
-            let (client, url, next_request) = (
-                app.client.clone(),
-                app.url("/api/v1/users/me"),
-                next_request.clone(),
-            );
+            let (app, next_request) = (app.clone(), next_request.clone());
             tokio::spawn(async move {
                 let (mut unauthenticated, mut limited) = (0u64, 0u64);
                 while started.elapsed() < Duration::from_secs(FLOOD_SECS) {
                     let n = next_request.fetch_add(1, Ordering::Relaxed);
-                    let response = client
-                        .get(&url)
-                        .bearer_auth("not-a-token")
+                    let response = app
+                        .request(Method::GET, "/api/v1/users/me")
+                        .bearer("not-a-token")
                         .header("x-request-id", format!("flood-{n}"))
                         .send()
-                        .await
-                        .expect("the server answers");
+                        .await;
                     match response.status() {
                         StatusCode::UNAUTHORIZED => unauthenticated += 1,
                         StatusCode::TOO_MANY_REQUESTS => limited += 1,
@@ -609,4 +607,46 @@ async fn admins_can_filter_and_page_through_the_audit_trail() {
         );
     }
     assert_problem(events(&app, &user.token, "").await, StatusCode::FORBIDDEN).await;
+}
+
+#[tokio::test]
+async fn a_misspelled_audit_action_is_refused_naming_the_field_and_the_document_lists_the_actions()
+{
+    let app = spawn_app().await;
+    let admin = app.new_admin().await;
+    let user = app.new_user().await;
+    app.login(&user.username, &user.password).await;
+
+    let known: Value = events(&app, &admin.token, "?action=auth.login")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(known["total"].as_i64().unwrap() >= 1);
+    for misspelled in ["?action=auth.logn", "?action=AUTH.LOGIN", "?action="] {
+        let problem = assert_problem(
+            events(&app, &admin.token, misspelled).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], "action", "{misspelled}");
+        assert!(problem.get("items").is_none());
+    }
+
+    let document: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let parameters = document["paths"]["/api/v1/admin/audit-events"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let action = parameters.iter().find(|p| p["name"] == "action").unwrap();
+    let allowed = action["schema"]["enum"]
+        .as_array()
+        .expect("the allowed actions are listed");
+    for expected in [
+        "auth.login",
+        "film.create",
+        "http.rate_limited",
+        "audit.prune",
+    ] {
+        assert!(allowed.iter().any(|a| a == expected), "{expected}");
+    }
 }

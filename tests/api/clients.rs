@@ -4,27 +4,10 @@
 //! of it through a trusted proxy, which is how a client's address arrives in production.
 
 use reqwest::StatusCode;
-use serde_json::json;
 
-use crate::helpers::{TestApp, assert_problem, spawn_app_with};
+use crate::helpers::{assert_problem, spawn_app_with};
 
 const PROXY: (&str, &str) = ("TRUSTED_PROXIES", "127.0.0.1/32");
-
-/// A login the proxy forwards for `client`.
-async fn login_from(
-    app: &TestApp,
-    client: &str,
-    username: &str,
-    password: &str,
-) -> reqwest::Response {
-    app.client
-        .post(app.url("/api/v1/auth/login"))
-        .header("x-forwarded-for", client)
-        .json(&json!({ "username": username, "password": password }))
-        .send()
-        .await
-        .expect("the request is sent")
-}
 
 #[tokio::test]
 async fn spraying_usernames_from_addresses_of_one_ipv6_64_blocks_that_network() {
@@ -35,15 +18,17 @@ async fn spraying_usernames_from_addresses_of_one_ipv6_64_blocks_that_network() 
         ("2001:db8:7:1:ffff::a2", "spray_b"),
         ("2001:db8:7:1:1234:5678:9abc:def0", "spray_c"),
     ] {
-        let response = login_from(&app, address, name, "Summer2026-password").await;
+        let response = app.login_from(address, name, "Summer2026-password").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{address}");
     }
 
-    let same_network = login_from(&app, "2001:db8:7:1::beef", &user.username, &user.password).await;
+    let same_network = app
+        .login_from("2001:db8:7:1::beef", &user.username, &user.password)
+        .await;
     let body = assert_problem(same_network, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(body["type"], "/problems/login-locked");
     assert_eq!(
-        login_from(&app, "2001:db8:7:2::a1", &user.username, &user.password)
+        app.login_from("2001:db8:7:2::a1", &user.username, &user.password)
             .await
             .status(),
         StatusCode::OK,
@@ -69,11 +54,13 @@ async fn addresses_of_one_ipv6_64_count_as_one_source_of_failures_for_a_username
     let app = spawn_app_with(&[PROXY, ("SUSPICIOUS_LOGIN_IPS_PER_USERNAME", "3")]).await;
     let victim = app.new_user().await;
     for address in ["2001:db8:9:1::1", "2001:db8:9:1::2", "2001:db8:9:1::3"] {
-        let response = login_from(&app, address, &victim.username, "wrong-guess-1234").await;
+        let response = app
+            .login_from(address, &victim.username, "wrong-guess-1234")
+            .await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{address}");
     }
     assert_eq!(
-        login_from(&app, "198.51.100.20", &victim.username, &victim.password)
+        app.login_from("198.51.100.20", &victim.username, &victim.password)
             .await
             .status(),
         StatusCode::OK,
@@ -82,9 +69,12 @@ async fn addresses_of_one_ipv6_64_count_as_one_source_of_failures_for_a_username
 
     // The control: three distinct networks do lock it.
     for address in ["2001:db8:9:1::1", "2001:db8:9:2::1", "2001:db8:9:3::1"] {
-        login_from(&app, address, &victim.username, "wrong-guess-1234").await;
+        app.login_from(address, &victim.username, "wrong-guess-1234")
+            .await;
     }
-    let locked = login_from(&app, "198.51.100.20", &victim.username, &victim.password).await;
+    let locked = app
+        .login_from("198.51.100.20", &victim.username, &victim.password)
+        .await;
     assert_problem(locked, StatusCode::TOO_MANY_REQUESTS).await;
 }
 
@@ -92,16 +82,17 @@ async fn addresses_of_one_ipv6_64_count_as_one_source_of_failures_for_a_username
 async fn the_per_client_limit_counts_one_ipv6_64_as_one_client() {
     let app = spawn_app_with(&[PROXY, ("RATE_LIMIT_AUTH", "3/hour")]).await;
     for address in ["2001:db8:5:1::1", "2001:db8:5:1::2", "2001:db8:5:1:a::3"] {
-        let response = login_from(&app, address, "someone", "guess-number-n").await;
+        let response = app.login_from(address, "someone", "guess-number-n").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{address}");
     }
     assert_problem(
-        login_from(&app, "2001:db8:5:1::4", "someone", "guess-number-n").await,
+        app.login_from("2001:db8:5:1::4", "someone", "guess-number-n")
+            .await,
         StatusCode::TOO_MANY_REQUESTS,
     )
     .await;
     assert_eq!(
-        login_from(&app, "2001:db8:5:2::1", "someone", "guess-number-n")
+        app.login_from("2001:db8:5:2::1", "someone", "guess-number-n")
             .await
             .status(),
         StatusCode::UNAUTHORIZED,
@@ -118,16 +109,17 @@ async fn the_ipv6_prefix_that_makes_one_client_is_configurable() {
     ])
     .await;
     for address in ["2001:db8:5:1::1", "2001:db8:5:2::1"] {
-        let response = login_from(&app, address, "someone", "guess-number-n").await;
+        let response = app.login_from(address, "someone", "guess-number-n").await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{address}");
     }
     assert_problem(
-        login_from(&app, "2001:db8:5:3::1", "someone", "guess-number-n").await,
+        app.login_from("2001:db8:5:3::1", "someone", "guess-number-n")
+            .await,
         StatusCode::TOO_MANY_REQUESTS,
     )
     .await;
     assert_eq!(
-        login_from(&app, "2001:db8:6::1", "someone", "guess-number-n")
+        app.login_from("2001:db8:6::1", "someone", "guess-number-n")
             .await
             .status(),
         StatusCode::UNAUTHORIZED,

@@ -3,10 +3,11 @@
 
 use std::{
     collections::HashMap,
+    io,
     path::PathBuf,
     process::Command,
     sync::{
-        LazyLock, Once,
+        Arc, LazyLock, Mutex, Once,
         atomic::{AtomicU32, Ordering},
     },
 };
@@ -14,10 +15,12 @@ use std::{
 use filmvault::{
     config::{LogFormat, Settings},
     startup::Application,
-    telemetry::{self, CapturedLogs},
+    telemetry,
 };
 use reqwest::{Method, Response, StatusCode};
+use serde::Serialize;
 use serde_json::{Value, json};
+use tracing_subscriber::fmt::MakeWriter;
 
 pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
 pub const STRONG_PASSWORD: &str = "violet-kettle-umbrella-42";
@@ -41,6 +44,37 @@ pub static LOGS: LazyLock<CapturedLogs> = LazyLock::new(|| {
 
 static INIT_LOGS: Once = Once::new();
 
+/// An in-memory log sink, so a test reads exactly what the service logged.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn contents(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for CapturedLogs {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
 pub struct TestApp {
     /// Plain HTTP (with TLS on, it only redirects).
     pub address: String,
@@ -48,7 +82,7 @@ pub struct TestApp {
     pub https_address: Option<String>,
     /// PEM of the development CA that signed the app's certificate.
     pub ca_pem: Option<String>,
-    pub client: reqwest::Client,
+    client: reqwest::Client,
     pub db_path: PathBuf,
     pub database_url: String,
     _dir: tempfile::TempDir,
@@ -154,6 +188,45 @@ pub fn client() -> reqwest::Client {
         .expect("a reqwest client")
 }
 
+/// A request to the app under test, built from `TestApp::request`, sent by the app's client
+/// (redirects not followed, 30-second timeout).
+#[must_use = "a request does nothing until it is sent"]
+pub struct TestRequest(reqwest::RequestBuilder);
+
+impl TestRequest {
+    /// `Authorization: Bearer <token>`.
+    pub fn bearer(self, token: &str) -> Self {
+        Self(self.0.bearer_auth(token))
+    }
+
+    /// `X-API-Key: <key>`.
+    pub fn api_key(self, key: &str) -> Self {
+        self.header("x-api-key", key)
+    }
+
+    /// `X-Forwarded-For: <client_ip>`, as the trusted proxy would send it.
+    pub fn forwarded_for(self, client_ip: &str) -> Self {
+        self.header("x-forwarded-for", client_ip)
+    }
+
+    pub fn header(self, name: &str, value: impl AsRef<str>) -> Self {
+        Self(self.0.header(name, value.as_ref()))
+    }
+
+    pub fn json<T: Serialize + ?Sized>(self, body: &T) -> Self {
+        Self(self.0.json(body))
+    }
+
+    /// A raw body, for the tests about what is not JSON (no `Content-Type` is added).
+    pub fn body(self, body: impl Into<reqwest::Body>) -> Self {
+        Self(self.0.body(body))
+    }
+
+    pub async fn send(self) -> Response {
+        self.0.send().await.expect("the request is sent")
+    }
+}
+
 static NEXT_USER: AtomicU32 = AtomicU32::new(1);
 
 pub fn unique_username(prefix: &str) -> String {
@@ -194,6 +267,12 @@ impl TestApp {
             .expect("a TLS client")
     }
 
+    /// The one way a test speaks to the app over plain HTTP: `get`, `post_json` and the rest
+    /// are shorthands for it.
+    pub fn request(&self, method: Method, path: &str) -> TestRequest {
+        TestRequest(self.client.request(method, self.url(path)))
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -201,14 +280,14 @@ impl TestApp {
         body: Option<&Value>,
         token: Option<&str>,
     ) -> Response {
-        let mut request = self.client.request(method, self.url(path));
+        let mut request = self.request(method, path);
         if let Some(body) = body {
             request = request.json(body);
         }
         if let Some(token) = token {
-            request = request.bearer_auth(token);
+            request = request.bearer(token);
         }
-        request.send().await.expect("the request is sent")
+        request.send().await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
@@ -251,6 +330,15 @@ impl TestApp {
             None,
         )
         .await
+    }
+
+    /// A login that the trusted proxy forwards on behalf of `client_ip`.
+    pub async fn login_from(&self, client_ip: &str, username: &str, password: &str) -> Response {
+        self.request(Method::POST, "/api/v1/auth/login")
+            .forwarded_for(client_ip)
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await
     }
 
     pub async fn access_token(&self, username: &str, password: &str) -> String {

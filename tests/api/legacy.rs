@@ -1,7 +1,7 @@
 //! The seed's routes and curl lines (seed 003), as its table describes them, with the
 //! authentication the design adds for writes.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{assert_problem, spawn_app_with};
@@ -14,7 +14,7 @@ async fn catalogue() -> crate::helpers::TestApp {
 #[tokio::test]
 async fn get_root_returns_a_random_film_as_json_with_200() {
     let app = catalogue().await;
-    let response = app.client.get(app.url("/")).send().await.unwrap();
+    let response = app.get("/", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
     assert_eq!(response.headers()["deprecation"], "@1793491200");
@@ -140,7 +140,7 @@ async fn add_film_stores_a_valid_film_with_201() {
 #[tokio::test]
 async fn head_add_film_answers_200_with_headers_and_no_body() {
     let app = catalogue().await;
-    let response = app.client.head(app.url("/add_film")).send().await.unwrap();
+    let response = app.request(Method::HEAD, "/add_film").send().await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["allow"], "POST, HEAD");
     assert!(response.bytes().await.unwrap().is_empty());

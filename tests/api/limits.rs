@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -116,12 +116,10 @@ async fn an_overlong_url_or_oversized_headers_are_refused() {
     let long_query = format!("/api/v1/films?q={}", "a".repeat(3000));
     assert_problem(app.get(&long_query, None).await, StatusCode::URI_TOO_LONG).await;
     let big_header = app
-        .client
-        .get(app.url("/api/v1/films"))
+        .request(Method::GET, "/api/v1/films")
         .header("x-padding", "p".repeat(20 * 1024))
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_problem(big_header, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE).await;
     let normal = app.get("/api/v1/films?q=frozen&limit=10", None).await;
     assert_eq!(normal.status(), StatusCode::OK);

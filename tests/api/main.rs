@@ -6,6 +6,7 @@ mod api_keys;
 mod audit;
 mod auth;
 mod authz;
+mod cli;
 mod clients;
 mod cors;
 mod crash;

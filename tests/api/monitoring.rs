@@ -7,7 +7,6 @@ use std::{
 };
 
 use reqwest::StatusCode;
-use serde_json::json;
 
 use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
 
@@ -29,7 +28,7 @@ async fn readiness_fails_when_the_database_file_is_gone() {
     );
 }
 
-fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, name_and_labels: &str) -> f64 {
     metrics
         .lines()
         .find(|line| line.starts_with(name_and_labels))
@@ -38,7 +37,7 @@ fn sample(metrics: &str, name_and_labels: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn metrics_as(app: &TestApp, token: &str) -> String {
+pub(crate) async fn metrics_as(app: &TestApp, token: &str) -> String {
     let response = app.get("/metrics", Some(token)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
@@ -110,16 +109,6 @@ async fn the_loopback_metrics_listener_needs_no_token() {
     assert!(response.text().await.unwrap().contains("rate_limiter_keys"));
 }
 
-async fn login_from(app: &TestApp, ip: &str, username: &str, password: &str) -> reqwest::Response {
-    app.client
-        .post(app.url("/api/v1/auth/login"))
-        .header("x-forwarded-for", ip)
-        .json(&json!({ "username": username, "password": password }))
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn failures_for_one_username_from_many_ips_lock_it_and_raise_one_security_event() {
     let app = spawn_app_with(&[
@@ -130,16 +119,18 @@ async fn failures_for_one_username_from_many_ips_lock_it_and_raise_one_security_
     let victim = app.new_user().await;
     let bystander = app.new_user().await;
     for i in 1..=4 {
-        let response = login_from(
-            &app,
-            &format!("203.0.113.{i}"),
-            &victim.username,
-            "wrong-guess-1234",
-        )
-        .await;
+        let response = app
+            .login_from(
+                &format!("203.0.113.{i}"),
+                &victim.username,
+                "wrong-guess-1234",
+            )
+            .await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
-    let locked = login_from(&app, "198.51.100.9", &victim.username, &victim.password).await;
+    let locked = app
+        .login_from("198.51.100.9", &victim.username, &victim.password)
+        .await;
     assert!(locked.headers().contains_key("retry-after"));
     let body = assert_problem(locked, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(
@@ -147,14 +138,9 @@ async fn failures_for_one_username_from_many_ips_lock_it_and_raise_one_security_
         "distinct from rate limiting"
     );
     assert_eq!(
-        login_from(
-            &app,
-            "198.51.100.9",
-            &bystander.username,
-            &bystander.password
-        )
-        .await
-        .status(),
+        app.login_from("198.51.100.9", &bystander.username, &bystander.password)
+            .await
+            .status(),
         StatusCode::OK
     );
 
@@ -175,12 +161,15 @@ async fn failures_for_many_usernames_from_one_ip_block_that_ip() {
     .await;
     let user = app.new_user().await;
     for name in ["spray_a", "spray_b", "spray_c"] {
-        login_from(&app, "192.0.2.66", name, "Summer2026-password").await;
+        app.login_from("192.0.2.66", name, "Summer2026-password")
+            .await;
     }
-    let blocked = login_from(&app, "192.0.2.66", &user.username, &user.password).await;
+    let blocked = app
+        .login_from("192.0.2.66", &user.username, &user.password)
+        .await;
     assert_problem(blocked, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(
-        login_from(&app, "192.0.2.67", &user.username, &user.password)
+        app.login_from("192.0.2.67", &user.username, &user.password)
             .await
             .status(),
         StatusCode::OK

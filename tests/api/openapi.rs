@@ -21,7 +21,7 @@ async fn mounted_routes() -> BTreeSet<(String, String)> {
     let url = format!("sqlite://{}", dir.path().join("routes.db").display());
     let settings = Settings::from_vars([("DATABASE_URL", url.as_str())]).unwrap();
     let state = startup::build_state(settings).await.unwrap();
-    let limiters = Limiters::new(&state);
+    let limiters = Limiters::new(&state.settings.rate_limits);
     let app = test::init_service(
         App::new()
             .app_data(state)
@@ -138,6 +138,30 @@ async fn the_document_is_openapi_3_1_with_both_security_schemes_and_problem_erro
     );
 }
 
+/// Routes that take `Session<…>` (login session only): an API key is refused there, so the
+/// document must not offer it.
+#[actix_web::test]
+async fn session_only_operations_document_the_bearer_token_alone() {
+    let (document, _) = described_operations().await;
+    for (path, method) in [
+        ("/api/v1/auth/logout", "post"),
+        ("/api/v1/users/me/password", "put"),
+        ("/api/v1/users/me/api-keys", "get"),
+        ("/api/v1/users/me/api-keys", "post"),
+        ("/api/v1/users/me/api-keys/{id}", "delete"),
+    ] {
+        assert_eq!(
+            document["paths"][path][method]["security"],
+            serde_json::json!([{ "bearer": [] }]),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        document["paths"]["/api/v1/users/me"]["get"]["security"],
+        serde_json::json!([{ "bearer": [] }, { "api_key": [] }]),
+    );
+}
+
 #[actix_web::test]
 async fn the_docs_page_is_served_from_the_binary_under_a_strict_csp() {
     let app = spawn_app().await;
@@ -191,4 +215,12 @@ async fn the_test_page_has_no_inline_script_or_style_and_renders_values_as_text(
     let script = app.get("/static/app.js", None).await.text().await.unwrap();
     assert!(!script.contains("innerHTML") && !script.contains("insertAdjacentHTML"));
     assert!(!script.contains("localStorage"), "tokens stay in memory");
+}
+
+#[tokio::test]
+async fn the_docs_address_without_its_slash_redirects_to_the_docs() {
+    let app = spawn_app().await;
+    let response = app.get("/docs", None).await;
+    assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(response.headers()["location"], "/docs/");
 }

@@ -1,7 +1,7 @@
 //! Password change: the current password is proven (within the login budget), other
 //! sessions end, keys stay.
 
-use reqwest::{Response, StatusCode};
+use reqwest::{Method, Response, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
@@ -40,12 +40,10 @@ async fn after_a_password_change_old_sessions_end_and_the_new_password_logs_in()
         StatusCode::OK
     );
     let keyed = app
-        .client
-        .get(app.url("/api/v1/users/me"))
-        .header("x-api-key", key)
+        .request(Method::GET, "/api/v1/users/me")
+        .api_key(&key)
         .send()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(keyed.status(), StatusCode::OK, "API keys stay valid");
 }
 
@@ -65,14 +63,12 @@ async fn change_password_from(
     token: &str,
     current: &str,
 ) -> Response {
-    app.client
-        .put(app.url("/api/v1/users/me/password"))
-        .header("x-forwarded-for", client_ip)
-        .bearer_auth(token)
+    app.request(Method::PUT, "/api/v1/users/me/password")
+        .forwarded_for(client_ip)
+        .bearer(token)
         .json(&json!({ "current_password": current, "new_password": NEW_PASSWORD }))
         .send()
         .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Rate limits: brute-force brake on login, per-IP for everything, per-principal for writes,
 //! headers that count down, and no dodging through X-Forwarded-For.
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::{TestApp, assert_problem, spawn_app_with};
@@ -12,13 +12,12 @@ fn header(response: &reqwest::Response, name: &str) -> u64 {
 
 async fn failed_login(app: &TestApp, forwarded_for: Option<&str>) -> reqwest::Response {
     let mut request = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
+        .request(Method::POST, "/api/v1/auth/login")
         .json(&json!({ "username": "someone", "password": "guess-number-n" }));
     if let Some(ip) = forwarded_for {
-        request = request.header("x-forwarded-for", ip);
+        request = request.forwarded_for(ip);
     }
-    request.send().await.unwrap()
+    request.send().await
 }
 
 #[tokio::test]
@@ -127,17 +126,16 @@ async fn writes_are_limited_per_user_not_per_ip() {
 
 /// A film creation with an API key (`X-API-Key`) or an access token (`Authorization`).
 async fn create_film_with(app: &TestApp, credential: &str, name: &str) -> reqwest::Response {
-    let request = app.client.post(app.url("/api/v1/films"));
+    let request = app.request(Method::POST, "/api/v1/films");
     let request = if credential.starts_with("fk_") {
-        request.header("x-api-key", credential)
+        request.api_key(credential)
     } else {
-        request.bearer_auth(credential)
+        request.bearer(credential)
     };
     request
         .json(&json!({ "name": name, "studio": "S" }))
         .send()
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -211,23 +209,21 @@ async fn one_username_gets_a_limited_number_of_guesses_from_any_number_of_ips() 
     let victim = app.new_user().await; // one attempt: the successful login
     for i in 0..2 {
         let response = app
-            .client
-            .post(app.url("/api/v1/auth/login"))
-            .header("x-forwarded-for", format!("198.51.100.{i}"))
-            .json(&json!({ "username": victim.username, "password": "wrong-guess-here" }))
-            .send()
-            .await
-            .unwrap();
+            .login_from(
+                &format!("198.51.100.{i}"),
+                &victim.username,
+                "wrong-guess-here",
+            )
+            .await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     }
     let blocked = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .header("x-forwarded-for", "192.0.2.200")
-        .json(&json!({ "username": victim.username.to_uppercase(), "password": victim.password }))
-        .send()
-        .await
-        .unwrap();
+        .login_from(
+            "192.0.2.200",
+            &victim.username.to_uppercase(),
+            &victim.password,
+        )
+        .await;
     assert_problem(blocked, StatusCode::TOO_MANY_REQUESTS).await;
     let bystander = app.new_user().await;
     assert_eq!(

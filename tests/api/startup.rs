@@ -1,6 +1,12 @@
 //! A fresh clone runs with zero setup; bad configuration stops it with one clear line.
 
-use std::process::Command;
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -47,19 +53,184 @@ async fn a_fresh_development_database_gets_the_demo_catalogue_once() {
 }
 
 fn run_binary(env: &[(&str, &str)]) -> std::process::Output {
+    // A temporary working directory: no stray .env is read.
+    let dir = tempfile::tempdir().unwrap();
+    run_binary_in(dir.path(), env)
+}
+
+fn run_binary_in(dir: &Path, env: &[(&str, &str)]) -> std::process::Output {
+    binary_in(dir, env).output().expect("the binary runs")
+}
+
+/// The binary with nothing but PATH and `env` in its environment, working in `dir`.
+fn binary_in(dir: &Path, env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_filmvault"));
     command
+        .current_dir(dir)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     for (key, value) in env {
         command.env(key, value);
     }
-    // A temporary working directory: no stray .env is read.
-    let dir = tempfile::tempdir().unwrap();
     command
-        .current_dir(dir.path())
-        .output()
-        .expect("the binary runs")
+}
+
+/// What a person sees when start-up fails: a non-zero exit and one message that names the
+/// variable at fault and says what to do, printed once (on stderr, not again in the log).
+#[test]
+fn every_fatal_start_up_error_names_its_variable_and_the_remedy_once() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port().to_string();
+    let cases = [
+        (
+            vec![("APP_PORT", busy_port.as_str())],
+            "APP_PORT",
+            "set APP_PORT to a free port",
+        ),
+        (
+            vec![("DATABASE_URL", "postgres://films:hunter2-pw@db/films")],
+            "DATABASE_URL",
+            "the `postgres` scheme is not supported",
+        ),
+        (
+            vec![(
+                "DATABASE_URL",
+                "sqlite:///nonexistent-filmvault-dir/films.db",
+            )],
+            "DATABASE_URL",
+            "the directory /nonexistent-filmvault-dir does not exist; create it",
+        ),
+        (
+            vec![("RUST_LOG", "info,sqlx=loud")],
+            "RUST_LOG",
+            "write levels like `info`",
+        ),
+    ];
+    for (env, variable, remedy) in cases {
+        let mut env = env;
+        if variable != "APP_PORT" {
+            env.push(("APP_PORT", "0"));
+        }
+        let output = run_binary(&env);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        assert!(!output.status.success(), "{env:?} started");
+        assert_eq!(stderr.matches(remedy).count(), 1, "{env:?}: {stderr}");
+        assert_eq!(
+            stderr.matches(&format!("{variable}:")).count(),
+            1,
+            "{env:?}: {stderr}"
+        );
+        assert!(!stdout.contains(remedy), "printed twice: {stdout}");
+        assert!(
+            !stderr.contains("hunter2"),
+            "a password is echoed: {stderr}"
+        );
+    }
+}
+
+/// A `.env` line that does not parse is reported by its line number in the file, and its
+/// text (which may hold a secret) is not repeated.
+#[test]
+fn a_bad_env_file_line_is_reported_by_its_number_without_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "# filmvault\nAPP_PORT=0\n\nJWT_SECRET=my unquoted secret-phrase\nRUST_LOG=info\n",
+    )
+    .unwrap();
+    let output = run_binary_in(dir.path(), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("line 4 of "), "{stderr}");
+    assert!(stderr.contains(".env is not NAME=value"), "{stderr}");
+    assert!(
+        !stderr.contains("secret-phrase"),
+        "the line is echoed: {stderr}"
+    );
+}
+
+/// The server's log up to the line that says where to go (at most 30 s of it); the server is
+/// then stopped.
+fn start_up_log(mut server: std::process::Child) -> Vec<String> {
+    let stdout = server.stdout.take().unwrap();
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let done = line.contains("/static/index.html");
+        seen.push(line);
+        if done {
+            break;
+        }
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    seen
+}
+
+#[test]
+fn start_up_warns_about_a_misspelled_variable_and_says_where_to_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = binary_in(
+        dir.path(),
+        &[
+            ("APP_PORT", "0"),
+            ("DATABASE_URL", "sqlite://filmvault.db"),
+            ("JWT_SECRTE", "meant-to-be-the-jwt-secret-0123456789"),
+            ("RUST_BACKTRACE", "1"),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let log = start_up_log(server);
+
+    let warnings: Vec<&String> = log.iter().filter(|l| l.contains("JWT_SECRTE")).collect();
+    assert_eq!(warnings.len(), 1, "{log:#?}");
+    assert!(warnings[0].contains("WARN"), "{log:#?}");
+    assert!(warnings[0].contains("did you mean JWT_SECRET?"), "{log:#?}");
+    assert!(!warnings[0].contains("meant-to-be"), "the value is logged");
+    assert!(
+        !log.iter().any(|l| l.contains("RUST_BACKTRACE")),
+        "the toolchain's variables are not ours: {log:#?}"
+    );
+
+    let listening = log.iter().find(|l| l.contains("filmvault is listening"));
+    let port = listening
+        .and_then(|l| l.split("http://127.0.0.1:").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .expect("the listening line has the address");
+    let where_to_go = log.last().expect("the server logged");
+    assert!(
+        where_to_go.contains(&format!("http://127.0.0.1:{port}/static/index.html")),
+        "{where_to_go}"
+    );
+    assert!(
+        where_to_go.contains(&format!("http://127.0.0.1:{port}/docs/")),
+        "{where_to_go}"
+    );
+}
+
+#[test]
+fn help_points_to_the_env_file_its_example_and_the_readme() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = binary_in(dir.path(), &[]).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for mention in [".env file", ".env.example", "README"] {
+        assert!(help.contains(mention), "{mention} missing from:\n{help}");
+    }
 }
 
 #[test]
@@ -119,14 +290,22 @@ fn the_example_environment_file_is_valid_and_documents_every_variable() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    filmvault::config::Settings::from_vars(vars).expect(".env.example is valid");
+    let settings = filmvault::config::Settings::from_vars(vars).expect(".env.example is valid");
+    assert_eq!(
+        settings.unknown_variables,
+        [],
+        ".env.example sets variables nothing reads"
+    );
 
     let config_source = std::fs::read_to_string(root.join("src/config.rs")).unwrap();
-    let read_by_config: std::collections::BTreeSet<&str> = config_source
+    let (config_code, _unit_tests) = config_source.split_once("#[cfg(test)]").unwrap();
+    let read_by_config: std::collections::BTreeSet<&str> = config_code
         .split('"')
         .skip(1)
         .step_by(2)
-        .filter(|s| s.len() > 3 && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+        // `JWT_`-style prefixes (the unknown-variable check's) are not variables.
+        .filter(|s| s.len() > 3 && !s.ends_with('_'))
+        .filter(|s| s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
         .collect();
     assert!(read_by_config.contains("JWT_SECRET"));
     for name in read_by_config {

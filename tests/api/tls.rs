@@ -97,12 +97,7 @@ async fn plain_http_is_redirected_to_the_same_path_on_https() {
         (reqwest::Method::POST, "/api/v1/auth/login"),
         (reqwest::Method::GET, "/no/such/route"),
     ] {
-        let response = app
-            .client
-            .request(method, app.url(path))
-            .send()
-            .await
-            .unwrap();
+        let response = app.request(method, path).send().await;
         assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY, "{path}");
         assert_eq!(
             response.headers()["location"],
@@ -125,11 +120,10 @@ async fn plain_http_is_redirected_to_the_same_path_on_https() {
 async fn the_redirect_goes_to_the_configured_public_url_whatever_the_host_header() {
     let redirect_of = |app: &crate::helpers::TestApp, host: &'static str| {
         let request = app
-            .client
-            .get(app.url("/api/v1/films?limit=5"))
+            .request(reqwest::Method::GET, "/api/v1/films?limit=5")
             .header("host", host);
         async move {
-            let response = request.send().await.unwrap();
+            let response = request.send().await;
             assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY);
             response.headers()["location"].to_str().unwrap().to_owned()
         }

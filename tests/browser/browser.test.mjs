@@ -1,7 +1,7 @@
 // Real-browser test of the test page, over HTTPS with a freshly generated dev certificate,
 // in Debian's headless Chromium driven by playwright-core.
 //
-//   FILMVAULT_BIN=target/debug/filmvault node tests/browser/browser.test.mjs
+//   node tests/browser/browser.test.mjs     (after cargo build; FILMVAULT_BIN=path overrides)
 //
 // Logs in, adds a film, likes it, checks the counts, proves a film named like an XSS payload
 // renders as text, exercises HEAD /add_film and the raw panel, loads the API docs, fails on
@@ -18,7 +18,10 @@ import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "../..");
-const binary = resolve(root, process.env.FILMVAULT_BIN ?? "target/debug/filmvault");
+const binary = resolve(
+  root,
+  process.env.FILMVAULT_BIN ?? join(process.env.CARGO_TARGET_DIR ?? "target", "debug", "filmvault"),
+);
 const chromiumPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const artifacts = join(here, "artifacts");
 

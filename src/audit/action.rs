@@ -1,0 +1,38 @@
+//! What happened: every action the audit trail records, spelled once.
+
+use crate::vocabulary::vocabulary;
+
+vocabulary! {
+    /// An audit action, stored and filtered by its dotted name (`auth.login`).
+    ///
+    /// Stored rows keep their action for the whole retention, so a word is never removed or
+    /// respelled: the admin listing could not read those rows back.
+    pub enum AuditAction {
+        Login = "auth.login",
+        Logout = "auth.logout",
+        Refresh = "auth.refresh",
+        /// A rotated refresh token came back: its session is revoked.
+        RefreshReuse = "auth.refresh_reuse",
+        Register = "user.register",
+        /// An administrator created from the command line.
+        CreateAdmin = "user.create_admin",
+        PasswordChange = "user.password_change",
+        RoleChange = "admin.role_change",
+        UserDisable = "admin.user_disable",
+        UserEnable = "admin.user_enable",
+        FilmCreate = "film.create",
+        FilmUpdate = "film.update",
+        FilmDelete = "film.delete",
+        ApiKeyCreate = "api_key.create",
+        ApiKeyRevoke = "api_key.revoke",
+        SuspiciousLogin = "security.suspicious_login",
+        /// A 401 its handler did not record more specifically.
+        Unauthenticated = "http.unauthenticated",
+        /// A 403 its handler did not record more specifically.
+        Forbidden = "http.forbidden",
+        /// A 429.
+        RateLimited = "http.rate_limited",
+        /// Events past their retention were deleted.
+        Prune = "audit.prune",
+    }
+}
