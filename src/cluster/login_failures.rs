@@ -113,16 +113,14 @@ mod tests {
     use super::*;
     use crate::cluster::store::test_store;
 
-    fn failures(lockout_secs: u64) -> SharedLoginFailures {
-        SharedLoginFailures::new(
-            test_store(),
-            SuspiciousLoginSettings {
-                window: Duration::from_secs(900),
-                clients_per_username: 3,
-                usernames_per_client: 4,
-                lockout: Duration::from_secs(lockout_secs),
-            },
-        )
+    fn failures(lockout_secs: u64) -> Option<SharedLoginFailures> {
+        let settings = SuspiciousLoginSettings {
+            window: Duration::from_secs(900),
+            clients_per_username: 3,
+            usernames_per_client: 4,
+            lockout: Duration::from_secs(lockout_secs),
+        };
+        Some(SharedLoginFailures::new(test_store()?, settings))
     }
 
     fn client(last: u8) -> ClientKey {
@@ -131,7 +129,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_username_failing_from_many_clients_is_locked_once_for_everyone() {
-        let monitor = failures(60);
+        let Some(monitor) = failures(60) else { return };
         // A second instance: same Redis, same prefix.
         let other = SharedLoginFailures::new(monitor.store.clone(), monitor.settings);
         let first = monitor.record_failure("victim", client(1)).await.unwrap();
@@ -157,7 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_client_failing_with_many_usernames_is_blocked() {
-        let monitor = failures(60);
+        let Some(monitor) = failures(60) else { return };
         for name in ["a1", "a2", "a3"] {
             let count = monitor.record_failure(name, client(7)).await.unwrap();
             assert!(!count.client_blocked);
@@ -176,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_zero_lockout_reports_once_but_locks_nothing() {
-        let monitor = failures(0);
+        let Some(monitor) = failures(0) else { return };
         let mut raised = 0;
         for last in 1..=5 {
             let count = monitor
@@ -191,7 +189,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_success_forgets_the_usernames_failures() {
-        let monitor = failures(60);
+        let Some(monitor) = failures(60) else { return };
         monitor.record_failure("alice", client(1)).await.unwrap();
         monitor.record_failure("alice", client(2)).await.unwrap();
         monitor.forget_username("alice").await.unwrap();

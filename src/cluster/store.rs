@@ -132,11 +132,16 @@ pub(crate) async fn bounded_by<T>(
     }
 }
 
-/// A store on the test Redis (`TEST_REDIS_URL`, default the local one) under a fresh prefix,
-/// so tests running at once never share a key. Tests fail, never skip, without Redis.
 #[cfg(test)]
-pub(crate) fn test_store() -> RedisStore {
-    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+#[path = "../../tests/support/test_redis.rs"]
+mod test_redis;
+
+/// A store on the tests' Redis (see `test_redis`) under a fresh prefix, so tests running at
+/// once never share a key; `None` (said on stderr) only on a developer's machine without Redis.
+#[cfg(test)]
+pub(crate) fn test_store() -> Option<RedisStore> {
+    let url = test_redis::test_redis_url()?;
     let prefix = format!("filmvault-test-{}", uuid::Uuid::new_v4().simple());
-    RedisStore::new(&SecretString::from(url), &prefix).expect("TEST_REDIS_URL is a redis:// URL")
+    let store = RedisStore::new(&SecretString::from(url), &prefix);
+    Some(store.expect("TEST_REDIS_URL is a redis:// URL"))
 }

@@ -27,6 +27,8 @@ mod rate_limit;
 mod sessions;
 mod slow_clients;
 mod startup;
+#[path = "../support/test_redis.rs"]
+mod test_redis;
 mod tls;
 mod tokens;
 mod validation;
