@@ -186,6 +186,9 @@ pub(crate) async fn create_api_key(
         CreateKeyError::TooManyKeys => {
             ApiError::Conflict("You have the maximum number of active API keys; revoke one first.")
         }
+        CreateKeyError::NoFreeLookup => {
+            anyhow::anyhow!("every API key lookup part drawn was already taken").into()
+        }
         CreateKeyError::Database(e) => e.into(),
     })?;
     Ok(HttpResponse::Created().json(CreatedApiKey { view, key }))
