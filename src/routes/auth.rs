@@ -20,7 +20,7 @@ use crate::{
         text,
         user::{self, Email, NewPassword, NewUser, UserProfile, Username},
     },
-    error::{ApiError, ForField},
+    error::{ApiError, ForField, Step},
     extract::Json,
     security::{
         client_ip::ClientKey, overload::InFlightSlot, password_attempts::PasswordAttempt,
@@ -296,13 +296,22 @@ pub(crate) async fn logout(
     audit: AuditContext,
 ) -> Result<HttpResponse, ApiError> {
     let session = caller.id.as_str();
-    let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
-    refresh::revoke_family(&mut tx, session, RevokeReason::Logout).await?;
+    let mut tx = state
+        .db
+        .writer
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .step("begin the logout")?;
+    refresh::revoke_family(&mut tx, session, RevokeReason::Logout)
+        .await
+        .step("revoke the session's refresh tokens")?;
     let event = audit
         .event(AuditAction::Logout, Outcome::Success)
         .target(AuditTarget::Session(session.to_owned()));
-    audit::record(&mut *tx, &event).await?;
-    tx.commit().await?;
+    audit::record(&mut *tx, &event)
+        .await
+        .step("record the logout")?;
+    tx.commit().await.step("commit the logout")?;
     state.revocations.revoke_session(session);
     Ok(HttpResponse::NoContent().finish())
 }
