@@ -158,8 +158,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
     }
     Ok(web::Data::new(AppState {
         passwords: PasswordHasher::new(
-            settings.password_hash_concurrency,
-            settings.password_hash_queue,
+            settings.limits.password_hash_concurrency,
+            settings.limits.password_hash_queue,
         )?,
         jwt: JwtCodec::new(&settings.jwt),
         revocations: Revocations::load(&db.reader, settings.jwt.access_token_ttl.as_secs()).await?,
@@ -285,18 +285,18 @@ fn serve(
     let tls_terminated_by_proxy = settings.tls_terminated_by_proxy;
     let cors_origins = settings.cors_allowed_origins.clone();
     let in_flight = InFlightLimit::new(
-        settings.max_in_flight_requests,
-        settings.overload_queue_timeout,
+        settings.limits.max_in_flight_requests,
+        settings.limits.overload_queue_timeout,
     );
     let body_limits = web::Data::new(BodyLimits {
-        max_bytes: settings.max_json_body_bytes,
-        read_timeout: settings.request_timeout,
+        max_bytes: settings.limits.max_json_body_bytes,
+        read_timeout: settings.limits.request_timeout,
     });
     let redirect_base: Option<Arc<str>> =
         https_port.map(|port| tls::redirect_base(settings.public_base_url.as_deref(), port).into());
-    let workers = settings.workers;
-    let keep_alive = settings.keep_alive;
-    let request_timeout = settings.request_timeout;
+    let workers = settings.limits.workers;
+    let keep_alive = settings.limits.keep_alive;
+    let request_timeout = settings.limits.request_timeout;
     let idle_limit = IdleLimit::new(keep_alive, request_timeout);
 
     let limiters = web::Data::new(limiters);
