@@ -13,12 +13,15 @@ use crate::{
     auth::{
         Role, Session,
         jwt::TokenSubject,
-        password::Verification,
+        login::{self, CredentialCheck},
         refresh::{self, IssuedRefreshToken, RevokeReason, Rotation},
     },
     domain::{
         text,
-        user::{self, Email, NewPassword, NewUser, UserProfile, Username},
+        user::{
+            self, Email, NewPassword, NewUser, StartedSession, UserCredentials, UserProfile,
+            Username,
+        },
     },
     error::{ApiError, ForField, Step},
     extract::Json,
@@ -177,73 +180,95 @@ pub(crate) async fn login(
     request.validate()?;
     let LoginRequest { username, password } = request;
     let password = SecretString::from(password);
-    let target = AuditTarget::login_name(&username);
-    let refuse = |outcome, reason: &'static str, error: ApiError| {
-        let event = audit
-            .event(AuditAction::Login, outcome)
-            .target(target.clone())
-            .reason(reason);
-        state.audit.submit(event);
-        Err(error)
-    };
-    let attempt = match PasswordAttempt::start(&state, &audit, client, &username) {
+    match open_session(&state, &audit, client, slot, &username, password).await? {
+        Ok(session) => token_response(&state, subject_of(&session.account), session.refresh),
+        Err(refused) => {
+            let event = audit
+                .event(AuditAction::Login, refused.outcome)
+                .target(AuditTarget::login_name(&username))
+                .reason(refused.reason);
+            state.audit.submit(event);
+            Err(refused.error)
+        }
+    }
+}
+
+/// A login refused for a reason the audit trail records; the client gets `error`.
+struct LoginRefused {
+    outcome: Outcome,
+    reason: &'static str,
+    error: ApiError,
+}
+
+impl LoginRefused {
+    fn failure(reason: &'static str) -> Self {
+        Self {
+            outcome: Outcome::Failure,
+            reason,
+            error: ApiError::InvalidCredentials,
+        }
+    }
+}
+
+/// Charges the attempt to the username's budget, checks the password and starts the session.
+/// The outer error is one the audit trail does not record (a full hash queue, a 500).
+async fn open_session(
+    state: &AppState,
+    audit: &AuditContext,
+    client: ClientKey,
+    slot: InFlightSlot,
+    username: &str,
+    password: SecretString,
+) -> Result<Result<StartedSession, LoginRefused>, ApiError> {
+    let attempt = match PasswordAttempt::start(state, audit, client, username) {
         Ok(attempt) => attempt,
-        Err(refused) => return refuse(Outcome::Denied, refused.reason, refused.error),
-    };
-    let fail = |reason: &'static str| {
-        attempt.failed();
-        refuse(Outcome::Failure, reason, ApiError::InvalidCredentials)
+        Err(refused) => {
+            return Ok(Err(LoginRefused {
+                outcome: Outcome::Denied,
+                reason: refused.reason,
+                error: refused.error,
+            }));
+        }
     };
     // Before the database read, so a login refused by a full hash queue costs nothing.
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
     slot.release();
-    let account = user::find_credentials(&state.db.reader, &username).await?;
-    let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
-    let verification = hashing.verify(password.clone(), stored_hash).await?;
-    let (account, needs_rehash) = match (account, verification) {
-        (Some(account), Verification::Valid { needs_rehash }) if !account.disabled => {
-            (account, needs_rehash)
+    let check = login::check_credentials(&state.db.reader, &hashing, username, password);
+    let verified = match check.await? {
+        CredentialCheck::Verified(verified) => verified,
+        CredentialCheck::Refused(refusal) => {
+            attempt.failed();
+            return Ok(Err(LoginRefused::failure(refusal.reason())));
         }
-        (Some(_), Verification::Valid { .. }) => return fail("account disabled"),
-        (Some(_), Verification::Invalid) => return fail("wrong password"),
-        (None, _) => return fail("unknown user"),
     };
-    let upgraded_hash = if needs_rehash {
-        Some(hashing.hash(password).await?)
-    } else {
-        None
-    };
-    let refresh_ttl = state.settings.jwt.refresh_token_ttl.as_secs();
     let started = user::start_session(
         &state.db.writer,
-        &account,
-        upgraded_hash,
-        refresh_ttl,
-        &audit,
+        &verified.account,
+        verified.upgraded_hash,
+        state.settings.jwt.refresh_token_ttl.as_secs(),
+        audit,
     )
-    .await?;
+    .await
+    .step("start the session")?;
     // The password was right, but it or the account changed while argon2 ran: whatever
     // committed first (a password change, a disable) wins over this login.
     let Some(session) = started else {
-        return refuse(
-            Outcome::Failure,
+        return Ok(Err(LoginRefused::failure(
             "the account changed during the login",
-            ApiError::InvalidCredentials,
-        );
+        )));
     };
     attempt.succeeded();
-    let account = session.account;
-    token_response(
-        &state,
-        TokenSubject {
-            user_id: account.id,
-            username: &account.username,
-            role: account.role,
-            token_version: account.token_version,
-        },
-        session.refresh,
-    )
+    Ok(Ok(session))
+}
+
+fn subject_of(account: &UserCredentials) -> TokenSubject<'_> {
+    TokenSubject {
+        user_id: account.id,
+        username: &account.username,
+        role: account.role,
+        token_version: account.token_version,
+    }
 }
 
 /// Exchange a refresh token for a new pair of the same session.
