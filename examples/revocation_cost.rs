@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .execute(&db.writer)
     .await?;
-    let revocations = Revocations::load(&db.reader, 900).await?;
+    let revocations = Revocations::load(&db.reader, 900, None).await?;
 
     let checks: i64 = 10_000_000;
     let sessions: Vec<String> = (0..1024).map(|i| format!("live-session-{i}")).collect();

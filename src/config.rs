@@ -190,12 +190,27 @@ pub struct LogSettings {
     pub file: Option<PathBuf>,
 }
 
+/// The state several instances share (`REDIS_URL`); `None` runs single-node, in memory.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// May hold a password.
+    pub url: SecretString,
+    /// Starts every key and the revocation channel: deployments can share one Redis.
+    pub key_prefix: String,
+    /// How long revocations are trusted from memory while the broadcast channel is not
+    /// confirmed; past it, every token is checked against the database.
+    pub max_staleness: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub environment: Environment,
     pub host: IpAddr,
     pub port: u16,
     pub database_url: String,
+    pub redis: Option<RedisSettings>,
+    /// Names this process in logs and metrics (`INSTANCE_ID`, default host name and pid).
+    pub instance_id: String,
     pub jwt: JwtSettings,
     /// True when JWT_SECRET was not set and a random one was generated for this run.
     pub jwt_secret_generated: bool,
@@ -271,6 +286,8 @@ impl Settings {
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: vars.parse_or("APP_PORT", 8080)?,
             database_url: database_url(&vars)?,
+            redis: redis_settings(&vars, production)?,
+            instance_id: instance_id(&vars)?,
             jwt,
             jwt_secret_generated,
             cors_allowed_origins,
@@ -513,6 +530,84 @@ fn public_base_url(
     }
 }
 
+/// Without `REDIS_URL` every limit, lockout and revocation lives in one process's memory:
+/// right for one instance, wrong for several, where limits multiply and a revoked token
+/// keeps working on the other instances. PostgreSQL is what several instances run on, so a
+/// production start on it must either share that state or say it runs alone.
+fn redis_settings(vars: &Vars, production: bool) -> Result<Option<RedisSettings>, ConfigError> {
+    let single_instance: bool = vars.parse_or("SINGLE_INSTANCE", false)?;
+    let key_prefix = vars.get("REDIS_KEY_PREFIX").unwrap_or("filmvault");
+    let max_staleness = Duration::from_millis(vars.parse_in_range(
+        "REVOCATION_MAX_STALENESS_MS",
+        2000,
+        200..=60_000,
+    )?);
+    let Some(url) = vars.get("REDIS_URL") else {
+        let on_postgres = ["postgres://", "postgresql://"].iter().any(|scheme| {
+            vars.get("DATABASE_URL")
+                .is_some_and(|url| url.starts_with(scheme))
+        });
+        if production && on_postgres && !single_instance {
+            return Err(ConfigError::new(
+                "REDIS_URL",
+                "must be set in production on PostgreSQL: instances that do not share their \
+                 rate limits, lockouts and revocations through Redis multiply every limit and \
+                 keep revoked tokens working; set SINGLE_INSTANCE=true if exactly one instance \
+                 ever runs",
+            ));
+        }
+        return Ok(None);
+    };
+    if single_instance {
+        return Err(ConfigError::new(
+            "SINGLE_INSTANCE",
+            "contradicts REDIS_URL: unset one of them",
+        ));
+    }
+    // Never echo the URL: it may carry a password.
+    if !url.starts_with("redis://") || redis::Client::open(url).is_err() {
+        return Err(ConfigError::new(
+            "REDIS_URL",
+            "must be redis://[user:password@]host[:port][/db] (rediss:// is not built in: \
+             reach Redis on a private network or through a TLS tunnel)",
+        ));
+    }
+    if !is_short_name(key_prefix) {
+        return Err(ConfigError::new(
+            "REDIS_KEY_PREFIX",
+            "must be 1 to 64 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    Ok(Some(RedisSettings {
+        url: SecretString::from(url.to_owned()),
+        key_prefix: key_prefix.to_owned(),
+        max_staleness,
+    }))
+}
+
+/// 1 to 64 of `A-Z a-z 0-9 - _ .`: safe in a Redis key, a log field or a metric label.
+fn is_short_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+fn instance_id(vars: &Vars) -> Result<String, ConfigError> {
+    let Some(id) = vars.get("INSTANCE_ID") else {
+        let host = rustix::system::uname();
+        let host = host.nodename().to_string_lossy();
+        return Ok(format!("{host}-{}", std::process::id()));
+    };
+    if !is_short_name(id) {
+        return Err(ConfigError::new(
+            "INSTANCE_ID",
+            "must be 1 to 64 letters, digits, `-`, `_` or `.`",
+        ));
+    }
+    Ok(id.to_owned())
+}
+
 fn database_url(vars: &Vars) -> Result<String, ConfigError> {
     let url = vars.get("DATABASE_URL").unwrap_or("sqlite://filmvault.db");
     if url.starts_with("sqlite:") {
@@ -668,7 +763,7 @@ fn line_number(path: &Path, text: &str) -> Option<usize> {
 /// Prefixes that only this service's variables use, so a set variable starting with one is a
 /// mistake. Prefixes that other software shares (`RUST_` with the toolchain, `HTTPS_` with
 /// `HTTPS_PROXY`) are not listed; a typo there is still caught by its distance.
-const OUR_PREFIXES: [&str; 11] = [
+const OUR_PREFIXES: [&str; 12] = [
     "APP_",
     "JWT_",
     "DATABASE_",
@@ -680,6 +775,7 @@ const OUR_PREFIXES: [&str; 11] = [
     "SUSPICIOUS_LOGIN_",
     "LOG_",
     "METRICS_",
+    "REVOCATION_",
 ];
 
 /// Edits (insertions, deletions, substitutions, swaps) from a misspelled name to ours.
@@ -927,6 +1023,87 @@ mod tests {
         assert_eq!(
             settings.unwrap().public_base_url.as_deref(),
             Some("https://films.example.com:8443")
+        );
+    }
+
+    #[test]
+    fn production_on_postgresql_needs_redis_unless_it_says_it_runs_alone() {
+        let postgres = ("DATABASE_URL", "postgres://filmvault@db.internal/filmvault");
+        let proxy = [
+            ("PUBLIC_BASE_URL", "https://films.example.com"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8"),
+        ];
+        let err = production(&[postgres, proxy[0], proxy[1]]).unwrap_err();
+        assert_eq!(err.variable, "REDIS_URL");
+        assert!(err.reason.contains("SINGLE_INSTANCE=true"), "{err}");
+        // (Until PostgreSQL support lands, DATABASE_URL itself is refused next.)
+        let alone = production(&[postgres, proxy[0], proxy[1], ("SINGLE_INSTANCE", "true")]);
+        assert!(alone.map_or_else(|e| e.variable != "REDIS_URL", |s| s.redis.is_none()));
+        let shared = production(&[
+            postgres,
+            proxy[0],
+            proxy[1],
+            ("REDIS_URL", "redis://redis.internal:6379/0"),
+        ]);
+        assert!(shared.map_or_else(|e| e.variable != "REDIS_URL", |s| s.redis.is_some()));
+        let sqlite_shared = production(&[
+            proxy[0],
+            proxy[1],
+            ("REDIS_URL", "redis://redis.internal:6379/0"),
+        ]);
+        assert_eq!(
+            sqlite_shared.unwrap().redis.unwrap().key_prefix,
+            "filmvault"
+        );
+        // SQLite is one file on one machine: no such requirement.
+        assert!(production(&[proxy[0], proxy[1]]).is_ok());
+    }
+
+    #[test]
+    fn a_bad_redis_setting_names_its_variable_and_never_echoes_the_url() {
+        for (vars, expected) in [
+            (
+                vec![("REDIS_URL", "http://user:hunter2-secret@redis:6379")],
+                "REDIS_URL",
+            ),
+            (
+                vec![("REDIS_URL", "rediss://user:hunter2-secret@redis:6379")],
+                "REDIS_URL",
+            ),
+            (
+                vec![
+                    ("REDIS_URL", "redis://127.0.0.1"),
+                    ("SINGLE_INSTANCE", "true"),
+                ],
+                "SINGLE_INSTANCE",
+            ),
+            (
+                vec![
+                    ("REDIS_URL", "redis://127.0.0.1"),
+                    ("REDIS_KEY_PREFIX", "a b"),
+                ],
+                "REDIS_KEY_PREFIX",
+            ),
+            (
+                vec![
+                    ("REDIS_URL", "redis://127.0.0.1"),
+                    ("REVOCATION_MAX_STALENESS_MS", "100"),
+                ],
+                "REVOCATION_MAX_STALENESS_MS",
+            ),
+            (vec![("INSTANCE_ID", "web 1")], "INSTANCE_ID"),
+        ] {
+            let err = Settings::from_vars(vars.clone()).unwrap_err();
+            assert_eq!(err.variable, expected, "{vars:?}");
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let settings = Settings::from_vars([("INSTANCE_ID", "web-1")]).unwrap();
+        assert_eq!(settings.instance_id, "web-1");
+        let default = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert!(
+            default
+                .instance_id
+                .ends_with(&format!("-{}", std::process::id()))
         );
     }
 

@@ -67,9 +67,13 @@ pub enum ApiError {
     LoginLocked { retry_after: Duration },
     #[error("overloaded")]
     Overloaded { retry_after: Duration },
+    /// A store the request depends on (Redis) cannot be asked: refused rather than let
+    /// through unchecked.
+    #[error("unavailable")]
+    Unavailable { retry_after: Duration },
     #[error("request timeout")]
     RequestTimeout,
-    /// Readiness probe failed: the database cannot serve.
+    /// Readiness probe failed: the database (or Redis) cannot serve.
     #[error("not ready")]
     NotReady,
     #[error(transparent)]
@@ -113,6 +117,17 @@ impl From<HashError> for ApiError {
                 retry_after: Duration::from_secs(1),
             },
             HashError::Failed(error) => Self::Internal(error),
+        }
+    }
+}
+
+/// Redis is usually back within seconds (a restart, a failover); every request until then
+/// is refused the same way.
+impl From<crate::cluster::Unavailable> for ApiError {
+    fn from(error: crate::cluster::Unavailable) -> Self {
+        tracing::warn!(%error, "refused: Redis cannot be asked");
+        Self::Unavailable {
+            retry_after: Duration::from_secs(2),
         }
     }
 }

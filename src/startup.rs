@@ -35,6 +35,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     audit::{self, AuditQueue},
     auth::{jwt::JwtCodec, password::PasswordHasher, refresh, revocation::Revocations},
+    cluster::{RedisStore, revocation_channel::RevocationChannel},
     config::{RetentionSettings, Settings},
     db::Database,
     domain::{seed, user},
@@ -96,7 +97,8 @@ impl Application {
         };
         let state = build_state(settings).await?;
         monitoring::handle();
-        let limiters = Limiters::new(&state.settings.rate_limits);
+        let limiters = Limiters::new(&state.settings.rate_limits, state.redis.as_ref());
+        spawn_revocation_follower(state.clone());
         spawn_limiter_purge(limiters.clone(), state.clone());
         spawn_pruning(state.clone());
         let (metrics_server, metrics_port) = match state.settings.metrics_addr {
@@ -157,15 +159,35 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
             );
         }
     }
+    let redis = match &settings.redis {
+        Some(shared) => Some(RedisStore::new(&shared.url, &shared.key_prefix)?),
+        None => None,
+    };
+    let channel = settings
+        .redis
+        .as_ref()
+        .zip(redis.as_ref())
+        .map(|(shared, store)| RevocationChannel::new(store.clone(), shared.max_staleness));
+    tracing::info!(
+        instance = %settings.instance_id,
+        shared_state = if redis.is_some() { "redis" } else { "memory" },
+        "security state ready"
+    );
     Ok(web::Data::new(AppState {
         passwords: PasswordHasher::new(
             settings.limits.password_hash_concurrency,
             settings.limits.password_hash_queue,
         )?,
         jwt: JwtCodec::new(&settings.jwt),
-        revocations: Revocations::load(&db.reader, settings.jwt.access_token_ttl.as_secs()).await?,
-        login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username),
-        login_monitor: LoginMonitor::new(settings.suspicious_logins),
+        revocations: Revocations::load(
+            &db.reader,
+            settings.jwt.access_token_ttl.as_secs(),
+            channel,
+        )
+        .await?,
+        login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username, redis.as_ref()),
+        login_monitor: LoginMonitor::new(settings.suspicious_logins, redis.as_ref()),
+        redis,
         audit: AuditQueue::start(db.writer.clone(), settings.audit_denial_window),
         db,
         settings,
@@ -227,6 +249,13 @@ fn spawn_limiter_purge(limiters: Limiters, state: web::Data<AppState>) {
             state.login_monitor.purge();
         }
     });
+}
+
+/// Several instances: hears the others' revocations (a single instance has nothing to hear).
+fn spawn_revocation_follower(state: web::Data<AppState>) {
+    if state.redis.is_some() {
+        tokio::spawn(async move { state.revocations.follow_broadcast().await });
+    }
 }
 
 fn spawn_pruning(state: web::Data<AppState>) {

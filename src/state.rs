@@ -3,6 +3,7 @@
 use crate::{
     audit::AuditQueue,
     auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
+    cluster::RedisStore,
     config::Settings,
     db::Database,
     security::{login_monitor::LoginMonitor, login_throttle::LoginThrottle},
@@ -10,6 +11,8 @@ use crate::{
 
 pub struct AppState {
     pub db: Database,
+    /// Several instances: where they share their security state (`REDIS_URL`).
+    pub redis: Option<RedisStore>,
     pub passwords: PasswordHasher,
     pub jwt: JwtCodec,
     pub revocations: Revocations,

@@ -11,8 +11,11 @@
 //!   tokens issued in it are refused at once. An entry is kept only for one access-token
 //!   lifetime, after which every token of that session has expired anyway.
 //!
-//! Both are loaded from the database at start, so a restart forgets nothing. One process holds
-//! this state; several instances would share it through the database or a cache (see README).
+//! Both are loaded from the database at start, so a restart forgets nothing. With several
+//! instances (`REDIS_URL`) each change is also announced on the revocation channel, and every
+//! instance reads it from the database; while that channel is not confirmed for longer than
+//! its staleness bound, tokens are checked against the database instead of this memory
+//! (`cluster::revocation_channel`).
 
 use std::{
     collections::HashMap,
@@ -21,7 +24,10 @@ use std::{
 
 use sqlx::SqlitePool;
 
-use crate::auth::{jwt::unix_now, refresh::RevokeReason};
+use crate::{
+    auth::{jwt::unix_now, refresh::RevokeReason},
+    cluster::revocation_channel::{Notice, RevocationChannel},
+};
 
 pub struct Revocations {
     reader: SqlitePool,
@@ -30,40 +36,52 @@ pub struct Revocations {
     /// family id -> unix time after which the entry can be forgotten
     revoked_sessions: RwLock<HashMap<String, u64>>,
     access_token_ttl_secs: u64,
+    /// Several instances: how changes travel, and whether this memory may be trusted.
+    channel: Option<RevocationChannel>,
 }
 
 impl Revocations {
-    pub async fn load(reader: &SqlitePool, access_token_ttl_secs: u64) -> sqlx::Result<Self> {
+    pub async fn load(
+        reader: &SqlitePool,
+        access_token_ttl_secs: u64,
+        channel: Option<RevocationChannel>,
+    ) -> sqlx::Result<Self> {
+        let revocations = Self {
+            reader: reader.clone(),
+            token_versions: RwLock::default(),
+            revoked_sessions: RwLock::default(),
+            access_token_ttl_secs,
+            channel,
+        };
+        revocations.resync().await?;
+        Ok(revocations)
+    }
+
+    /// Reads every bumped token version and every recently revoked session from the
+    /// database into memory (which only ever adds revocations).
+    async fn resync(&self) -> sqlx::Result<()> {
         let versions: Vec<(i64, i64)> =
             sqlx::query_as("SELECT id, token_version FROM users WHERE token_version > 0")
-                .fetch_all(reader)
+                .fetch_all(&self.reader)
                 .await?;
-        let now = unix_now();
-        let since = i64::try_from(now.saturating_sub(access_token_ttl_secs)).unwrap_or(i64::MAX);
+        let since = unix_now().saturating_sub(self.access_token_ttl_secs);
         let sessions: Vec<(String, i64)> = sqlx::query_as(
             "SELECT family_id, max(revoked_at) FROM refresh_tokens
              WHERE revoked_at >= ?1 AND revoked_reason IN (?2, ?3)
              GROUP BY family_id",
         )
-        .bind(since)
+        .bind(i64::try_from(since).unwrap_or(i64::MAX))
         .bind(RevokeReason::Logout)
         .bind(RevokeReason::Reuse)
-        .fetch_all(reader)
+        .fetch_all(&self.reader)
         .await?;
-        Ok(Self {
-            reader: reader.clone(),
-            token_versions: RwLock::new(versions.into_iter().collect()),
-            revoked_sessions: RwLock::new(
-                sessions
-                    .into_iter()
-                    .map(|(family, at)| {
-                        let at = u64::try_from(at).unwrap_or(now);
-                        (family, at + access_token_ttl_secs)
-                    })
-                    .collect(),
-            ),
-            access_token_ttl_secs,
-        })
+        for (user_id, version) in versions {
+            self.remember(user_id, version);
+        }
+        for (family_id, revoked_at) in sessions {
+            self.remember_session(family_id, revoked_at);
+        }
+        Ok(())
     }
 
     /// Whether a token of `user_id` carrying `version` (and issued in `session`) is still
@@ -74,6 +92,9 @@ impl Revocations {
         version: i64,
         session: Option<&str>,
     ) -> sqlx::Result<bool> {
+        if !self.memory_is_current() {
+            return self.permits_by_database(user_id, version, session).await;
+        }
         let Some(current) = self.current_version(user_id).await? else {
             return Ok(false);
         };
@@ -90,6 +111,38 @@ impl Revocations {
         })
     }
 
+    /// One instance: memory is always current. Several: only while the channel is confirmed.
+    fn memory_is_current(&self) -> bool {
+        self.channel
+            .as_ref()
+            .is_none_or(RevocationChannel::is_fresh)
+    }
+
+    /// The same decision from the database alone (what memory holds may be stale).
+    async fn permits_by_database(
+        &self,
+        user_id: i64,
+        version: i64,
+        session: Option<&str>,
+    ) -> sqlx::Result<bool> {
+        let Some(current) = self.stored_version(user_id).await? else {
+            return Ok(false);
+        };
+        if version < self.remember(user_id, current) {
+            return Ok(false);
+        }
+        let Some(session) = session else {
+            return Ok(true);
+        };
+        match self.session_revoked_at(session).await? {
+            Some(revoked_at) => {
+                self.remember_session(session.to_owned(), revoked_at);
+                Ok(false)
+            }
+            None => Ok(true),
+        }
+    }
+
     /// From memory, or else read from the database once; `None` if there is no such enabled
     /// user (not remembered: a user created later must not find a stale refusal here).
     async fn current_version(&self, user_id: i64) -> sqlx::Result<Option<i64>> {
@@ -102,17 +155,34 @@ impl Revocations {
         if known.is_some() {
             return Ok(known);
         }
-        let stored: Option<i64> =
-            sqlx::query_scalar("SELECT token_version FROM users WHERE id = ?1 AND disabled = 0")
-                .bind(user_id)
-                .fetch_optional(&self.reader)
-                .await?;
+        let stored = self.stored_version(user_id).await?;
         Ok(stored.map(|version| self.remember(user_id, version)))
     }
 
-    /// Records a version already committed to the database.
-    pub fn set_version(&self, user_id: i64, version: i64) {
+    async fn stored_version(&self, user_id: i64) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar("SELECT token_version FROM users WHERE id = ?1 AND disabled = 0")
+            .bind(user_id)
+            .fetch_optional(&self.reader)
+            .await
+    }
+
+    /// When `family_id` was ended by logout or reuse, if it was.
+    async fn session_revoked_at(&self, family_id: &str) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar(
+            "SELECT max(revoked_at) FROM refresh_tokens
+             WHERE family_id = ?1 AND revoked_reason IN (?2, ?3)",
+        )
+        .bind(family_id)
+        .bind(RevokeReason::Logout)
+        .bind(RevokeReason::Reuse)
+        .fetch_one(&self.reader)
+        .await
+    }
+
+    /// Records a version already committed to the database, and tells the other instances.
+    pub async fn set_version(&self, user_id: i64, version: i64) {
         self.remember(user_id, version);
+        self.announce(Notice::TokenVersion { user_id }).await;
     }
 
     /// Versions only grow: a read that raced a bump must not lower what is known. Returns the
@@ -127,14 +197,63 @@ impl Revocations {
         *known
     }
 
-    pub fn revoke_session(&self, family_id: &str) {
+    /// Records a session revocation already committed, and tells the other instances.
+    pub async fn revoke_session(&self, family_id: &str) {
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        self.remember_session(family_id.to_owned(), now);
+        self.announce(Notice::Session {
+            family_id: family_id.to_owned(),
+        })
+        .await;
+    }
+
+    fn remember_session(&self, family_id: String, revoked_at: i64) {
         let now = unix_now();
+        let revoked_at = u64::try_from(revoked_at).unwrap_or(now);
         let mut sessions = self
             .revoked_sessions
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         sessions.retain(|_, forget_after| *forget_after > now);
-        sessions.insert(family_id.to_owned(), now + self.access_token_ttl_secs);
+        sessions.insert(family_id, revoked_at + self.access_token_ttl_secs);
+    }
+
+    async fn announce(&self, notice: Notice) {
+        if let Some(channel) = &self.channel {
+            channel.publish(&notice).await;
+        }
+    }
+
+    /// Several instances: follows the revocation channel for as long as the process runs
+    /// (returns at once for a single instance).
+    pub async fn follow_broadcast(&self) {
+        if let Some(channel) = &self.channel {
+            channel
+                .follow(|| self.resync(), |notice| self.apply(notice))
+                .await;
+        }
+    }
+
+    /// Another instance changed something: read it from the database.
+    async fn apply(&self, notice: Notice) -> sqlx::Result<()> {
+        match notice {
+            Notice::TokenVersion { user_id } => {
+                let stored: Option<i64> =
+                    sqlx::query_scalar("SELECT token_version FROM users WHERE id = ?1")
+                        .bind(user_id)
+                        .fetch_optional(&self.reader)
+                        .await?;
+                if let Some(version) = stored {
+                    self.remember(user_id, version);
+                }
+            }
+            Notice::Session { family_id } => {
+                if let Some(revoked_at) = self.session_revoked_at(&family_id).await? {
+                    self.remember_session(family_id, revoked_at);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -155,7 +274,7 @@ mod tests {
         .execute(&db.writer)
         .await
         .unwrap();
-        let revocations = Revocations::load(&db.reader, 900).await.unwrap();
+        let revocations = Revocations::load(&db.reader, 900, None).await.unwrap();
         (dir, revocations)
     }
 
@@ -163,7 +282,7 @@ mod tests {
     async fn an_older_token_version_is_refused_and_the_current_one_accepted() {
         let (_dir, revocations) = revocations().await;
         assert!(revocations.permits(1, 0, None).await.unwrap());
-        revocations.set_version(1, 2);
+        revocations.set_version(1, 2).await;
         assert!(!revocations.permits(1, 1, None).await.unwrap());
         assert!(revocations.permits(1, 2, None).await.unwrap());
     }
@@ -171,8 +290,8 @@ mod tests {
     #[tokio::test]
     async fn a_known_version_never_goes_back() {
         let (_dir, revocations) = revocations().await;
-        revocations.set_version(1, 3);
-        revocations.set_version(1, 2);
+        revocations.set_version(1, 3).await;
+        revocations.set_version(1, 2).await;
         assert!(!revocations.permits(1, 2, None).await.unwrap());
     }
 
@@ -186,7 +305,7 @@ mod tests {
     #[tokio::test]
     async fn a_revoked_session_refuses_its_tokens_only() {
         let (_dir, revocations) = revocations().await;
-        revocations.revoke_session("family-a");
+        revocations.revoke_session("family-a").await;
         assert!(!revocations.permits(1, 0, Some("family-a")).await.unwrap());
         assert!(revocations.permits(1, 0, Some("family-b")).await.unwrap());
     }

@@ -87,7 +87,7 @@ pub(crate) async fn update_user(
     };
     let update = user::update_account(&state.db.writer, *id, changes, &audit).await?;
     if let Some(version) = update.new_token_version {
-        state.revocations.set_version(*id, version);
+        state.revocations.set_version(*id, version).await;
     }
     Ok(HttpResponse::Ok().json(update.profile))
 }

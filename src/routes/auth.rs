@@ -180,38 +180,13 @@ pub(crate) async fn login(
     request.validate()?;
     let LoginRequest { username, password } = request;
     let password = SecretString::from(password);
-    match open_session(&state, &audit, client, slot, &username, password).await? {
-        Ok(session) => token_response(&state, subject_of(&session.account), session.refresh),
-        Err(refused) => {
-            let event = audit
-                .event(AuditAction::Login, refused.outcome)
-                .target(AuditTarget::login_name(&username))
-                .reason(refused.reason);
-            state.audit.submit(event);
-            Err(refused.error)
-        }
-    }
-}
-
-/// A login refused for a reason the audit trail records; the client gets `error`.
-struct LoginRefused {
-    outcome: Outcome,
-    reason: &'static str,
-    error: ApiError,
-}
-
-impl LoginRefused {
-    fn failure(reason: &'static str) -> Self {
-        Self {
-            outcome: Outcome::Failure,
-            reason,
-            error: ApiError::InvalidCredentials,
-        }
-    }
+    let session = open_session(&state, &audit, client, slot, &username, password).await?;
+    token_response(&state, subject_of(&session.account), session.refresh)
 }
 
 /// Charges the attempt to the username's budget, checks the password and starts the session.
-/// The outer error is one the audit trail does not record (a full hash queue, a 500).
+/// Each refusal is recorded in the audit trail with its reason; the client sees only the 401
+/// (or the 429 of the budget).
 async fn open_session(
     state: &AppState,
     audit: &AuditContext,
@@ -219,17 +194,18 @@ async fn open_session(
     slot: InFlightSlot,
     username: &str,
     password: SecretString,
-) -> Result<Result<StartedSession, LoginRefused>, ApiError> {
-    let attempt = match PasswordAttempt::start(state, audit, client, username) {
-        Ok(attempt) => attempt,
-        Err(refused) => {
-            return Ok(Err(LoginRefused {
-                outcome: Outcome::Denied,
-                reason: refused.reason,
-                error: refused.error,
-            }));
-        }
+) -> Result<StartedSession, ApiError> {
+    let refuse = |outcome, reason: &'static str, error: ApiError| {
+        let event = audit
+            .event(AuditAction::Login, outcome)
+            .target(AuditTarget::login_name(username))
+            .reason(reason);
+        state.audit.submit(event);
+        error
     };
+    let attempt = PasswordAttempt::start(state, audit, client, username)
+        .await
+        .map_err(|refused| refuse(Outcome::Denied, refused.reason, refused.error))?;
     // Before the database read, so a login refused by a full hash queue costs nothing.
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
@@ -238,8 +214,13 @@ async fn open_session(
     let verified = match check.await? {
         CredentialCheck::Verified(verified) => verified,
         CredentialCheck::Refused(refusal) => {
-            attempt.failed();
-            return Ok(Err(LoginRefused::failure(refusal.reason())));
+            let refused = refuse(
+                Outcome::Failure,
+                refusal.reason(),
+                ApiError::InvalidCredentials,
+            );
+            attempt.failed().await?;
+            return Err(refused);
         }
     };
     let started = user::start_session(
@@ -254,12 +235,15 @@ async fn open_session(
     // The password was right, but it or the account changed while argon2 ran: whatever
     // committed first (a password change, a disable) wins over this login.
     let Some(session) = started else {
-        return Ok(Err(LoginRefused::failure(
-            "the account changed during the login",
-        )));
+        let reason = "the account changed during the login";
+        return Err(refuse(
+            Outcome::Failure,
+            reason,
+            ApiError::InvalidCredentials,
+        ));
     };
-    attempt.succeeded();
-    Ok(Ok(session))
+    attempt.succeeded().await;
+    Ok(session)
 }
 
 fn subject_of(account: &UserCredentials) -> TokenSubject<'_> {
@@ -294,7 +278,7 @@ pub(crate) async fn refresh_tokens(
             issued,
         ),
         Rotation::ReuseDetected { user_id, family_id } => {
-            state.revocations.revoke_session(&family_id);
+            state.revocations.revoke_session(&family_id).await;
             tracing::warn!(
                 target: "security",
                 user_id,
@@ -337,6 +321,6 @@ pub(crate) async fn logout(
         .await
         .step("record the logout")?;
     tx.commit().await.step("commit the logout")?;
-    state.revocations.revoke_session(session);
+    state.revocations.revoke_session(session).await;
     Ok(HttpResponse::NoContent().finish())
 }

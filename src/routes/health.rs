@@ -24,10 +24,17 @@ pub(crate) async fn live() -> HttpResponse {
 }
 
 /// The database file opens and every migration is applied.
+///
+/// With several instances (`REDIS_URL`), Redis answers too: without it every request but
+/// the health probes is refused with 503.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses((status = 200, description = "Ready", body = Health)))]
 pub(crate) async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.db.is_ready().await {
+    let redis_ready = match &state.redis {
+        Some(redis) => redis.is_ready().await,
+        None => true,
+    };
+    if redis_ready && state.db.is_ready().await {
         Ok(HttpResponse::Ok().json(Health { status: "ready" }))
     } else {
         Err(ApiError::NotReady)

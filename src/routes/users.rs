@@ -121,6 +121,7 @@ pub(crate) async fn change_password(
     };
     let rejected = |reason| refuse(Outcome::Failure, reason, ApiError::InvalidCredentials);
     let attempt = PasswordAttempt::start(&state, &audit, client, &account.username)
+        .await
         .map_err(|refused| refuse(Outcome::Denied, refused.reason, refused.error))?;
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
@@ -130,10 +131,11 @@ pub(crate) async fn change_password(
         .await
         .step("verify the current password")?;
     if verification == Verification::Invalid {
-        attempt.failed();
-        return Err(rejected("wrong current password"));
+        let refused = rejected("wrong current password");
+        attempt.failed().await?;
+        return Err(refused);
     }
-    attempt.succeeded();
+    attempt.succeeded().await;
     let new_hash = hashing
         .hash(new.into_secret())
         .await
@@ -146,7 +148,7 @@ pub(crate) async fn change_password(
     let Some(version) = changed else {
         return Err(rejected("the password changed during the check"));
     };
-    state.revocations.set_version(account.id, version);
+    state.revocations.set_version(account.id, version).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

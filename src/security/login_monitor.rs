@@ -13,6 +13,9 @@
 //! Either raises one `security.suspicious_login` audit event and a warning. Usernames are
 //! tracked as submitted, existing or not, so a lock never tells whether an account exists.
 //! `ACCOUNT_LOCKOUT_SECS=0` keeps the warnings and locks nothing.
+//!
+//! The counters and locks are in memory, or in Redis when several instances share them
+//! (`REDIS_URL`, `cluster::login_failures`): the same rules, counted once for all instances.
 
 use std::{
     collections::HashMap,
@@ -20,7 +23,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{config::SuspiciousLoginSettings, security::client_ip::ClientKey};
+use crate::{
+    cluster::{RedisStore, Unavailable, login_failures::SharedLoginFailures},
+    config::SuspiciousLoginSettings,
+    security::client_ip::ClientKey,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Suspicion {
@@ -40,7 +47,9 @@ struct Failures {
 
 pub struct LoginMonitor {
     settings: SuspiciousLoginSettings,
+    /// Used when `shared` is not.
     failures: Mutex<Failures>,
+    shared: Option<SharedLoginFailures>,
 }
 
 fn distinct<T: PartialEq>(values: impl Iterator<Item = T>) -> usize {
@@ -54,15 +63,66 @@ fn distinct<T: PartialEq>(values: impl Iterator<Item = T>) -> usize {
 }
 
 impl LoginMonitor {
-    pub fn new(settings: SuspiciousLoginSettings) -> Self {
+    pub fn new(settings: SuspiciousLoginSettings, shared: Option<&RedisStore>) -> Self {
         Self {
             settings,
             failures: Mutex::default(),
+            shared: shared.map(|store| SharedLoginFailures::new(store.clone(), settings)),
+        }
+    }
+
+    /// How long the username stays locked or the client blocked, if either is.
+    pub async fn locked_for(
+        &self,
+        username: &str,
+        client: ClientKey,
+    ) -> Result<Option<Duration>, Unavailable> {
+        match &self.shared {
+            Some(shared) => shared.locked_for(&username.to_lowercase(), client).await,
+            None => Ok(self.check(username, client).err()),
+        }
+    }
+
+    /// Records a failed login; returns the suspicions this failure newly raised.
+    pub async fn failed(
+        &self,
+        username: &str,
+        client: ClientKey,
+    ) -> Result<Vec<Suspicion>, Unavailable> {
+        let Some(shared) = &self.shared else {
+            return Ok(self.record_failure(username, client));
+        };
+        let username = username.to_lowercase();
+        let count = shared.record_failure(&username, client).await?;
+        let mut raised = Vec::new();
+        if count.username_locked {
+            raised.push(Suspicion::ManyClientsForOneUsername {
+                username,
+                clients: count.clients,
+            });
+        }
+        if count.client_blocked {
+            raised.push(Suspicion::ManyUsernamesFromOneClient {
+                client,
+                usernames: count.usernames,
+            });
+        }
+        Ok(raised)
+    }
+
+    /// A successful login forgets that username's failures.
+    pub async fn succeeded(&self, username: &str) -> Result<(), Unavailable> {
+        match &self.shared {
+            Some(shared) => shared.forget_username(&username.to_lowercase()).await,
+            None => {
+                self.record_success(username);
+                Ok(())
+            }
         }
     }
 
     /// `Err(remaining)` while the username is locked or the client blocked.
-    pub fn check(&self, username: &str, client: ClientKey) -> Result<(), Duration> {
+    fn check(&self, username: &str, client: ClientKey) -> Result<(), Duration> {
         let now = Instant::now();
         let failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
         let until = [
@@ -80,8 +140,7 @@ impl LoginMonitor {
         }
     }
 
-    /// Records a failed login; returns the suspicions this failure newly raised.
-    pub fn record_failure(&self, username: &str, client: ClientKey) -> Vec<Suspicion> {
+    fn record_failure(&self, username: &str, client: ClientKey) -> Vec<Suspicion> {
         let now = Instant::now();
         let window_start = now.checked_sub(self.settings.window).unwrap_or(now);
         let username = username.to_lowercase();
@@ -128,8 +187,7 @@ impl LoginMonitor {
         raised
     }
 
-    /// A successful login forgets that username's failures.
-    pub fn record_success(&self, username: &str) {
+    fn record_success(&self, username: &str) {
         self.failures
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -166,12 +224,15 @@ mod tests {
     use super::*;
 
     fn monitor(lockout_secs: u64) -> LoginMonitor {
-        LoginMonitor::new(SuspiciousLoginSettings {
-            window: Duration::from_secs(900),
-            clients_per_username: 3,
-            usernames_per_client: 4,
-            lockout: Duration::from_secs(lockout_secs),
-        })
+        LoginMonitor::new(
+            SuspiciousLoginSettings {
+                window: Duration::from_secs(900),
+                clients_per_username: 3,
+                usernames_per_client: 4,
+                lockout: Duration::from_secs(lockout_secs),
+            },
+            None,
+        )
     }
 
     fn client(last: u8) -> ClientKey {
@@ -230,12 +291,15 @@ mod tests {
 
     #[test]
     fn the_purge_leaves_nothing_behind_once_the_window_and_locks_are_over() {
-        let monitor = LoginMonitor::new(SuspiciousLoginSettings {
-            window: Duration::ZERO,
-            clients_per_username: 3,
-            usernames_per_client: 3,
-            lockout: Duration::ZERO,
-        });
+        let monitor = LoginMonitor::new(
+            SuspiciousLoginSettings {
+                window: Duration::ZERO,
+                clients_per_username: 3,
+                usernames_per_client: 3,
+                lockout: Duration::ZERO,
+            },
+            None,
+        );
         for last in 0..100 {
             monitor.record_failure(&format!("user{last}"), client(last));
         }

@@ -1,6 +1,6 @@
 //! Password attempts per username, from any client (`RATE_LIMIT_LOGIN_PER_USERNAME`): a GCRA
 //! bucket per username, charged by `password_attempts` (login, password change) once the
-//! username is known.
+//! username is known. In memory, or in Redis when several instances share it (`REDIS_URL`).
 
 use std::num::NonZeroU32;
 
@@ -9,7 +9,15 @@ use actix_governor::governor::{
     clock::{Clock, DefaultClock},
 };
 
-use crate::{config::Quota, error::ApiError};
+use crate::{
+    cluster::{
+        RedisStore,
+        gcra::{Decision, SharedLimiter},
+        login_failures::hashed_username,
+    },
+    config::Quota,
+    error::ApiError,
+};
 
 fn governor_quota(quota: Quota) -> GovernorQuota {
     let burst = NonZeroU32::new(quota.count).unwrap_or(NonZeroU32::MIN);
@@ -20,34 +28,50 @@ fn governor_quota(quota: Quota) -> GovernorQuota {
 
 /// Password attempts per username, from any IP: a botnet rotating addresses still gets only
 /// this many guesses at one account.
-pub struct LoginThrottle {
-    limiter: DefaultKeyedRateLimiter<String>,
+pub enum LoginThrottle {
+    Local(DefaultKeyedRateLimiter<String>),
+    /// Keyed by a hash of the username: keys stay short whatever was submitted.
+    Shared(SharedLimiter),
 }
 
 impl LoginThrottle {
-    pub fn new(quota: Quota) -> Self {
-        Self {
-            limiter: RateLimiter::keyed(governor_quota(quota)),
+    pub fn new(quota: Quota, shared: Option<&RedisStore>) -> Self {
+        match shared {
+            Some(store) => Self::Shared(SharedLimiter::new(store.clone(), "login-user", quota)),
+            None => Self::Local(RateLimiter::keyed(governor_quota(quota))),
         }
     }
 
     /// Counts one attempt for `username` (case-insensitive, as usernames are).
-    pub fn attempt(&self, username: &str) -> Result<(), ApiError> {
-        self.limiter
-            .check_key(&username.to_lowercase())
-            .map_err(|not_until| ApiError::RateLimited {
-                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-            })
+    pub async fn attempt(&self, username: &str) -> Result<(), ApiError> {
+        let username = username.to_lowercase();
+        let retry_after = match self {
+            Self::Local(limiter) => match limiter.check_key(&username) {
+                Ok(_) => return Ok(()),
+                Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
+            },
+            Self::Shared(limiter) => match limiter.check(&hashed_username(&username)).await? {
+                Decision::Allowed { .. } => return Ok(()),
+                Decision::Limited { retry_after } => retry_after,
+            },
+        };
+        Err(ApiError::RateLimited { retry_after })
     }
 
-    /// Forgets usernames whose budget is full again, so the map does not grow without bound.
+    /// Forgets usernames whose budget is full again, so the map does not grow without bound
+    /// (Redis expires its keys by itself).
     pub fn retain_recent(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        if let Self::Local(limiter) = self {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
     }
 
     pub fn tracked_keys(&self) -> usize {
-        self.limiter.len()
+        match self {
+            Self::Local(limiter) => limiter.len(),
+            Self::Shared(_) => 0,
+        }
     }
 }
 
@@ -55,15 +79,20 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_login_throttle_counts_usernames_case_insensitively() {
-        let throttle = LoginThrottle::new(Quota::per_minute(2));
-        assert!(throttle.attempt("Alice").is_ok());
-        assert!(throttle.attempt("alice").is_ok());
-        assert!(matches!(
-            throttle.attempt("ALICE"),
-            Err(ApiError::RateLimited { .. })
-        ));
-        assert!(throttle.attempt("bob").is_ok());
+    #[tokio::test]
+    async fn the_login_throttle_counts_usernames_case_insensitively_in_memory_and_in_redis() {
+        let store = crate::cluster::test_store();
+        for throttle in [
+            LoginThrottle::new(Quota::per_minute(2), None),
+            LoginThrottle::new(Quota::per_minute(2), Some(&store)),
+        ] {
+            assert!(throttle.attempt("Alice").await.is_ok());
+            assert!(throttle.attempt("alice").await.is_ok());
+            assert!(matches!(
+                throttle.attempt("ALICE").await,
+                Err(ApiError::RateLimited { .. })
+            ));
+            assert!(throttle.attempt("bob").await.is_ok());
+        }
     }
 }

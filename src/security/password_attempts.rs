@@ -30,13 +30,21 @@ pub struct Refused {
 
 impl<'a> PasswordAttempt<'a> {
     /// Charges one attempt at `username` from `client`.
-    pub fn start(
+    pub async fn start(
         state: &'a AppState,
         audit: &'a AuditContext,
         client: ClientKey,
         username: &'a str,
     ) -> Result<Self, Refused> {
-        if let Err(retry_after) = state.login_monitor.check(username, client) {
+        let locked = state
+            .login_monitor
+            .locked_for(username, client)
+            .await
+            .map_err(|unavailable| Refused {
+                reason: "login locks unavailable",
+                error: unavailable.into(),
+            })?;
+        if let Some(retry_after) = locked {
             return Err(Refused {
                 reason: "locked after suspicious failures",
                 error: ApiError::LoginLocked { retry_after },
@@ -45,6 +53,7 @@ impl<'a> PasswordAttempt<'a> {
         state
             .login_throttle
             .attempt(username)
+            .await
             .map_err(|error| Refused {
                 reason: "username rate limit",
                 error,
@@ -57,20 +66,26 @@ impl<'a> PasswordAttempt<'a> {
         })
     }
 
-    /// The password was wrong (or the account unknown or disabled).
-    pub fn failed(&self) {
+    /// The password was wrong (or the account unknown or disabled). A failure that cannot
+    /// be counted is an error: nothing escapes the pattern detection.
+    pub async fn failed(&self) -> Result<(), ApiError> {
         let suspicions = self
             .state
             .login_monitor
-            .record_failure(self.username, self.client);
+            .failed(self.username, self.client)
+            .await?;
         for suspicion in &suspicions {
             self.report(suspicion);
         }
+        Ok(())
     }
 
-    /// The password was right: the username's earlier failures are forgiven.
-    pub fn succeeded(&self) {
-        self.state.login_monitor.record_success(self.username);
+    /// The password was right: the username's earlier failures are forgiven (a leniency: if
+    /// Redis cannot be told, they simply age out of the window).
+    pub async fn succeeded(&self) {
+        if let Err(error) = self.state.login_monitor.succeeded(self.username).await {
+            tracing::warn!(%error, "a login's earlier failures could not be forgotten");
+        }
     }
 
     fn report(&self, suspicion: &Suspicion) {

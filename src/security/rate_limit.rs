@@ -12,6 +12,10 @@
 //! `ClientKey` resolved once by `telemetry::request_context` (trusted proxies only; IPv6 by
 //! network).
 //!
+//! With several instances (`REDIS_URL`) the same limits are decided in Redis instead, by the
+//! same algorithm with the same answers (`rate_limit_shared`); actix-governor then only keeps
+//! the request flow and the headers.
+//!
 //! Every limited response is a 429 problem with `Retry-After`; every response that passed a
 //! limiter carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` of the strictest limiter it
 //! passed (`rate_limit_headers`).
@@ -41,21 +45,32 @@ use futures_util::future::LocalBoxFuture;
 
 use crate::{
     auth::{Principal, extractor},
+    cluster::{RedisStore, gcra::SharedLimiter},
     config::{Quota, RateLimitSettings},
     error::ApiError,
-    security::client_ip::ClientKey,
+    security::{
+        client_ip::ClientKey,
+        rate_limit_shared::{Bucket, Decider, SharedDecision},
+    },
     web::problem::whole_seconds,
 };
 
-const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(crate) const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 fn too_many_requests(negative: &NotUntil<QuantaInstant>) -> HttpResponse {
-    let retry_after = negative.wait_time_from(DefaultClock::default().now());
+    rate_limited(
+        negative.quota().burst_size().get(),
+        negative.wait_time_from(DefaultClock::default().now()),
+    )
+}
+
+/// The 429 of every limiter, in memory or in Redis.
+pub(crate) fn rate_limited(burst: u32, retry_after: Duration) -> HttpResponse {
     let mut response = ApiError::RateLimited { retry_after }.error_response();
     let headers = response.headers_mut();
-    headers.insert(LIMIT, negative.quota().burst_size().get().into());
+    headers.insert(LIMIT, burst.into());
     headers.insert(REMAINING, 0.into());
     headers.insert(RESET, whole_seconds(retry_after).into());
     response
@@ -149,13 +164,13 @@ impl KeyExtractor for PrincipalKeyExtractor {
 
 /// The requests a limiter counts; the others pass uncounted.
 #[derive(Debug, Clone, Copy)]
-enum Counted {
+pub(crate) enum Counted {
     Every,
     Only(&'static [Method]),
 }
 
 impl Counted {
-    fn includes(self, method: &Method) -> bool {
+    pub(crate) fn includes(self, method: &Method) -> bool {
         match self {
             Self::Every => true,
             Self::Only(methods) => methods.contains(method),
@@ -178,12 +193,19 @@ pub struct Limiters {
 }
 
 impl Limiters {
-    pub fn new(limits: &RateLimitSettings) -> Self {
+    /// In memory, or in Redis when `shared` (several instances).
+    pub fn new(limits: &RateLimitSettings, shared: Option<&RedisStore>) -> Self {
+        let shared =
+            |name, quota| shared.map(|store| SharedLimiter::new(store.clone(), name, quota));
         Self {
-            global: RateLimit::new(limits.global, GlobalKey, Counted::Every),
-            auth: RateLimit::new(limits.auth, ClientKeyExtractor, Counted::Every),
-            write: RateLimit::per_principal(limits.write, WRITES),
-            legacy: RateLimit::per_principal(limits.write, Counted::Every),
+            global: RateLimit::new(limits.global, GlobalKey, Counted::Every)
+                .decided_by(shared("global", limits.global)),
+            auth: RateLimit::new(limits.auth, ClientKeyExtractor, Counted::Every)
+                .decided_by(shared("auth", limits.auth)),
+            write: RateLimit::per_principal(limits.write, WRITES)
+                .decided_by(shared("write", limits.write)),
+            legacy: RateLimit::per_principal(limits.write, Counted::Every)
+                .decided_by(shared("legacy", limits.write)),
         }
     }
 
@@ -247,6 +269,9 @@ fn header_u64(headers: &actix_web::http::header::HeaderMap, name: &HeaderName) -
 #[derive(Clone)]
 pub struct RateLimit<K: KeyExtractor> {
     config: GovernorConfig<K, StateInformationMiddleware>,
+    key: K,
+    /// Several instances: the decision is Redis's, and `config` stays empty.
+    shared: Option<SharedLimiter>,
     replenish: Duration,
     counted: Counted,
     /// Authenticate the caller of a counted request before the limiter takes its key.
@@ -262,16 +287,22 @@ impl<K: KeyExtractor> RateLimit<K> {
             builder.methods(methods.to_vec());
         }
         let config = builder
-            .key_extractor(key)
+            .key_extractor(key.clone())
             .use_headers()
             .finish()
             .expect("a validated quota has a positive count and period");
         Self {
             config,
+            key,
+            shared: None,
             replenish,
             counted,
             identify_caller: false,
         }
+    }
+
+    fn decided_by(self, shared: Option<SharedLimiter>) -> Self {
+        Self { shared, ..self }
     }
 }
 
@@ -294,22 +325,34 @@ where
     S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error> + 'static,
     B: MessageBody + 'static,
     K: KeyExtractor + 'static,
+    K::Key: Bucket,
 {
     type Response = ServiceResponse<EitherBody<B>>;
     type Error = Error;
-    type Transform = RateLimitService<Limited<S, K>>;
+    type Transform = RateLimitService<Decider<Limited<S, K>, SharedDecision<S, K>>>;
     type InitError = ();
     type Future = LocalBoxFuture<'static, Result<Self::Transform, ()>>;
 
     fn new_transform(&self, service: S) -> Self::Future {
-        let governed = Governor::new(&self.config).new_transform(BoxedFuture {
-            service: Rc::new(service),
-        });
+        let service = Rc::new(service);
         let replenish = self.replenish;
         let identify = self.identify_caller.then_some(self.counted);
+        let decider = match &self.shared {
+            Some(limiter) => Ok(Decider::Shared(SharedDecision::new(
+                service,
+                limiter.clone(),
+                self.key.clone(),
+                self.counted,
+            ))),
+            None => Err(Governor::new(&self.config).new_transform(BoxedFuture { service })),
+        };
         Box::pin(async move {
+            let decider = match decider {
+                Ok(shared) => shared,
+                Err(governed) => Decider::Local(governed.await?),
+            };
             Ok(RateLimitService {
-                inner: Rc::new(governed.await?),
+                inner: Rc::new(decider),
                 replenish,
                 identify,
             })

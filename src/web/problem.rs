@@ -206,6 +206,16 @@ fn describe(error: &ApiError) -> Description<'_> {
             ),
         )
         .retry_after(*retry_after),
+        E::Unavailable { retry_after } => Description::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            format!(
+                "A service this request depends on cannot be reached; retry in {} seconds.",
+                whole_seconds(*retry_after)
+            ),
+        )
+        .retry_after(*retry_after),
         E::RequestTimeout => Description::new(
             StatusCode::REQUEST_TIMEOUT,
             "request-timeout",
@@ -216,7 +226,7 @@ fn describe(error: &ApiError) -> Description<'_> {
             StatusCode::SERVICE_UNAVAILABLE,
             "not-ready",
             "Service not ready",
-            "The database is not reachable or not migrated.",
+            "The database or Redis is not reachable, or the database is not migrated.",
         ),
         E::Internal(_) => Description::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -8,6 +8,7 @@ mod auth;
 mod authz;
 mod cli;
 mod clients;
+mod cluster;
 mod cors;
 mod crash;
 mod errors;

@@ -21,7 +21,7 @@ async fn mounted_routes() -> BTreeSet<(String, String)> {
     let url = format!("sqlite://{}", dir.path().join("routes.db").display());
     let settings = Settings::from_vars([("DATABASE_URL", url.as_str())]).unwrap();
     let state = startup::build_state(settings).await.unwrap();
-    let limiters = Limiters::new(&state.settings.rate_limits);
+    let limiters = Limiters::new(&state.settings.rate_limits, None);
     let app = test::init_service(
         App::new()
             .app_data(state)

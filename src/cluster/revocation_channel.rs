@@ -1,0 +1,272 @@
+//! The revocation broadcast: Redis pub/sub on `{prefix}:revocations`.
+//!
+//! A message only names what changed (a user's token version, a session); each instance then
+//! reads the new state from the database, the source of truth. So a message cannot carry a
+//! wrong version, and a forged one costs a query but revokes nothing.
+//!
+//! Staleness is bounded. The subscription is confirmed by a PING on its own connection every
+//! quarter of `REVOCATION_MAX_STALENESS_MS`: Redis answers in order, so when the answer comes,
+//! every message published before the PING has arrived. An instance trusts its in-memory
+//! revocations only while the last confirmation is younger than the bound; past it (channel
+//! down, Redis gone, or never yet connected) every token is checked against the database.
+//! After each (re)subscription, and every `RESYNC_INTERVAL`, the instance re-reads all
+//! revocations from the database, which also covers a peer that could not publish.
+
+use std::{
+    future::Future,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use futures_util::{FutureExt, StreamExt};
+
+use crate::cluster::{
+    RedisStore, Unavailable,
+    store::{CONNECT_TIMEOUT, bounded, bounded_by},
+};
+
+/// A periodic full re-read from the database: the bound for a change whose instance could
+/// not publish it while its peers still heard the channel.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+const RECONNECT_DELAY: Duration = Duration::from_millis(250);
+
+/// What changed; the new state is in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A user's token version went up (password change, role change, disabling).
+    TokenVersion { user_id: i64 },
+    /// A session was revoked (logout, refresh-token reuse).
+    Session { family_id: String },
+}
+
+impl Notice {
+    fn encode(&self) -> String {
+        match self {
+            Self::TokenVersion { user_id } => format!("user:{user_id}"),
+            Self::Session { family_id } => format!("session:{family_id}"),
+        }
+    }
+
+    fn decode(message: &str) -> Option<Self> {
+        match message.split_once(':')? {
+            ("user", id) => Some(Self::TokenVersion {
+                user_id: id.parse().ok()?,
+            }),
+            ("session", family) if !family.is_empty() && family.len() <= 128 => {
+                Some(Self::Session {
+                    family_id: family.to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why following the channel stopped (it is then resubscribed).
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelLost {
+    #[error(transparent)]
+    Redis(#[from] Unavailable),
+    #[error("the database could not be read: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub struct RevocationChannel {
+    store: RedisStore,
+    channel: String,
+    max_staleness: Duration,
+    started: Instant,
+    /// Milliseconds after `started` up to which every published message has been applied;
+    /// 0 until the first subscription is confirmed.
+    confirmed_until: AtomicU64,
+}
+
+impl RevocationChannel {
+    pub fn new(store: RedisStore, max_staleness: Duration) -> Self {
+        Self {
+            channel: store.key("revocations"),
+            store,
+            max_staleness,
+            started: Instant::now(),
+            confirmed_until: AtomicU64::new(0),
+        }
+    }
+
+    /// Tells the other instances; they read the change from the database. A failure is
+    /// logged: the database already holds the change, and peers that miss the message
+    /// find it at their next resync.
+    pub async fn publish(&self, notice: &Notice) {
+        if let Err(error) = self.store.publish(&self.channel, &notice.encode()).await {
+            tracing::warn!(%error, ?notice, "a revocation could not be broadcast");
+        }
+    }
+
+    /// Whether in-memory revocations may be trusted: the channel delivered everything up to
+    /// less than `max_staleness` ago.
+    pub fn is_fresh(&self) -> bool {
+        let confirmed = self.confirmed_until.load(Ordering::Acquire);
+        confirmed > 0 && self.millis_since_start(Instant::now()) <= confirmed + self.max_millis()
+    }
+
+    fn max_millis(&self) -> u64 {
+        u64::try_from(self.max_staleness.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn millis_since_start(&self, at: Instant) -> u64 {
+        // +1: 0 means "never confirmed".
+        u64::try_from(at.duration_since(self.started).as_millis()).unwrap_or(u64::MAX) + 1
+    }
+
+    fn confirm(&self, at: Instant) {
+        self.confirmed_until
+            .fetch_max(self.millis_since_start(at), Ordering::AcqRel);
+    }
+
+    /// Follows the channel for as long as the process runs, resubscribing after any loss:
+    /// `resync` re-reads everything from the database, `apply` reads one notice's change.
+    pub async fn follow<R, RF, A, AF>(&self, resync: R, apply: A)
+    where
+        R: Fn() -> RF,
+        RF: Future<Output = sqlx::Result<()>>,
+        A: Fn(Notice) -> AF,
+        AF: Future<Output = sqlx::Result<()>>,
+    {
+        loop {
+            let Err(error) = self.subscribed(&resync, &apply).await;
+            tracing::warn!(%error, "revocation channel lost; resubscribing");
+            tokio::time::sleep(RECONNECT_DELAY).await;
+        }
+    }
+
+    async fn subscribed<R, RF, A, AF>(
+        &self,
+        resync: &R,
+        apply: &A,
+    ) -> Result<std::convert::Infallible, ChannelLost>
+    where
+        R: Fn() -> RF,
+        RF: Future<Output = sqlx::Result<()>>,
+        A: Fn(Notice) -> AF,
+        AF: Future<Output = sqlx::Result<()>>,
+    {
+        let pubsub = bounded_by(CONNECT_TIMEOUT, self.store.client().get_async_pubsub()).await?;
+        let (mut sink, mut stream) = pubsub.split();
+        bounded(sink.subscribe(&self.channel)).await?;
+        // Every change published from here on arrives; the rest is read now.
+        let subscribed_at = Instant::now();
+        resync().await?;
+        self.confirm(subscribed_at);
+        tracing::info!("revocation channel subscribed and resynchronized");
+
+        let mut heartbeat = tokio::time::interval(self.max_staleness / 4);
+        let mut resync_timer = tokio::time::interval(RESYNC_INTERVAL);
+        resync_timer.reset();
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let message = message.ok_or_else(Unavailable::closed)?;
+                    self.receive(&message, apply).await?;
+                }
+                _ = heartbeat.tick() => {
+                    let sent = Instant::now();
+                    bounded(sink.ping::<redis::Value>()).await?;
+                    // The answer follows every message published before the PING.
+                    while let Some(Some(message)) = stream.next().now_or_never() {
+                        self.receive(&message, apply).await?;
+                    }
+                    self.confirm(sent);
+                }
+                _ = resync_timer.tick() => resync().await?,
+            }
+        }
+    }
+
+    async fn receive<A, AF>(&self, message: &redis::Msg, apply: &A) -> sqlx::Result<()>
+    where
+        A: Fn(Notice) -> AF,
+        AF: Future<Output = sqlx::Result<()>>,
+    {
+        let payload: String = message.get_payload().unwrap_or_default();
+        match Notice::decode(&payload) {
+            Some(notice) => apply(notice).await,
+            None => {
+                tracing::warn!("an unreadable message on the revocation channel was ignored");
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::cluster::store::test_store;
+
+    #[test]
+    fn notices_round_trip_and_anything_else_is_refused() {
+        for notice in [
+            Notice::TokenVersion { user_id: 42 },
+            Notice::Session {
+                family_id: "f-1".into(),
+            },
+        ] {
+            assert_eq!(Notice::decode(&notice.encode()), Some(notice));
+        }
+        for garbage in ["", "user:", "user:x", "session:", "version:1", "nonsense"] {
+            assert_eq!(Notice::decode(garbage), None, "{garbage}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_follower_is_fresh_once_subscribed_and_hears_what_a_peer_publishes() {
+        let store = test_store();
+        let follower = Arc::new(RevocationChannel::new(
+            store.clone(),
+            Duration::from_millis(400),
+        ));
+        let publisher = RevocationChannel::new(store, Duration::from_millis(400));
+        assert!(!follower.is_fresh(), "fresh before it ever subscribed");
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let resyncs = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn({
+            let (follower, heard, resyncs) = (follower.clone(), heard.clone(), resyncs.clone());
+            async move {
+                follower
+                    .follow(
+                        || {
+                            resyncs.fetch_add(1, Ordering::Relaxed);
+                            async { Ok(()) }
+                        },
+                        |notice| {
+                            heard.lock().unwrap().push(notice);
+                            async { Ok(()) }
+                        },
+                    )
+                    .await;
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !follower.is_fresh() {
+            assert!(Instant::now() < deadline, "never subscribed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            resyncs.load(Ordering::Relaxed),
+            1,
+            "resynchronized once subscribed"
+        );
+
+        let notice = Notice::TokenVersion { user_id: 7 };
+        publisher.publish(&notice).await;
+        while !heard.lock().unwrap().contains(&notice) {
+            assert!(Instant::now() < deadline, "the notice never arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Heartbeats keep it fresh well past the staleness bound.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert!(follower.is_fresh());
+        task.abort();
+    }
+}

@@ -1,0 +1,142 @@
+//! The connection to Redis: one multiplexed connection that reconnects by itself, the key
+//! prefix, and the bound on every call.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use redis::{
+    AsyncCommands, Client, FromRedisValue, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+use secrecy::{ExposeSecret, SecretString};
+
+/// The longest a request waits for Redis before it is answered 503.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Redis did not answer (down, unreachable, too slow) or answered an error.
+#[derive(Debug, thiserror::Error)]
+#[error("Redis is unavailable: {0}")]
+pub struct Unavailable(String);
+
+impl Unavailable {
+    pub(crate) fn closed() -> Self {
+        Self("the connection was closed".to_owned())
+    }
+}
+
+impl From<redis::RedisError> for Unavailable {
+    fn from(error: redis::RedisError) -> Self {
+        Self(error.to_string())
+    }
+}
+
+#[derive(Clone)]
+pub struct RedisStore {
+    client: Client,
+    connection: ConnectionManager,
+    prefix: Arc<str>,
+}
+
+impl RedisStore {
+    /// Prepares the connection without making it: an instance starts (not ready) while
+    /// Redis is down, and becomes ready when Redis is back.
+    pub fn new(url: &SecretString, prefix: &str) -> anyhow::Result<Self> {
+        let client = Client::open(url.expose_secret())
+            .map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid redis:// URL"))?;
+        // Commands wait for a reconnection in progress; one quick retry keeps that wait
+        // short, and the next command after a failure starts a new attempt.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .context("cannot prepare the Redis connection")?;
+        Ok(Self {
+            client,
+            connection,
+            prefix: prefix.into(),
+        })
+    }
+
+    /// `{prefix}:{name}`: one deployment's keys and channel, whatever else shares the Redis.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// For the dedicated pub/sub connection.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Runs `script` (by its SHA, loading it once) within the call timeout.
+    pub async fn run_script<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[String],
+    ) -> Result<T, Unavailable> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        let mut connection = self.connection.clone();
+        bounded(async move { invocation.invoke_async(&mut connection).await }).await
+    }
+
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), Unavailable> {
+        let mut connection = self.connection.clone();
+        bounded(async move { connection.publish::<_, _, ()>(channel, message).await }).await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), Unavailable> {
+        let mut connection = self.connection.clone();
+        bounded(async move { connection.del::<_, ()>(key).await }).await
+    }
+
+    /// Redis answers a PING within the call timeout.
+    pub async fn is_ready(&self) -> bool {
+        let mut connection = self.connection.clone();
+        let ping = bounded(async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+        });
+        match ping.await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, "readiness probe: Redis cannot serve");
+                false
+            }
+        }
+    }
+}
+
+pub(crate) async fn bounded<T>(
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Unavailable> {
+    bounded_by(CALL_TIMEOUT, call).await
+}
+
+pub(crate) async fn bounded_by<T>(
+    limit: Duration,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, Unavailable> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result.map_err(Unavailable::from),
+        Err(_) => Err(Unavailable("no answer in time".to_owned())),
+    }
+}
+
+/// A store on the test Redis (`TEST_REDIS_URL`, default the local one) under a fresh prefix,
+/// so tests running at once never share a key. Tests fail, never skip, without Redis.
+#[cfg(test)]
+pub(crate) fn test_store() -> RedisStore {
+    let url = std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("filmvault-test-{}", uuid::Uuid::new_v4().simple());
+    RedisStore::new(&SecretString::from(url), &prefix).expect("TEST_REDIS_URL is a redis:// URL")
+}
