@@ -281,12 +281,14 @@ impl Settings {
         if production && tls.is_none() && !proxy_terminates_tls {
             return Err(ConfigError::new("TLS_CERT_PATH", PRODUCTION_NEEDS_TLS));
         }
+        // Before DATABASE_URL, whose PostgreSQL URL is refused until that support lands.
+        let redis = redis_settings(&vars, production)?;
         let mut settings = Self {
             environment,
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
             port: vars.parse_or("APP_PORT", 8080)?,
             database_url: database_url(&vars)?,
-            redis: redis_settings(&vars, production)?,
+            redis,
             instance_id: instance_id(&vars)?,
             jwt,
             jwt_secret_generated,
