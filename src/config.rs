@@ -167,6 +167,29 @@ pub struct JwtSettings {
     pub refresh_token_ttl: Duration,
 }
 
+/// What one request, and all of them together, may take of the server.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub max_json_body_bytes: usize,
+    pub password_hash_concurrency: usize,
+    /// Requests admitted to password hashing at once (waiting for argon2, hashing, or
+    /// finishing); the next get 503 at once.
+    pub password_hash_queue: usize,
+    pub max_in_flight_requests: usize,
+    pub overload_queue_timeout: Duration,
+    pub request_timeout: Duration,
+    pub keep_alive: Duration,
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// An `EnvFilter` directive (`RUST_LOG`), checked to parse.
+    pub filter: String,
+    pub format: LogFormat,
+    pub file: Option<PathBuf>,
+}
+
 /// The state several instances share (`REDIS_URL`); `None` runs single-node, in memory.
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
@@ -208,20 +231,9 @@ pub struct Settings {
     /// A loopback address for a separate, unauthenticated `/metrics` listener; the main
     /// listener's `/metrics` is for admins only either way.
     pub metrics_addr: Option<std::net::SocketAddr>,
-    pub max_json_body_bytes: usize,
-    pub password_hash_concurrency: usize,
-    /// Requests admitted to password hashing at once (waiting for argon2, hashing, or
-    /// finishing); the next get 503 at once.
-    pub password_hash_queue: usize,
-    pub max_in_flight_requests: usize,
-    pub overload_queue_timeout: Duration,
-    pub request_timeout: Duration,
-    pub keep_alive: Duration,
-    pub workers: usize,
+    pub limits: LimitSettings,
     pub seed_demo_data: bool,
-    pub rust_log: String,
-    pub log_format: LogFormat,
-    pub log_file: Option<PathBuf>,
+    pub logging: LogSettings,
     /// Set variables that look like ours but that nothing reads (a misspelling leaves the
     /// default in place without a word otherwise); start-up warns about each.
     pub unknown_variables: Vec<UnknownVariable>,
@@ -258,8 +270,54 @@ impl Settings {
         );
         let environment = vars.parse_or("APP_ENV", Environment::Development)?;
         let production = environment == Environment::Production;
+        let (jwt, jwt_secret_generated) = JwtSettings::from_vars(&vars, production)?;
+        let cors_allowed_origins = cors_allowed_origins(&vars, production)?;
+        let tls = tls_settings(&vars)?;
+        let tls_terminated_by_proxy = vars.parse_or("TLS_TERMINATED_BY_PROXY", false)?;
+        let trusted_proxies = vars
+            .get("TRUSTED_PROXIES")
+            .map_or(Ok(Vec::new()), parse_networks)?;
+        let proxy_terminates_tls = tls_terminated_by_proxy && !trusted_proxies.is_empty();
+        if production && tls.is_none() && !proxy_terminates_tls {
+            return Err(ConfigError::new("TLS_CERT_PATH", PRODUCTION_NEEDS_TLS));
+        }
+        // Before DATABASE_URL, whose PostgreSQL URL is refused until that support lands.
+        let redis = redis_settings(&vars, production)?;
+        let mut settings = Self {
+            environment,
+            host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
+            port: vars.parse_or("APP_PORT", 8080)?,
+            database_url: database_url(&vars)?,
+            redis,
+            instance_id: instance_id(&vars)?,
+            jwt,
+            jwt_secret_generated,
+            cors_allowed_origins,
+            public_base_url: public_base_url(&vars, tls.is_some(), production)?,
+            tls,
+            tls_terminated_by_proxy,
+            trusted_proxies,
+            client_ipv6_prefix_len: vars.parse_in_range("CLIENT_IPV6_PREFIX_LEN", 64, 32..=128)?,
+            rate_limits: RateLimitSettings::from_vars(&vars, production)?,
+            suspicious_logins: SuspiciousLoginSettings::from_vars(&vars)?,
+            audit_denial_window: vars.seconds_in_range("AUDIT_DENIAL_WINDOW_SECS", 60, 1..=3600)?,
+            retention: RetentionSettings::from_vars(&vars)?,
+            metrics_addr: metrics_addr(&vars)?,
+            limits: LimitSettings::from_vars(&vars)?,
+            seed_demo_data: vars.parse_or("SEED_DEMO_DATA", !production)?,
+            logging: LogSettings::from_vars(&vars, production)?,
+            unknown_variables: Vec::new(),
+        };
+        // Only now is every variable we know of read.
+        settings.unknown_variables = vars.unknown();
+        Ok(settings)
+    }
+}
 
-        let (secret, jwt_secret_generated) = match vars.get("JWT_SECRET") {
+impl JwtSettings {
+    /// The settings, and whether the secret was generated for this run.
+    fn from_vars(vars: &Vars, production: bool) -> Result<(Self, bool), ConfigError> {
+        let (secret, generated) = match vars.get("JWT_SECRET") {
             Some(secret) => (check_jwt_secret(secret)?, false),
             None if production => {
                 return Err(ConfigError::new(
@@ -272,148 +330,82 @@ impl Settings {
             }
             None => (SecretString::from(crate::auth::random_token(32)), true),
         };
-
-        let cors_allowed_origins = match vars.get("CORS_ALLOWED_ORIGINS") {
-            Some(list) => parse_origins(list)?,
-            None if production => Vec::new(),
-            None => vec![
-                "http://localhost:3000".to_owned(),
-                "http://127.0.0.1:3000".to_owned(),
-            ],
+        let settings = Self {
+            secret,
+            issuer: vars.get("JWT_ISSUER").unwrap_or("filmvault").to_owned(),
+            audience: vars
+                .get("JWT_AUDIENCE")
+                .unwrap_or("filmvault-api")
+                .to_owned(),
+            access_token_ttl: vars.seconds_in_range("ACCESS_TOKEN_TTL_SECS", 900, 60..=86_400)?,
+            refresh_token_ttl: vars.seconds_in_range(
+                "REFRESH_TOKEN_TTL_SECS",
+                14 * 86_400,
+                300..=90 * 86_400,
+            )?,
         };
-        if production && cors_allowed_origins.iter().any(|o| o == "*") {
-            return Err(ConfigError::new(
-                "CORS_ALLOWED_ORIGINS",
-                "a wildcard origin is refused in production; list the trusted origins",
-            ));
-        }
+        Ok((settings, generated))
+    }
+}
 
-        // Read with or without TLS, so a set HTTPS_PORT is never reported as unknown.
-        let https_port = vars.parse_or("HTTPS_PORT", 8443)?;
-        let tls = match (vars.get("TLS_CERT_PATH"), vars.get("TLS_KEY_PATH")) {
-            (Some(cert), Some(key)) => Some(TlsSettings {
-                cert_path: cert.into(),
-                key_path: key.into(),
-                https_port,
-            }),
-            (None, None) => None,
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "TLS_KEY_PATH",
-                    "must be set when TLS_CERT_PATH is",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "TLS_CERT_PATH",
-                    "must be set when TLS_KEY_PATH is",
-                ));
-            }
-        };
-        let tls_terminated_by_proxy = vars.parse_or("TLS_TERMINATED_BY_PROXY", false)?;
-        let trusted_proxies = match vars.get("TRUSTED_PROXIES") {
-            Some(list) => parse_networks(list)?,
-            None => Vec::new(),
-        };
-        let proxy_terminates_tls = tls_terminated_by_proxy && !trusted_proxies.is_empty();
-        if production && tls.is_none() && !proxy_terminates_tls {
-            return Err(ConfigError::new(
-                "TLS_CERT_PATH",
-                "production needs TLS: set TLS_CERT_PATH and TLS_KEY_PATH, or \
-                 TLS_TERMINATED_BY_PROXY=true with TRUSTED_PROXIES",
-            ));
-        }
+impl RateLimitSettings {
+    fn from_vars(vars: &Vars, production: bool) -> Result<Self, ConfigError> {
+        Ok(Self {
+            global: vars.parse_or("RATE_LIMIT_GLOBAL", Quota::per_minute(300))?,
+            // Development leaves room for the README walkthrough and the Postman run,
+            // twice each in a minute (five and four auth requests a run).
+            auth: vars.parse_or(
+                "RATE_LIMIT_AUTH",
+                Quota::per_minute(if production { 5 } else { 30 }),
+            )?,
+            login_per_username: vars.parse_or(
+                "RATE_LIMIT_LOGIN_PER_USERNAME",
+                Quota {
+                    count: 20,
+                    per: Duration::from_secs(3600),
+                },
+            )?,
+            write: vars.parse_or("RATE_LIMIT_WRITE", Quota::per_minute(60))?,
+        })
+    }
+}
 
-        let public_base_url = public_base_url(&vars, tls.is_some(), production)?;
+impl SuspiciousLoginSettings {
+    fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            window: vars.seconds_in_range("SUSPICIOUS_LOGIN_WINDOW_SECS", 900, 10..=86_400)?,
+            clients_per_username: vars.parse_in_range(
+                "SUSPICIOUS_LOGIN_IPS_PER_USERNAME",
+                5,
+                2..=1000,
+            )?,
+            usernames_per_client: vars.parse_in_range(
+                "SUSPICIOUS_LOGIN_USERNAMES_PER_IP",
+                10,
+                2..=1000,
+            )?,
+            lockout: vars.seconds_in_range("ACCOUNT_LOCKOUT_SECS", 900, 0..=86_400)?,
+        })
+    }
+}
 
-        let access_token_ttl =
-            Duration::from_secs(vars.parse_in_range("ACCESS_TOKEN_TTL_SECS", 900, 60..=86_400)?);
-        let refresh_token_ttl = Duration::from_secs(vars.parse_in_range(
-            "REFRESH_TOKEN_TTL_SECS",
-            14 * 86_400,
-            300..=90 * 86_400,
-        )?);
+impl RetentionSettings {
+    fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
+            audit_days: vars.parse_in_range("AUDIT_RETENTION_DAYS", 365, 1..=36_500)?,
+            spent_refresh_token_days: vars.parse_in_range(
+                "REFRESH_TOKEN_RETENTION_DAYS",
+                30,
+                1..=3650,
+            )?,
+        })
+    }
+}
 
+impl LimitSettings {
+    fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
         let available_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let redis = redis_settings(&vars, production)?;
-
-        let mut settings = Self {
-            environment,
-            host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
-            port: vars.parse_or("APP_PORT", 8080)?,
-            database_url: database_url(&vars)?,
-            redis,
-            instance_id: instance_id(&vars)?,
-            jwt: JwtSettings {
-                secret,
-                issuer: vars.get("JWT_ISSUER").unwrap_or("filmvault").to_owned(),
-                audience: vars
-                    .get("JWT_AUDIENCE")
-                    .unwrap_or("filmvault-api")
-                    .to_owned(),
-                access_token_ttl,
-                refresh_token_ttl,
-            },
-            jwt_secret_generated,
-            cors_allowed_origins,
-            tls,
-            tls_terminated_by_proxy,
-            trusted_proxies,
-            client_ipv6_prefix_len: vars.parse_in_range("CLIENT_IPV6_PREFIX_LEN", 64, 32..=128)?,
-            public_base_url,
-            rate_limits: RateLimitSettings {
-                global: vars.parse_or("RATE_LIMIT_GLOBAL", Quota::per_minute(300))?,
-                // Development leaves room for the README walkthrough and the Postman run,
-                // twice each in a minute (five and four auth requests a run).
-                auth: vars.parse_or(
-                    "RATE_LIMIT_AUTH",
-                    Quota::per_minute(if production { 5 } else { 30 }),
-                )?,
-                login_per_username: vars.parse_or(
-                    "RATE_LIMIT_LOGIN_PER_USERNAME",
-                    Quota {
-                        count: 20,
-                        per: Duration::from_secs(3600),
-                    },
-                )?,
-                write: vars.parse_or("RATE_LIMIT_WRITE", Quota::per_minute(60))?,
-            },
-            suspicious_logins: SuspiciousLoginSettings {
-                window: Duration::from_secs(vars.parse_in_range(
-                    "SUSPICIOUS_LOGIN_WINDOW_SECS",
-                    900,
-                    10..=86_400,
-                )?),
-                clients_per_username: vars.parse_in_range(
-                    "SUSPICIOUS_LOGIN_IPS_PER_USERNAME",
-                    5,
-                    2..=1000,
-                )?,
-                usernames_per_client: vars.parse_in_range(
-                    "SUSPICIOUS_LOGIN_USERNAMES_PER_IP",
-                    10,
-                    2..=1000,
-                )?,
-                lockout: Duration::from_secs(vars.parse_in_range(
-                    "ACCOUNT_LOCKOUT_SECS",
-                    900,
-                    0..=86_400,
-                )?),
-            },
-            audit_denial_window: Duration::from_secs(vars.parse_in_range(
-                "AUDIT_DENIAL_WINDOW_SECS",
-                60,
-                1..=3600,
-            )?),
-            retention: RetentionSettings {
-                audit_days: vars.parse_in_range("AUDIT_RETENTION_DAYS", 365, 1..=36_500)?,
-                spent_refresh_token_days: vars.parse_in_range(
-                    "REFRESH_TOKEN_RETENTION_DAYS",
-                    30,
-                    1..=3650,
-                )?,
-            },
-            metrics_addr: metrics_addr(&vars)?,
+        Ok(Self {
             max_json_body_bytes: vars.parse_in_range(
                 "MAX_JSON_BODY_BYTES",
                 16 * 1024,
@@ -430,35 +422,76 @@ impl Settings {
                 256,
                 1..=100_000,
             )?,
-            overload_queue_timeout: Duration::from_millis(vars.parse_in_range(
+            overload_queue_timeout: vars.millis_in_range(
                 "OVERLOAD_QUEUE_TIMEOUT_MS",
                 500,
                 0..=30_000,
-            )?),
-            request_timeout: Duration::from_millis(vars.parse_in_range(
-                "REQUEST_TIMEOUT_MS",
-                10_000,
-                100..=120_000,
-            )?),
-            keep_alive: Duration::from_secs(vars.parse_in_range("KEEP_ALIVE_SECS", 15, 1..=300)?),
-            workers: vars.parse_in_range("WORKERS", available_cores, 1..=256)?,
-            seed_demo_data: vars.parse_or("SEED_DEMO_DATA", !production)?,
-            rust_log: log_filter(&vars)?,
-            log_format: vars.parse_or(
-                "LOG_FORMAT",
-                if production {
-                    LogFormat::Json
-                } else {
-                    LogFormat::Pretty
-                },
             )?,
-            log_file: vars.get("LOG_FILE").map(PathBuf::from),
-            unknown_variables: Vec::new(),
-        };
-        // Only now is every variable we know of read.
-        settings.unknown_variables = vars.unknown();
-        Ok(settings)
+            request_timeout: vars.millis_in_range("REQUEST_TIMEOUT_MS", 10_000, 100..=120_000)?,
+            keep_alive: vars.seconds_in_range("KEEP_ALIVE_SECS", 15, 1..=300)?,
+            workers: vars.parse_in_range("WORKERS", available_cores, 1..=256)?,
+        })
     }
+}
+
+impl LogSettings {
+    fn from_vars(vars: &Vars, production: bool) -> Result<Self, ConfigError> {
+        let default_format = if production {
+            LogFormat::Json
+        } else {
+            LogFormat::Pretty
+        };
+        Ok(Self {
+            filter: log_filter(vars)?,
+            format: vars.parse_or("LOG_FORMAT", default_format)?,
+            file: vars.get("LOG_FILE").map(PathBuf::from),
+        })
+    }
+}
+
+const PRODUCTION_NEEDS_TLS: &str = "production needs TLS: set TLS_CERT_PATH and TLS_KEY_PATH, \
+     or TLS_TERMINATED_BY_PROXY=true with TRUSTED_PROXIES";
+
+/// Both paths or neither. `HTTPS_PORT` is read either way, so a set one is never reported
+/// as unknown.
+fn tls_settings(vars: &Vars) -> Result<Option<TlsSettings>, ConfigError> {
+    let https_port = vars.parse_or("HTTPS_PORT", 8443)?;
+    match (vars.get("TLS_CERT_PATH"), vars.get("TLS_KEY_PATH")) {
+        (Some(cert), Some(key)) => Ok(Some(TlsSettings {
+            cert_path: cert.into(),
+            key_path: key.into(),
+            https_port,
+        })),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ConfigError::new(
+            "TLS_KEY_PATH",
+            "must be set when TLS_CERT_PATH is",
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            "TLS_CERT_PATH",
+            "must be set when TLS_KEY_PATH is",
+        )),
+    }
+}
+
+/// Development allows the usual local front-end origins; production none unless listed, and
+/// never a wildcard.
+fn cors_allowed_origins(vars: &Vars, production: bool) -> Result<Vec<String>, ConfigError> {
+    let origins = match vars.get("CORS_ALLOWED_ORIGINS") {
+        Some(list) => parse_origins(list)?,
+        None if production => Vec::new(),
+        None => vec![
+            "http://localhost:3000".to_owned(),
+            "http://127.0.0.1:3000".to_owned(),
+        ],
+    };
+    if production && origins.iter().any(|o| o == "*") {
+        return Err(ConfigError::new(
+            "CORS_ALLOWED_ORIGINS",
+            "a wildcard origin is refused in production; list the trusted origins",
+        ));
+    }
+    Ok(origins)
 }
 
 /// Required in production when we serve TLS ourselves (the redirect needs a target); with
@@ -837,6 +870,26 @@ impl Vars {
                 format!("must be between {} and {}", range.start(), range.end()),
             ))
         }
+    }
+
+    fn seconds_in_range(
+        &self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.parse_in_range(name, default, range)
+            .map(Duration::from_secs)
+    }
+
+    fn millis_in_range(
+        &self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.parse_in_range(name, default, range)
+            .map(Duration::from_millis)
     }
 }
 

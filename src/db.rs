@@ -45,28 +45,32 @@ fn check_directory(file: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// The database at `url`, in the mode every connection uses.
+fn connect_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
+    let options = SqliteConnectOptions::from_str(url)
+        .with_context(|| "DATABASE_URL is not a valid sqlite:// URL")?;
+    check_directory(options.get_filename())?;
+    Ok(options
+        .journal_mode(SqliteJournalMode::Wal)
+        // WAL + NORMAL: a committed transaction survives a crash or kill -9 of this
+        // process (it is in the WAL, handed to the OS); only an OS crash or power loss
+        // can lose the last commits. FULL would fsync every commit.
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(BUSY_TIMEOUT)
+        // Schema objects cannot call application-defined functions: defence against a
+        // tampered database file.
+        .pragma("trusted_schema", "OFF")
+        // Checkpoint every ~40 MB of WAL instead of ~4 MB: hot pages (index roots, the
+        // audit table's last page) are copied back once per checkpoint, not once per
+        // thousand commits. Costs disk for the WAL file, not durability.
+        .pragma("wal_autocheckpoint", "10000"))
+}
+
 impl Database {
     /// Opens (creating if missing) the database at `url` and applies pending migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| "DATABASE_URL is not a valid sqlite:// URL")?;
-        check_directory(options.get_filename())?;
-        let options = options
-            .journal_mode(SqliteJournalMode::Wal)
-            // WAL + NORMAL: a committed transaction survives a crash or kill -9 of this
-            // process (it is in the WAL, handed to the OS); only an OS crash or power loss
-            // can lose the last commits. FULL would fsync every commit.
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT)
-            // Schema objects cannot call application-defined functions: defence against a
-            // tampered database file.
-            .pragma("trusted_schema", "OFF")
-            // Checkpoint every ~40 MB of WAL instead of ~4 MB: hot pages (index roots, the
-            // audit table's last page) are copied back once per checkpoint, not once per
-            // thousand commits. Costs disk for the WAL file, not durability.
-            .pragma("wal_autocheckpoint", "10000");
-
+        let options = connect_options(url)?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))

@@ -138,6 +138,27 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Names the step of a multi-step operation that failed, in the log of its 500: "database
+/// query failed" alone does not say which of a transaction's queries it was. The client's
+/// answer stays the fixed 500 body; an error that is not internal (a full hash queue's 503,
+/// a 409) passes through unchanged.
+///
+/// ```ignore
+/// refresh::revoke_family(&mut tx, session, reason).await.step("revoke the session's tokens")?;
+/// ```
+pub trait Step<T> {
+    fn step(self, step: &'static str) -> Result<T, ApiError>;
+}
+
+impl<T, E: Into<ApiError>> Step<T> for Result<T, E> {
+    fn step(self, step: &'static str) -> Result<T, ApiError> {
+        self.map_err(|error| match error.into() {
+            ApiError::Internal(error) => ApiError::Internal(error.context(step)),
+            other => other,
+        })
+    }
+}
+
 impl From<validator::ValidationErrors> for ApiError {
     fn from(errors: validator::ValidationErrors) -> Self {
         Self::Validation(field_errors(&errors))
@@ -197,5 +218,38 @@ fn describe(error: &validator::ValidationError) -> String {
         ("range", Some(min), Some(max)) => format!("must be between {min} and {max}"),
         ("email", ..) => "must be a valid email address".into(),
         _ => "is invalid".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_step_is_named_in_the_internal_error_chain() {
+        let failed: Result<(), sqlx::Error> = Err(sqlx::Error::PoolTimedOut);
+        let Err(ApiError::Internal(error)) = failed.step("revoke the session's refresh tokens")
+        else {
+            panic!("a database error is internal");
+        };
+        let chain = format!("{error:#}");
+        assert!(
+            chain.starts_with("revoke the session's refresh tokens: database query failed: "),
+            "{chain}"
+        );
+    }
+
+    #[test]
+    fn an_error_that_is_not_internal_keeps_its_meaning() {
+        let full: Result<(), HashError> = Err(HashError::QueueFull);
+        assert!(matches!(
+            full.step("hash the new password"),
+            Err(ApiError::Overloaded { .. })
+        ));
+        let conflict: Result<(), ApiError> = Err(ApiError::Conflict("taken"));
+        assert!(matches!(
+            conflict.step("insert the user"),
+            Err(ApiError::Conflict("taken"))
+        ));
     }
 }

@@ -63,8 +63,8 @@ async fn run() -> ExitCode {
 fn start_logging(
     settings: &Settings,
 ) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
-    let (filter, format) = (&settings.rust_log, settings.log_format);
-    match &settings.log_file {
+    let (filter, format) = (&settings.logging.filter, settings.logging.format);
+    match &settings.logging.file {
         Some(path) => {
             let (file, guard) = telemetry::file_writer(path)?;
             telemetry::init(telemetry::subscriber(

@@ -133,74 +133,19 @@ fn operations(item: &mut openapi::PathItem) -> impl Iterator<Item = &mut Operati
 
 impl Modify for ServiceContract {
     fn modify(&self, api: &mut openapi::OpenApi) {
-        let components = api.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                Http::builder()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .description(Some("Access token from POST /api/v1/auth/login (15 min)"))
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "api_key",
-            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
-                "X-API-Key",
-                "fk_… key from POST /api/v1/users/me/api-keys, limited to its scopes",
-            ))),
-        );
-
+        add_security_schemes(api.components.get_or_insert_with(Default::default));
         for (path, item) in api.paths.paths.iter_mut() {
             let rate_limited = !path.starts_with("/health/");
             for operation in operations(item) {
-                let has_body = operation.request_body.is_some();
-                let has_parameters = operation
-                    .parameters
-                    .as_ref()
-                    .is_some_and(|parameters| !parameters.is_empty());
-                let responses = &mut operation.responses.responses;
-                let errors = COMMON_ERRORS
-                    .iter()
-                    .chain(if has_body { &BODY_ERRORS[..] } else { &[] })
-                    .chain((has_body || has_parameters).then_some(&VALIDATION_ERROR));
-                for (status, description) in errors {
-                    responses
-                        .entry((*status).to_owned())
-                        .or_insert_with(|| problem_response(description));
-                }
-                for response in responses.values_mut() {
-                    let RefOr::T(response) = response else {
-                        continue;
-                    };
-                    response.headers.insert(
-                        "X-Request-Id".to_owned(),
-                        HeaderBuilder::new()
-                            .description(Some("This request's id, also in the log"))
-                            .build()
-                            .into(),
-                    );
-                    if rate_limited {
-                        for (name, description) in [
-                            (
-                                "X-RateLimit-Limit",
-                                "Requests allowed in a burst by the strictest limit",
-                            ),
-                            ("X-RateLimit-Remaining", "Requests left in that burst"),
-                            (
-                                "X-RateLimit-Reset",
-                                "Seconds until the burst is fully available again",
-                            ),
-                        ] {
-                            response
-                                .headers
-                                .insert(name.to_owned(), integer_header(description).into());
-                        }
+                add_error_responses(operation);
+                for response in operation.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        add_response_headers(response, rate_limited);
                     }
                 }
                 for status in ["429", "503"] {
-                    if let Some(RefOr::T(response)) = responses.get_mut(status) {
+                    if let Some(RefOr::T(response)) = operation.responses.responses.get_mut(status)
+                    {
                         response.headers.insert(
                             "Retry-After".to_owned(),
                             integer_header("Seconds to wait before retrying").into(),
@@ -209,6 +154,75 @@ impl Modify for ServiceContract {
                 }
             }
         }
+    }
+}
+
+fn add_security_schemes(components: &mut openapi::Components) {
+    components.add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(
+            Http::builder()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("JWT")
+                .description(Some("Access token from POST /api/v1/auth/login (15 min)"))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        "api_key",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "X-API-Key",
+            "fk_… key from POST /api/v1/users/me/api-keys, limited to its scopes",
+        ))),
+    );
+}
+
+/// The problem+json answers every operation can give, and those of a body or parameters,
+/// unless the operation documents that status itself.
+fn add_error_responses(operation: &mut openapi::path::Operation) {
+    let has_body = operation.request_body.is_some();
+    let has_parameters = operation
+        .parameters
+        .as_ref()
+        .is_some_and(|parameters| !parameters.is_empty());
+    let errors = COMMON_ERRORS
+        .iter()
+        .chain(if has_body { &BODY_ERRORS[..] } else { &[] })
+        .chain((has_body || has_parameters).then_some(&VALIDATION_ERROR));
+    for (status, description) in errors {
+        operation
+            .responses
+            .responses
+            .entry((*status).to_owned())
+            .or_insert_with(|| problem_response(description));
+    }
+}
+
+fn add_response_headers(response: &mut openapi::Response, rate_limited: bool) {
+    response.headers.insert(
+        "X-Request-Id".to_owned(),
+        HeaderBuilder::new()
+            .description(Some("This request's id, also in the log"))
+            .build()
+            .into(),
+    );
+    if !rate_limited {
+        return;
+    }
+    for (name, description) in [
+        (
+            "X-RateLimit-Limit",
+            "Requests allowed in a burst by the strictest limit",
+        ),
+        ("X-RateLimit-Remaining", "Requests left in that burst"),
+        (
+            "X-RateLimit-Reset",
+            "Seconds until the burst is fully available again",
+        ),
+    ] {
+        response
+            .headers
+            .insert(name.to_owned(), integer_header(description).into());
     }
 }
 

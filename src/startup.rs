@@ -23,7 +23,8 @@ use std::{
 
 use actix_web::{
     App, HttpResponse, HttpServer,
-    dev::Server,
+    body::MessageBody,
+    dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse},
     http::header,
     middleware::{Condition, from_fn},
     web,
@@ -174,8 +175,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
     );
     Ok(web::Data::new(AppState {
         passwords: PasswordHasher::new(
-            settings.password_hash_concurrency,
-            settings.password_hash_queue,
+            settings.limits.password_hash_concurrency,
+            settings.limits.password_hash_queue,
         )?,
         jwt: JwtCodec::new(&settings.jwt),
         revocations: Revocations::load(
@@ -306,78 +307,119 @@ fn serve(
     state: web::Data<AppState>,
     limiters: Limiters,
 ) -> anyhow::Result<Server> {
-    let settings = &state.settings;
-    let clients = Arc::new(ClientResolver::new(
-        settings.trusted_proxies.clone(),
-        settings.client_ipv6_prefix_len,
-    ));
-    let tls_terminated_by_proxy = settings.tls_terminated_by_proxy;
-    let cors_origins = settings.cors_allowed_origins.clone();
-    let in_flight = InFlightLimit::new(
-        settings.max_in_flight_requests,
-        settings.overload_queue_timeout,
-    );
-    let body_limits = web::Data::new(BodyLimits {
-        max_bytes: settings.max_json_body_bytes,
-        read_timeout: settings.request_timeout,
-    });
-    let redirect_base: Option<Arc<str>> =
-        https_port.map(|port| tls::redirect_base(settings.public_base_url.as_deref(), port).into());
-    let workers = settings.workers;
-    let keep_alive = settings.keep_alive;
-    let request_timeout = settings.request_timeout;
-    let idle_limit = IdleLimit::new(keep_alive, request_timeout);
-
-    let limiters = web::Data::new(limiters);
-    let server = HttpServer::new(move || {
-        let clients = clients.clone();
-        let in_flight = in_flight.clone();
-        let limiters = limiters.clone();
-        App::new()
-            .app_data(state.clone())
-            .app_data(limiters.clone())
-            .app_data(body_limits.clone())
-            .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
-            .configure(|cfg| mount_routes(cfg, &limiters))
-            .default_service(web::to(routes::not_found))
-            .wrap(limiters.global.clone())
-            .wrap(from_fn(move |req, next| {
-                limit_in_flight(in_flight.clone(), req, next)
-            }))
-            .wrap(cors(&cors_origins))
-            .wrap(from_fn(limit_request_head))
-            .wrap(from_fn(audit_denials))
-            .wrap(from_fn(problem_details))
-            .wrap(Condition::new(redirect_base.is_some(), {
-                let base = redirect_base.clone().unwrap_or_else(|| Arc::from(""));
-                from_fn(move |req, next| tls::redirect_to_https(base.clone(), req, next))
-            }))
-            .wrap(from_fn(move |req, next| {
-                security_headers(tls_terminated_by_proxy, req, next)
-            }))
-            .wrap(from_fn(monitoring::record_requests))
-            .wrap(telemetry::request_logger())
-            .wrap(from_fn(move |req, next| {
-                telemetry::request_context(clients.clone(), req, next)
-            }))
-            .wrap(from_fn(close_after_unread_body))
-            .wrap(from_fn(count_requests_in_progress))
-    })
-    // actix-http bounds the first head only; later ones are bounded by this watch.
-    .on_connect(move |connection, data| idle_limit.watch(connection, data))
-    .workers(workers)
-    .keep_alive(keep_alive)
-    // Time allowed to send the request head; the body has its own deadline (BodyLimits).
-    .client_request_timeout(request_timeout)
-    // Also how long the unread rest of a body is read after the answer (unread_body).
-    .client_disconnect_timeout(Duration::from_secs(2))
-    .shutdown_timeout(10)
-    .listen(http_listener)?;
+    let limits = state.settings.limits.clone();
+    let idle_limit = IdleLimit::new(limits.keep_alive, limits.request_timeout);
+    let parts = AppParts::new(state, limiters, https_port);
+    let server = HttpServer::new(move || app(parts.clone()))
+        // actix-http bounds the first head only; later ones are bounded by this watch.
+        .on_connect(move |connection, data| idle_limit.watch(connection, data))
+        .workers(limits.workers)
+        .keep_alive(limits.keep_alive)
+        // Time allowed to send the request head; the body has its own deadline (BodyLimits).
+        .client_request_timeout(limits.request_timeout)
+        // Also how long the unread rest of a body is read after the answer (unread_body).
+        .client_disconnect_timeout(Duration::from_secs(2))
+        .shutdown_timeout(10)
+        .listen(http_listener)?;
     let server = match tls {
         Some((listener, config)) => server.listen_rustls_0_23(listener, config)?,
         None => server,
     };
     Ok(server.run())
+}
+
+/// What each worker's `App` is made of: prepared once from the settings, cloned per worker.
+#[derive(Clone)]
+struct AppParts {
+    state: web::Data<AppState>,
+    limiters: web::Data<Limiters>,
+    body_limits: web::Data<BodyLimits>,
+    clients: Arc<ClientResolver>,
+    in_flight: InFlightLimit,
+    cors_origins: Vec<String>,
+    /// Where plain HTTP redirects, when TLS is on.
+    redirect_base: Option<Arc<str>>,
+    tls_terminated_by_proxy: bool,
+}
+
+impl AppParts {
+    fn new(state: web::Data<AppState>, limiters: Limiters, https_port: Option<u16>) -> Self {
+        let settings = &state.settings;
+        let limits = &settings.limits;
+        Self {
+            limiters: web::Data::new(limiters),
+            body_limits: web::Data::new(BodyLimits {
+                max_bytes: limits.max_json_body_bytes,
+                read_timeout: limits.request_timeout,
+            }),
+            clients: Arc::new(ClientResolver::new(
+                settings.trusted_proxies.clone(),
+                settings.client_ipv6_prefix_len,
+            )),
+            in_flight: InFlightLimit::new(
+                limits.max_in_flight_requests,
+                limits.overload_queue_timeout,
+            ),
+            cors_origins: settings.cors_allowed_origins.clone(),
+            redirect_base: https_port
+                .map(|port| tls::redirect_base(settings.public_base_url.as_deref(), port).into()),
+            tls_terminated_by_proxy: settings.tls_terminated_by_proxy,
+            state,
+        }
+    }
+}
+
+/// The routes in their middleware stack (see the module's documentation for the order).
+fn app(
+    parts: AppParts,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let AppParts {
+        state,
+        limiters,
+        body_limits,
+        clients,
+        in_flight,
+        cors_origins,
+        redirect_base,
+        tls_terminated_by_proxy,
+    } = parts;
+    App::new()
+        .app_data(state)
+        .app_data(limiters.clone())
+        .app_data(body_limits)
+        .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
+        .configure(|cfg| mount_routes(cfg, &limiters))
+        .default_service(web::to(routes::not_found))
+        .wrap(limiters.global.clone())
+        .wrap(from_fn(move |req, next| {
+            limit_in_flight(in_flight.clone(), req, next)
+        }))
+        .wrap(cors(&cors_origins))
+        .wrap(from_fn(limit_request_head))
+        .wrap(from_fn(audit_denials))
+        .wrap(from_fn(problem_details))
+        .wrap(Condition::new(redirect_base.is_some(), {
+            let base = redirect_base.unwrap_or_else(|| Arc::from(""));
+            from_fn(move |req, next| tls::redirect_to_https(base.clone(), req, next))
+        }))
+        .wrap(from_fn(move |req, next| {
+            security_headers(tls_terminated_by_proxy, req, next)
+        }))
+        .wrap(from_fn(monitoring::record_requests))
+        .wrap(telemetry::request_logger())
+        .wrap(from_fn(move |req, next| {
+            telemetry::request_context(clients.clone(), req, next)
+        }))
+        .wrap(from_fn(close_after_unread_body))
+        .wrap(from_fn(count_requests_in_progress))
 }
 
 /// Every route of the service. Public so the OpenAPI drift test can mount exactly these.

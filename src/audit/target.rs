@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::{domain::user::Username, security::client_ip::ClientKey};
+use crate::{domain::username::Username, security::client_ip::ClientKey};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditTarget {

@@ -109,7 +109,10 @@ impl From<ApiKeyRow> for ApiKeyView {
 }
 
 pub enum CreateKeyError {
+    /// The user has `MAX_KEYS_PER_USER` live keys already.
     TooManyKeys,
+    /// Every lookup part drawn was taken: a broken random source more likely than bad luck.
+    NoFreeLookup,
     Database(sqlx::Error),
 }
 
@@ -169,9 +172,7 @@ pub async fn create(
             Err(e) => return Err(e.into()),
         }
     }
-    Err(CreateKeyError::Database(sqlx::Error::Protocol(
-        "could not draw a unique API key prefix".into(),
-    )))
+    Err(CreateKeyError::NoFreeLookup)
 }
 
 pub async fn list(reader: &SqlitePool, user_id: i64) -> sqlx::Result<Vec<ApiKeyView>> {

@@ -6,6 +6,7 @@ pub mod common_passwords;
 pub mod credentials;
 pub mod extractor;
 pub mod jwt;
+pub mod login;
 pub mod password;
 pub mod principal;
 pub mod refresh;

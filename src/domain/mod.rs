@@ -5,6 +5,7 @@ pub mod film;
 pub mod seed;
 pub mod text;
 pub mod user;
+pub mod username;
 pub mod vote;
 
 use crate::error::ApiError;

@@ -13,14 +13,17 @@ use crate::{
     auth::{
         Role, Session,
         jwt::TokenSubject,
-        password::Verification,
+        login::{self, CredentialCheck},
         refresh::{self, IssuedRefreshToken, RevokeReason, Rotation},
     },
     domain::{
         text,
-        user::{self, Email, NewPassword, NewUser, UserProfile, Username},
+        user::{
+            self, Email, NewPassword, NewUser, StartedSession, UserCredentials, UserProfile,
+            Username,
+        },
     },
-    error::{ApiError, ForField},
+    error::{ApiError, ForField, Step},
     extract::Json,
     security::{
         client_ip::ClientKey, overload::InFlightSlot, password_attempts::PasswordAttempt,
@@ -177,77 +180,79 @@ pub(crate) async fn login(
     request.validate()?;
     let LoginRequest { username, password } = request;
     let password = SecretString::from(password);
-    let target = AuditTarget::login_name(&username);
+    let session = open_session(&state, &audit, client, slot, &username, password).await?;
+    token_response(&state, subject_of(&session.account), session.refresh)
+}
+
+/// Charges the attempt to the username's budget, checks the password and starts the session.
+/// Each refusal is recorded in the audit trail with its reason; the client sees only the 401
+/// (or the 429 of the budget).
+async fn open_session(
+    state: &AppState,
+    audit: &AuditContext,
+    client: ClientKey,
+    slot: InFlightSlot,
+    username: &str,
+    password: SecretString,
+) -> Result<StartedSession, ApiError> {
     let refuse = |outcome, reason: &'static str, error: ApiError| {
         let event = audit
             .event(AuditAction::Login, outcome)
-            .target(target.clone())
+            .target(AuditTarget::login_name(username))
             .reason(reason);
         state.audit.submit(event);
-        Err(error)
+        error
     };
-    let attempt = match PasswordAttempt::start(&state, &audit, client, &username).await {
-        Ok(attempt) => attempt,
-        Err(refused) => return refuse(Outcome::Denied, refused.reason, refused.error),
-    };
+    let attempt = PasswordAttempt::start(state, audit, client, username)
+        .await
+        .map_err(|refused| refuse(Outcome::Denied, refused.reason, refused.error))?;
     // Before the database read, so a login refused by a full hash queue costs nothing.
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
     slot.release();
-    let account = user::find_credentials(&state.db.reader, &username).await?;
-    let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
-    let verification = hashing.verify(password.clone(), stored_hash).await?;
-    let checked = match (account, verification) {
-        (Some(account), Verification::Valid { needs_rehash }) if !account.disabled => {
-            Ok((account, needs_rehash))
-        }
-        (Some(_), Verification::Valid { .. }) => Err("account disabled"),
-        (Some(_), Verification::Invalid) => Err("wrong password"),
-        (None, _) => Err("unknown user"),
-    };
-    let (account, needs_rehash) = match checked {
-        Ok(checked) => checked,
-        Err(reason) => {
-            let refused = refuse(Outcome::Failure, reason, ApiError::InvalidCredentials);
+    let check = login::check_credentials(&state.db.reader, &hashing, username, password);
+    let verified = match check.await? {
+        CredentialCheck::Verified(verified) => verified,
+        CredentialCheck::Refused(refusal) => {
+            let refused = refuse(
+                Outcome::Failure,
+                refusal.reason(),
+                ApiError::InvalidCredentials,
+            );
             attempt.failed().await?;
-            return refused;
+            return Err(refused);
         }
     };
-    let upgraded_hash = if needs_rehash {
-        Some(hashing.hash(password).await?)
-    } else {
-        None
-    };
-    let refresh_ttl = state.settings.jwt.refresh_token_ttl.as_secs();
     let started = user::start_session(
         &state.db.writer,
-        &account,
-        upgraded_hash,
-        refresh_ttl,
-        &audit,
+        &verified.account,
+        verified.upgraded_hash,
+        state.settings.jwt.refresh_token_ttl.as_secs(),
+        audit,
     )
-    .await?;
+    .await
+    .step("start the session")?;
     // The password was right, but it or the account changed while argon2 ran: whatever
     // committed first (a password change, a disable) wins over this login.
     let Some(session) = started else {
-        return refuse(
+        let reason = "the account changed during the login";
+        return Err(refuse(
             Outcome::Failure,
-            "the account changed during the login",
+            reason,
             ApiError::InvalidCredentials,
-        );
+        ));
     };
     attempt.succeeded().await;
-    let account = session.account;
-    token_response(
-        &state,
-        TokenSubject {
-            user_id: account.id,
-            username: &account.username,
-            role: account.role,
-            token_version: account.token_version,
-        },
-        session.refresh,
-    )
+    Ok(session)
+}
+
+fn subject_of(account: &UserCredentials) -> TokenSubject<'_> {
+    TokenSubject {
+        user_id: account.id,
+        username: &account.username,
+        role: account.role,
+        token_version: account.token_version,
+    }
 }
 
 /// Exchange a refresh token for a new pair of the same session.
@@ -300,13 +305,22 @@ pub(crate) async fn logout(
     audit: AuditContext,
 ) -> Result<HttpResponse, ApiError> {
     let session = caller.id.as_str();
-    let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
-    refresh::revoke_family(&mut tx, session, RevokeReason::Logout).await?;
+    let mut tx = state
+        .db
+        .writer
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .step("begin the logout")?;
+    refresh::revoke_family(&mut tx, session, RevokeReason::Logout)
+        .await
+        .step("revoke the session's refresh tokens")?;
     let event = audit
         .event(AuditAction::Logout, Outcome::Success)
         .target(AuditTarget::Session(session.to_owned()));
-    audit::record(&mut *tx, &event).await?;
-    tx.commit().await?;
+    audit::record(&mut *tx, &event)
+        .await
+        .step("record the logout")?;
+    tx.commit().await.step("commit the logout")?;
     state.revocations.revoke_session(session).await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -21,7 +21,7 @@ use crate::{
         text,
         user::{self, NewPassword, UserProfile},
     },
-    error::{ApiError, ForField},
+    error::{ApiError, ForField, Step},
     extract::Json,
     security::{client_ip::ClientKey, overload::InFlightSlot, password_attempts::PasswordAttempt},
     state::AppState,
@@ -66,6 +66,30 @@ pub struct ChangePasswordRequest {
     pub new_password: String,
 }
 
+/// A password change whose new password passed its rules and differs from the current one.
+struct PasswordChange {
+    current: SecretString,
+    new: NewPassword,
+}
+
+impl TryFrom<ChangePasswordRequest> for PasswordChange {
+    type Error = ApiError;
+
+    fn try_from(request: ChangePasswordRequest) -> Result<Self, ApiError> {
+        request.validate()?;
+        if request.current_password == request.new_password {
+            return Err(ApiError::invalid_field(
+                "new_password",
+                "must differ from the current password",
+            ));
+        }
+        Ok(Self {
+            new: NewPassword::parse(request.new_password).for_field("new_password")?,
+            current: SecretString::from(request.current_password),
+        })
+    }
+}
+
 /// Change the password. Every session of the user ends (API keys stay).
 ///
 /// The current password is checked within the account's login budget, spent before it is
@@ -82,16 +106,10 @@ pub(crate) async fn change_password(
     slot: InFlightSlot,
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    request.validate()?;
-    if request.current_password == request.new_password {
-        return Err(ApiError::invalid_field(
-            "new_password",
-            "must differ from the current password",
-        ));
-    }
-    let new_password = NewPassword::parse(request.new_password).for_field("new_password")?;
+    let PasswordChange { current, new } = PasswordChange::try_from(request)?;
     let account = user::credentials_by_id(&state.db.reader, caller.user_id)
-        .await?
+        .await
+        .step("read the account's credentials")?
         .ok_or(ApiError::Unauthenticated)?;
     let refuse = |outcome, reason: &'static str, error: ApiError| {
         let event = audit
@@ -108,18 +126,23 @@ pub(crate) async fn change_password(
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
     slot.release();
-    let current_password = SecretString::from(request.current_password);
     let verification = hashing
-        .verify(current_password, Some(account.password_hash.clone()))
-        .await?;
+        .verify(current, Some(account.password_hash.clone()))
+        .await
+        .step("verify the current password")?;
     if verification == Verification::Invalid {
         let refused = rejected("wrong current password");
         attempt.failed().await?;
         return Err(refused);
     }
     attempt.succeeded().await;
-    let new_hash = hashing.hash(new_password.into_secret()).await?;
-    let changed = user::change_password(&state.db.writer, &account, &new_hash, &audit).await?;
+    let new_hash = hashing
+        .hash(new.into_secret())
+        .await
+        .step("hash the new password")?;
+    let changed = user::change_password(&state.db.writer, &account, &new_hash, &audit)
+        .await
+        .step("store the new password")?;
     // Another change committed while this one was verified: the password checked here is no
     // longer the current one.
     let Some(version) = changed else {
@@ -187,6 +210,9 @@ pub(crate) async fn create_api_key(
     .map_err(|e| match e {
         CreateKeyError::TooManyKeys => {
             ApiError::Conflict("You have the maximum number of active API keys; revoke one first.")
+        }
+        CreateKeyError::NoFreeLookup => {
+            anyhow::anyhow!("every API key lookup part drawn was already taken").into()
         }
         CreateKeyError::Database(e) => e.into(),
     })?;
