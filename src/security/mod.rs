@@ -10,6 +10,5 @@ pub mod login_throttle;
 pub mod overload;
 pub mod password_attempts;
 pub mod rate_limit;
-pub mod rate_limit_shared;
 pub mod tls;
 pub mod unread_body;

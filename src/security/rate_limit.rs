@@ -13,7 +13,7 @@
 //! network).
 //!
 //! With several instances (`REDIS_URL`) the same limits are decided in Redis instead, by the
-//! same algorithm with the same answers (`rate_limit_shared`); actix-governor then only keeps
+//! same algorithm with the same answers (`shared`); actix-governor then only keeps
 //! the request flow and the headers.
 //!
 //! Every limited response is a 429 problem with `Retry-After`; every response that passed a
@@ -48,12 +48,13 @@ use crate::{
     cluster::{RedisStore, gcra::SharedLimiter},
     config::{Quota, RateLimitSettings},
     error::ApiError,
-    security::{
-        client_ip::ClientKey,
-        rate_limit_shared::{Bucket, Decider, SharedDecision},
-    },
+    security::client_ip::ClientKey,
     web::problem::whole_seconds,
 };
+
+mod shared;
+
+use shared::{Bucket, Decider, SharedDecision};
 
 pub(crate) const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 pub(crate) const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");

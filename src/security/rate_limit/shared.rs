@@ -14,13 +14,11 @@ use actix_web::{
 };
 use futures_util::future::LocalBoxFuture;
 
+use super::{Counted, LIMIT, PrincipalKey, REMAINING, rate_limited};
 use crate::{
     cluster::gcra::{Decision, SharedLimiter},
     error::ApiError,
-    security::{
-        client_ip::ClientKey,
-        rate_limit::{Counted, LIMIT, PrincipalKey, REMAINING, rate_limited},
-    },
+    security::client_ip::ClientKey,
 };
 
 /// How a limiter key names its bucket in Redis.
