@@ -21,26 +21,25 @@ use std::{
     any::Any,
     cell::Cell,
     os::fd::{AsFd, OwnedFd},
-    pin::Pin,
     rc::{Rc, Weak},
-    task::{Context, Poll},
     time::Duration,
 };
 
 use actix_tls::accept::rustls_0_23::TlsStream;
 use actix_web::{
     Error,
-    body::{BodySize, BoxBody, MessageBody},
+    body::{BoxBody, MessageBody},
     dev::{Extensions, ServiceRequest, ServiceResponse},
     middleware::Next,
     rt::net::TcpStream,
-    web::Bytes,
 };
 use rustix::net::Shutdown;
 use tokio::{
     task::AbortHandle,
     time::{Instant, sleep_until},
 };
+
+use crate::web::body::hold_until_written;
 
 /// How long a connection may go without a request in progress.
 #[derive(Clone, Copy, Debug)]
@@ -178,31 +177,5 @@ pub async fn count_requests_in_progress(
         .conn_data::<ConnectionWatch>()
         .map(ConnectionWatch::request_started);
     let response = next.call(req).await?;
-    Ok(response.map_body(|_, answer| {
-        BoxBody::new(InProgressUntilWritten {
-            answer: answer.boxed(),
-            _in_progress: in_progress,
-        })
-    }))
-}
-
-/// An answer's body, which actix-http drops once its last byte is handed to the socket.
-struct InProgressUntilWritten {
-    answer: BoxBody,
-    _in_progress: Option<RequestInProgress>,
-}
-
-impl MessageBody for InProgressUntilWritten {
-    type Error = Box<dyn std::error::Error>;
-
-    fn size(&self) -> BodySize {
-        self.answer.size()
-    }
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Pin::new(&mut self.answer).poll_next(cx)
-    }
+    Ok(response.map_body(|_, answer| hold_until_written(answer, in_progress)))
 }

@@ -22,7 +22,7 @@ use std::{
 
 use actix_web::{
     Error, HttpMessage, HttpResponse, ResponseError,
-    body::{BodySize, BoxBody, MessageBody},
+    body::{BoxBody, MessageBody},
     dev::{Payload, ServiceRequest, ServiceResponse},
     error::PayloadError,
     http::StatusCode,
@@ -30,6 +30,8 @@ use actix_web::{
     web::Bytes,
 };
 use futures_util::Stream;
+
+use crate::web::body::hold_until_written;
 
 pub async fn close_after_unread_body(
     mut req: ServiceRequest,
@@ -54,10 +56,7 @@ struct SharedBody(Rc<RefCell<Payload>>);
 
 impl SharedBody {
     fn hold_until_written(&self, answer: impl MessageBody + 'static) -> BoxBody {
-        BoxBody::new(HeldUntilWritten {
-            answer: answer.boxed(),
-            _request_body: self.clone(),
-        })
+        hold_until_written(answer, self.clone())
     }
 }
 
@@ -66,27 +65,6 @@ impl Stream for SharedBody {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut *self.0.borrow_mut()).poll_next(cx)
-    }
-}
-
-/// An answer's body that keeps the request body referred to while actix-http writes it.
-struct HeldUntilWritten {
-    answer: BoxBody,
-    _request_body: SharedBody,
-}
-
-impl MessageBody for HeldUntilWritten {
-    type Error = Box<dyn std::error::Error>;
-
-    fn size(&self) -> BodySize {
-        self.answer.size()
-    }
-
-    fn poll_next(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
-        Pin::new(&mut self.answer).poll_next(cx)
     }
 }
 

@@ -2,4 +2,5 @@
 //! response, and how a request becomes an audit context. Nothing below `routes` needs actix.
 
 pub mod audit;
+pub mod body;
 pub mod problem;
