@@ -19,12 +19,13 @@ use std::{
     sync::{PoisonError, RwLock},
 };
 
-use sqlx::SqlitePool;
-
-use crate::auth::{jwt::unix_now, refresh::RevokeReason};
+use crate::{
+    auth::{jwt::unix_now, refresh::RevokeReason},
+    db::{self, Database},
+};
 
 pub struct Revocations {
-    reader: SqlitePool,
+    db: Database,
     /// user id -> current token version, for every user seen since the start
     token_versions: RwLock<HashMap<i64, i64>>,
     /// family id -> unix time after which the entry can be forgotten
@@ -33,25 +34,27 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    pub async fn load(reader: &SqlitePool, access_token_ttl_secs: u64) -> sqlx::Result<Self> {
-        let versions: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT id, token_version FROM users WHERE token_version > 0")
-                .fetch_all(reader)
-                .await?;
+    pub async fn load(db: &Database, access_token_ttl_secs: u64) -> sqlx::Result<Self> {
+        let mut connection = db.read().await?;
+        let versions: Vec<(i64, i64)> = db::fetch_all!(
+            &mut connection,
+            "SELECT id, token_version FROM users WHERE token_version > 0"
+        )
+        .await?;
         let now = unix_now();
         let since = i64::try_from(now.saturating_sub(access_token_ttl_secs)).unwrap_or(i64::MAX);
-        let sessions: Vec<(String, i64)> = sqlx::query_as(
+        let sessions: Vec<(String, i64)> = db::fetch_all!(
+            &mut connection,
             "SELECT family_id, max(revoked_at) FROM refresh_tokens
-             WHERE revoked_at >= ?1 AND revoked_reason IN (?2, ?3)
+             WHERE revoked_at >= $1 AND revoked_reason IN ($2, $3)
              GROUP BY family_id",
+            since,
+            RevokeReason::Logout,
+            RevokeReason::Reuse
         )
-        .bind(since)
-        .bind(RevokeReason::Logout)
-        .bind(RevokeReason::Reuse)
-        .fetch_all(reader)
         .await?;
         Ok(Self {
-            reader: reader.clone(),
+            db: db.clone(),
             token_versions: RwLock::new(versions.into_iter().collect()),
             revoked_sessions: RwLock::new(
                 sessions
@@ -102,11 +105,12 @@ impl Revocations {
         if known.is_some() {
             return Ok(known);
         }
-        let stored: Option<i64> =
-            sqlx::query_scalar("SELECT token_version FROM users WHERE id = ?1 AND disabled = 0")
-                .bind(user_id)
-                .fetch_optional(&self.reader)
-                .await?;
+        let stored: Option<i64> = db::fetch_optional_scalar!(
+            &mut self.db.read().await?,
+            "SELECT token_version FROM users WHERE id = $1 AND NOT disabled",
+            user_id
+        )
+        .await?;
         Ok(stored.map(|version| self.remember(user_id, version)))
     }
 
@@ -141,21 +145,20 @@ impl Revocations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Database;
 
     /// A database with users 1 (enabled) and 2 (disabled), and the revocations read from it.
     async fn revocations() -> (tempfile::TempDir, Revocations) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("r.db").display());
         let db = Database::connect(&url).await.unwrap();
-        sqlx::query(
+        db::execute!(
+            &mut db.write().await.unwrap(),
             "INSERT INTO users (id, username, email, password_hash, disabled)
-             VALUES (1, 'one', 'one@example.com', 'x', 0), (2, 'two', 'two@example.com', 'x', 1)",
+             VALUES (1, 'one', 'one@example.com', 'x', 0), (2, 'two', 'two@example.com', 'x', 1)"
         )
-        .execute(&db.writer)
         .await
         .unwrap();
-        let revocations = Revocations::load(&db.reader, 900).await.unwrap();
+        let revocations = Revocations::load(&db, 900).await.unwrap();
         (dir, revocations)
     }
 

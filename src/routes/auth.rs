@@ -9,12 +9,12 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::{
-    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
+    audit::{AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         Role, Session,
         jwt::TokenSubject,
         password::Verification,
-        refresh::{self, IssuedRefreshToken, RevokeReason, Rotation},
+        refresh::{self, IssuedRefreshToken, Rotation},
     },
     domain::{
         text,
@@ -155,7 +155,7 @@ pub(crate) async fn register(
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
     slot.release();
-    let profile = user::create(&state.db.writer, &hashing, new_user, Role::User, &audit).await?;
+    let profile = user::create(&state.db, &hashing, new_user, Role::User, &audit).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
         .json(profile))
@@ -198,7 +198,7 @@ pub(crate) async fn login(
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
     slot.release();
-    let account = user::find_credentials(&state.db.reader, &username).await?;
+    let account = user::find_credentials(&mut state.db.read().await?, &username).await?;
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());
     let verification = hashing.verify(password.clone(), stored_hash).await?;
     let (account, needs_rehash) = match (account, verification) {
@@ -215,14 +215,8 @@ pub(crate) async fn login(
         None
     };
     let refresh_ttl = state.settings.jwt.refresh_token_ttl.as_secs();
-    let started = user::start_session(
-        &state.db.writer,
-        &account,
-        upgraded_hash,
-        refresh_ttl,
-        &audit,
-    )
-    .await?;
+    let started =
+        user::start_session(&state.db, &account, upgraded_hash, refresh_ttl, &audit).await?;
     // The password was right, but it or the account changed while argon2 ran: whatever
     // committed first (a password change, a disable) wins over this login.
     let Some(session) = started else {
@@ -257,7 +251,7 @@ pub(crate) async fn refresh_tokens(
     Json(request): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
-    match refresh::rotate(&state.db.writer, &request.refresh_token, &audit).await? {
+    match refresh::rotate(&state.db, &request.refresh_token, &audit).await? {
         Rotation::Rotated { account, issued } => token_response(
             &state,
             TokenSubject {
@@ -296,13 +290,7 @@ pub(crate) async fn logout(
     audit: AuditContext,
 ) -> Result<HttpResponse, ApiError> {
     let session = caller.id.as_str();
-    let mut tx = state.db.writer.begin_with("BEGIN IMMEDIATE").await?;
-    refresh::revoke_family(&mut tx, session, RevokeReason::Logout).await?;
-    let event = audit
-        .event(AuditAction::Logout, Outcome::Success)
-        .target(AuditTarget::Session(session.to_owned()));
-    audit::record(&mut *tx, &event).await?;
-    tx.commit().await?;
+    refresh::end_session(&state.db, caller.user_id, session, &audit).await?;
     state.revocations.revoke_session(session);
     Ok(HttpResponse::NoContent().finish())
 }

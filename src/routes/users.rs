@@ -48,7 +48,7 @@ pub(crate) async fn me(
     caller: Authenticated<Read>,
 ) -> Result<HttpResponse, ApiError> {
     // A token can outlive its account only until revocation catches it; 401, not 404.
-    let profile = user::profile(&state.db.reader, caller.user_id)
+    let profile = user::profile(&mut state.db.read().await?, caller.user_id)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     Ok(HttpResponse::Ok().json(profile))
@@ -90,7 +90,7 @@ pub(crate) async fn change_password(
         ));
     }
     let new_password = NewPassword::parse(request.new_password).for_field("new_password")?;
-    let account = user::credentials_by_id(&state.db.reader, caller.user_id)
+    let account = user::credentials_by_id(&mut state.db.read().await?, caller.user_id)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     let refuse = |outcome, reason: &'static str, error: ApiError| {
@@ -117,7 +117,7 @@ pub(crate) async fn change_password(
     }
     attempt.succeeded();
     let new_hash = hashing.hash(new_password.into_secret()).await?;
-    let changed = user::change_password(&state.db.writer, &account, &new_hash, &audit).await?;
+    let changed = user::change_password(&state.db, &account, &new_hash, &audit).await?;
     // Another change committed while this one was verified: the password checked here is no
     // longer the current one.
     let Some(version) = changed else {
@@ -174,20 +174,14 @@ pub(crate) async fn create_api_key(
         read: request.scopes.contains(&Scope::Read),
         write: request.scopes.contains(&Scope::Write),
     };
-    let (view, key) = api_key::create(
-        &state.db.writer,
-        caller.user_id,
-        &request.name,
-        scopes,
-        &audit,
-    )
-    .await
-    .map_err(|e| match e {
-        CreateKeyError::TooManyKeys => {
-            ApiError::Conflict("You have the maximum number of active API keys; revoke one first.")
-        }
-        CreateKeyError::Database(e) => e.into(),
-    })?;
+    let (view, key) = api_key::create(&state.db, caller.user_id, &request.name, scopes, &audit)
+        .await
+        .map_err(|e| match e {
+            CreateKeyError::TooManyKeys => ApiError::Conflict(
+                "You have the maximum number of active API keys; revoke one first.",
+            ),
+            CreateKeyError::Database(e) => e.into(),
+        })?;
     Ok(HttpResponse::Created().json(CreatedApiKey { view, key }))
 }
 
@@ -198,7 +192,7 @@ pub(crate) async fn list_api_keys(
     state: web::Data<AppState>,
     caller: Session<Read>,
 ) -> Result<HttpResponse, ApiError> {
-    let keys = api_key::list(&state.db.reader, caller.user_id).await?;
+    let keys = api_key::list(&mut state.db.read().await?, caller.user_id).await?;
     Ok(HttpResponse::Ok().json(ApiKeyList { items: keys }))
 }
 
@@ -212,7 +206,7 @@ pub(crate) async fn revoke_api_key(
     audit: AuditContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    if api_key::revoke(&state.db.writer, caller.user_id, *id, &audit).await? {
+    if api_key::revoke(&state.db, caller.user_id, *id, &audit).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound)

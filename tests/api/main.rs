@@ -1,5 +1,6 @@
-//! Black-box tests: each one starts the real application on a free port with its own SQLite
-//! file and speaks HTTP to it. One binary, one file per area.
+//! Black-box tests: each one starts the real application on a free port with its own database
+//! (a SQLite file, or a PostgreSQL database with `TEST_DATABASE_URL`; see `helpers`) and
+//! speaks HTTP to it. One binary, one file per area.
 
 mod admin;
 mod api_keys;
@@ -8,6 +9,7 @@ mod auth;
 mod authz;
 mod cli;
 mod clients;
+mod concurrency;
 mod cors;
 mod crash;
 mod errors;
