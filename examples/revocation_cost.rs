@@ -8,7 +8,10 @@
 //!   cargo run --release --example revocation_cost
 use std::{hint::black_box, time::Instant};
 
-use filmvault::{auth::revocation::Revocations, db::Database};
+use filmvault::{
+    auth::revocation::Revocations,
+    db::{self, Database},
+};
 
 const USERS: i64 = 100_000;
 
@@ -16,22 +19,24 @@ const USERS: i64 = 100_000;
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let db = Database::connect(&format!("sqlite://{}", dir.path().join("r.db").display())).await?;
-    sqlx::query(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+    let mut writer = db.write().await?;
+    db::execute!(
+        &mut writer,
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1)
          INSERT INTO users (username, email, password_hash, token_version)
          SELECT 'user' || i, 'user' || i || '@example.com', 'x', 1 FROM n",
+        USERS
     )
-    .bind(USERS)
-    .execute(&db.writer)
     .await?;
-    sqlx::query(
+    db::execute!(
+        &mut writer,
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
          INSERT INTO refresh_tokens (user_id, family_id, token_hash, expires_at, revoked_at, revoked_reason)
-         SELECT i, 'family-' || i, randomblob(32), 4102444800, unixepoch(), 'logout' FROM n",
+         SELECT i, 'family-' || i, randomblob(32), 4102444800, unixepoch(), 'logout' FROM n"
     )
-    .execute(&db.writer)
     .await?;
-    let revocations = Revocations::load(&db.reader, 900, None).await?;
+    drop(writer);
+    let revocations = Revocations::load(&db, 900, None).await?;
 
     let checks: i64 = 10_000_000;
     let sessions: Vec<String> = (0..1024).map(|i| format!("live-session-{i}")).collect();
@@ -49,10 +54,12 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut current = 0i64;
     for i in 0..queries {
-        let (version,): (i64,) = sqlx::query_as("SELECT token_version FROM users WHERE id = ?1")
-            .bind(i % USERS + 1)
-            .fetch_one(&db.reader)
-            .await?;
+        let version: i64 = db::fetch_scalar!(
+            &mut db.read().await?,
+            "SELECT token_version FROM users WHERE id = $1",
+            i % USERS + 1
+        )
+        .await?;
         current += i64::from(version == 1);
     }
     let per_query = started.elapsed() / u32::try_from(queries)?;

@@ -26,13 +26,13 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
-use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
+use sqlx::prelude::FromRow;
 use tokio::sync::mpsc;
 
 use self::denials::DenialWindows;
 pub use self::{action::AuditAction, denials::Admission, target::AuditTarget};
 use crate::{
-    db::Database,
+    db::{self, Database, Executor, Timestamp},
     domain::{Page, Paginated},
     security::client_ip::ClientKey,
 };
@@ -42,7 +42,7 @@ const WRITE_BATCH: usize = 256;
 /// How often the writer closes expired denial windows: a summary lands at most this late.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(1);
 /// Rows deleted per statement when pruning, so other writes wait milliseconds, not seconds.
-const PRUNE_BATCH: u32 = 1_000;
+const PRUNE_BATCH: i64 = 1_000;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
@@ -178,21 +178,21 @@ impl AuditContext {
     }
 }
 
-/// Writes `event` with `executor` (the transaction of the change it records) and logs it.
-pub async fn record(executor: impl SqliteExecutor<'_>, event: &AuditEvent) -> sqlx::Result<()> {
-    sqlx::query(
+/// Writes `event` with `db` (the transaction of the change it records) and logs it.
+pub async fn record(db: &mut impl Executor, event: &AuditEvent) -> sqlx::Result<()> {
+    db::execute!(
+        db,
         "INSERT INTO audit_events
              (request_id, actor_id, client_ip, action, target, outcome, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &event.request_id,
+        event.actor_id,
+        &event.client_ip,
+        event.action,
+        event.target.as_ref().map(AuditTarget::to_string),
+        event.outcome,
+        &event.reason
     )
-    .bind(&event.request_id)
-    .bind(event.actor_id)
-    .bind(&event.client_ip)
-    .bind(event.action)
-    .bind(event.target.as_ref().map(AuditTarget::to_string))
-    .bind(event.outcome)
-    .bind(&event.reason)
-    .execute(executor)
     .await?;
     event.log();
     Ok(())
@@ -208,10 +208,10 @@ pub struct AuditQueue {
 impl AuditQueue {
     /// Starts the background writer; it stops when the last queue handle is dropped, after
     /// writing the summaries of the denial windows still open.
-    pub fn start(writer: SqlitePool, denial_window: Duration) -> Self {
+    pub fn start(db: Database, denial_window: Duration) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let denials = Arc::new(DenialWindows::new(denial_window));
-        tokio::spawn(write_queued(writer, receiver, denials.clone()));
+        tokio::spawn(write_queued(db, receiver, denials.clone()));
         Self { sender, denials }
     }
 
@@ -235,7 +235,7 @@ impl AuditQueue {
 }
 
 async fn write_queued(
-    writer: SqlitePool,
+    db: Database,
     mut receiver: mpsc::Receiver<AuditEvent>,
     denials: Arc<DenialWindows>,
 ) {
@@ -251,17 +251,17 @@ async fn write_queued(
             }
             _ = summaries.tick() => batch.extend(denials.close_expired(Instant::now())),
         }
-        write_or_log(&writer, &batch).await;
+        write_or_log(&db, &batch).await;
         batch.clear();
     }
-    write_or_log(&writer, &denials.close_all()).await;
+    write_or_log(&db, &denials.close_all()).await;
 }
 
-async fn write_or_log(writer: &SqlitePool, batch: &[AuditEvent]) {
+async fn write_or_log(db: &Database, batch: &[AuditEvent]) {
     if batch.is_empty() {
         return;
     }
-    if let Err(error) = write_batch(writer, batch).await {
+    if let Err(error) = write_batch(db, batch).await {
         log_unstored(batch, &error);
     }
 }
@@ -281,10 +281,10 @@ fn log_unstored(events: &[AuditEvent], cause: &dyn std::fmt::Display) {
     }
 }
 
-async fn write_batch(writer: &SqlitePool, batch: &[AuditEvent]) -> sqlx::Result<()> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+async fn write_batch(db: &Database, batch: &[AuditEvent]) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
     for event in batch {
-        record(&mut *tx, event).await?;
+        record(&mut tx, event).await?;
     }
     tx.commit().await
 }
@@ -293,41 +293,40 @@ async fn write_batch(writer: &SqlitePool, batch: &[AuditEvent]) -> sqlx::Result<
 /// how many went. The table's trigger refuses to delete anything younger than the retention
 /// stored beside it (`audit_retention`), which this sets first.
 pub async fn prune(db: &Database, retention_days: u32) -> sqlx::Result<u64> {
-    sqlx::query(
-        "INSERT INTO audit_retention (id, days) VALUES (1, ?1)
+    let mut writer = db.write().await?;
+    db::execute!(
+        &mut writer,
+        "INSERT INTO audit_retention (id, days) VALUES (1, $1)
          ON CONFLICT (id) DO UPDATE SET days = excluded.days",
+        i64::from(retention_days)
     )
-    .bind(retention_days)
-    .execute(&db.writer)
     .await?;
+    let cutoff = Timestamp::now().saturating_sub(time::Duration::days(retention_days.into()));
     // Ids grow with time: every event below the first one inside the retention is older, and
     // it is found without reading the rest of the table (occurred_at has no index).
-    let boundary: Option<i64> = sqlx::query_scalar(
+    let boundary: Option<i64> = db::fetch_scalar!(
+        &mut db.read().await?,
         "SELECT coalesce(
-             (SELECT id FROM audit_events
-              WHERE occurred_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-' || ?1 || ' days')
-              ORDER BY id LIMIT 1),
+             (SELECT id FROM audit_events WHERE occurred_at >= $1 ORDER BY id LIMIT 1),
              (SELECT max(id) + 1 FROM audit_events))",
+        cutoff
     )
-    .bind(retention_days)
-    .fetch_one(&db.reader)
     .await?;
     let Some(boundary) = boundary else {
         return Ok(0);
     };
     let mut deleted = 0;
     loop {
-        let batch = sqlx::query(
+        let batch = db::execute!(
+            &mut writer,
             "DELETE FROM audit_events
-             WHERE id IN (SELECT id FROM audit_events WHERE id < ?1 ORDER BY id LIMIT ?2)",
+             WHERE id IN (SELECT id FROM audit_events WHERE id < $1 ORDER BY id LIMIT $2)",
+            boundary,
+            PRUNE_BATCH
         )
-        .bind(boundary)
-        .bind(PRUNE_BATCH)
-        .execute(&db.writer)
-        .await?
-        .rows_affected();
+        .await?;
         deleted += batch;
-        if batch < u64::from(PRUNE_BATCH) {
+        if batch < PRUNE_BATCH.unsigned_abs() {
             break;
         }
     }
@@ -337,7 +336,7 @@ pub async fn prune(db: &Database, retention_days: u32) -> sqlx::Result<u64> {
             .reason(format!(
                 "deleted {deleted} events older than {retention_days} days"
             ));
-        record(&db.writer, &event).await?;
+        record(&mut writer, &event).await?;
     }
     Ok(deleted)
 }
@@ -346,7 +345,7 @@ pub async fn prune(db: &Database, retention_days: u32) -> sqlx::Result<u64> {
 #[derive(Debug, Serialize, FromRow, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub id: i64,
-    pub occurred_at: String,
+    pub occurred_at: Timestamp,
     pub request_id: Option<String>,
     pub actor_id: Option<i64>,
     pub client_ip: Option<String>,
@@ -356,50 +355,49 @@ pub struct StoredEvent {
     pub reason: Option<String>,
 }
 
-/// Filters of the admin endpoint; `since`/`until` compare as ISO 8601 UTC text, which is how
-/// timestamps are stored.
+/// Filters of the admin endpoint.
 #[derive(Debug, Default)]
 pub struct EventFilter {
     pub actor_id: Option<i64>,
     pub action: Option<AuditAction>,
-    pub since: Option<String>,
-    pub until: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
 }
 
 pub async fn list(
-    reader: &SqlitePool,
+    db: &mut impl Executor,
     filter: &EventFilter,
     page: Page,
 ) -> sqlx::Result<Paginated<StoredEvent>> {
-    let items = sqlx::query_as(
+    let items = db::fetch_all!(
+        db,
         "SELECT id, occurred_at, request_id, actor_id, client_ip, action, target, outcome, reason
          FROM audit_events
-         WHERE (?1 IS NULL OR actor_id = ?1)
-           AND (?2 IS NULL OR action = ?2)
-           AND (?3 IS NULL OR occurred_at >= ?3)
-           AND (?4 IS NULL OR occurred_at < ?4)
-         ORDER BY id DESC LIMIT ?5 OFFSET ?6",
+         WHERE ($1 IS NULL OR actor_id = $1)
+           AND ($2 IS NULL OR action = $2)
+           AND ($3 IS NULL OR occurred_at >= $3)
+           AND ($4 IS NULL OR occurred_at < $4)
+         ORDER BY id DESC LIMIT $5 OFFSET $6",
+        filter.actor_id,
+        filter.action,
+        filter.since,
+        filter.until,
+        page.limit,
+        page.offset
     )
-    .bind(filter.actor_id)
-    .bind(filter.action)
-    .bind(&filter.since)
-    .bind(&filter.until)
-    .bind(page.limit)
-    .bind(page.offset)
-    .fetch_all(reader)
     .await?;
-    let total = sqlx::query_scalar(
+    let total = db::fetch_scalar!(
+        db,
         "SELECT count(*) FROM audit_events
-         WHERE (?1 IS NULL OR actor_id = ?1)
-           AND (?2 IS NULL OR action = ?2)
-           AND (?3 IS NULL OR occurred_at >= ?3)
-           AND (?4 IS NULL OR occurred_at < ?4)",
+         WHERE ($1 IS NULL OR actor_id = $1)
+           AND ($2 IS NULL OR action = $2)
+           AND ($3 IS NULL OR occurred_at >= $3)
+           AND ($4 IS NULL OR occurred_at < $4)",
+        filter.actor_id,
+        filter.action,
+        filter.since,
+        filter.until
     )
-    .bind(filter.actor_id)
-    .bind(filter.action)
-    .bind(&filter.since)
-    .bind(&filter.until)
-    .fetch_one(reader)
     .await?;
     Ok(page.of(items, total))
 }

@@ -142,7 +142,7 @@ pub async fn create_admin(
     Email::validate(&email).map_err(|e| broken_rule("--email", e))?;
     let db = Database::connect(&settings.database_url).await?;
     startup::normalize_stored_emails(&db).await?;
-    if user::find_credentials(&db.reader, &username)
+    if user::find_credentials(&mut db.read().await?, &username)
         .await?
         .is_some()
     {
@@ -158,7 +158,7 @@ pub async fn create_admin(
     .map_err(|error| anyhow::anyhow!("invalid administrator: {}", reasons(error)))?;
     let hashing = PasswordHasher::new(1, 1)?.reserve()?;
     let created = user::create(
-        &db.writer,
+        &db,
         &hashing,
         new_user,
         Role::Admin,

@@ -612,7 +612,10 @@ fn instance_id(vars: &Vars) -> Result<String, ConfigError> {
 
 fn database_url(vars: &Vars) -> Result<String, ConfigError> {
     let url = vars.get("DATABASE_URL").unwrap_or("sqlite://filmvault.db");
-    if url.starts_with("sqlite:") {
+    if ["sqlite:", "postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
         return Ok(url.to_owned());
     }
     // Only a plain scheme name is repeated: what follows it may hold a password.
@@ -623,11 +626,11 @@ fn database_url(vars: &Vars) -> Result<String, ConfigError> {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'+') =>
         {
             format!(
-                "the `{scheme}` scheme is not supported: filmvault stores its data in SQLite; \
-                 use a sqlite:// URL such as sqlite://filmvault.db"
+                "the `{scheme}` scheme is not supported: filmvault stores its data in SQLite or \
+                 PostgreSQL; use a sqlite:// or postgres:// URL"
             )
         }
-        _ => "must be a sqlite:// URL such as sqlite://filmvault.db".to_owned(),
+        _ => "must be a sqlite:// or postgres:// URL such as sqlite://filmvault.db".to_owned(),
     };
     Err(ConfigError::new("DATABASE_URL", reason))
 }

@@ -89,9 +89,8 @@ pub async fn record_requests(
 }
 
 fn render(state: &AppState, limiters: &Limiters) -> HttpResponse {
-    for (name, pool) in [("reader", &state.db.reader), ("writer", &state.db.writer)] {
-        let idle = pool.num_idle() as f64;
-        let open = f64::from(pool.size());
+    for pool in state.db.pools() {
+        let (name, idle, open) = (pool.name, pool.idle as f64, f64::from(pool.open));
         ::metrics::gauge!("db_pool_connections", "pool" => name, "state" => "idle").set(idle);
         ::metrics::gauge!("db_pool_connections", "pool" => name, "state" => "in_use")
             .set(open - idle);

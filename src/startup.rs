@@ -151,7 +151,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
     let db = Database::connect(&settings.database_url).await?;
     normalize_stored_emails(&db).await?;
     if settings.seed_demo_data {
-        let added = seed::seed_demo_films(&db.writer).await?;
+        let added = seed::seed_demo_films(&db).await?;
         if added > 0 {
             tracing::info!(
                 films = added,
@@ -179,16 +179,12 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
             settings.limits.password_hash_queue,
         )?,
         jwt: JwtCodec::new(&settings.jwt),
-        revocations: Revocations::load(
-            &db.reader,
-            settings.jwt.access_token_ttl.as_secs(),
-            channel,
-        )
-        .await?,
+        revocations: Revocations::load(&db, settings.jwt.access_token_ttl.as_secs(), channel)
+            .await?,
         login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username, redis.as_ref()),
         login_monitor: LoginMonitor::new(settings.suspicious_logins, redis.as_ref()),
         redis,
-        audit: AuditQueue::start(db.writer.clone(), settings.audit_denial_window),
+        audit: AuditQueue::start(db.clone(), settings.audit_denial_window),
         db,
         settings,
     }))
@@ -196,7 +192,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
 
 /// Rows older than email normalization get it before anything can register beside them.
 pub async fn normalize_stored_emails(db: &Database) -> anyhow::Result<()> {
-    let changed = user::normalize_stored_emails(&db.writer)
+    let changed = user::normalize_stored_emails(db)
         .await
         .context("cannot normalize the stored emails")?;
     if changed > 0 {

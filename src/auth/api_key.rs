@@ -6,12 +6,13 @@
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{SqlitePool, prelude::FromRow};
+use sqlx::prelude::FromRow;
 use subtle::ConstantTimeEq;
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
-    auth::{Role, principal::Scopes, random_bytes, random_token},
+    auth::{Role, lock_account, principal::Scopes, random_bytes, random_token},
+    db::{self, Database, Executor, Timestamp},
     vocabulary::vocabulary,
 };
 
@@ -22,7 +23,7 @@ const KEY_CHARS: usize = KEY_PREFIX.len() + LOOKUP_CHARS + 1 + SECRET_CHARS;
 pub const MAX_KEYS_PER_USER: i64 = 20;
 /// `last_used_at` is refreshed at most this often, so a busy key does not turn every read into
 /// a write.
-const TOUCH_INTERVAL_SECS: i64 = 60;
+const TOUCH_INTERVAL: time::Duration = time::Duration::seconds(60);
 
 vocabulary! {
     /// What a key may do; stored as one flag column per scope (`can_read`, `can_write`).
@@ -76,8 +77,8 @@ pub struct ApiKeyView {
     /// The public start of the key (`fk_<12 hex>`), to recognise it.
     pub prefix: String,
     pub scopes: Vec<Scope>,
-    pub created_at: String,
-    pub last_used_at: Option<String>,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
 }
 
 #[derive(FromRow)]
@@ -87,8 +88,8 @@ struct ApiKeyRow {
     prefix: String,
     can_read: bool,
     can_write: bool,
-    created_at: String,
-    last_used_at: Option<String>,
+    created_at: Timestamp,
+    last_used_at: Option<Timestamp>,
 }
 
 impl From<ApiKeyRow> for ApiKeyView {
@@ -122,94 +123,98 @@ impl From<sqlx::Error> for CreateKeyError {
     }
 }
 
-/// Creates a key and returns it with the plaintext, which is never stored.
+/// Creates a key and returns it with the plaintext, which is never stored. The count of live
+/// keys and the insert run under the account's lock (`auth::lock_account`): requests on
+/// several instances at once cannot all see room for one more.
 pub async fn create(
-    writer: &SqlitePool,
+    db: &Database,
     user_id: i64,
     name: &str,
     scopes: Scopes,
     audit: &AuditContext,
 ) -> Result<(ApiKeyView, String), CreateKeyError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let active: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM api_keys WHERE user_id = ?1 AND revoked_at IS NULL",
+    let mut tx = db.begin().await?;
+    lock_account(&mut tx, user_id).await?;
+    let active: i64 = db::fetch_scalar!(
+        &mut tx,
+        "SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id
     )
-    .bind(user_id)
-    .fetch_one(&mut *tx)
     .await?;
     if active >= MAX_KEYS_PER_USER {
         return Err(CreateKeyError::TooManyKeys);
     }
-    // 48 random bits of lookup: a collision is rare, and the UNIQUE index catches it.
+    // 48 random bits of lookup: a collision is rare, and the UNIQUE index finds it (without
+    // an error, which would end a PostgreSQL transaction).
     for _ in 0..3 {
         let (key, lookup) = generate();
-        let inserted: Result<ApiKeyRow, sqlx::Error> = sqlx::query_as(
+        let inserted: Option<ApiKeyRow> = db::fetch_optional!(
+            &mut tx,
             "INSERT INTO api_keys (user_id, name, prefix, key_hash, can_read, can_write)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (prefix) DO NOTHING
              RETURNING id, name, prefix, can_read, can_write, created_at, last_used_at",
+            user_id,
+            name,
+            &lookup,
+            key_hash(&key),
+            scopes.read,
+            scopes.write
         )
-        .bind(user_id)
-        .bind(name)
-        .bind(&lookup)
-        .bind(key_hash(&key))
-        .bind(scopes.read)
-        .bind(scopes.write)
-        .fetch_one(&mut *tx)
-        .await;
-        match inserted {
-            Ok(row) => {
-                let view = ApiKeyView::from(row);
-                let scopes: Vec<&str> = view.scopes.iter().map(|scope| scope.as_str()).collect();
-                let event = audit
-                    .event(AuditAction::ApiKeyCreate, Outcome::Success)
-                    .target(AuditTarget::ApiKey(view.id))
-                    .reason(format!("scopes={}", scopes.join(",")));
-                audit::record(&mut *tx, &event).await?;
-                tx.commit().await?;
-                return Ok((view, key));
-            }
-            Err(e) if crate::error::is_unique_violation(&e) => continue,
-            Err(e) => return Err(e.into()),
-        }
+        .await?;
+        let Some(row) = inserted else {
+            continue;
+        };
+        let view = ApiKeyView::from(row);
+        let scopes: Vec<&str> = view.scopes.iter().map(|scope| scope.as_str()).collect();
+        let event = audit
+            .event(AuditAction::ApiKeyCreate, Outcome::Success)
+            .target(AuditTarget::ApiKey(view.id))
+            .reason(format!("scopes={}", scopes.join(",")));
+        audit::record(&mut tx, &event).await?;
+        tx.commit().await?;
+        return Ok((view, key));
     }
     Err(CreateKeyError::NoFreeLookup)
 }
 
-pub async fn list(reader: &SqlitePool, user_id: i64) -> sqlx::Result<Vec<ApiKeyView>> {
-    let rows: Vec<ApiKeyRow> = sqlx::query_as(
+pub async fn list(db: &mut impl Executor, user_id: i64) -> sqlx::Result<Vec<ApiKeyView>> {
+    let rows: Vec<ApiKeyRow> = db::fetch_all!(
+        db,
         "SELECT id, name, prefix, can_read, can_write, created_at, last_used_at
-         FROM api_keys WHERE user_id = ?1 AND revoked_at IS NULL ORDER BY id",
+         FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id",
+        user_id
     )
-    .bind(user_id)
-    .fetch_all(reader)
     .await?;
     Ok(rows.into_iter().map(ApiKeyView::from).collect())
 }
 
 /// Revokes one of the user's own keys; `false` if they have no such live key (another user's
-/// key is indistinguishable from a missing one).
+/// key is indistinguishable from a missing one). A single conditional update: of two
+/// revocations at once, one changes the row and the other finds it revoked.
 pub async fn revoke(
-    writer: &SqlitePool,
+    db: &Database,
     user_id: i64,
     key_id: i64,
     audit: &AuditContext,
 ) -> sqlx::Result<bool> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let result = sqlx::query(
-        "UPDATE api_keys SET revoked_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL",
+    let mut tx = db.begin().await?;
+    let revoked = db::execute!(
+        &mut tx,
+        "UPDATE api_keys SET revoked_at = $3
+         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+        key_id,
+        user_id,
+        Timestamp::now()
     )
-    .bind(key_id)
-    .bind(user_id)
-    .execute(&mut *tx)
     .await?;
-    if result.rows_affected() != 1 {
+    if revoked != 1 {
         return Ok(false);
     }
     let event = audit
         .event(AuditAction::ApiKeyRevoke, Outcome::Success)
         .target(AuditTarget::ApiKey(key_id));
-    audit::record(&mut *tx, &event).await?;
+    audit::record(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -239,20 +244,19 @@ struct StoredKey {
 }
 
 pub async fn authenticate(
-    reader: &SqlitePool,
+    db: &mut impl Executor,
     key: WellFormedKey<'_>,
 ) -> sqlx::Result<Option<AuthenticatedKey>> {
-    let stored: Option<StoredKey> = sqlx::query_as(
+    let stored: Option<StoredKey> = db::fetch_optional!(
+        db,
         "SELECT k.id, k.user_id, u.username, k.key_hash, k.can_read, k.can_write,
-                (k.last_used_at IS NULL
-                 OR k.last_used_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?2)) AS stale,
+                (k.last_used_at IS NULL OR k.last_used_at < $2) AS stale,
                 u.role, u.disabled
          FROM api_keys k JOIN users u ON u.id = k.user_id
-         WHERE k.prefix = ?1 AND k.revoked_at IS NULL",
+         WHERE k.prefix = $1 AND k.revoked_at IS NULL",
+        key.lookup,
+        Timestamp::now().saturating_sub(TOUCH_INTERVAL)
     )
-    .bind(key.lookup)
-    .bind(format!("-{TOUCH_INTERVAL_SECS} seconds"))
-    .fetch_optional(reader)
     .await?;
     let Some(stored) = stored else {
         return Ok(None);
@@ -274,12 +278,13 @@ pub async fn authenticate(
     }))
 }
 
-pub async fn touch(writer: &SqlitePool, key_id: i64) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE api_keys SET last_used_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1",
+pub async fn touch(db: &Database, key_id: i64) -> sqlx::Result<()> {
+    db::execute!(
+        &mut db.write().await?,
+        "UPDATE api_keys SET last_used_at = $2 WHERE id = $1",
+        key_id,
+        Timestamp::now()
     )
-    .bind(key_id)
-    .execute(writer)
     .await?;
     Ok(())
 }

@@ -182,11 +182,11 @@ async fn verify_credential(
         }
         Some(Credential::ApiKey(raw)) => {
             let key = api_key::parse(raw).ok_or(ApiError::Unauthenticated)?;
-            let key = api_key::authenticate(&state.db.reader, key)
+            let key = api_key::authenticate(&mut state.db.read().await?, key)
                 .await?
                 .ok_or(ApiError::Unauthenticated)?;
             if key.stale {
-                api_key::touch(&state.db.writer, key.key_id).await?;
+                api_key::touch(&state.db, key.key_id).await?;
             }
             Principal {
                 user_id: key.user_id,

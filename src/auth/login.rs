@@ -3,10 +3,10 @@
 //! time taken does not tell them apart; only the refusal's reason, for the audit trail, does.
 
 use secrecy::SecretString;
-use sqlx::SqlitePool;
 
 use crate::{
     auth::password::{HashReservation, Verification},
+    db::Database,
     domain::user::{self, UserCredentials},
     error::{ApiError, Step},
 };
@@ -46,12 +46,12 @@ impl Refusal {
 /// Checks `password` against the account `username`, in the caller's place in the hashing
 /// queue.
 pub async fn check_credentials(
-    reader: &SqlitePool,
+    db: &Database,
     hashing: &HashReservation,
     username: &str,
     password: SecretString,
 ) -> Result<CredentialCheck, ApiError> {
-    let account = user::find_credentials(reader, username)
+    let account = user::find_credentials(&mut db.read().await?, username)
         .await
         .step("read the account's credentials")?;
     let stored_hash = account.as_ref().map(|a| a.password_hash.clone());

@@ -16,6 +16,8 @@ pub mod roles;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
+use crate::db::{self, Transaction};
+
 pub use extractor::{Authenticated, MaybeAuthenticated, Session};
 pub use principal::{Access, AdminRead, AdminWrite, Principal, Read, Write};
 pub use roles::Role;
@@ -32,4 +34,21 @@ pub fn random_token(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     OsRng.fill_bytes(&mut buffer);
     URL_SAFE_NO_PAD.encode(buffer)
+}
+
+/// Locks the account's row until `tx` ends: every transaction that changes what belongs to an
+/// account (its sessions, its keys, its password) takes this lock first, so on PostgreSQL
+/// such transactions queue per account, whichever instance runs them, and each sees what the
+/// previous one committed. (`domain::user` reads the row the same way when it needs it;
+/// SQLite's write transaction already excludes every other writer.) `NO KEY UPDATE` leaves
+/// other transactions free to insert rows that refer to the account. `false`: no such account.
+pub(crate) async fn lock_account(tx: &mut Transaction, user_id: i64) -> sqlx::Result<bool> {
+    let found: Option<i64> = db::fetch_optional_scalar!(
+        tx,
+        sqlite: "SELECT id FROM users WHERE id = $1",
+        postgres: "SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE",
+        user_id
+    )
+    .await?;
+    Ok(found.is_some())
 }

@@ -2,19 +2,22 @@
 //!
 //! Presenting a token that was already rotated means two parties hold it, one of them a thief:
 //! the whole family is revoked, the newest token included, and the caller must log in again.
+//!
+//! Every transaction that rotates or revokes tokens first locks the account they belong to
+//! (`auth::lock_account`), so on PostgreSQL two instances handed the same token at once take
+//! turns: the second finds it rotated and treats it as the reuse it is.
 
 use sha2::{Digest, Sha256};
-use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
-    auth::{Role, jwt::unix_now, random_token},
-    db::Database,
+    auth::{Role, jwt::unix_now, lock_account, random_token},
+    db::{self, Database, Executor, Transaction},
     vocabulary::vocabulary,
 };
 
 /// Sessions deleted per transaction when pruning.
-const PRUNE_BATCH: u32 = 500;
+const PRUNE_BATCH: i64 = 500;
 
 vocabulary! {
     /// Why a refresh token stopped working (`refresh_tokens.revoked_reason`).
@@ -46,37 +49,38 @@ pub struct IssuedRefreshToken {
 
 /// Starts a family for a fresh login.
 pub async fn start_family(
-    executor: impl SqliteExecutor<'_>,
+    db: &mut impl Executor,
     user_id: i64,
     ttl_secs: u64,
 ) -> sqlx::Result<IssuedRefreshToken> {
     let family_id = uuid::Uuid::new_v4().to_string();
     let expires_at = unix_now_i64().saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX));
-    let token = insert(executor, user_id, &family_id, expires_at).await?;
+    let token = insert(db, user_id, &family_id, expires_at).await?;
     Ok(IssuedRefreshToken { token, family_id })
 }
 
 async fn insert(
-    executor: impl SqliteExecutor<'_>,
+    db: &mut impl Executor,
     user_id: i64,
     family_id: &str,
     expires_at: i64,
 ) -> sqlx::Result<String> {
     let token = random_token(32);
-    sqlx::query(
+    db::execute!(
+        db,
         "INSERT INTO refresh_tokens (user_id, family_id, token_hash, expires_at)
-         VALUES (?1, ?2, ?3, ?4)",
+         VALUES ($1, $2, $3, $4)",
+        user_id,
+        family_id,
+        token_hash(&token),
+        expires_at
     )
-    .bind(user_id)
-    .bind(family_id)
-    .bind(token_hash(&token))
-    .bind(expires_at)
-    .execute(executor)
     .await?;
     Ok(token)
 }
 
 /// The account a rotated token belongs to, as it is now.
+#[derive(sqlx::FromRow)]
 pub struct RefreshedAccount {
     pub user_id: i64,
     pub username: String,
@@ -98,32 +102,55 @@ pub enum Rotation {
 #[derive(sqlx::FromRow)]
 struct StoredToken {
     id: i64,
-    user_id: i64,
-    username: String,
     family_id: String,
     expires_at: i64,
     revoked_reason: Option<RevokeReason>,
-    role: Role,
-    disabled: bool,
-    token_version: i64,
+}
+
+/// The account that `token_hash` belongs to, its row locked until `tx` ends (see
+/// `auth::lock_account`).
+async fn lock_owner(
+    tx: &mut Transaction,
+    token_hash: &[u8],
+) -> sqlx::Result<Option<(RefreshedAccount, bool)>> {
+    #[derive(sqlx::FromRow)]
+    struct Owner {
+        #[sqlx(flatten)]
+        account: RefreshedAccount,
+        disabled: bool,
+    }
+    let owner: Option<Owner> = db::fetch_optional!(
+        tx,
+        sqlite: "SELECT id AS user_id, username, role, token_version, disabled FROM users
+                 WHERE id = (SELECT user_id FROM refresh_tokens WHERE token_hash = $1)",
+        postgres: "SELECT id AS user_id, username, role, token_version, disabled FROM users
+                   WHERE id = (SELECT user_id FROM refresh_tokens WHERE token_hash = $1)
+                   FOR NO KEY UPDATE",
+        token_hash
+    )
+    .await?;
+    Ok(owner.map(|owner| (owner.account, owner.disabled)))
 }
 
 /// Exchanges `presented` for a new token of the same family, in one write transaction with
 /// its audit event (a refusal for an unknown or dead token is left to the caller to record).
 pub async fn rotate(
-    writer: &SqlitePool,
+    db: &Database,
     presented: &str,
     audit: &AuditContext,
 ) -> sqlx::Result<Rotation> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let stored: Option<StoredToken> = sqlx::query_as(
-        "SELECT t.id, t.user_id, t.family_id, t.expires_at, t.revoked_reason,
-                u.username, u.role, u.disabled, u.token_version
-         FROM refresh_tokens t JOIN users u ON u.id = t.user_id
-         WHERE t.token_hash = ?1",
+    let presented = token_hash(presented);
+    let mut tx = db.begin().await?;
+    let Some((account, disabled)) = lock_owner(&mut tx, &presented).await? else {
+        return Ok(Rotation::Refused);
+    };
+    // Read after the lock: what another rotation or revocation committed is seen.
+    let stored: Option<StoredToken> = db::fetch_optional!(
+        &mut tx,
+        "SELECT id, family_id, expires_at, revoked_reason FROM refresh_tokens
+         WHERE token_hash = $1",
+        &presented
     )
-    .bind(token_hash(presented))
-    .fetch_optional(&mut *tx)
     .await?;
     let Some(stored) = stored else {
         return Ok(Rotation::Refused);
@@ -133,48 +160,45 @@ pub async fn rotate(
             revoke_family(&mut tx, &stored.family_id, RevokeReason::Reuse).await?;
             let event = audit
                 .event(AuditAction::RefreshReuse, Outcome::Failure)
-                .actor(stored.user_id)
+                .actor(account.user_id)
                 .target(AuditTarget::Session(stored.family_id.clone()))
                 .reason("a rotated refresh token was presented again; session revoked");
-            audit::record(&mut *tx, &event).await?;
+            audit::record(&mut tx, &event).await?;
             tx.commit().await?;
             return Ok(Rotation::ReuseDetected {
-                user_id: stored.user_id,
+                user_id: account.user_id,
                 family_id: stored.family_id,
             });
         }
         Some(_) => return Ok(Rotation::Refused),
         None => {}
     }
-    if stored.expires_at <= unix_now_i64() || stored.disabled {
+    if stored.expires_at <= unix_now_i64() || disabled {
         return Ok(Rotation::Refused);
     }
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = ?2, revoked_reason = ?3 WHERE id = ?1")
-        .bind(stored.id)
-        .bind(unix_now_i64())
-        .bind(RevokeReason::Rotated)
-        .execute(&mut *tx)
-        .await?;
+    db::execute!(
+        &mut tx,
+        "UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3 WHERE id = $1",
+        stored.id,
+        unix_now_i64(),
+        RevokeReason::Rotated
+    )
+    .await?;
     let token = insert(
-        &mut *tx,
-        stored.user_id,
+        &mut tx,
+        account.user_id,
         &stored.family_id,
         stored.expires_at,
     )
     .await?;
     let event = audit
         .event(AuditAction::Refresh, Outcome::Success)
-        .actor(stored.user_id)
+        .actor(account.user_id)
         .target(AuditTarget::Session(stored.family_id.clone()));
-    audit::record(&mut *tx, &event).await?;
+    audit::record(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(Rotation::Rotated {
-        account: RefreshedAccount {
-            user_id: stored.user_id,
-            username: stored.username,
-            role: stored.role,
-            token_version: stored.token_version,
-        },
+        account,
         issued: IssuedRefreshToken {
             token,
             family_id: stored.family_id,
@@ -182,38 +206,55 @@ pub async fn rotate(
     })
 }
 
-/// Revokes every live token of a family.
-pub async fn revoke_family(
-    connection: &mut SqliteConnection,
+/// Logout: revokes every live token of `user_id`'s session `family_id`, with its audit event.
+pub async fn end_session(
+    db: &Database,
+    user_id: i64,
+    family_id: &str,
+    audit: &AuditContext,
+) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    lock_account(&mut tx, user_id).await?;
+    revoke_family(&mut tx, family_id, RevokeReason::Logout).await?;
+    let event = audit
+        .event(AuditAction::Logout, Outcome::Success)
+        .target(AuditTarget::Session(family_id.to_owned()));
+    audit::record(&mut tx, &event).await?;
+    tx.commit().await
+}
+
+/// Revokes every live token of a family; `tx` holds its account's lock.
+async fn revoke_family(
+    tx: &mut Transaction,
     family_id: &str,
     reason: RevokeReason,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = ?2, revoked_reason = ?3
-         WHERE family_id = ?1 AND revoked_at IS NULL",
+    db::execute!(
+        tx,
+        "UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3
+         WHERE family_id = $1 AND revoked_at IS NULL",
+        family_id,
+        unix_now_i64(),
+        reason
     )
-    .bind(family_id)
-    .bind(unix_now_i64())
-    .bind(reason)
-    .execute(connection)
     .await?;
     Ok(())
 }
 
-/// Revokes every live token of every family of a user.
+/// Revokes every live token of every family of a user; `tx` holds the account's lock.
 pub async fn revoke_all_of_user(
-    connection: &mut SqliteConnection,
+    tx: &mut Transaction,
     user_id: i64,
     reason: RevokeReason,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE refresh_tokens SET revoked_at = ?2, revoked_reason = ?3
-         WHERE user_id = ?1 AND revoked_at IS NULL",
+    db::execute!(
+        tx,
+        "UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3
+         WHERE user_id = $1 AND revoked_at IS NULL",
+        user_id,
+        unix_now_i64(),
+        reason
     )
-    .bind(user_id)
-    .bind(unix_now_i64())
-    .bind(reason)
-    .execute(connection)
     .await?;
     Ok(())
 }
@@ -228,22 +269,26 @@ pub async fn prune_spent(db: &Database, retention_days: u32) -> sqlx::Result<u64
     let cutoff = unix_now_i64().saturating_sub(i64::from(retention_days) * 86_400);
     let mut deleted = 0;
     loop {
-        let families: Vec<String> = sqlx::query_scalar(
-            "SELECT family_id FROM refresh_tokens GROUP BY family_id
-             HAVING max(min(coalesce(revoked_at, expires_at), expires_at)) < ?1
-             LIMIT ?2",
+        let families: Vec<String> = db::fetch_scalars!(
+            &mut db.read().await?,
+            sqlite: "SELECT family_id FROM refresh_tokens GROUP BY family_id
+                     HAVING max(min(coalesce(revoked_at, expires_at), expires_at)) < $1
+                     LIMIT $2",
+            postgres: "SELECT family_id FROM refresh_tokens GROUP BY family_id
+                       HAVING max(least(coalesce(revoked_at, expires_at), expires_at)) < $1
+                       LIMIT $2",
+            cutoff,
+            PRUNE_BATCH
         )
-        .bind(cutoff)
-        .bind(PRUNE_BATCH)
-        .fetch_all(&db.reader)
         .await?;
-        let mut tx = db.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = db.begin().await?;
         for family in &families {
-            deleted += sqlx::query("DELETE FROM refresh_tokens WHERE family_id = ?1")
-                .bind(family)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            deleted += db::execute!(
+                &mut tx,
+                "DELETE FROM refresh_tokens WHERE family_id = $1",
+                family
+            )
+            .await?;
         }
         tx.commit().await?;
         if families.len() < PRUNE_BATCH as usize {

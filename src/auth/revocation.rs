@@ -22,15 +22,14 @@ use std::{
     sync::{PoisonError, RwLock},
 };
 
-use sqlx::SqlitePool;
-
 use crate::{
     auth::{jwt::unix_now, refresh::RevokeReason},
     cluster::revocation_channel::{Notice, RevocationChannel},
+    db::{self, Database},
 };
 
 pub struct Revocations {
-    reader: SqlitePool,
+    db: Database,
     /// user id -> current token version, for every user seen since the start
     token_versions: RwLock<HashMap<i64, i64>>,
     /// family id -> unix time after which the entry can be forgotten
@@ -42,12 +41,12 @@ pub struct Revocations {
 
 impl Revocations {
     pub async fn load(
-        reader: &SqlitePool,
+        db: &Database,
         access_token_ttl_secs: u64,
         channel: Option<RevocationChannel>,
     ) -> sqlx::Result<Self> {
         let revocations = Self {
-            reader: reader.clone(),
+            db: db.clone(),
             token_versions: RwLock::default(),
             revoked_sessions: RwLock::default(),
             access_token_ttl_secs,
@@ -60,20 +59,22 @@ impl Revocations {
     /// Reads every bumped token version and every recently revoked session from the
     /// database into memory (which only ever adds revocations).
     async fn resync(&self) -> sqlx::Result<()> {
-        let versions: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT id, token_version FROM users WHERE token_version > 0")
-                .fetch_all(&self.reader)
-                .await?;
-        let since = unix_now().saturating_sub(self.access_token_ttl_secs);
-        let sessions: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT family_id, max(revoked_at) FROM refresh_tokens
-             WHERE revoked_at >= ?1 AND revoked_reason IN (?2, ?3)
-             GROUP BY family_id",
+        let mut connection = self.db.read().await?;
+        let versions: Vec<(i64, i64)> = db::fetch_all!(
+            &mut connection,
+            "SELECT id, token_version FROM users WHERE token_version > 0"
         )
-        .bind(i64::try_from(since).unwrap_or(i64::MAX))
-        .bind(RevokeReason::Logout)
-        .bind(RevokeReason::Reuse)
-        .fetch_all(&self.reader)
+        .await?;
+        let since = unix_now().saturating_sub(self.access_token_ttl_secs);
+        let sessions: Vec<(String, i64)> = db::fetch_all!(
+            &mut connection,
+            "SELECT family_id, max(revoked_at) FROM refresh_tokens
+             WHERE revoked_at >= $1 AND revoked_reason IN ($2, $3)
+             GROUP BY family_id",
+            i64::try_from(since).unwrap_or(i64::MAX),
+            RevokeReason::Logout,
+            RevokeReason::Reuse
+        )
         .await?;
         for (user_id, version) in versions {
             self.remember(user_id, version);
@@ -160,22 +161,24 @@ impl Revocations {
     }
 
     async fn stored_version(&self, user_id: i64) -> sqlx::Result<Option<i64>> {
-        sqlx::query_scalar("SELECT token_version FROM users WHERE id = ?1 AND disabled = 0")
-            .bind(user_id)
-            .fetch_optional(&self.reader)
-            .await
+        db::fetch_optional_scalar!(
+            &mut self.db.read().await?,
+            "SELECT token_version FROM users WHERE id = $1 AND NOT disabled",
+            user_id
+        )
+        .await
     }
 
     /// When `family_id` was ended by logout or reuse, if it was.
     async fn session_revoked_at(&self, family_id: &str) -> sqlx::Result<Option<i64>> {
-        sqlx::query_scalar(
+        db::fetch_scalar!(
+            &mut self.db.read().await?,
             "SELECT max(revoked_at) FROM refresh_tokens
-             WHERE family_id = ?1 AND revoked_reason IN (?2, ?3)",
+             WHERE family_id = $1 AND revoked_reason IN ($2, $3)",
+            family_id,
+            RevokeReason::Logout,
+            RevokeReason::Reuse
         )
-        .bind(family_id)
-        .bind(RevokeReason::Logout)
-        .bind(RevokeReason::Reuse)
-        .fetch_one(&self.reader)
         .await
     }
 
@@ -238,11 +241,12 @@ impl Revocations {
     async fn apply(&self, notice: Notice) -> sqlx::Result<()> {
         match notice {
             Notice::TokenVersion { user_id } => {
-                let stored: Option<i64> =
-                    sqlx::query_scalar("SELECT token_version FROM users WHERE id = ?1")
-                        .bind(user_id)
-                        .fetch_optional(&self.reader)
-                        .await?;
+                let stored: Option<i64> = db::fetch_optional_scalar!(
+                    &mut self.db.read().await?,
+                    "SELECT token_version FROM users WHERE id = $1",
+                    user_id
+                )
+                .await?;
                 if let Some(version) = stored {
                     self.remember(user_id, version);
                 }
@@ -260,21 +264,20 @@ impl Revocations {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Database;
 
     /// A database with users 1 (enabled) and 2 (disabled), and the revocations read from it.
     async fn revocations() -> (tempfile::TempDir, Revocations) {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("r.db").display());
         let db = Database::connect(&url).await.unwrap();
-        sqlx::query(
+        db::execute!(
+            &mut db.write().await.unwrap(),
             "INSERT INTO users (id, username, email, password_hash, disabled)
-             VALUES (1, 'one', 'one@example.com', 'x', 0), (2, 'two', 'two@example.com', 'x', 1)",
+             VALUES (1, 'one', 'one@example.com', 'x', 0), (2, 'two', 'two@example.com', 'x', 1)"
         )
-        .execute(&db.writer)
         .await
         .unwrap();
-        let revocations = Revocations::load(&db.reader, 900, None).await.unwrap();
+        let revocations = Revocations::load(&db, 900, None).await.unwrap();
         (dir, revocations)
     }
 

@@ -1,16 +1,17 @@
 //! Films: validated names, studios and years, and the queries on the `films` table.
 //!
-//! Ownership is enforced here, inside the transaction that changes the film: the row is
-//! locked for writing (`BEGIN IMMEDIATE`), its owner compared with the caller, and only then
-//! changed. There is no window between the check and the write.
+//! Ownership is enforced here, inside the transaction that changes the film: the film is read
+//! with its row locked for writing (see `lock`), its owner compared with the caller, and only
+//! then changed. There is no window between the check and the write, on any instance.
 
 use serde::Serialize;
-use sqlx::{SqliteExecutor, SqlitePool, prelude::FromRow};
+use sqlx::prelude::FromRow;
 use validator::ValidationError;
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::Principal,
+    db::{self, Database, Executor, Timestamp, Transaction},
     domain::{Page, Paginated, text},
     error::ApiError,
 };
@@ -98,51 +99,73 @@ pub struct Film {
     pub owner_id: Option<i64>,
     pub likes: i64,
     pub dislikes: i64,
-    pub created_at: String,
-    pub updated_at: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
-#[tracing::instrument(skip(executor))]
-pub async fn get(executor: impl SqliteExecutor<'_>, id: i64) -> Result<Option<Film>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM film_view WHERE id = ?1")
-        .bind(id)
-        .fetch_optional(executor)
-        .await
+#[tracing::instrument(skip(db))]
+pub async fn get(db: &mut impl Executor, id: i64) -> sqlx::Result<Option<Film>> {
+    db::fetch_optional!(db, "SELECT * FROM film_view WHERE id = $1", id).await
+}
+
+/// The film, its row locked until `tx` ends: no other transaction, on any instance, changes
+/// or deletes it meanwhile (SQLite's write transaction already excludes every other writer).
+async fn lock(tx: &mut Transaction, id: i64) -> sqlx::Result<Option<Film>> {
+    db::fetch_optional!(
+        tx,
+        sqlite: "SELECT * FROM film_view WHERE id = $1",
+        // The view's outer join cannot be locked: the same columns, locking the film only.
+        postgres: "SELECT f.id, f.name, f.studio, f.year, u.username AS owner, f.owner_id,
+                          f.likes, f.dislikes, f.created_at, f.updated_at
+                   FROM films f LEFT JOIN users u ON u.id = f.owner_id
+                   WHERE f.id = $1 FOR UPDATE OF f",
+        id
+    )
+    .await
 }
 
 /// One film picked uniformly by id position: a single index seek, and gaps left by deleted
 /// films are skipped by taking the next id up.
-#[tracing::instrument(skip(executor))]
-pub async fn random(executor: impl SqliteExecutor<'_>) -> Result<Option<Film>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT * FROM film_view
-         WHERE id >= (SELECT abs(random()) % max(id) + 1 FROM films) ORDER BY id LIMIT 1",
+#[tracing::instrument(skip(db))]
+pub async fn random(db: &mut impl Executor) -> sqlx::Result<Option<Film>> {
+    db::fetch_optional!(
+        db,
+        sqlite: "SELECT * FROM film_view
+                 WHERE id >= (SELECT abs(random()) % max(id) + 1 FROM films)
+                 ORDER BY id LIMIT 1",
+        postgres: "SELECT * FROM film_view
+                   WHERE id >= (SELECT floor(random() * max(id))::bigint + 1 FROM films)
+                   ORDER BY id LIMIT 1"
     )
-    .fetch_optional(executor)
     .await
 }
 
-#[tracing::instrument(skip(executor))]
+/// A page of films, optionally those whose name contains `search` in any letter case
+/// (SQLite's LIKE ignores the case of ASCII letters; PostgreSQL's ILIKE of every letter).
+#[tracing::instrument(skip(db))]
 pub async fn list(
-    executor: impl SqliteExecutor<'_> + Copy,
+    db: &mut impl Executor,
     search: Option<&str>,
     page: Page,
-) -> Result<Paginated<Film>, sqlx::Error> {
+) -> sqlx::Result<Paginated<Film>> {
     let pattern = search.map(text::like_pattern);
-    let items = sqlx::query_as(
-        "SELECT * FROM film_view WHERE ?1 IS NULL OR name LIKE ?1 ESCAPE '\\'
-         ORDER BY id LIMIT ?2 OFFSET ?3",
+    let items = db::fetch_all!(
+        db,
+        sqlite: "SELECT * FROM film_view WHERE $1 IS NULL OR name LIKE $1 ESCAPE '\\'
+                 ORDER BY id LIMIT $2 OFFSET $3",
+        postgres: "SELECT * FROM film_view WHERE $1 IS NULL OR name ILIKE $1 ESCAPE '\\'
+                   ORDER BY id LIMIT $2 OFFSET $3",
+        pattern.as_deref(),
+        page.limit,
+        page.offset
     )
-    .bind(pattern.as_deref())
-    .bind(page.limit)
-    .bind(page.offset)
-    .fetch_all(executor)
     .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM films WHERE ?1 IS NULL OR name LIKE ?1 ESCAPE '\\'",
+    let total = db::fetch_scalar!(
+        db,
+        sqlite: "SELECT count(*) FROM films WHERE $1 IS NULL OR name LIKE $1 ESCAPE '\\'",
+        postgres: "SELECT count(*) FROM films WHERE $1 IS NULL OR name ILIKE $1 ESCAPE '\\'",
+        pattern.as_deref()
     )
-    .bind(pattern.as_deref())
-    .fetch_one(executor)
     .await?;
     Ok(page.of(items, total))
 }
@@ -151,38 +174,38 @@ pub async fn list(
 /// `owner` is left empty: the owner's name is the caller's to fill in.
 #[tracing::instrument(skip_all, fields(owner_id))]
 pub async fn insert(
-    executor: impl SqliteExecutor<'_>,
+    db: &mut impl Executor,
     film: &NewFilm,
     owner_id: Option<i64>,
-) -> Result<Film, sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO films (name, studio, year, owner_id) VALUES (?1, ?2, ?3, ?4)
+) -> sqlx::Result<Film> {
+    db::fetch_one!(
+        db,
+        "INSERT INTO films (name, studio, year, owner_id) VALUES ($1, $2, $3, $4)
          RETURNING id, name, studio, year, NULL AS owner, owner_id, likes, dislikes,
                    created_at, updated_at",
+        &film.name.0,
+        &film.studio.0,
+        film.year.map(|y| y.0),
+        owner_id
     )
-    .bind(&film.name.0)
-    .bind(&film.studio.0)
-    .bind(film.year.map(|y| y.0))
-    .bind(owner_id)
-    .fetch_one(executor)
     .await
 }
 
 /// Inserts the film and its audit row in one transaction. The owner's name comes from the
 /// caller's credentials, so no lookup.
 pub async fn create(
-    writer: &SqlitePool,
+    db: &Database,
     film: &NewFilm,
     owner: &Principal,
     audit: &AuditContext,
 ) -> Result<Film, ApiError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let mut stored = insert(&mut *tx, film, Some(owner.user_id)).await?;
+    let mut tx = db.begin().await?;
+    let mut stored = insert(&mut tx, film, Some(owner.user_id)).await?;
     stored.owner = Some(owner.username.clone());
     let event = audit
         .event(AuditAction::FilmCreate, Outcome::Success)
         .target(AuditTarget::Film(stored.id));
-    audit::record(&mut *tx, &event).await?;
+    audit::record(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(stored)
 }
@@ -192,69 +215,65 @@ fn may_modify(film: &Film, principal: &Principal) -> bool {
     principal.role.is_admin() || film.owner_id == Some(principal.user_id)
 }
 
-#[tracing::instrument(skip(writer, changes, audit), fields(user_id = principal.user_id))]
+#[tracing::instrument(skip(db, changes, audit), fields(user_id = principal.user_id))]
 pub async fn update(
-    writer: &SqlitePool,
+    db: &Database,
     id: i64,
     changes: &FilmChanges,
     principal: &Principal,
     audit: &AuditContext,
 ) -> Result<Film, ApiError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let film = get(&mut *tx, id).await?.ok_or(ApiError::NotFound)?;
+    let mut tx = db.begin().await?;
+    let film = lock(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
     if !may_modify(&film, principal) {
         return Err(ApiError::Forbidden);
     }
-    sqlx::query(
+    db::execute!(
+        &mut tx,
         "UPDATE films
-         SET name = coalesce(?2, name),
-             studio = coalesce(?3, studio),
-             year = CASE WHEN ?4 THEN ?5 ELSE year END,
-             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         WHERE id = ?1",
+         SET name = coalesce($2, name),
+             studio = coalesce($3, studio),
+             year = CASE WHEN $4 THEN $5 ELSE year END,
+             updated_at = $6
+         WHERE id = $1",
+        id,
+        changes.name.as_ref().map(|n| n.0.as_str()),
+        changes.studio.as_ref().map(|s| s.0.as_str()),
+        changes.year.is_some(),
+        changes.year.flatten().map(|y| y.0),
+        Timestamp::now()
     )
-    .bind(id)
-    .bind(changes.name.as_ref().map(|n| n.0.as_str()))
-    .bind(changes.studio.as_ref().map(|s| s.0.as_str()))
-    .bind(changes.year.is_some())
-    .bind(changes.year.flatten().map(|y| y.0))
-    .execute(&mut *tx)
     .await?;
-    let updated = get(&mut *tx, id).await?.ok_or(ApiError::NotFound)?;
+    let updated = get(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
     let event = audit
         .event(AuditAction::FilmUpdate, Outcome::Success)
         .target(AuditTarget::Film(id));
-    audit::record(&mut *tx, &event).await?;
+    audit::record(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(updated)
 }
 
-#[tracing::instrument(skip(writer, audit), fields(user_id = principal.user_id))]
+#[tracing::instrument(skip(db, audit), fields(user_id = principal.user_id))]
 pub async fn delete(
-    writer: &SqlitePool,
+    db: &Database,
     id: i64,
     principal: &Principal,
     audit: &AuditContext,
 ) -> Result<Film, ApiError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let film = get(&mut *tx, id).await?.ok_or(ApiError::NotFound)?;
+    let mut tx = db.begin().await?;
+    let film = lock(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
     if !may_modify(&film, principal) {
         return Err(ApiError::Forbidden);
     }
-    sqlx::query("DELETE FROM films WHERE id = ?1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    db::execute!(&mut tx, "DELETE FROM films WHERE id = $1", id).await?;
     let event = audit
         .event(AuditAction::FilmDelete, Outcome::Success)
         .target(AuditTarget::Film(id));
-    audit::record(&mut *tx, &event).await?;
+    audit::record(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(film)
 }
 
-pub async fn count(executor: impl SqliteExecutor<'_>) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM films")
-        .fetch_one(executor)
-        .await
+pub async fn count(db: &mut impl Executor) -> sqlx::Result<i64> {
+    db::fetch_scalar!(db, "SELECT count(*) FROM films").await
 }

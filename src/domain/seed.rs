@@ -1,9 +1,10 @@
 //! The demo catalogue a fresh development database starts with, so `GET /` has something to
 //! return. The seed's own example (`Frozen` by `Disney`) comes first.
 
-use sqlx::SqlitePool;
-
-use crate::domain::film::{self, FilmName, NewFilm, ReleaseYear, StudioName};
+use crate::{
+    db::{Database, Lock},
+    domain::film::{self, FilmName, NewFilm, ReleaseYear, StudioName},
+};
 
 const DEMO_FILMS: [(&str, &str, i64); 20] = [
     ("Frozen", "Disney", 2013),
@@ -36,10 +37,13 @@ const DEMO_FILMS: [(&str, &str, i64); 20] = [
     ("Kiki's Delivery Service", "Studio Ghibli", 1989),
 ];
 
-/// Inserts the demo films if the catalogue is empty; returns how many were added.
-pub async fn seed_demo_films(writer: &SqlitePool) -> anyhow::Result<usize> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    if film::count(&mut *tx).await? > 0 {
+/// Inserts the demo films if the catalogue is empty; returns how many were added. Instances
+/// starting together on one database seed it once: each waits for the others' check and
+/// insert (`Lock::DemoCatalogue`).
+pub async fn seed_demo_films(db: &Database) -> anyhow::Result<usize> {
+    let mut tx = db.begin().await?;
+    tx.lock(Lock::DemoCatalogue).await?;
+    if film::count(&mut tx).await? > 0 {
         return Ok(0);
     }
     for (name, studio, year) in DEMO_FILMS {
@@ -48,7 +52,7 @@ pub async fn seed_demo_films(writer: &SqlitePool) -> anyhow::Result<usize> {
             studio: StudioName::parse(studio.to_owned())?,
             year: Some(ReleaseYear::parse(year)?),
         };
-        film::insert(&mut *tx, &film, None).await?;
+        film::insert(&mut tx, &film, None).await?;
     }
     tx.commit().await?;
     Ok(DEMO_FILMS.len())

@@ -7,7 +7,7 @@ use std::{borrow::Cow, fmt};
 use icu_normalizer::ComposingNormalizerBorrowed;
 use secrecy::SecretString;
 use serde::Serialize;
-use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool, prelude::FromRow};
+use sqlx::prelude::FromRow;
 use validator::{ValidateEmail, ValidationError};
 
 use crate::{
@@ -17,6 +17,7 @@ use crate::{
         password::HashReservation,
         refresh::{self, IssuedRefreshToken, RevokeReason},
     },
+    db::{self, Database, Executor, Lock, Timestamp, Transaction},
     domain::{Page, Paginated, text},
     error::ApiError,
 };
@@ -33,7 +34,8 @@ pub use super::username::Username;
 ///   `xn--…` instead of passing for the Latin letter;
 /// - the local part is ASCII (the HTML form rules) and keeps its case, because RFC 5321
 ///   lets a mail server tell `Bob` from `bob`; two accounts still cannot differ only by
-///   case: the column is `COLLATE NOCASE`, which is complete on ASCII.
+///   case: the column compares without case (SQLite's `NOCASE`, complete on ASCII; a
+///   case-insensitive collation on PostgreSQL).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
 
@@ -130,7 +132,7 @@ pub struct UserProfile {
     pub email: String,
     pub role: Role,
     pub disabled: bool,
-    pub created_at: String,
+    pub created_at: Timestamp,
 }
 
 /// Everything a login needs; holds the password hash, so it is not `Serialize`.
@@ -145,10 +147,11 @@ pub struct UserCredentials {
 }
 
 /// Hashes the password (off the async workers, before the write lock is taken) and stores
-/// the user with its audit event; 409 if the name or email is taken. The answer does not say
-/// which, so registration reveals as little as it can.
+/// the user with its audit event; 409 if the name or email is taken (the UNIQUE constraints
+/// decide, on any number of instances). The answer does not say which, so registration
+/// reveals as little as it can.
 pub async fn create(
-    writer: &SqlitePool,
+    db: &Database,
     hashing: &HashReservation,
     user: NewUser,
     role: Role,
@@ -160,8 +163,8 @@ pub async fn create(
         password,
     } = user;
     let password_hash = hashing.hash(password.into_secret()).await?;
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let profile = insert(&mut *tx, &username, &email, &password_hash, role)
+    let mut tx = db.begin().await?;
+    let profile = insert(&mut tx, &username, &email, &password_hash, role)
         .await
         .map_err(|e| {
             if crate::error::is_unique_violation(&e) {
@@ -178,84 +181,101 @@ pub async fn create(
         .event(action, Outcome::Success)
         .actor(profile.id)
         .target(AuditTarget::User(profile.id));
-    audit::record(&mut *tx, &event).await?;
+    audit::record(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(profile)
 }
 
 #[tracing::instrument(skip_all, fields(username = %username.as_str()))]
 async fn insert(
-    executor: impl SqliteExecutor<'_>,
+    db: &mut impl Executor,
     username: &Username,
     email: &Email,
     password_hash: &str,
     role: Role,
-) -> Result<UserProfile, sqlx::Error> {
-    sqlx::query_as(
-        "INSERT INTO users (username, email, password_hash, role) VALUES (?1, ?2, ?3, ?4)
+) -> sqlx::Result<UserProfile> {
+    db::fetch_one!(
+        db,
+        "INSERT INTO users (username, email, password_hash, role) VALUES ($1, $2, $3, $4)
          RETURNING id, username, email, role, disabled, created_at",
+        username.as_str(),
+        email.as_str(),
+        password_hash,
+        role
     )
-    .bind(username.as_str())
-    .bind(email.as_str())
-    .bind(password_hash)
-    .bind(role)
-    .fetch_one(executor)
     .await
 }
 
 #[tracing::instrument(skip_all)]
 pub async fn find_credentials(
-    executor: impl SqliteExecutor<'_>,
+    db: &mut impl Executor,
     username: &str,
-) -> Result<Option<UserCredentials>, sqlx::Error> {
-    sqlx::query_as(
+) -> sqlx::Result<Option<UserCredentials>> {
+    db::fetch_optional!(
+        db,
         "SELECT id, username, password_hash, role, disabled, token_version
-         FROM users WHERE username = ?1",
+         FROM users WHERE username = $1",
+        username
     )
-    .bind(username)
-    .fetch_optional(executor)
     .await
 }
 
-#[tracing::instrument(skip(executor))]
+#[tracing::instrument(skip(db))]
 pub async fn credentials_by_id(
-    executor: impl SqliteExecutor<'_>,
+    db: &mut impl Executor,
     user_id: i64,
-) -> Result<Option<UserCredentials>, sqlx::Error> {
-    sqlx::query_as(
+) -> sqlx::Result<Option<UserCredentials>> {
+    db::fetch_optional!(
+        db,
         "SELECT id, username, password_hash, role, disabled, token_version
-         FROM users WHERE id = ?1",
+         FROM users WHERE id = $1",
+        user_id
     )
-    .bind(user_id)
-    .fetch_optional(executor)
+    .await
+}
+
+/// The account, its row locked until `tx` ends. Every transaction that decides on an
+/// account's state (its password, token version, disabled flag, sessions, keys) reads it so,
+/// first: on PostgreSQL they queue on this row across instances, and each sees the state the
+/// previous one committed (SQLite's write transaction already excludes every other writer).
+/// `NO KEY UPDATE` still lets other transactions insert rows that refer to the account.
+pub(crate) async fn lock_account(
+    tx: &mut Transaction,
+    user_id: i64,
+) -> sqlx::Result<Option<UserCredentials>> {
+    db::fetch_optional!(
+        tx,
+        sqlite: "SELECT id, username, password_hash, role, disabled, token_version
+                 FROM users WHERE id = $1",
+        postgres: "SELECT id, username, password_hash, role, disabled, token_version
+                   FROM users WHERE id = $1 FOR NO KEY UPDATE",
+        user_id
+    )
     .await
 }
 
 /// Makes every access token of the user worthless; returns the new version.
-async fn bump_token_version(
-    connection: &mut SqliteConnection,
-    user_id: i64,
-) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE users SET token_version = token_version + 1,
-                          updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         WHERE id = ?1 RETURNING token_version",
+async fn bump_token_version(tx: &mut Transaction, user_id: i64) -> sqlx::Result<i64> {
+    db::fetch_scalar!(
+        tx,
+        "UPDATE users SET token_version = token_version + 1, updated_at = $2
+         WHERE id = $1 RETURNING token_version",
+        user_id,
+        Timestamp::now()
     )
-    .bind(user_id)
-    .fetch_one(connection)
     .await
 }
 
-/// The account as it is now, read inside the write transaction that acts on a password
-/// `verified` outside any transaction (a slow hash must not hold the write lock), if that
-/// password is still its password: enabled, and at the same token version, which every
-/// password change (and disable, and role change) bumps. `None`: such a change committed
-/// meanwhile, and it wins.
+/// The account as it is now, read (and locked, see `lock_account`) inside the write
+/// transaction that acts on a password `verified` outside any transaction (a slow hash must
+/// not hold the write lock), if that password is still its password: enabled, and at the
+/// same token version, which every password change (and disable, and role change) bumps.
+/// `None`: such a change committed meanwhile, and it wins.
 async fn still_verified(
-    connection: &mut SqliteConnection,
+    tx: &mut Transaction,
     verified: &UserCredentials,
-) -> Result<Option<UserCredentials>, sqlx::Error> {
-    Ok(credentials_by_id(connection, verified.id)
+) -> sqlx::Result<Option<UserCredentials>> {
+    Ok(lock_account(tx, verified.id)
         .await?
         .filter(|now| now.token_version == verified.token_version && !now.disabled))
 }
@@ -266,23 +286,23 @@ async fn still_verified(
 /// `None` if another change committed since the check (see `still_verified`).
 #[tracing::instrument(skip_all, fields(user_id = verified.id))]
 pub async fn change_password(
-    writer: &SqlitePool,
+    db: &Database,
     verified: &UserCredentials,
     new_hash: &str,
     audit: &AuditContext,
-) -> Result<Option<i64>, sqlx::Error> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+) -> sqlx::Result<Option<i64>> {
+    let mut tx = db.begin().await?;
     let Some(account) = still_verified(&mut tx, verified).await? else {
         return Ok(None);
     };
-    update_password_hash(&mut *tx, account.id, new_hash).await?;
+    update_password_hash(&mut tx, account.id, new_hash).await?;
     let version = bump_token_version(&mut tx, account.id).await?;
     refresh::revoke_all_of_user(&mut tx, account.id, RevokeReason::PasswordChange).await?;
     let event = audit
         .event(AuditAction::PasswordChange, Outcome::Success)
         .actor(account.id)
         .target(AuditTarget::User(account.id));
-    audit::record(&mut *tx, &event).await?;
+    audit::record(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(Some(version))
 }
@@ -301,26 +321,26 @@ pub struct StartedSession {
 /// the stored one in the same transaction.
 #[tracing::instrument(skip_all, fields(user_id = verified.id))]
 pub async fn start_session(
-    writer: &SqlitePool,
+    db: &Database,
     verified: &UserCredentials,
     upgraded_hash: Option<String>,
     refresh_ttl_secs: u64,
     audit: &AuditContext,
-) -> Result<Option<StartedSession>, sqlx::Error> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+) -> sqlx::Result<Option<StartedSession>> {
+    let mut tx = db.begin().await?;
     let Some(account) = still_verified(&mut tx, verified).await? else {
         return Ok(None);
     };
     if let Some(upgraded) = upgraded_hash {
-        update_password_hash(&mut *tx, account.id, &upgraded).await?;
+        update_password_hash(&mut tx, account.id, &upgraded).await?;
         tracing::info!("password hash upgraded to current parameters");
     }
-    let refresh = refresh::start_family(&mut *tx, account.id, refresh_ttl_secs).await?;
+    let refresh = refresh::start_family(&mut tx, account.id, refresh_ttl_secs).await?;
     let event = audit
         .event(AuditAction::Login, Outcome::Success)
         .actor(account.id)
         .target(AuditTarget::User(account.id));
-    audit::record(&mut *tx, &event).await?;
+    audit::record(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(Some(StartedSession { account, refresh }))
 }
@@ -341,15 +361,20 @@ pub struct AccountUpdate {
 
 /// Applies `changes` to `user_id`. Refuses to leave the service without an active admin.
 /// A role change or a disable ends every session of the user at once.
-#[tracing::instrument(skip(writer, audit))]
+///
+/// The last-admin rule spans every admin's row, which no row lock covers: account changes
+/// queue on `Lock::AccountAdministration` instead, so two instances demoting the last two
+/// admins at once count one after the other.
+#[tracing::instrument(skip(db, audit))]
 pub async fn update_account(
-    writer: &SqlitePool,
+    db: &Database,
     user_id: i64,
     changes: AccountChanges,
     audit: &AuditContext,
 ) -> Result<AccountUpdate, ApiError> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
-    let current = profile(&mut *tx, user_id)
+    let mut tx = db.begin().await?;
+    tx.lock(Lock::AccountAdministration).await?;
+    let current = lock_account(&mut tx, user_id)
         .await?
         .ok_or(ApiError::NotFound)?;
     let role = changes.role.unwrap_or(current.role);
@@ -357,25 +382,25 @@ pub async fn update_account(
     let was_active_admin = current.role.is_admin() && !current.disabled;
     let stays_active_admin = role.is_admin() && !disabled;
     if was_active_admin && !stays_active_admin {
-        let active_admins: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM users WHERE role = 'admin' AND disabled = 0")
-                .fetch_one(&mut *tx)
-                .await?;
+        let active_admins: i64 = db::fetch_scalar!(
+            &mut tx,
+            "SELECT count(*) FROM users WHERE role = 'admin' AND NOT disabled"
+        )
+        .await?;
         if active_admins <= 1 {
             return Err(ApiError::Conflict(
                 "The last active administrator cannot be demoted or disabled.",
             ));
         }
     }
-    sqlx::query(
-        "UPDATE users SET role = ?2, disabled = ?3,
-                          updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         WHERE id = ?1",
+    db::execute!(
+        &mut tx,
+        "UPDATE users SET role = $2, disabled = $3, updated_at = $4 WHERE id = $1",
+        user_id,
+        role,
+        disabled,
+        Timestamp::now()
     )
-    .bind(user_id)
-    .bind(role)
-    .bind(disabled)
-    .execute(&mut *tx)
     .await?;
     let ends_sessions = role != current.role || (disabled && !current.disabled);
     let new_token_version = if ends_sessions {
@@ -394,7 +419,7 @@ pub async fn update_account(
             .event(AuditAction::RoleChange, Outcome::Success)
             .target(AuditTarget::User(user_id))
             .reason(format!("role={}", role.as_str()));
-        audit::record(&mut *tx, &event).await?;
+        audit::record(&mut tx, &event).await?;
     }
     if disabled != current.disabled {
         let action = if disabled {
@@ -405,11 +430,9 @@ pub async fn update_account(
         let event = audit
             .event(action, Outcome::Success)
             .target(AuditTarget::User(user_id));
-        audit::record(&mut *tx, &event).await?;
+        audit::record(&mut tx, &event).await?;
     }
-    let profile = profile(&mut *tx, user_id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let profile = profile(&mut tx, user_id).await?.ok_or(ApiError::NotFound)?;
     tx.commit().await?;
     Ok(AccountUpdate {
         profile,
@@ -418,51 +441,42 @@ pub async fn update_account(
 }
 
 async fn update_password_hash(
-    executor: impl SqliteExecutor<'_>,
+    tx: &mut Transaction,
     user_id: i64,
     password_hash: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE users SET password_hash = ?2,
-                          updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         WHERE id = ?1",
+) -> sqlx::Result<()> {
+    db::execute!(
+        tx,
+        "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1",
+        user_id,
+        password_hash,
+        Timestamp::now()
     )
-    .bind(user_id)
-    .bind(password_hash)
-    .execute(executor)
     .await?;
     Ok(())
 }
 
-#[tracing::instrument(skip(executor))]
-pub async fn profile(
-    executor: impl SqliteExecutor<'_>,
-    user_id: i64,
-) -> Result<Option<UserProfile>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, username, email, role, disabled, created_at FROM users WHERE id = ?1",
+#[tracing::instrument(skip(db))]
+pub async fn profile(db: &mut impl Executor, user_id: i64) -> sqlx::Result<Option<UserProfile>> {
+    db::fetch_optional!(
+        db,
+        "SELECT id, username, email, role, disabled, created_at FROM users WHERE id = $1",
+        user_id
     )
-    .bind(user_id)
-    .fetch_optional(executor)
     .await
 }
 
-#[tracing::instrument(skip(executor))]
-pub async fn list(
-    executor: impl SqliteExecutor<'_> + Copy,
-    page: Page,
-) -> Result<Paginated<UserProfile>, sqlx::Error> {
-    let items = sqlx::query_as(
+#[tracing::instrument(skip(db))]
+pub async fn list(db: &mut impl Executor, page: Page) -> sqlx::Result<Paginated<UserProfile>> {
+    let items = db::fetch_all!(
+        db,
         "SELECT id, username, email, role, disabled, created_at FROM users
-         ORDER BY id LIMIT ?1 OFFSET ?2",
+         ORDER BY id LIMIT $1 OFFSET $2",
+        page.limit,
+        page.offset
     )
-    .bind(page.limit)
-    .bind(page.offset)
-    .fetch_all(executor)
     .await?;
-    let total = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(executor)
-        .await?;
+    let total = db::fetch_scalar!(db, "SELECT count(*) FROM users").await?;
     Ok(page.of(items, total))
 }
 
@@ -471,37 +485,44 @@ pub async fn list(
 /// account already holds is a look-alike of that account's address: it is left as it is
 /// and logged with both ids for an administrator (the service still starts). Returns how
 /// many rows changed.
-pub async fn normalize_stored_emails(writer: &SqlitePool) -> Result<u64, sqlx::Error> {
+pub async fn normalize_stored_emails(db: &Database) -> sqlx::Result<u64> {
+    let mut db = db.write().await?;
     // Only rows that can differ from their normal form: any character outside printable
-    // ASCII, or an upper-case letter after the `@`.
-    let candidates: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, email FROM users
-         WHERE email GLOB '*[^ -~]*' OR substr(email, instr(email, '@')) GLOB '*[A-Z]*'
-         ORDER BY id",
+    // ASCII, or an upper-case letter after the `@`. (Pattern matching on PostgreSQL needs a
+    // deterministic collation: "C", byte by byte, as SQLite's GLOB.)
+    let candidates: Vec<(i64, String)> = db::fetch_all!(
+        &mut db,
+        sqlite: "SELECT id, email FROM users
+                 WHERE email GLOB '*[^ -~]*' OR substr(email, instr(email, '@')) GLOB '*[A-Z]*'
+                 ORDER BY id",
+        postgres: "SELECT id, email FROM users
+                   WHERE email COLLATE \"C\" ~ '[^ -~]'
+                      OR substr(email, strpos(email COLLATE \"C\", '@')) COLLATE \"C\" ~ '[A-Z]'
+                   ORDER BY id"
     )
-    .fetch_all(writer)
     .await?;
     let mut changed = 0;
     for (user_id, stored) in candidates {
         let Some(normal) = normal_email(&stored).filter(|normal| *normal != stored) else {
             continue;
         };
-        let update = sqlx::query(
-            "UPDATE users SET email = ?2, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-             WHERE id = ?1",
+        let update = db::execute!(
+            &mut db,
+            "UPDATE users SET email = $2, updated_at = $3 WHERE id = $1",
+            user_id,
+            &normal,
+            Timestamp::now()
         )
-        .bind(user_id)
-        .bind(&normal)
-        .execute(writer)
         .await;
         match update {
             Ok(_) => changed += 1,
             Err(error) if crate::error::is_unique_violation(&error) => {
-                let holder: Option<i64> =
-                    sqlx::query_scalar("SELECT id FROM users WHERE email = ?1")
-                        .bind(&normal)
-                        .fetch_optional(writer)
-                        .await?;
+                let holder: Option<i64> = db::fetch_optional_scalar!(
+                    &mut db,
+                    "SELECT id FROM users WHERE email = $1",
+                    &normal
+                )
+                .await?;
                 tracing::warn!(
                     user_id,
                     same_address_as = holder,

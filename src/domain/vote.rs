@@ -3,11 +3,16 @@
 //!
 //! Each change is a single statement, atomic on its own: no explicit transaction, and a vote
 //! for a film that does not exist fails on the foreign key rather than on a prior lookup.
+//! From any number of instances at once, the counters stay exact: the primary key admits one
+//! vote per user and film (a concurrent second insert becomes the update), and the triggers
+//! move the counters by the difference each vote makes, under the film's row lock.
 
 use serde::{Deserialize, Serialize};
-use sqlx::SqlitePool;
 
-use crate::error::ApiError;
+use crate::{
+    db::{self, Database, Timestamp},
+    error::ApiError,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -26,23 +31,19 @@ impl Vote {
 }
 
 /// Records `vote`; 404 if there is no such film.
-#[tracing::instrument(skip(writer))]
-pub async fn cast(
-    writer: &SqlitePool,
-    user_id: i64,
-    film_id: i64,
-    vote: Vote,
-) -> Result<(), ApiError> {
-    let result = sqlx::query(
-        "INSERT INTO votes (user_id, film_id, value) VALUES (?1, ?2, ?3)
+#[tracing::instrument(skip(db))]
+pub async fn cast(db: &Database, user_id: i64, film_id: i64, vote: Vote) -> Result<(), ApiError> {
+    let result = db::execute!(
+        &mut db.write().await?,
+        "INSERT INTO votes (user_id, film_id, value) VALUES ($1, $2, $3)
          ON CONFLICT (user_id, film_id) DO UPDATE
-         SET value = excluded.value, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-         WHERE value <> excluded.value",
+         SET value = excluded.value, updated_at = $4
+         WHERE votes.value <> excluded.value",
+        user_id,
+        film_id,
+        vote.value(),
+        Timestamp::now()
     )
-    .bind(user_id)
-    .bind(film_id)
-    .bind(vote.value())
-    .execute(writer)
     .await;
     match result {
         Ok(_) => Ok(()),
@@ -52,12 +53,14 @@ pub async fn cast(
 }
 
 /// Removes the caller's vote, if any.
-#[tracing::instrument(skip(writer))]
-pub async fn withdraw(writer: &SqlitePool, user_id: i64, film_id: i64) -> Result<(), ApiError> {
-    sqlx::query("DELETE FROM votes WHERE user_id = ?1 AND film_id = ?2")
-        .bind(user_id)
-        .bind(film_id)
-        .execute(writer)
-        .await?;
+#[tracing::instrument(skip(db))]
+pub async fn withdraw(db: &Database, user_id: i64, film_id: i64) -> Result<(), ApiError> {
+    db::execute!(
+        &mut db.write().await?,
+        "DELETE FROM votes WHERE user_id = $1 AND film_id = $2",
+        user_id,
+        film_id
+    )
+    .await?;
     Ok(())
 }

@@ -7,6 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     audit::{self, AuditAction, AuditContext, EventFilter, StoredEvent},
     auth::{AdminRead, AdminWrite, Authenticated, Role},
+    db::Timestamp,
     domain::{
         Page, Paginated,
         user::{self, AccountChanges, UserProfile},
@@ -48,7 +49,7 @@ pub(crate) async fn list_users(
     _admin: Authenticated<AdminRead>,
     query: Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let users = user::list(&state.db.reader, query.0.page()?).await?;
+    let users = user::list(&mut state.db.read().await?, query.0.page()?).await?;
     Ok(HttpResponse::Ok().json(users))
 }
 
@@ -85,7 +86,7 @@ pub(crate) async fn update_user(
         role: request.role,
         disabled: request.disabled,
     };
-    let update = user::update_account(&state.db.writer, *id, changes, &audit).await?;
+    let update = user::update_account(&state.db, *id, changes, &audit).await?;
     if let Some(version) = update.new_token_version {
         state.revocations.set_version(*id, version).await;
     }
@@ -111,26 +112,18 @@ pub struct AuditEventsQuery {
     pub offset: Option<i64>,
 }
 
-/// The stored form of timestamps (`2026-11-23T10:00:00.000Z`, UTC), so bounds compare as text.
-fn parse_bound(field: &str, raw: &str) -> Result<String, ApiError> {
-    use time::{
-        Date, OffsetDateTime, UtcOffset, format_description::well_known::Rfc3339,
-        macros::format_description,
-    };
-    let stored =
-        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    let instant = OffsetDateTime::parse(raw, &Rfc3339)
-        .or_else(|_| {
+/// An RFC 3339 timestamp, or a date (its midnight, UTC).
+fn parse_bound(field: &str, raw: &str) -> Result<Timestamp, ApiError> {
+    use time::{Date, macros::format_description};
+    Timestamp::parse_rfc3339(raw)
+        .or_else(|| {
             Date::parse(raw, format_description!("[year]-[month]-[day]"))
-                .map(|date| date.midnight().assume_utc())
+                .ok()
+                .map(|date| Timestamp::from(date.midnight().assume_utc()))
         })
-        .map_err(|_| {
+        .ok_or_else(|| {
             ApiError::invalid_field(field, "must be an RFC 3339 timestamp or a YYYY-MM-DD date")
-        })?;
-    instant
-        .to_offset(UtcOffset::UTC)
-        .format(stored)
-        .map_err(|_| ApiError::invalid_field(field, "is out of range"))
+        })
 }
 
 /// The audit trail, newest first.
@@ -158,7 +151,7 @@ pub(crate) async fn list_audit_events(
             .map(|raw| parse_bound("until", raw))
             .transpose()?,
     };
-    let events = audit::list(&state.db.reader, &filter, page).await?;
+    let events = audit::list(&mut state.db.read().await?, &filter, page).await?;
     Ok(HttpResponse::Ok().json(events))
 }
 
@@ -167,13 +160,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn time_bounds_are_normalised_to_the_stored_form() {
+    fn time_bounds_are_normalised_to_utc() {
         assert_eq!(
-            parse_bound("since", "2026-11-23").unwrap(),
+            parse_bound("since", "2026-11-23").unwrap().to_string(),
             "2026-11-23T00:00:00.000Z"
         );
         assert_eq!(
-            parse_bound("since", "2026-11-23T12:30:00+02:00").unwrap(),
+            parse_bound("since", "2026-11-23T12:30:00+02:00")
+                .unwrap()
+                .to_string(),
             "2026-11-23T10:30:00.000Z"
         );
         for bad in ["yesterday", "2026-13-01", "2026-11-23 10:00", "1700000000"] {

@@ -9,12 +9,12 @@ use utoipa::ToSchema;
 use validator::Validate;
 
 use crate::{
-    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
+    audit::{AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         Role, Session,
         jwt::TokenSubject,
         login::{self, CredentialCheck},
-        refresh::{self, IssuedRefreshToken, RevokeReason, Rotation},
+        refresh::{self, IssuedRefreshToken, Rotation},
     },
     domain::{
         text,
@@ -158,7 +158,7 @@ pub(crate) async fn register(
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
     slot.release();
-    let profile = user::create(&state.db.writer, &hashing, new_user, Role::User, &audit).await?;
+    let profile = user::create(&state.db, &hashing, new_user, Role::User, &audit).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
         .json(profile))
@@ -210,7 +210,7 @@ async fn open_session(
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
     slot.release();
-    let check = login::check_credentials(&state.db.reader, &hashing, username, password);
+    let check = login::check_credentials(&state.db, &hashing, username, password);
     let verified = match check.await? {
         CredentialCheck::Verified(verified) => verified,
         CredentialCheck::Refused(refusal) => {
@@ -224,7 +224,7 @@ async fn open_session(
         }
     };
     let started = user::start_session(
-        &state.db.writer,
+        &state.db,
         &verified.account,
         verified.upgraded_hash,
         state.settings.jwt.refresh_token_ttl.as_secs(),
@@ -266,7 +266,7 @@ pub(crate) async fn refresh_tokens(
     Json(request): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
-    match refresh::rotate(&state.db.writer, &request.refresh_token, &audit).await? {
+    match refresh::rotate(&state.db, &request.refresh_token, &audit).await? {
         Rotation::Rotated { account, issued } => token_response(
             &state,
             TokenSubject {
@@ -305,22 +305,9 @@ pub(crate) async fn logout(
     audit: AuditContext,
 ) -> Result<HttpResponse, ApiError> {
     let session = caller.id.as_str();
-    let mut tx = state
-        .db
-        .writer
-        .begin_with("BEGIN IMMEDIATE")
+    refresh::end_session(&state.db, caller.user_id, session, &audit)
         .await
-        .step("begin the logout")?;
-    refresh::revoke_family(&mut tx, session, RevokeReason::Logout)
-        .await
-        .step("revoke the session's refresh tokens")?;
-    let event = audit
-        .event(AuditAction::Logout, Outcome::Success)
-        .target(AuditTarget::Session(session.to_owned()));
-    audit::record(&mut *tx, &event)
-        .await
-        .step("record the logout")?;
-    tx.commit().await.step("commit the logout")?;
+        .step("end the session")?;
     state.revocations.revoke_session(session).await;
     Ok(HttpResponse::NoContent().finish())
 }

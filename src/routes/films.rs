@@ -181,7 +181,7 @@ pub(crate) async fn list_films(
     query: Query<ListFilmsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.0.page()?;
-    let films = film::list(&state.db.reader, query.0.search()?, page).await?;
+    let films = film::list(&mut state.db.read().await?, query.0.search()?, page).await?;
     Ok(HttpResponse::Ok().json(films))
 }
 
@@ -194,7 +194,7 @@ pub(crate) async fn random_film(state: web::Data<AppState>) -> Result<HttpRespon
 
 /// 404 only when the catalogue is empty.
 pub async fn random_film_response(state: &AppState) -> Result<HttpResponse, ApiError> {
-    let film = film::random(&state.db.reader)
+    let film = film::random(&mut state.db.read().await?)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(film))
@@ -211,7 +211,7 @@ pub(crate) async fn get_film(
 }
 
 async fn film_response(state: &AppState, id: i64) -> Result<HttpResponse, ApiError> {
-    let film = film::get(&state.db.reader, id)
+    let film = film::get(&mut state.db.read().await?, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(film))
@@ -229,7 +229,7 @@ pub async fn create_film(
     Json(request): Json<CreateFilmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new_film = NewFilm::try_from(request)?;
-    let film = film::create(&state.db.writer, &new_film, &caller, &audit).await?;
+    let film = film::create(&state.db, &new_film, &caller, &audit).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/films/{}", film.id)))
         .json(film))
@@ -247,7 +247,7 @@ pub(crate) async fn update_film(
     Json(request): Json<UpdateFilmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let changes = FilmChanges::try_from(request)?;
-    let film = film::update(&state.db.writer, *id, &changes, &caller, &audit).await?;
+    let film = film::update(&state.db, *id, &changes, &caller, &audit).await?;
     Ok(HttpResponse::Ok().json(film))
 }
 
@@ -261,7 +261,7 @@ pub(crate) async fn delete_film(
     audit: AuditContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    film::delete(&state.db.writer, *id, &caller, &audit).await?;
+    film::delete(&state.db, *id, &caller, &audit).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -275,7 +275,7 @@ pub(crate) async fn cast_vote(
     id: web::Path<i64>,
     Json(request): Json<VoteRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    vote::cast(&state.db.writer, caller.user_id, *id, request.vote).await?;
+    vote::cast(&state.db, caller.user_id, *id, request.vote).await?;
     // The committed vote is visible to the reader pool at once (WAL).
     film_response(&state, *id).await
 }
@@ -289,6 +289,6 @@ pub(crate) async fn withdraw_vote(
     caller: Authenticated<Write>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    vote::withdraw(&state.db.writer, caller.user_id, *id).await?;
+    vote::withdraw(&state.db, caller.user_id, *id).await?;
     film_response(&state, *id).await
 }

@@ -101,7 +101,7 @@ pub(crate) async fn random_film_or_vote(
     if let Some((vote, field, raw_id)) = requested_vote {
         let voter = caller.require::<Write>()?;
         let film_id = parse_film_id(field, raw_id)?;
-        vote::cast(&state.db.writer, voter.user_id, film_id, vote).await?;
+        vote::cast(&state.db, voter.user_id, film_id, vote).await?;
     }
     films::random_film_response(&state).await
 }

@@ -48,7 +48,7 @@ pub(crate) async fn me(
     caller: Authenticated<Read>,
 ) -> Result<HttpResponse, ApiError> {
     // A token can outlive its account only until revocation catches it; 401, not 404.
-    let profile = user::profile(&state.db.reader, caller.user_id)
+    let profile = user::profile(&mut state.db.read().await?, caller.user_id)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     Ok(HttpResponse::Ok().json(profile))
@@ -107,7 +107,7 @@ pub(crate) async fn change_password(
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let PasswordChange { current, new } = PasswordChange::try_from(request)?;
-    let account = user::credentials_by_id(&state.db.reader, caller.user_id)
+    let account = user::credentials_by_id(&mut state.db.read().await?, caller.user_id)
         .await
         .step("read the account's credentials")?
         .ok_or(ApiError::Unauthenticated)?;
@@ -140,7 +140,7 @@ pub(crate) async fn change_password(
         .hash(new.into_secret())
         .await
         .step("hash the new password")?;
-    let changed = user::change_password(&state.db.writer, &account, &new_hash, &audit)
+    let changed = user::change_password(&state.db, &account, &new_hash, &audit)
         .await
         .step("store the new password")?;
     // Another change committed while this one was verified: the password checked here is no
@@ -199,23 +199,17 @@ pub(crate) async fn create_api_key(
         read: request.scopes.contains(&Scope::Read),
         write: request.scopes.contains(&Scope::Write),
     };
-    let (view, key) = api_key::create(
-        &state.db.writer,
-        caller.user_id,
-        &request.name,
-        scopes,
-        &audit,
-    )
-    .await
-    .map_err(|e| match e {
-        CreateKeyError::TooManyKeys => {
-            ApiError::Conflict("You have the maximum number of active API keys; revoke one first.")
-        }
-        CreateKeyError::NoFreeLookup => {
-            anyhow::anyhow!("every API key lookup part drawn was already taken").into()
-        }
-        CreateKeyError::Database(e) => e.into(),
-    })?;
+    let (view, key) = api_key::create(&state.db, caller.user_id, &request.name, scopes, &audit)
+        .await
+        .map_err(|e| match e {
+            CreateKeyError::TooManyKeys => ApiError::Conflict(
+                "You have the maximum number of active API keys; revoke one first.",
+            ),
+            CreateKeyError::NoFreeLookup => {
+                anyhow::anyhow!("every API key lookup part drawn was already taken").into()
+            }
+            CreateKeyError::Database(e) => e.into(),
+        })?;
     Ok(HttpResponse::Created().json(CreatedApiKey { view, key }))
 }
 
@@ -226,7 +220,7 @@ pub(crate) async fn list_api_keys(
     state: web::Data<AppState>,
     caller: Session<Read>,
 ) -> Result<HttpResponse, ApiError> {
-    let keys = api_key::list(&state.db.reader, caller.user_id).await?;
+    let keys = api_key::list(&mut state.db.read().await?, caller.user_id).await?;
     Ok(HttpResponse::Ok().json(ApiKeyList { items: keys }))
 }
 
@@ -240,7 +234,7 @@ pub(crate) async fn revoke_api_key(
     audit: AuditContext,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
-    if api_key::revoke(&state.db.writer, caller.user_id, *id, &audit).await? {
+    if api_key::revoke(&state.db, caller.user_id, *id, &audit).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound)

@@ -1,5 +1,6 @@
 //! API keys: shown once, stored hashed, scoped, revocable, never listed or logged.
 
+use filmvault::db;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -29,11 +30,10 @@ async fn a_key_is_shown_once_with_a_recognisable_prefix_and_stored_only_as_a_has
     assert!(key.starts_with(created["prefix"].as_str().unwrap()));
     assert_eq!(created["scopes"], json!(["read"]));
 
-    let db = app.db().await;
-    let (prefix, hash): (String, Vec<u8>) = sqlx::query_as("SELECT prefix, key_hash FROM api_keys")
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let (prefix, hash): (String, Vec<u8>) =
+        db::fetch_one!(&mut app.db().await, "SELECT prefix, key_hash FROM api_keys")
+            .await
+            .unwrap();
     assert!(!key.contains(&String::from_utf8_lossy(&hash).into_owned()) && hash.len() == 32);
     assert_eq!(format!("fk_{prefix}"), created["prefix"]);
 

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -178,22 +179,26 @@ async fn a_weaker_stored_hash_is_upgraded_at_the_next_successful_login() {
     )
     .unwrap()
     .to_string();
-    let db = app.db().await;
-    sqlx::query("INSERT INTO users (username, email, password_hash) VALUES (?1, ?2, ?3)")
-        .bind(&username)
-        .bind(format!("{username}@example.com"))
-        .bind(&weak_hash)
-        .execute(&db)
-        .await
-        .unwrap();
+    let mut db = app.db().await;
+    db::execute!(
+        &mut db,
+        "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3)",
+        &username,
+        format!("{username}@example.com"),
+        &weak_hash
+    )
+    .await
+    .unwrap();
 
     let response = app.login(&username, STRONG_PASSWORD).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let stored: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE username = ?1")
-        .bind(&username)
-        .fetch_one(&db)
-        .await
-        .unwrap();
+    let stored: String = db::fetch_scalar!(
+        &mut db,
+        "SELECT password_hash FROM users WHERE username = $1",
+        &username
+    )
+    .await
+    .unwrap();
     assert!(
         stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
         "{stored}"
@@ -208,11 +213,13 @@ async fn a_weaker_stored_hash_is_upgraded_at_the_next_successful_login() {
 async fn a_disabled_account_cannot_log_in_and_is_told_nothing_more() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    sqlx::query("UPDATE users SET disabled = 1 WHERE id = ?1")
-        .bind(user.id)
-        .execute(&app.db().await)
-        .await
-        .unwrap();
+    db::execute!(
+        &mut app.db().await,
+        "UPDATE users SET disabled = true WHERE id = $1",
+        user.id
+    )
+    .await
+    .unwrap();
     let response = app.login(&user.username, &user.password).await;
     let body = assert_problem(response, StatusCode::UNAUTHORIZED).await;
     assert_eq!(body["type"], "/problems/invalid-credentials");

@@ -32,8 +32,7 @@ async fn spawn_cluster(redis_url: &str, overrides: &[(&str, &str)]) -> (TestApp,
     vars.extend_from_slice(overrides);
     let first = spawn_app_with(&[vars.as_slice(), &[("INSTANCE_ID", "first")]].concat()).await;
     let second = spawn_app_on(
-        tempfile::tempdir().expect("a temporary directory"),
-        first.db_path.clone(),
+        &first.database,
         &[vars.as_slice(), &[("INSTANCE_ID", "second")]].concat(),
     )
     .await;

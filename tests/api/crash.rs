@@ -1,5 +1,6 @@
 //! Crash safety: writes acknowledged with 2xx survive a `kill -9` of the server, and nothing is
-//! half-written (each film has its audit row, every vote count matches its votes).
+//! half-written (each film has its audit row, every vote count matches its votes). On either
+//! backend; SQLite's own integrity check runs on the SQLite file.
 
 use std::{
     io::{BufRead, BufReader},
@@ -7,18 +8,20 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{STRONG_PASSWORD, TEST_JWT_SECRET, client};
+use crate::helpers::{STRONG_PASSWORD, TEST_JWT_SECRET, TestDatabase, client};
 
-/// Starts the real binary on `db`; returns it with its port, read from its own log.
-fn start_server(dir: &std::path::Path) -> (Child, u16) {
+/// Starts the real binary on `database` in `dir` (where no stray .env is read); returns it
+/// with its port, read from its own log.
+fn start_server(database: &TestDatabase, dir: &tempfile::TempDir) -> (Child, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_filmvault"))
-        .current_dir(dir)
+        .current_dir(dir.path())
         .env_clear()
         .env("APP_PORT", "0")
-        .env("DATABASE_URL", "sqlite://crash.db")
+        .env("DATABASE_URL", database.url())
         .env("JWT_SECRET", TEST_JWT_SECRET)
         .env("SEED_DEMO_DATA", "false")
         .env("LOG_FORMAT", "json")
@@ -44,8 +47,9 @@ fn start_server(dir: &std::path::Path) -> (Child, u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_writes_survive_kill_9_and_nothing_is_half_written() {
+    let database = TestDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
-    let (mut server, port) = start_server(dir.path());
+    let (mut server, port) = start_server(&database, &dir);
     let base = format!("http://127.0.0.1:{port}");
     let http = client();
 
@@ -118,47 +122,43 @@ async fn acknowledged_writes_survive_kill_9_and_nothing_is_half_written() {
     let acknowledged = acknowledged.lock().unwrap().clone();
     assert!(acknowledged.len() >= 200);
 
-    let (mut restarted, port) = start_server(dir.path());
-    let db = sqlx::SqlitePool::connect(&format!(
-        "sqlite://{}",
-        dir.path().join("crash.db").display()
-    ))
-    .await
-    .unwrap();
-    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(integrity, "ok");
-    for (id, name) in &acknowledged {
-        let stored: Option<String> = sqlx::query_scalar("SELECT name FROM films WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&db)
+    let (mut restarted, port) = start_server(&database, &dir);
+    let mut db = database.connection().await;
+    if database.sqlite_path().is_some() {
+        let integrity: String = db::fetch_scalar!(&mut db, "PRAGMA integrity_check")
             .await
             .unwrap();
+        assert_eq!(integrity, "ok");
+    }
+    for (id, name) in &acknowledged {
+        let stored: Option<String> =
+            db::fetch_optional_scalar!(&mut db, "SELECT name FROM films WHERE id = $1", id)
+                .await
+                .unwrap();
         assert_eq!(
             stored.as_deref(),
             Some(name.as_str()),
             "acknowledged film {id} lost"
         );
     }
-    let films_without_audit: i64 = sqlx::query_scalar(
+    let films_without_audit: i64 = db::fetch_scalar!(
+        &mut db,
         "SELECT count(*) FROM films f WHERE NOT EXISTS
-           (SELECT 1 FROM audit_events a WHERE a.action = 'film.create' AND a.target = 'film:' || f.id)",
+           (SELECT 1 FROM audit_events a
+            WHERE a.action = 'film.create' AND a.target = 'film:' || f.id)"
     )
-    .fetch_one(&db)
     .await
     .unwrap();
     assert_eq!(
         films_without_audit, 0,
         "a film was committed without its audit row"
     );
-    let mismatched_counts: i64 = sqlx::query_scalar(
+    let mismatched_counts: i64 = db::fetch_scalar!(
+        &mut db,
         "SELECT count(*) FROM films f
          WHERE f.likes <> (SELECT count(*) FROM votes v WHERE v.film_id = f.id AND v.value = 1)
-            OR f.dislikes <> (SELECT count(*) FROM votes v WHERE v.film_id = f.id AND v.value = -1)",
+            OR f.dislikes <> (SELECT count(*) FROM votes v WHERE v.film_id = f.id AND v.value = -1)"
     )
-    .fetch_one(&db)
     .await
     .unwrap();
     assert_eq!(mismatched_counts, 0, "a vote and its counter were split");
@@ -171,7 +171,7 @@ async fn acknowledged_writes_survive_kill_9_and_nothing_is_half_written() {
     assert_eq!(
         ready.status(),
         StatusCode::OK,
-        "the restarted server serves the same file"
+        "the restarted server serves the same database"
     );
     restarted.kill().unwrap();
     restarted.wait().unwrap();

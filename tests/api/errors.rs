@@ -1,5 +1,6 @@
 //! Every error is problem+json with a request id, and none says anything about internals.
 
+use filmvault::db;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -101,8 +102,7 @@ async fn an_unknown_route_is_a_404_and_a_wrong_method_a_405() {
 #[tokio::test]
 async fn an_internal_error_is_a_generic_500_that_reveals_nothing() {
     let app = spawn_app().await;
-    sqlx::query("DROP VIEW film_view")
-        .execute(&app.db().await)
+    db::execute!(&mut app.db().await, "DROP VIEW film_view")
         .await
         .unwrap();
     let response = app.get("/api/v1/films", None).await;

@@ -1,5 +1,6 @@
 //! The `/api/v1/films` resource: every route's happy path, pagination, search and votes.
 
+use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -279,11 +280,13 @@ async fn deleting_a_film_deletes_it_and_its_votes() {
         .delete(&format!("/api/v1/films/{id}"), Some(&user.token))
         .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let votes: i64 = sqlx::query_scalar("SELECT count(*) FROM votes WHERE film_id = ?1")
-        .bind(id)
-        .fetch_one(&app.db().await)
-        .await
-        .unwrap();
+    let votes: i64 = db::fetch_scalar!(
+        &mut app.db().await,
+        "SELECT count(*) FROM votes WHERE film_id = $1",
+        id
+    )
+    .await
+    .unwrap();
     assert_eq!(votes, 0);
 }
 
@@ -331,8 +334,7 @@ async fn sql_injection_strings_are_stored_and_returned_literally_and_the_tables_
         app.login(&user.username, &user.password).await.status(),
         StatusCode::OK
     );
-    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&app.db().await)
+    let users: i64 = db::fetch_scalar!(&mut app.db().await, "SELECT count(*) FROM users")
         .await
         .unwrap();
     assert_eq!(users, 1);

@@ -1,5 +1,6 @@
 //! Security headers on every response: success, 404, 500, over HTTPS and HTTP.
 
+use filmvault::db;
 use reqwest::{StatusCode, header::HeaderMap, tls::Version};
 
 use crate::helpers::{spawn_app, spawn_tls_app};
@@ -71,8 +72,7 @@ async fn every_https_response_carries_the_security_headers_errors_included() {
     assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
     assert_security_headers(unauthenticated.headers(), true, "401");
 
-    sqlx::query("DROP VIEW film_view")
-        .execute(&app.db().await)
+    db::execute!(&mut app.db().await, "DROP VIEW film_view")
         .await
         .unwrap();
     let broken = client

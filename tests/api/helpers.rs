@@ -1,10 +1,15 @@
-//! Test harness: every test gets its own server on a free port with its own SQLite file, and
+//! Test harness: every test gets its own server on a free port with its own database, and
 //! talks to it over real HTTP.
+//!
+//! The database is a SQLite file in a temporary directory, or, with
+//! `TEST_DATABASE_URL=postgres://user:password@host:port/db`, a PostgreSQL database created
+//! for the test through that URL (a random name, dropped when the test ends): the same suite
+//! then runs on PostgreSQL.
 
 use std::{
     collections::HashMap,
     io,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     sync::{
         Arc, LazyLock, Mutex, Once,
@@ -14,12 +19,15 @@ use std::{
 
 use filmvault::{
     config::{LogFormat, Settings},
+    db::{self, Connection},
     startup::Application,
     telemetry,
 };
 use reqwest::{Method, Response, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool, SqlitePool};
+use tokio::sync::OnceCell;
 use tracing_subscriber::fmt::MakeWriter;
 
 pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
@@ -83,9 +91,9 @@ pub struct TestApp {
     /// PEM of the development CA that signed the app's certificate.
     pub ca_pem: Option<String>,
     client: reqwest::Client,
-    pub db_path: PathBuf,
-    pub database_url: String,
-    _dir: tempfile::TempDir,
+    /// Shared with every app started on the same database (`spawn_app_on`).
+    pub database: Arc<TestDatabase>,
+    tls_files: Option<tempfile::TempDir>,
 }
 
 pub struct TestUser {
@@ -93,6 +101,159 @@ pub struct TestUser {
     pub username: String,
     pub password: String,
     pub token: String,
+}
+
+/// The database a test's apps run on; gone when the last of them is dropped.
+pub struct TestDatabase {
+    backend: Backend,
+    /// For the test's own statements (`TestDatabase::connection`).
+    pool: OnceCell<TestPool>,
+}
+
+enum Backend {
+    Sqlite {
+        path: PathBuf,
+        url: String,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        url: String,
+        /// `TEST_DATABASE_URL`, through which the database was created and is dropped.
+        server: String,
+        name: String,
+    },
+}
+
+/// Plain read-write connections, for arranging and checking what HTTP cannot.
+enum TestPool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl TestDatabase {
+    /// A fresh, empty database: PostgreSQL if `TEST_DATABASE_URL` says so, else SQLite.
+    pub async fn create() -> Arc<Self> {
+        let backend = match std::env::var("TEST_DATABASE_URL") {
+            Ok(server) => Backend::create_postgres(server).await,
+            Err(_) => {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let path = dir.path().join("filmvault.db");
+                Backend::Sqlite {
+                    url: format!("sqlite://{}", path.display()),
+                    path,
+                    _dir: dir,
+                }
+            }
+        };
+        Arc::new(Self {
+            backend,
+            pool: OnceCell::new(),
+        })
+    }
+
+    pub fn url(&self) -> &str {
+        match &self.backend {
+            Backend::Sqlite { url, .. } | Backend::Postgres { url, .. } => url,
+        }
+    }
+
+    /// The SQLite file, for the checks that only make sense on one (`None` on PostgreSQL).
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => Some(path),
+            Backend::Postgres { .. } => None,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres { .. })
+    }
+
+    /// A connection of the test's own. Statements go through `filmvault::db`'s macros, so one
+    /// literal serves both backends (or each is given its own).
+    pub async fn connection(&self) -> Connection {
+        let pool = self
+            .pool
+            .get_or_init(|| async {
+                let url = self.url();
+                if self.is_postgres() {
+                    TestPool::Postgres(PgPool::connect(url).await.expect("the test connects"))
+                } else {
+                    TestPool::Sqlite(SqlitePool::connect(url).await.expect("the test connects"))
+                }
+            })
+            .await;
+        match pool {
+            TestPool::Sqlite(pool) => Connection::Sqlite(pool.acquire().await.unwrap()),
+            TestPool::Postgres(pool) => Connection::Postgres(pool.acquire().await.unwrap()),
+        }
+    }
+
+    /// Takes the database away from under its apps: the SQLite file is moved elsewhere, the
+    /// PostgreSQL database dropped.
+    pub async fn remove(&self) {
+        match &self.backend {
+            Backend::Sqlite { path, .. } => {
+                std::fs::rename(path, path.with_extension("moved")).expect("the file moves");
+            }
+            Backend::Postgres { server, name, .. } => drop_postgres(server, name)
+                .await
+                .expect("the test database is dropped"),
+        }
+    }
+}
+
+impl Backend {
+    async fn create_postgres(server: String) -> Self {
+        let name = format!("filmvault_test_{}", uuid::Uuid::new_v4().simple());
+        let mut connection = PgConnection::connect(&server)
+            .await
+            .expect("TEST_DATABASE_URL accepts connections");
+        // A database name cannot be a bound parameter; this one is ours, made of hex digits.
+        sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut connection)
+            .await
+            .expect("TEST_DATABASE_URL may create databases");
+        let mut url = reqwest::Url::parse(&server).expect("TEST_DATABASE_URL is a URL");
+        url.set_path(&name);
+        Self::Postgres {
+            url: url.into(),
+            server,
+            name,
+        }
+    }
+}
+
+/// FORCE ends the connections the apps' pools still hold.
+async fn drop_postgres(server: &str, name: &str) -> sqlx::Result<()> {
+    let mut connection = PgConnection::connect(server).await?;
+    sqlx::query(AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut connection)
+    .await?;
+    Ok(())
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Backend::Postgres { server, name, .. } = &self.backend else {
+            return;
+        };
+        let (server, name) = (server.clone(), name.clone());
+        // The test's runtime may be shutting down: the drop runs on a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(drop_postgres(&server, &name))
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("a test database could not be dropped: {dropped:?}");
+        }
+    }
 }
 
 /// The defaults a test starts from: development mode, no demo films, limits high enough that
@@ -134,29 +295,23 @@ pub async fn spawn_tls_app(overrides: &[(&str, &str)]) -> TestApp {
         ("HTTPS_PORT", "0"),
     ];
     vars.extend_from_slice(overrides);
-    let db_path = dir.path().join("filmvault.db");
-    let mut app = spawn_app_on(dir, db_path, &vars).await;
+    let mut app = spawn_app_with(&vars).await;
     app.ca_pem = Some(ca_pem);
+    app.tls_files = Some(dir);
     app
 }
 
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db_path = dir.path().join("filmvault.db");
-    spawn_app_on(dir, db_path, overrides).await
+    spawn_app_on(&TestDatabase::create().await, overrides).await
 }
 
-/// Starts a server on an existing database file (for restart tests).
-pub async fn spawn_app_on(
-    dir: tempfile::TempDir,
-    db_path: PathBuf,
-    overrides: &[(&str, &str)],
-) -> TestApp {
+/// Starts a server on an existing database: after another, for restart tests, or beside
+/// others, as instances of one service.
+pub async fn spawn_app_on(database: &Arc<TestDatabase>, overrides: &[(&str, &str)]) -> TestApp {
     INIT_LOGS.call_once(|| {
         LazyLock::force(&LOGS);
     });
-    let database_url = format!("sqlite://{}", db_path.display());
-    let mut vars = base_vars(&database_url);
+    let mut vars = base_vars(database.url());
     for (key, value) in overrides {
         vars.insert((*key).to_owned(), (*value).to_owned());
     }
@@ -174,9 +329,8 @@ pub async fn spawn_app_on(
         https_address,
         ca_pem: None,
         client: client(),
-        db_path,
-        database_url,
-        _dir: dir,
+        database: database.clone(),
+        tls_files: None,
     }
 }
 
@@ -418,7 +572,7 @@ impl TestApp {
         let output = Command::new(env!("CARGO_BIN_EXE_filmvault"))
             .args(["create-admin", "--username", &username, "--email"])
             .arg(format!("{username}@example.com"))
-            .env("DATABASE_URL", &self.database_url)
+            .env("DATABASE_URL", self.database.url())
             .env("ADMIN_PASSWORD", STRONG_PASSWORD)
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("RUST_LOG", "warn")
@@ -456,11 +610,9 @@ impl TestApp {
         response.json().await.expect("a film")
     }
 
-    /// Direct access to the app's SQLite file, for arranging and checking what HTTP cannot.
-    pub async fn db(&self) -> sqlx::SqlitePool {
-        sqlx::SqlitePool::connect(&self.database_url)
-            .await
-            .expect("the test opens the database")
+    /// Direct access to the app's database (see `TestDatabase::connection`).
+    pub async fn db(&self) -> Connection {
+        self.database.connection().await
     }
 }
 
@@ -476,12 +628,12 @@ pub struct AuditRow {
 
 impl TestApp {
     pub async fn audit_rows(&self, action: &str) -> Vec<AuditRow> {
-        sqlx::query_as(
+        db::fetch_all!(
+            &mut self.db().await,
             "SELECT actor_id, target, outcome, reason, request_id, client_ip
-             FROM audit_events WHERE action = ?1 ORDER BY id",
+             FROM audit_events WHERE action = $1 ORDER BY id",
+            action
         )
-        .bind(action)
-        .fetch_all(&self.db().await)
         .await
         .expect("the audit table is readable")
     }

@@ -1,6 +1,7 @@
 //! What reaches the logs: one structured line per request, internal causes under the request
 //! id, and never a password, token or key (the capture runs at TRACE, in production's JSON).
 
+use filmvault::db;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -94,8 +95,7 @@ async fn a_password_and_the_tokens_it_buys_never_reach_the_logs() {
 #[tokio::test]
 async fn a_500_logs_its_cause_under_the_request_id_and_answers_only_the_generic_body() {
     let app = spawn_app().await;
-    sqlx::query("DROP VIEW film_view")
-        .execute(&app.db().await)
+    db::execute!(&mut app.db().await, "DROP VIEW film_view")
         .await
         .unwrap();
     let response = app.get("/api/v1/films", None).await;

@@ -10,6 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -270,8 +271,7 @@ async fn a_registration_refused_by_a_full_hash_queue_gets_503_and_creates_no_acc
             .all(|(s, retry)| *s == StatusCode::SERVICE_UNAVAILABLE && *retry),
         "{answers:?}"
     );
-    let accounts: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
-        .fetch_one(&app.db().await)
+    let accounts: i64 = db::fetch_scalar!(&mut app.db().await, "SELECT count(*) FROM users")
         .await
         .unwrap();
     assert_eq!(accounts, created as i64);

@@ -1,5 +1,6 @@
-//! Black-box tests: each one starts the real application on a free port with its own SQLite
-//! file and speaks HTTP to it. One binary, one file per area.
+//! Black-box tests: each one starts the real application on a free port with its own database
+//! (a SQLite file, or a PostgreSQL database with `TEST_DATABASE_URL`; see `helpers`) and
+//! speaks HTTP to it. One binary, one file per area.
 
 mod admin;
 mod api_keys;
@@ -9,6 +10,7 @@ mod authz;
 mod cli;
 mod clients;
 mod cluster;
+mod concurrency;
 mod cors;
 mod crash;
 mod errors;

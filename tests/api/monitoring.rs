@@ -8,16 +8,16 @@ use std::{
 
 use reqwest::StatusCode;
 
-use crate::helpers::{TestApp, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestDatabase, assert_problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
-async fn readiness_fails_when_the_database_file_is_gone() {
+async fn readiness_fails_when_the_database_is_gone() {
     let app = spawn_app().await;
     assert_eq!(
         app.get("/health/ready", None).await.status(),
         StatusCode::OK
     );
-    std::fs::rename(&app.db_path, app.db_path.with_extension("moved")).unwrap();
+    app.database.remove().await;
     let response = app.get("/health/ready", None).await;
     let body = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["type"], "/problems/not-ready");
@@ -88,11 +88,10 @@ async fn a_plain_user_may_not_read_metrics() {
 
 #[tokio::test]
 async fn the_loopback_metrics_listener_needs_no_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("m.db");
+    let database = TestDatabase::create().await;
     let settings = filmvault::config::Settings::from_vars([
         ("APP_PORT", "0"),
-        ("DATABASE_URL", &format!("sqlite://{}", db.display())),
+        ("DATABASE_URL", database.url()),
         ("METRICS_ADDR", "127.0.0.1:0"),
         ("SEED_DEMO_DATA", "false"),
     ])
@@ -180,8 +179,9 @@ async fn failures_for_many_usernames_from_one_ip_block_that_ip() {
 
 /// The real binary, as an operator runs it: LOG_FILE gets a private file with the request
 /// lines and without the secrets.
-#[test]
-fn log_files_are_private_and_hold_the_request_lines() {
+#[tokio::test]
+async fn log_files_are_private_and_hold_the_request_lines() {
+    let database = TestDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_filmvault"))
         .current_dir(dir.path())
@@ -189,7 +189,7 @@ fn log_files_are_private_and_hold_the_request_lines() {
         .env("APP_PORT", "0")
         .env("LOG_FILE", "logs/filmvault.log")
         .env("LOG_FORMAT", "json")
-        .env("DATABASE_URL", "sqlite://filmvault.db")
+        .env("DATABASE_URL", database.url())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -239,11 +239,11 @@ fn log_files_are_private_and_hold_the_request_lines() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&file).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the log file is private");
-    let db_mode = std::fs::metadata(dir.path().join("filmvault.db"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(db_mode & 0o077, 0, "the database is private too");
+    // A SQLite database is a file of ours, private too (PostgreSQL's files are the server's).
+    if let Some(path) = database.sqlite_path() {
+        let db_mode = std::fs::metadata(path).unwrap().permissions().mode();
+        assert_eq!(db_mode & 0o077, 0, "the database is private too");
+    }
     let contents = std::fs::read_to_string(&file).unwrap();
     assert!(contents.contains("filmvault is listening"));
     assert!(!contents.contains("S3cret"));

@@ -1,6 +1,7 @@
 //! Password change: the current password is proven (within the login budget), other
 //! sessions end, keys stay.
 
+use filmvault::db;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::json;
 
@@ -199,15 +200,17 @@ async fn the_new_password_follows_the_registration_rules() {
 #[tokio::test]
 async fn a_login_upgrading_an_old_hash_cannot_undo_a_concurrent_password_change() {
     let app = spawn_app_with(&[("PASSWORD_HASH_CONCURRENCY", "1")]).await;
-    let db = app.db().await;
+    let mut db = app.db().await;
     for _ in 0..3 {
         let user = app.new_user().await;
-        sqlx::query("UPDATE users SET password_hash = ?2 WHERE id = ?1")
-            .bind(user.id)
-            .bind(weak_hash(&user.password))
-            .execute(&db)
-            .await
-            .unwrap();
+        db::execute!(
+            &mut db,
+            "UPDATE users SET password_hash = $2 WHERE id = $1",
+            user.id,
+            weak_hash(&user.password)
+        )
+        .await
+        .unwrap();
 
         let (change, login) = tokio::join!(
             change_password(&app, &user.token, &user.password, NEW_PASSWORD),

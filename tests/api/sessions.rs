@@ -2,6 +2,7 @@
 
 use std::cell::Cell;
 
+use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -14,12 +15,13 @@ async fn login_returns_an_opaque_refresh_token_of_256_bits() {
     let (_, refresh) = app.token_pair(&user.username, &user.password).await;
     assert_eq!(refresh.len(), 43, "32 random bytes, base64url");
     assert!(!refresh.contains('.'), "opaque, not a JWT");
-    let stored: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM refresh_tokens WHERE token_hash = ?1")
-            .bind(refresh.as_bytes())
-            .fetch_one(&app.db().await)
-            .await
-            .unwrap();
+    let stored: i64 = db::fetch_scalar!(
+        &mut app.db().await,
+        "SELECT count(*) FROM refresh_tokens WHERE token_hash = $1",
+        refresh.as_bytes()
+    )
+    .await
+    .unwrap();
     assert_eq!(stored, 0, "the token itself is never stored");
 }
 
@@ -103,10 +105,12 @@ async fn an_expired_or_unknown_refresh_token_is_refused() {
     let app = spawn_app().await;
     let user = app.new_user().await;
     let (_, refresh) = app.token_pair(&user.username, &user.password).await;
-    sqlx::query("UPDATE refresh_tokens SET expires_at = 1")
-        .execute(&app.db().await)
-        .await
-        .unwrap();
+    db::execute!(
+        &mut app.db().await,
+        "UPDATE refresh_tokens SET expires_at = 1"
+    )
+    .await
+    .unwrap();
     assert_problem(app.refresh(&refresh).await, StatusCode::UNAUTHORIZED).await;
     assert_problem(
         app.refresh("not-a-token-we-issued").await,
@@ -204,16 +208,14 @@ async fn a_role_change_ends_the_users_sessions_so_the_old_role_cannot_linger() {
 
 #[tokio::test]
 async fn revocations_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("restart.db");
-    let first = crate::helpers::spawn_app_on(dir, db_path.clone(), &[]).await;
+    let first = spawn_app().await;
     let user = first.new_user().await;
     let (access, _) = first.token_pair(&user.username, &user.password).await;
     first
         .post_json("/api/v1/auth/logout", &json!({}), Some(&access))
         .await;
 
-    let second = crate::helpers::spawn_app_on(tempfile::tempdir().unwrap(), db_path, &[]).await;
+    let second = crate::helpers::spawn_app_on(&first.database, &[]).await;
     assert_problem(
         second.get("/api/v1/users/me", Some(&access)).await,
         StatusCode::UNAUTHORIZED,

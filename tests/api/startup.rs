@@ -8,6 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -32,17 +33,14 @@ async fn a_fresh_development_database_gets_the_demo_catalogue_once() {
     assert!(names.contains(&"Frozen"));
     assert_eq!(page["items"][0]["studio"], "Disney");
 
-    // A second start on the same file does not seed again.
-    let dir = tempfile::tempdir().unwrap();
-    let db_path = dir.path().join("restart.db");
-    let first = spawn_app_on(dir, db_path.clone(), &[("SEED_DEMO_DATA", "true")]).await;
+    // A second start on the same database does not seed again.
+    let first = spawn_app_with(&[("SEED_DEMO_DATA", "true")]).await;
     let token = {
         let user = first.new_user().await;
         user.token
     };
     first.create_film(&token, "Extra", "Somewhere").await;
-    let keep_dir = tempfile::tempdir().unwrap();
-    let second = spawn_app_on(keep_dir, db_path, &[("SEED_DEMO_DATA", "true")]).await;
+    let second = spawn_app_on(&first.database, &[("SEED_DEMO_DATA", "true")]).await;
     let page: Value = second
         .get("/api/v1/films?limit=1", None)
         .await
@@ -88,9 +86,9 @@ fn every_fatal_start_up_error_names_its_variable_and_the_remedy_once() {
             "set APP_PORT to a free port",
         ),
         (
-            vec![("DATABASE_URL", "postgres://films:hunter2-pw@db/films")],
+            vec![("DATABASE_URL", "mysql://films:hunter2-pw@db/films")],
             "DATABASE_URL",
-            "the `postgres` scheme is not supported",
+            "the `mysql` scheme is not supported",
         ),
         (
             vec![(
@@ -265,16 +263,20 @@ fn production_refuses_to_start_without_a_strong_jwt_secret() {
 }
 
 #[tokio::test]
-async fn the_server_creates_its_database_file_and_applies_migrations() {
+async fn the_server_creates_its_database_and_applies_migrations() {
     let app = spawn_app_with(&[]).await;
-    assert!(app.db_path.exists());
+    if let Some(path) = app.database.sqlite_path() {
+        assert!(path.exists());
+    }
     let response = app.get("/api/v1/films", None).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let tables: Vec<String> =
-        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .fetch_all(&app.db().await)
-            .await
-            .unwrap();
+    let tables: Vec<String> = db::fetch_scalars!(
+        &mut app.db().await,
+        sqlite: "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+        postgres: "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+    )
+    .await
+    .unwrap();
     for table in ["films", "users", "votes"] {
         assert!(tables.iter().any(|t| t == table), "{table} in {tables:?}");
     }

@@ -1,0 +1,67 @@
+//! The PostgreSQL backend: one pool for reads and writes, its embedded migrations.
+//!
+//! Several instances may start at once on one database: the migrator holds an advisory lock
+//! while it runs, so the schema is migrated once.
+
+use std::{str::FromStr, time::Duration};
+
+use anyhow::Context;
+use sqlx::{
+    PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a statement waits for a row lock before it fails, as SQLite's `busy_timeout`: a
+/// request must not hang behind a stuck transaction.
+const LOCK_TIMEOUT: &str = "5s";
+
+#[derive(Clone, Debug)]
+pub struct PgDatabase {
+    pub(super) pool: PgPool,
+}
+
+impl PgDatabase {
+    pub(super) async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .with_context(|| "DATABASE_URL is not a valid postgres:// URL")?
+            .application_name("filmvault")
+            .options([("lock_timeout", LOCK_TIMEOUT)]);
+        // Requests wait on the database, not on the CPU: more connections than cores.
+        let connections = std::thread::available_parallelism()
+            .map_or(8, |n| n.get() * 4)
+            .max(8);
+        let pool = PgPoolOptions::new()
+            .max_connections(u32::try_from(connections).unwrap_or(16))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await
+            .with_context(|| {
+                // Never the URL itself: it may hold the password.
+                format!(
+                    "DATABASE_URL: cannot connect to PostgreSQL at {}:{}, database {}",
+                    options.get_host(),
+                    options.get_port(),
+                    options.get_database().unwrap_or("(default)")
+                )
+            })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("cannot apply the database migrations")?;
+        Ok(Self { pool })
+    }
+
+    /// A connection answers now, and every migration has been applied.
+    pub(super) async fn is_ready(&self) -> bool {
+        let probe = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool);
+        super::probe_outcome(
+            tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+            MIGRATOR.iter().count(),
+        )
+    }
+}

@@ -1,0 +1,121 @@
+//! The SQLite backend: connection settings, its embedded migrations, and the split into one
+//! writer and many readers (see the module above for why).
+
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use sqlx::{
+    Connection, SqliteConnection, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct SqliteDatabase {
+    /// Read-only connections: a query that tries to write through them fails.
+    pub(super) reader: SqlitePool,
+    /// The one connection that writes.
+    pub(super) writer: SqlitePool,
+    /// How the readiness probe opens a fresh connection (read-only, never creating the file):
+    /// pooled connections keep working on a file that has since been removed or replaced.
+    probe: Arc<SqliteConnectOptions>,
+}
+
+/// SQLite creates the file but not its directory, and would only say "unable to open
+/// database file".
+fn check_directory(file: &Path) -> anyhow::Result<()> {
+    match file.parent() {
+        Some(directory) if !directory.as_os_str().is_empty() && !directory.is_dir() => {
+            anyhow::bail!(
+                "DATABASE_URL: the directory {} does not exist; create it, or point \
+                 DATABASE_URL at a file in an existing directory",
+                directory.display()
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+impl SqliteDatabase {
+    /// Opens (creating if missing) the database at `url` and applies pending migrations.
+    pub(super) async fn connect(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| "DATABASE_URL is not a valid sqlite:// URL")?;
+        check_directory(options.get_filename())?;
+        let options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            // WAL + NORMAL: a committed transaction survives a crash or kill -9 of this
+            // process (it is in the WAL, handed to the OS); only an OS crash or power loss
+            // can lose the last commits. FULL would fsync every commit.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            // Schema objects cannot call application-defined functions: defence against a
+            // tampered database file.
+            .pragma("trusted_schema", "OFF")
+            // Checkpoint every ~40 MB of WAL instead of ~4 MB: hot pages (index roots, the
+            // audit table's last page) are copied back once per checkpoint, not once per
+            // thousand commits. Costs disk for the WAL file, not durability.
+            .pragma("wal_autocheckpoint", "10000");
+
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone().create_if_missing(true))
+            .await
+            .with_context(|| {
+                format!(
+                    "DATABASE_URL: cannot open the database {}",
+                    options.get_filename().display()
+                )
+            })?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .context("cannot apply the database migrations")?;
+
+        let readers = std::thread::available_parallelism()
+            .map_or(4, |n| n.get() * 2)
+            .max(4);
+        let read_only = options.read_only(true);
+        let reader = SqlitePoolOptions::new()
+            .max_connections(u32::try_from(readers).unwrap_or(8))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(read_only.clone())
+            .await
+            .context("cannot open read-only connections to the database")?;
+
+        Ok(Self {
+            reader,
+            writer,
+            probe: Arc::new(read_only),
+        })
+    }
+
+    /// The database file can be opened now, and every migration has been applied to it.
+    pub(super) async fn is_ready(&self) -> bool {
+        let probe = async {
+            let mut connection = SqliteConnection::connect_with(&self.probe).await?;
+            let applied: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(&mut connection)
+                    .await?;
+            connection.close().await?;
+            Ok::<_, sqlx::Error>(applied)
+        };
+        super::probe_outcome(
+            tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+            MIGRATOR.iter().count(),
+        )
+    }
+
+    pub(super) async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
