@@ -203,9 +203,21 @@ impl TestDatabase {
     }
 }
 
+/// Test databases are named `filmvault_test_<unix seconds>_<random>`: the time lets a later
+/// run drop what an earlier one left behind.
+const TEST_DATABASE_PREFIX: &str = "filmvault_test_";
+/// No test runs this long: an older test database is a leftover (of a run that ended before
+/// its last drops did, or was killed).
+const LEFTOVER_AFTER_SECS: u64 = 15 * 60;
+
 impl Backend {
     async fn create_postgres(server: String) -> Self {
-        let name = format!("filmvault_test_{}", uuid::Uuid::new_v4().simple());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_secs();
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("{TEST_DATABASE_PREFIX}{now}_{}", &random[..12]);
         let mut connection = PgConnection::connect(&server)
             .await
             .expect("TEST_DATABASE_URL accepts connections");
@@ -235,23 +247,62 @@ async fn drop_postgres(server: &str, name: &str) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Drops the databases of finished tests, one after the other, on a thread of its own. Not
+/// in `Drop` itself: that runs on the test's runtime, and blocking it stalls the app's
+/// connections, which PostgreSQL waits for before it drops a database. The first use also
+/// drops what earlier runs left (the last few drops of a run die with its process).
+static DROPPER: LazyLock<Mutex<std::sync::mpsc::Sender<(String, String)>>> = LazyLock::new(|| {
+    let (sender, finished) = std::sync::mpsc::channel::<(String, String)>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let mut swept = false;
+        for (server, name) in finished {
+            if !swept {
+                swept = true;
+                runtime.block_on(drop_leftovers(&server));
+            }
+            if let Err(error) = runtime.block_on(drop_postgres(&server, &name)) {
+                eprintln!("the test database {name} could not be dropped: {error}");
+            }
+        }
+    });
+    Mutex::new(sender)
+});
+
+async fn drop_leftovers(server: &str) {
+    let Ok(mut connection) = PgConnection::connect(server).await else {
+        return;
+    };
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(TEST_DATABASE_PREFIX)
+            .fetch_all(&mut connection)
+            .await
+            .unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    for name in names {
+        let created: Option<u64> = name
+            .strip_prefix(TEST_DATABASE_PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse().ok());
+        if created.is_some_and(|created| created + LEFTOVER_AFTER_SECS < now) {
+            let _ = drop_postgres(server, &name).await;
+        }
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Backend::Postgres { server, name, .. } = &self.backend else {
-            return;
-        };
-        let (server, name) = (server.clone(), name.clone());
-        // The test's runtime may be shutting down: the drop runs on a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime")
-                .block_on(drop_postgres(&server, &name))
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("a test database could not be dropped: {dropped:?}");
+        if let Backend::Postgres { server, name, .. } = &self.backend {
+            let _ = DROPPER
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send((server.clone(), name.clone()));
         }
     }
 }

@@ -70,7 +70,12 @@ async fn metrics_are_for_admins_and_count_a_429_once_one_happens() {
     assert!(sample(&after, "http_denied_total{status=\"429\"}") >= limited_before + 1.0);
     assert!(after.contains("http_request_duration_seconds_bucket"));
     assert!(after.contains("route=\"/api/v1/auth/login\""));
-    assert!(after.contains("db_pool_connections{pool=\"writer\""));
+    let pool = if app.database.is_postgres() {
+        "postgres"
+    } else {
+        "writer"
+    };
+    assert!(after.contains(&format!("db_pool_connections{{pool=\"{pool}\"")));
 
     assert_problem(app.get("/metrics", None).await, StatusCode::UNAUTHORIZED).await;
 }
