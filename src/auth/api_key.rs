@@ -12,7 +12,8 @@ use subtle::ConstantTimeEq;
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{Role, lock_account, principal::Scopes, random_bytes, random_token},
-    db::{self, Database, Executor, Timestamp},
+    db::{self, Database, Executor, Timestamp, Transaction},
+    error::{ApiError, Step},
     vocabulary::vocabulary,
 };
 
@@ -109,20 +110,6 @@ impl From<ApiKeyRow> for ApiKeyView {
     }
 }
 
-pub enum CreateKeyError {
-    /// The user has `MAX_KEYS_PER_USER` live keys already.
-    TooManyKeys,
-    /// Every lookup part drawn was taken: a broken random source more likely than bad luck.
-    NoFreeLookup,
-    Database(sqlx::Error),
-}
-
-impl From<sqlx::Error> for CreateKeyError {
-    fn from(error: sqlx::Error) -> Self {
-        Self::Database(error)
-    }
-}
-
 /// Creates a key and returns it with the plaintext, which is never stored. The count of live
 /// keys and the insert run under the account's lock (`auth::lock_account`): requests on
 /// several instances at once cannot all see room for one more.
@@ -132,24 +119,55 @@ pub async fn create(
     name: &str,
     scopes: Scopes,
     audit: &AuditContext,
-) -> Result<(ApiKeyView, String), CreateKeyError> {
-    let mut tx = db.begin().await?;
-    lock_account(&mut tx, user_id).await?;
+) -> Result<(ApiKeyView, String), ApiError> {
+    let mut tx = db.begin().await.step("begin the transaction")?;
+    lock_account(&mut tx, user_id)
+        .await
+        .step("lock the account")?;
+    ensure_room_for_one_more(&mut tx, user_id).await?;
+    let (view, key) = insert_with_free_lookup(&mut tx, user_id, name, scopes).await?;
+    let scope_names: Vec<&str> = view.scopes.iter().map(|scope| scope.as_str()).collect();
+    let event = audit
+        .event(AuditAction::ApiKeyCreate, Outcome::Success)
+        .target(AuditTarget::ApiKey(view.id))
+        .reason(format!("scopes={}", scope_names.join(",")));
+    audit::record(&mut tx, &event)
+        .await
+        .step("record the audit event")?;
+    tx.commit().await.step("commit")?;
+    Ok((view, key))
+}
+
+/// Refuses a key beyond `MAX_KEYS_PER_USER` live ones; `tx` holds the account's lock.
+async fn ensure_room_for_one_more(tx: &mut Transaction, user_id: i64) -> Result<(), ApiError> {
     let active: i64 = db::fetch_scalar!(
-        &mut tx,
+        tx,
         "SELECT count(*) FROM api_keys WHERE user_id = $1 AND revoked_at IS NULL",
         user_id
     )
-    .await?;
+    .await
+    .step("count the live keys")?;
     if active >= MAX_KEYS_PER_USER {
-        return Err(CreateKeyError::TooManyKeys);
+        return Err(ApiError::Conflict(
+            "You have the maximum number of active API keys; revoke one first.",
+        ));
     }
-    // 48 random bits of lookup: a collision is rare, and the UNIQUE index finds it (without
-    // an error, which would end a PostgreSQL transaction).
+    Ok(())
+}
+
+/// Inserts a new key. 48 random bits of lookup: a collision is rare, and the UNIQUE index
+/// finds it (without an error, which would end a PostgreSQL transaction); three taken in a
+/// row point to a broken random source more likely than to bad luck.
+async fn insert_with_free_lookup(
+    tx: &mut Transaction,
+    user_id: i64,
+    name: &str,
+    scopes: Scopes,
+) -> Result<(ApiKeyView, String), ApiError> {
     for _ in 0..3 {
         let (key, lookup) = generate();
         let inserted: Option<ApiKeyRow> = db::fetch_optional!(
-            &mut tx,
+            &mut *tx,
             "INSERT INTO api_keys (user_id, name, prefix, key_hash, can_read, can_write)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (prefix) DO NOTHING
@@ -161,21 +179,13 @@ pub async fn create(
             scopes.read,
             scopes.write
         )
-        .await?;
-        let Some(row) = inserted else {
-            continue;
-        };
-        let view = ApiKeyView::from(row);
-        let scopes: Vec<&str> = view.scopes.iter().map(|scope| scope.as_str()).collect();
-        let event = audit
-            .event(AuditAction::ApiKeyCreate, Outcome::Success)
-            .target(AuditTarget::ApiKey(view.id))
-            .reason(format!("scopes={}", scopes.join(",")));
-        audit::record(&mut tx, &event).await?;
-        tx.commit().await?;
-        return Ok((view, key));
+        .await
+        .step("insert the key")?;
+        if let Some(row) = inserted {
+            return Ok((ApiKeyView::from(row), key));
+        }
     }
-    Err(CreateKeyError::NoFreeLookup)
+    Err(anyhow::anyhow!("every API key lookup part drawn was already taken").into())
 }
 
 pub async fn list(db: &mut impl Executor, user_id: i64) -> sqlx::Result<Vec<ApiKeyView>> {
@@ -197,8 +207,8 @@ pub async fn revoke(
     user_id: i64,
     key_id: i64,
     audit: &AuditContext,
-) -> sqlx::Result<bool> {
-    let mut tx = db.begin().await?;
+) -> Result<bool, ApiError> {
+    let mut tx = db.begin().await.step("begin the transaction")?;
     let revoked = db::execute!(
         &mut tx,
         "UPDATE api_keys SET revoked_at = $3
@@ -207,15 +217,18 @@ pub async fn revoke(
         user_id,
         Timestamp::now()
     )
-    .await?;
+    .await
+    .step("revoke the key")?;
     if revoked != 1 {
         return Ok(false);
     }
     let event = audit
         .event(AuditAction::ApiKeyRevoke, Outcome::Success)
         .target(AuditTarget::ApiKey(key_id));
-    audit::record(&mut tx, &event).await?;
-    tx.commit().await?;
+    audit::record(&mut tx, &event)
+        .await
+        .step("record the audit event")?;
+    tx.commit().await.step("commit")?;
     Ok(true)
 }
 

@@ -13,6 +13,7 @@ use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{Role, jwt::unix_now, lock_account, random_token},
     db::{self, Database, Executor, Transaction},
+    error::{ApiError, Step},
     vocabulary::vocabulary,
 };
 
@@ -138,10 +139,11 @@ pub async fn rotate(
     db: &Database,
     presented: &str,
     audit: &AuditContext,
-) -> sqlx::Result<Rotation> {
+) -> Result<Rotation, ApiError> {
     let presented = token_hash(presented);
-    let mut tx = db.begin().await?;
-    let Some((account, disabled)) = lock_owner(&mut tx, &presented).await? else {
+    let mut tx = db.begin().await.step("begin the transaction")?;
+    let owner = lock_owner(&mut tx, &presented).await;
+    let Some((account, disabled)) = owner.step("lock the token's account")? else {
         return Ok(Rotation::Refused);
     };
     // Read after the lock: what another rotation or revocation committed is seen.
@@ -151,31 +153,50 @@ pub async fn rotate(
          WHERE token_hash = $1",
         &presented
     )
-    .await?;
+    .await
+    .step("read the presented token")?;
     let Some(stored) = stored else {
         return Ok(Rotation::Refused);
     };
     match stored.revoked_reason {
         Some(RevokeReason::Rotated) => {
-            revoke_family(&mut tx, &stored.family_id, RevokeReason::Reuse).await?;
-            let event = audit
-                .event(AuditAction::RefreshReuse, Outcome::Failure)
-                .actor(account.user_id)
-                .target(AuditTarget::Session(stored.family_id.clone()))
-                .reason("a rotated refresh token was presented again; session revoked");
-            audit::record(&mut tx, &event).await?;
-            tx.commit().await?;
-            return Ok(Rotation::ReuseDetected {
-                user_id: account.user_id,
-                family_id: stored.family_id,
-            });
+            revoke_reused_family(tx, audit, account.user_id, stored.family_id).await
         }
-        Some(_) => return Ok(Rotation::Refused),
-        None => {}
+        Some(_) => Ok(Rotation::Refused),
+        None if stored.expires_at <= unix_now_i64() || disabled => Ok(Rotation::Refused),
+        None => exchange(tx, audit, account, stored).await,
     }
-    if stored.expires_at <= unix_now_i64() || disabled {
-        return Ok(Rotation::Refused);
-    }
+}
+
+/// A rotated token came back: its whole family is revoked, and the reuse recorded.
+async fn revoke_reused_family(
+    mut tx: Transaction,
+    audit: &AuditContext,
+    user_id: i64,
+    family_id: String,
+) -> Result<Rotation, ApiError> {
+    revoke_family(&mut tx, &family_id, RevokeReason::Reuse)
+        .await
+        .step("revoke the reused token's session")?;
+    let event = audit
+        .event(AuditAction::RefreshReuse, Outcome::Failure)
+        .actor(user_id)
+        .target(AuditTarget::Session(family_id.clone()))
+        .reason("a rotated refresh token was presented again; session revoked");
+    audit::record(&mut tx, &event)
+        .await
+        .step("record the audit event")?;
+    tx.commit().await.step("commit")?;
+    Ok(Rotation::ReuseDetected { user_id, family_id })
+}
+
+/// Spends the live token `stored` and issues its successor, which expires with the family.
+async fn exchange(
+    mut tx: Transaction,
+    audit: &AuditContext,
+    account: RefreshedAccount,
+    stored: StoredToken,
+) -> Result<Rotation, ApiError> {
     db::execute!(
         &mut tx,
         "UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3 WHERE id = $1",
@@ -183,20 +204,24 @@ pub async fn rotate(
         unix_now_i64(),
         RevokeReason::Rotated
     )
-    .await?;
+    .await
+    .step("mark the presented token rotated")?;
     let token = insert(
         &mut tx,
         account.user_id,
         &stored.family_id,
         stored.expires_at,
     )
-    .await?;
+    .await
+    .step("insert the successor token")?;
     let event = audit
         .event(AuditAction::Refresh, Outcome::Success)
         .actor(account.user_id)
         .target(AuditTarget::Session(stored.family_id.clone()));
-    audit::record(&mut tx, &event).await?;
-    tx.commit().await?;
+    audit::record(&mut tx, &event)
+        .await
+        .step("record the audit event")?;
+    tx.commit().await.step("commit")?;
     Ok(Rotation::Rotated {
         account,
         issued: IssuedRefreshToken {
@@ -212,15 +237,21 @@ pub async fn end_session(
     user_id: i64,
     family_id: &str,
     audit: &AuditContext,
-) -> sqlx::Result<()> {
-    let mut tx = db.begin().await?;
-    lock_account(&mut tx, user_id).await?;
-    revoke_family(&mut tx, family_id, RevokeReason::Logout).await?;
+) -> Result<(), ApiError> {
+    let mut tx = db.begin().await.step("begin the transaction")?;
+    lock_account(&mut tx, user_id)
+        .await
+        .step("lock the account")?;
+    revoke_family(&mut tx, family_id, RevokeReason::Logout)
+        .await
+        .step("revoke the session's tokens")?;
     let event = audit
         .event(AuditAction::Logout, Outcome::Success)
         .target(AuditTarget::Session(family_id.to_owned()));
-    audit::record(&mut tx, &event).await?;
-    tx.commit().await
+    audit::record(&mut tx, &event)
+        .await
+        .step("record the audit event")?;
+    tx.commit().await.step("commit")
 }
 
 /// Revokes every live token of a family; `tx` holds its account's lock.

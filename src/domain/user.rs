@@ -19,7 +19,7 @@ use crate::{
     },
     db::{self, Database, Executor, Lock, Timestamp, Transaction},
     domain::{Page, Paginated, text},
-    error::ApiError,
+    error::{ApiError, Step},
 };
 
 /// Found with the other parsed parts of a user; its home is its own module (see there).
@@ -290,20 +290,29 @@ pub async fn change_password(
     verified: &UserCredentials,
     new_hash: &str,
     audit: &AuditContext,
-) -> sqlx::Result<Option<i64>> {
-    let mut tx = db.begin().await?;
-    let Some(account) = still_verified(&mut tx, verified).await? else {
+) -> Result<Option<i64>, ApiError> {
+    let mut tx = db.begin().await.step("begin the transaction")?;
+    let still = still_verified(&mut tx, verified).await;
+    let Some(account) = still.step("lock the account")? else {
         return Ok(None);
     };
-    update_password_hash(&mut tx, account.id, new_hash).await?;
-    let version = bump_token_version(&mut tx, account.id).await?;
-    refresh::revoke_all_of_user(&mut tx, account.id, RevokeReason::PasswordChange).await?;
+    update_password_hash(&mut tx, account.id, new_hash)
+        .await
+        .step("store the new password hash")?;
+    let version = bump_token_version(&mut tx, account.id)
+        .await
+        .step("bump the token version")?;
+    refresh::revoke_all_of_user(&mut tx, account.id, RevokeReason::PasswordChange)
+        .await
+        .step("revoke the user's refresh tokens")?;
     let event = audit
         .event(AuditAction::PasswordChange, Outcome::Success)
         .actor(account.id)
         .target(AuditTarget::User(account.id));
-    audit::record(&mut tx, &event).await?;
-    tx.commit().await?;
+    audit::record(&mut tx, &event)
+        .await
+        .step("record the audit event")?;
+    tx.commit().await.step("commit")?;
     Ok(Some(version))
 }
 
@@ -326,22 +335,29 @@ pub async fn start_session(
     upgraded_hash: Option<String>,
     refresh_ttl_secs: u64,
     audit: &AuditContext,
-) -> sqlx::Result<Option<StartedSession>> {
-    let mut tx = db.begin().await?;
-    let Some(account) = still_verified(&mut tx, verified).await? else {
+) -> Result<Option<StartedSession>, ApiError> {
+    let mut tx = db.begin().await.step("begin the transaction")?;
+    let still = still_verified(&mut tx, verified).await;
+    let Some(account) = still.step("lock the account")? else {
         return Ok(None);
     };
     if let Some(upgraded) = upgraded_hash {
-        update_password_hash(&mut tx, account.id, &upgraded).await?;
+        update_password_hash(&mut tx, account.id, &upgraded)
+            .await
+            .step("store the upgraded password hash")?;
         tracing::info!("password hash upgraded to current parameters");
     }
-    let refresh = refresh::start_family(&mut tx, account.id, refresh_ttl_secs).await?;
+    let refresh = refresh::start_family(&mut tx, account.id, refresh_ttl_secs)
+        .await
+        .step("issue the refresh token")?;
     let event = audit
         .event(AuditAction::Login, Outcome::Success)
         .actor(account.id)
         .target(AuditTarget::User(account.id));
-    audit::record(&mut tx, &event).await?;
-    tx.commit().await?;
+    audit::record(&mut tx, &event)
+        .await
+        .step("record the audit event")?;
+    tx.commit().await.step("commit")?;
     Ok(Some(StartedSession { account, refresh }))
 }
 
@@ -372,26 +388,20 @@ pub async fn update_account(
     changes: AccountChanges,
     audit: &AuditContext,
 ) -> Result<AccountUpdate, ApiError> {
-    let mut tx = db.begin().await?;
-    tx.lock(Lock::AccountAdministration).await?;
+    let mut tx = db.begin().await.step("begin the transaction")?;
+    tx.lock(Lock::AccountAdministration)
+        .await
+        .step("take the account administration lock")?;
     let current = lock_account(&mut tx, user_id)
-        .await?
+        .await
+        .step("lock the account")?
         .ok_or(ApiError::NotFound)?;
     let role = changes.role.unwrap_or(current.role);
     let disabled = changes.disabled.unwrap_or(current.disabled);
     let was_active_admin = current.role.is_admin() && !current.disabled;
     let stays_active_admin = role.is_admin() && !disabled;
     if was_active_admin && !stays_active_admin {
-        let active_admins: i64 = db::fetch_scalar!(
-            &mut tx,
-            "SELECT count(*) FROM users WHERE role = 'admin' AND NOT disabled"
-        )
-        .await?;
-        if active_admins <= 1 {
-            return Err(ApiError::Conflict(
-                "The last active administrator cannot be demoted or disabled.",
-            ));
-        }
+        ensure_another_active_admin(&mut tx).await?;
     }
     db::execute!(
         &mut tx,
@@ -401,27 +411,81 @@ pub async fn update_account(
         disabled,
         Timestamp::now()
     )
-    .await?;
+    .await
+    .step("store the role and disabled flag")?;
     let ends_sessions = role != current.role || (disabled && !current.disabled);
     let new_token_version = if ends_sessions {
-        let reason = if disabled {
-            RevokeReason::Disabled
-        } else {
-            RevokeReason::Admin
-        };
-        refresh::revoke_all_of_user(&mut tx, user_id, reason).await?;
-        Some(bump_token_version(&mut tx, user_id).await?)
+        Some(end_every_session(&mut tx, user_id, disabled).await?)
     } else {
         None
     };
-    if role != current.role {
+    record_account_changes(&mut tx, audit, &current, role, disabled).await?;
+    let profile = profile(&mut tx, user_id)
+        .await
+        .step("read the updated profile")?
+        .ok_or(ApiError::NotFound)?;
+    tx.commit().await.step("commit")?;
+    Ok(AccountUpdate {
+        profile,
+        new_token_version,
+    })
+}
+
+/// Refuses to demote or disable the last active administrator; `tx` holds
+/// `Lock::AccountAdministration`.
+async fn ensure_another_active_admin(tx: &mut Transaction) -> Result<(), ApiError> {
+    let active_admins: i64 = db::fetch_scalar!(
+        tx,
+        "SELECT count(*) FROM users WHERE role = 'admin' AND NOT disabled"
+    )
+    .await
+    .step("count the active administrators")?;
+    if active_admins <= 1 {
+        return Err(ApiError::Conflict(
+            "The last active administrator cannot be demoted or disabled.",
+        ));
+    }
+    Ok(())
+}
+
+/// Ends every session of `user_id` after a role change or a disable: revokes their refresh
+/// tokens and returns the new token version, which makes their access tokens worthless.
+async fn end_every_session(
+    tx: &mut Transaction,
+    user_id: i64,
+    disabled: bool,
+) -> Result<i64, ApiError> {
+    let reason = if disabled {
+        RevokeReason::Disabled
+    } else {
+        RevokeReason::Admin
+    };
+    refresh::revoke_all_of_user(tx, user_id, reason)
+        .await
+        .step("revoke the user's refresh tokens")?;
+    bump_token_version(tx, user_id)
+        .await
+        .step("bump the token version")
+}
+
+/// One audit event per thing that changed: the role, and the disabled flag.
+async fn record_account_changes(
+    tx: &mut Transaction,
+    audit: &AuditContext,
+    before: &UserCredentials,
+    role: Role,
+    disabled: bool,
+) -> Result<(), ApiError> {
+    if role != before.role {
         let event = audit
             .event(AuditAction::RoleChange, Outcome::Success)
-            .target(AuditTarget::User(user_id))
+            .target(AuditTarget::User(before.id))
             .reason(format!("role={}", role.as_str()));
-        audit::record(&mut tx, &event).await?;
+        audit::record(&mut *tx, &event)
+            .await
+            .step("record the role change")?;
     }
-    if disabled != current.disabled {
+    if disabled != before.disabled {
         let action = if disabled {
             AuditAction::UserDisable
         } else {
@@ -429,15 +493,12 @@ pub async fn update_account(
         };
         let event = audit
             .event(action, Outcome::Success)
-            .target(AuditTarget::User(user_id));
-        audit::record(&mut tx, &event).await?;
+            .target(AuditTarget::User(before.id));
+        audit::record(tx, &event)
+            .await
+            .step("record the enable or disable")?;
     }
-    let profile = profile(&mut tx, user_id).await?.ok_or(ApiError::NotFound)?;
-    tx.commit().await?;
-    Ok(AccountUpdate {
-        profile,
-        new_token_version,
-    })
+    Ok(())
 }
 
 async fn update_password_hash(

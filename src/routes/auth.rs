@@ -203,6 +203,7 @@ async fn open_session(
         state.audit.submit(event);
         error
     };
+    let rejected = |reason| refuse(Outcome::Failure, reason, ApiError::InvalidCredentials);
     let attempt = PasswordAttempt::start(state, audit, client, username)
         .await
         .map_err(|refused| refuse(Outcome::Denied, refused.reason, refused.error))?;
@@ -214,11 +215,7 @@ async fn open_session(
     let verified = match check.await? {
         CredentialCheck::Verified(verified) => verified,
         CredentialCheck::Refused(refusal) => {
-            let refused = refuse(
-                Outcome::Failure,
-                refusal.reason(),
-                ApiError::InvalidCredentials,
-            );
+            let refused = rejected(refusal.reason());
             attempt.failed().await?;
             return Err(refused);
         }
@@ -235,12 +232,7 @@ async fn open_session(
     // The password was right, but it or the account changed while argon2 ran: whatever
     // committed first (a password change, a disable) wins over this login.
     let Some(session) = started else {
-        let reason = "the account changed during the login";
-        return Err(refuse(
-            Outcome::Failure,
-            reason,
-            ApiError::InvalidCredentials,
-        ));
+        return Err(rejected("the account changed during the login"));
     };
     attempt.succeeded().await;
     Ok(session)

@@ -13,7 +13,7 @@ use crate::{
     audit::{AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         Authenticated, Read, Session, Write,
-        api_key::{self, ApiKeyView, CreateKeyError, Scope},
+        api_key::{self, ApiKeyView, Scope},
         password::Verification,
         principal::Scopes,
     },
@@ -201,15 +201,7 @@ pub(crate) async fn create_api_key(
     };
     let (view, key) = api_key::create(&state.db, caller.user_id, &request.name, scopes, &audit)
         .await
-        .map_err(|e| match e {
-            CreateKeyError::TooManyKeys => ApiError::Conflict(
-                "You have the maximum number of active API keys; revoke one first.",
-            ),
-            CreateKeyError::NoFreeLookup => {
-                anyhow::anyhow!("every API key lookup part drawn was already taken").into()
-            }
-            CreateKeyError::Database(e) => e.into(),
-        })?;
+        .step("create the key")?;
     Ok(HttpResponse::Created().json(CreatedApiKey { view, key }))
 }
 

@@ -107,6 +107,7 @@ impl<'a> Description<'a> {
 }
 
 /// The one table from error to response.
+// Deliberately the single table, one arm per variant, however long: split, it would drift.
 fn describe(error: &ApiError) -> Description<'_> {
     use ApiError as E;
     match error {
