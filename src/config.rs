@@ -281,7 +281,6 @@ impl Settings {
         if production && tls.is_none() && !proxy_terminates_tls {
             return Err(ConfigError::new("TLS_CERT_PATH", PRODUCTION_NEEDS_TLS));
         }
-        // Before DATABASE_URL, whose PostgreSQL URL is refused until that support lands.
         let redis = redis_settings(&vars, production)?;
         let mut settings = Self {
             environment,
