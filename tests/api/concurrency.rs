@@ -358,7 +358,7 @@ async fn one_username_registered_at_once_on_two_instances_in_any_case_is_one_acc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn instances_starting_together_on_an_empty_database_seed_the_demo_catalogue_once() {
+async fn instances_starting_together_on_an_empty_database_migrate_and_seed_it_once() {
     for round in 0..ROUNDS {
         let database = TestDatabase::create().await;
         let seed = [("SEED_DEMO_DATA", "true")];
