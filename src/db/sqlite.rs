@@ -41,6 +41,16 @@ fn check_directory(file: &Path) -> anyhow::Result<()> {
     }
 }
 
+/// Applies the migrations the file lacks, all in one write transaction: instances starting
+/// together on one file wait for the first (within `busy_timeout`) and find them applied.
+/// (sqlx takes no lock of its own on SQLite; each migration becomes a savepoint.)
+async fn migrate(writer: &SqlitePool) -> anyhow::Result<()> {
+    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    MIGRATOR.run(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
 impl SqliteDatabase {
     /// Opens (creating if missing) the database at `url` and applies pending migrations.
     pub(super) async fn connect(url: &str) -> anyhow::Result<Self> {
@@ -74,8 +84,7 @@ impl SqliteDatabase {
                     options.get_filename().display()
                 )
             })?;
-        MIGRATOR
-            .run(&writer)
+        migrate(&writer)
             .await
             .context("cannot apply the database migrations")?;
 

@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    STRONG_PASSWORD, TestApp, TestUser, spawn_app, spawn_app_on, unique_username,
+    STRONG_PASSWORD, TestApp, TestDatabase, TestUser, spawn_app, spawn_app_on, unique_username,
 };
 
 /// How often each race is run.
@@ -354,5 +354,24 @@ async fn one_username_registered_at_once_on_two_instances_in_any_case_is_one_acc
                 .all(|s| [StatusCode::CREATED, StatusCode::CONFLICT].contains(s)),
             "round {round}: {statuses:?}"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn instances_starting_together_on_an_empty_database_migrate_and_seed_it_once() {
+    for round in 0..ROUNDS {
+        let database = TestDatabase::create().await;
+        let seed = [("SEED_DEMO_DATA", "true")];
+        let (a, _b) = tokio::join!(
+            spawn_app_on(&database, &seed),
+            spawn_app_on(&database, &seed),
+        );
+        let page: Value = a
+            .get("/api/v1/films?limit=1", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["total"], 20, "round {round}");
     }
 }
