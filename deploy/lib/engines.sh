@@ -44,6 +44,9 @@ engines_dir() {
   local dir=$1
   mkdir -p "$dir"
   chmod 0711 "$dir"
+  # Absolute: a relative path would be checked from our working folder, which the engine's
+  # user may reach through our open descriptor but never by name.
+  dir=$(cd "$dir" && pwd)
   if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$dir" 2> /dev/null; then
     dir=/tmp/filmvault-$(basename "$dir")-$(printf '%s' "$dir" | cksum | cut -d' ' -f1)
     mkdir -p "$dir"
