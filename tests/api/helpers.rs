@@ -451,6 +451,12 @@ impl TestApp {
         )
     }
 
+    /// `127.0.0.1:PORT` of the HTTPS listener, for tests that speak TLS over a raw socket.
+    pub fn https_socket_address(&self) -> String {
+        let address = self.https_address.as_ref().expect("a TLS app");
+        address.trim_start_matches("https://").to_owned()
+    }
+
     /// A client that trusts exactly the app's development CA (nothing is disabled), limited to
     /// the given TLS versions.
     pub fn tls_client(

@@ -206,12 +206,7 @@ async fn three_hundred_trickled_bodies_are_all_cut_off_while_others_are_served()
 #[tokio::test]
 async fn trickled_bodies_over_https_are_cut_off_too() {
     let app = spawn_tls_app(&OVERRIDES).await;
-    let address = app
-        .https_address
-        .as_ref()
-        .unwrap()
-        .trim_start_matches("https://")
-        .to_owned();
+    let address = app.https_socket_address();
     let connector = tls_connector(app.ca_pem.as_ref().unwrap());
     assert_tricklers_are_cut_off(40, &ROUTES, || {
         let (address, connector) = (address.clone(), connector.clone());
@@ -451,12 +446,7 @@ async fn a_hundred_trickled_second_heads_are_all_cut_off_while_others_are_served
 #[tokio::test]
 async fn request_heads_trickled_over_https_are_cut_off_too() {
     let app = spawn_tls_app(&SHORT_IDLE).await;
-    let address = app
-        .https_address
-        .as_ref()
-        .unwrap()
-        .trim_start_matches("https://")
-        .to_owned();
+    let address = app.https_socket_address();
     let connector = tls_connector(app.ca_pem.as_ref().unwrap());
     assert_trickled_heads_are_cut_off(50, || {
         let (address, connector) = (address.clone(), connector.clone());

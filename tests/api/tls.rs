@@ -52,12 +52,7 @@ fn tls_1_1_client_hello() -> Vec<u8> {
 #[tokio::test]
 async fn tls_1_1_is_refused_with_a_fatal_alert_and_no_server_hello() {
     let app = spawn_tls_app(&[]).await;
-    let address = app
-        .https_address
-        .as_ref()
-        .unwrap()
-        .trim_start_matches("https://")
-        .to_owned();
+    let address = app.https_socket_address();
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream.write_all(&tls_1_1_client_hello()).await.unwrap();
     let mut answer = Vec::new();
