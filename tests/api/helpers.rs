@@ -710,6 +710,22 @@ impl TestApp {
 }
 
 /// Asserts an RFC 9457 problem body with the given status and returns it.
+/// A numeric response header (rate-limit counters, `Retry-After`).
+pub fn header_u64(response: &Response, name: &str) -> u64 {
+    response.headers()[name].to_str().unwrap().parse().unwrap()
+}
+
+/// A 429 problem whose `Retry-After` is within the minute and equals `X-RateLimit-Reset`,
+/// with nothing remaining.
+pub async fn assert_rate_limited(response: Response) {
+    let retry_after = header_u64(&response, "retry-after");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(header_u64(&response, "x-ratelimit-remaining"), 0);
+    assert_eq!(header_u64(&response, "x-ratelimit-reset"), retry_after);
+    let body = assert_problem(response, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(body["type"], "/problems/rate-limited");
+}
+
 pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status, "status");
     let content_type = response
