@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_keys;
+mod architecture;
 mod audit;
 mod auth;
 mod authz;
