@@ -58,11 +58,12 @@ pub enum Command {
     /// Exit 0 if the server on APP_HOST:APP_PORT answers /health/ready with 200 (for
     /// container health checks, so the image needs no HTTP client).
     Healthcheck,
-    /// Write a development certificate authority and a localhost certificate it signed
-    /// (dev-ca.crt, localhost.crt, localhost.key) for trying HTTPS locally. Refuses to
-    /// replace existing files unless --force.
+    /// Write a development certificate authority, a localhost certificate and a client
+    /// certificate it signed (dev-ca.crt, localhost.crt, localhost.key, client.crt,
+    /// client.key) for trying HTTPS and the internal listener's mutual TLS locally. Refuses
+    /// to replace existing files unless --force.
     DevCert {
-        /// Directory to write the three files into (created if missing).
+        /// Directory to write the files into (created if missing).
         #[arg(long, default_value = "certs")]
         out_dir: PathBuf,
         /// Replace an existing CA and certificate (the old CA then no longer verifies
@@ -121,10 +122,16 @@ pub fn dev_cert(out_dir: &Path, force: bool) -> anyhow::Result<()> {
     tls::write_dev_certificate(out_dir)?;
     let dir = out_dir.display();
     println!(
-        "wrote {dir}/dev-ca.crt, {dir}/localhost.crt and {dir}/localhost.key (0600)\n\
+        "wrote {dir}/dev-ca.crt, {dir}/localhost.crt, {dir}/localhost.key (0600), \
+         {dir}/client.crt and {dir}/client.key (0600)\n\
          serve HTTPS with:\n  \
          TLS_CERT_PATH={dir}/localhost.crt TLS_KEY_PATH={dir}/localhost.key cargo run\n\
-         then trust {dir}/dev-ca.crt, e.g. curl --cacert {dir}/dev-ca.crt https://localhost:8443/health/live"
+         then trust {dir}/dev-ca.crt, e.g. curl --cacert {dir}/dev-ca.crt https://localhost:8443/health/live\n\
+         for the internal listener behind mutual TLS, add:\n  \
+         METRICS_ADDR=127.0.0.1:9090 INTERNAL_CLIENT_CA_PATH={dir}/dev-ca.crt\n\
+         and scrape with the client certificate:\n  \
+         curl --cacert {dir}/dev-ca.crt --cert {dir}/client.crt --key {dir}/client.key \
+         https://localhost:9090/metrics"
     );
     Ok(())
 }

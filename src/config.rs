@@ -156,6 +156,8 @@ pub struct TlsSettings {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     pub https_port: u16,
+    /// How often the certificate and key files are checked for a new pair (also on SIGHUP).
+    pub reload_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -228,9 +230,13 @@ pub struct Settings {
     /// Repeated denials from one client within this window are one audit row, not one each.
     pub audit_denial_window: Duration,
     pub retention: RetentionSettings,
-    /// A loopback address for a separate, unauthenticated `/metrics` listener; the main
-    /// listener's `/metrics` is for admins only either way.
+    /// The internal listener: a separate `/metrics` without a token, on loopback unless
+    /// `internal_client_ca_path` guards it. The main listener's `/metrics` is for admins
+    /// only either way.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// With it, the internal listener serves TLS (the `TLS_CERT_PATH` certificate) and only
+    /// to clients presenting a certificate this CA issued.
+    pub internal_client_ca_path: Option<PathBuf>,
     pub limits: LimitSettings,
     pub seed_demo_data: bool,
     pub logging: LogSettings,
@@ -282,6 +288,7 @@ impl Settings {
             return Err(ConfigError::new("TLS_CERT_PATH", PRODUCTION_NEEDS_TLS));
         }
         let redis = redis_settings(&vars, production)?;
+        let (metrics_addr, internal_client_ca_path) = internal_listener(&vars, tls.is_some())?;
         let mut settings = Self {
             environment,
             host: vars.parse_or("APP_HOST", IpAddr::from([127, 0, 0, 1]))?,
@@ -301,7 +308,8 @@ impl Settings {
             suspicious_logins: SuspiciousLoginSettings::from_vars(&vars)?,
             audit_denial_window: vars.seconds_in_range("AUDIT_DENIAL_WINDOW_SECS", 60, 1..=3600)?,
             retention: RetentionSettings::from_vars(&vars)?,
-            metrics_addr: metrics_addr(&vars)?,
+            metrics_addr,
+            internal_client_ca_path,
             limits: LimitSettings::from_vars(&vars)?,
             seed_demo_data: vars.parse_or("SEED_DEMO_DATA", !production)?,
             logging: LogSettings::from_vars(&vars, production)?,
@@ -451,15 +459,17 @@ impl LogSettings {
 const PRODUCTION_NEEDS_TLS: &str = "production needs TLS: set TLS_CERT_PATH and TLS_KEY_PATH, \
      or TLS_TERMINATED_BY_PROXY=true with TRUSTED_PROXIES";
 
-/// Both paths or neither. `HTTPS_PORT` is read either way, so a set one is never reported
-/// as unknown.
+/// Both paths or neither. `HTTPS_PORT` and `TLS_RELOAD_INTERVAL_SECS` are read either way,
+/// so a set one is never reported as unknown.
 fn tls_settings(vars: &Vars) -> Result<Option<TlsSettings>, ConfigError> {
     let https_port = vars.parse_or("HTTPS_PORT", 8443)?;
+    let reload_interval = vars.seconds_in_range("TLS_RELOAD_INTERVAL_SECS", 60, 1..=86_400)?;
     match (vars.get("TLS_CERT_PATH"), vars.get("TLS_KEY_PATH")) {
         (Some(cert), Some(key)) => Ok(Some(TlsSettings {
             cert_path: cert.into(),
             key_path: key.into(),
             https_port,
+            reload_interval,
         })),
         (None, None) => Ok(None),
         (Some(_), None) => Err(ConfigError::new(
@@ -648,20 +658,41 @@ fn log_filter(vars: &Vars) -> Result<String, ConfigError> {
     Ok(filter.to_owned())
 }
 
-fn metrics_addr(vars: &Vars) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+/// `METRICS_ADDR` and `INTERNAL_CLIENT_CA_PATH`. Without a client CA the listener has no
+/// authentication at all, so it may only listen on loopback, in every mode: a metrics
+/// endpoint open to a network is refused rather than warned about, since a warning in a log
+/// nobody reads does not close the port. With the CA, any address is allowed.
+fn internal_listener(
+    vars: &Vars,
+    serves_tls: bool,
+) -> Result<(Option<std::net::SocketAddr>, Option<PathBuf>), ConfigError> {
+    let client_ca = vars.get("INTERNAL_CLIENT_CA_PATH").map(PathBuf::from);
     let Some(raw) = vars.get("METRICS_ADDR") else {
-        return Ok(None);
+        return match client_ca {
+            Some(_) => Err(ConfigError::new(
+                "INTERNAL_CLIENT_CA_PATH",
+                "guards the internal listener, which METRICS_ADDR opens: set METRICS_ADDR too",
+            )),
+            None => Ok((None, None)),
+        };
     };
     let addr: std::net::SocketAddr = raw
         .parse()
         .map_err(|_| ConfigError::new("METRICS_ADDR", "must be an address like 127.0.0.1:9090"))?;
-    if !addr.ip().is_loopback() {
+    if client_ca.is_some() && !serves_tls {
         return Err(ConfigError::new(
-            "METRICS_ADDR",
-            "must be a loopback address: the metrics listener has no authentication",
+            "INTERNAL_CLIENT_CA_PATH",
+            "needs TLS_CERT_PATH and TLS_KEY_PATH: the internal listener serves that certificate",
         ));
     }
-    Ok(Some(addr))
+    if client_ca.is_none() && !addr.ip().is_loopback() {
+        return Err(ConfigError::new(
+            "METRICS_ADDR",
+            "must be a loopback address unless INTERNAL_CLIENT_CA_PATH is set: without client \
+             certificates the internal listener has no authentication",
+        ));
+    }
+    Ok((Some(addr), client_ca))
 }
 
 /// The same rules in every mode: a development server reachable by anyone else accepts
@@ -767,7 +798,7 @@ fn line_number(path: &Path, text: &str) -> Option<usize> {
 /// Prefixes that only this service's variables use, so a set variable starting with one is a
 /// mistake. Prefixes that other software shares (`RUST_` with the toolchain, `HTTPS_` with
 /// `HTTPS_PROXY`) are not listed; a typo there is still caught by its distance.
-const OUR_PREFIXES: [&str; 12] = [
+const OUR_PREFIXES: [&str; 13] = [
     "APP_",
     "JWT_",
     "DATABASE_",
@@ -780,6 +811,7 @@ const OUR_PREFIXES: [&str; 12] = [
     "LOG_",
     "METRICS_",
     "REVOCATION_",
+    "INTERNAL_",
 ];
 
 /// Edits (insertions, deletions, substitutions, swaps) from a misspelled name to ours.
@@ -964,6 +996,27 @@ mod tests {
         assert_eq!(err.variable, "CORS_ALLOWED_ORIGINS");
     }
 
+    /// Without client certificates the internal listener stays on loopback, in every mode;
+    /// with them it may listen anywhere, and needs a server certificate to present.
+    #[test]
+    fn the_internal_listener_leaves_loopback_only_behind_mutual_tls() {
+        let network = ("METRICS_ADDR", "10.0.0.5:9090");
+        let client_ca = ("INTERNAL_CLIENT_CA_PATH", "/etc/filmvault/clients-ca.pem");
+        let public = ("PUBLIC_BASE_URL", "https://films.example.com");
+        let open = production(&[public, network]).unwrap_err();
+        assert_eq!(open.variable, "METRICS_ADDR");
+        let guarded = production(&[public, network, client_ca]).unwrap();
+        assert_eq!(guarded.metrics_addr, Some("10.0.0.5:9090".parse().unwrap()));
+        assert_eq!(
+            guarded.internal_client_ca_path,
+            Some(PathBuf::from("/etc/filmvault/clients-ca.pem"))
+        );
+        let without_tls = Settings::from_vars([network, client_ca]).unwrap_err();
+        assert_eq!(without_tls.variable, "INTERNAL_CLIENT_CA_PATH");
+        let without_listener = production(&[public, client_ca]).unwrap_err();
+        assert_eq!(without_listener.variable, "INTERNAL_CLIENT_CA_PATH");
+    }
+
     #[test]
     fn production_refuses_to_run_without_tls_unless_a_trusted_proxy_terminates_it() {
         let base = [
@@ -993,6 +1046,7 @@ mod tests {
             ("CORS_ALLOWED_ORIGINS", "example.com"),
             ("TLS_CERT_PATH", "only-the-cert.pem"),
             ("METRICS_ADDR", "0.0.0.0:9090"),
+            ("TLS_RELOAD_INTERVAL_SECS", "0"),
             ("PUBLIC_BASE_URL", "films.example.com"),
             ("PUBLIC_BASE_URL", "https://films.example.com/path"),
             ("PUBLIC_BASE_URL", "https://user@films.example.com"),

@@ -115,8 +115,9 @@ pub async fn metrics_for_admins(
     render(&state, &limiters)
 }
 
-/// `/metrics` on the loopback-only `METRICS_ADDR` listener.
-pub async fn metrics_on_loopback(
+/// `/metrics` on the internal `METRICS_ADDR` listener: loopback only, or any address behind
+/// mutual TLS (`INTERNAL_CLIENT_CA_PATH`).
+pub async fn metrics_on_internal_listener(
     state: web::Data<AppState>,
     limiters: web::Data<Limiters>,
 ) -> HttpResponse {

@@ -53,6 +53,7 @@ use crate::{
         overload::{InFlightLimit, limit_in_flight},
         rate_limit::Limiters,
         tls,
+        tls_reload::ReloadingCertificate,
         unread_body::close_after_unread_body,
     },
     state::AppState,
@@ -83,19 +84,37 @@ impl Application {
             "APP_PORT",
         )?;
         let port = http_listener.local_addr()?.port();
-        let tls = match &settings.tls {
-            Some(tls) => {
-                let config = tls::server_config(&tls.cert_path, &tls.key_path)?;
+        let certificate = match &settings.tls {
+            Some(tls) => Some(Arc::new(ReloadingCertificate::load(
+                &tls.cert_path,
+                &tls.key_path,
+                tls::provider(),
+            )?)),
+            None => None,
+        };
+        let tls = match (&settings.tls, &certificate) {
+            (Some(tls), Some(certificate)) => {
+                let config = tls::server_config(certificate.clone())?;
                 let address = SocketAddr::new(settings.host, tls.https_port);
                 Some((listen(address, "APP_HOST", "HTTPS_PORT")?, config))
             }
-            None => None,
+            _ => None,
         };
         let https_port = match &tls {
             Some((listener, _)) => Some(listener.local_addr()?.port()),
             None => None,
         };
+        let internal_tls = match (&settings.internal_client_ca_path, &certificate) {
+            (Some(client_ca), Some(certificate)) => {
+                Some(tls::internal_server_config(certificate.clone(), client_ca)?)
+            }
+            _ => None,
+        };
+        let reload_interval = settings.tls.as_ref().map(|tls| tls.reload_interval);
         let state = build_state(settings).await?;
+        if let (Some(certificate), Some(interval)) = (certificate, reload_interval) {
+            certificate.spawn_reload(interval);
+        }
         monitoring::handle();
         let limiters = Limiters::new(&state.settings.rate_limits, state.redis.as_ref());
         spawn_revocation_follower(state.clone());
@@ -106,7 +125,12 @@ impl Application {
                 let listener = listen(addr, "METRICS_ADDR", "METRICS_ADDR")?;
                 let port = listener.local_addr()?.port();
                 (
-                    Some(serve_metrics(listener, state.clone(), limiters.clone())?),
+                    Some(serve_metrics(
+                        listener,
+                        internal_tls,
+                        state.clone(),
+                        limiters.clone(),
+                    )?),
                     Some(port),
                 )
             }
@@ -277,9 +301,12 @@ async fn prune_past_retention(db: &Database, retention: RetentionSettings) {
     }
 }
 
-/// The loopback-only metrics listener: one route, one worker, nothing else.
+/// The internal listener: one route, one worker, nothing else. With a TLS configuration (mutual
+/// TLS: `INTERNAL_CLIENT_CA_PATH`) only clients with a certificate get as far as HTTP;
+/// without one, it is plain HTTP on loopback (the configuration refuses any other address).
 fn serve_metrics(
     listener: TcpListener,
+    mutual_tls: Option<rustls::ServerConfig>,
     state: web::Data<AppState>,
     limiters: Limiters,
 ) -> anyhow::Result<Server> {
@@ -288,12 +315,17 @@ fn serve_metrics(
         App::new()
             .app_data(state.clone())
             .app_data(limiters.clone())
-            .route("/metrics", web::get().to(monitoring::metrics_on_loopback))
+            .route(
+                "/metrics",
+                web::get().to(monitoring::metrics_on_internal_listener),
+            )
     })
-    .workers(1)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .workers(1);
+    let server = match mutual_tls {
+        Some(config) => server.listen_rustls_0_23(listener, config)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
 }
 
 fn serve(

@@ -11,4 +11,5 @@ pub mod overload;
 pub mod password_attempts;
 pub mod rate_limit;
 pub mod tls;
+pub mod tls_reload;
 pub mod unread_body;

@@ -1,5 +1,5 @@
-//! HTTPS: the rustls server configuration, the redirect of plain HTTP to HTTPS, and the
-//! development certificate.
+//! HTTPS: the rustls server configurations (public, and the internal listener's mutual TLS),
+//! the redirect of plain HTTP to HTTPS, and the development certificates.
 //!
 //! rustls is built with the `ring` provider only and `ServerConfig::builder_with_provider`, so
 //! no second provider can make the builder ambiguous. Its defaults are the policy: TLS 1.3 and
@@ -21,41 +21,77 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls::{
-    ServerConfig,
-    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    ConfigBuilder, RootCertStore, ServerConfig, WantsVerifier,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, pem::PemObject},
+    server::WebPkiClientVerifier,
 };
 
-pub fn server_config(cert_path: &Path, key_path: &Path) -> anyhow::Result<ServerConfig> {
-    let certificates = CertificateDer::pem_file_iter(cert_path)
-        .with_context(|| format!("TLS_CERT_PATH: cannot read {}", cert_path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| {
-            format!(
-                "TLS_CERT_PATH: {} is not PEM certificates",
-                cert_path.display()
-            )
-        })?;
-    if certificates.is_empty() {
-        anyhow::bail!(
-            "TLS_CERT_PATH: {} holds no certificate",
-            cert_path.display()
-        );
-    }
-    let key = PrivateKeyDer::from_pem_file(key_path).with_context(|| {
-        format!(
-            "TLS_KEY_PATH: cannot read a private key from {}",
-            key_path.display()
-        )
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .context("the TLS protocol versions are not supported by the provider")?
+use super::tls_reload::ReloadingCertificate;
+
+/// The public listener's configuration: no client certificate, the server certificate from
+/// `certificate` (reloaded when its files change).
+pub fn server_config(certificate: Arc<ReloadingCertificate>) -> anyhow::Result<ServerConfig> {
+    let mut config = builder()?
         .with_no_client_auth()
-        .with_single_cert(certificates, key)
-        .context("TLS_KEY_PATH does not match the certificate")?;
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The internal listener's configuration: the same server certificate, and a client
+/// certificate issued by a CA in `client_ca_path` is required (mutual TLS). rustls checks
+/// the client's chain up to that CA, its validity period and its client-authentication
+/// usage; a client without one is refused during the handshake, before any HTTP.
+pub fn internal_server_config(
+    certificate: Arc<ReloadingCertificate>,
+    client_ca_path: &Path,
+) -> anyhow::Result<ServerConfig> {
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(client_ca_path).with_context(|| {
+        format!(
+            "INTERNAL_CLIENT_CA_PATH: cannot read {}",
+            client_ca_path.display()
+        )
+    })? {
+        let ca = ca.with_context(|| {
+            format!(
+                "INTERNAL_CLIENT_CA_PATH: {} is not PEM certificates",
+                client_ca_path.display()
+            )
+        })?;
+        roots.add(ca).with_context(|| {
+            format!(
+                "INTERNAL_CLIENT_CA_PATH: {} holds a certificate that is not a usable CA",
+                client_ca_path.display()
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        anyhow::bail!(
+            "INTERNAL_CLIENT_CA_PATH: {} holds no certificate",
+            client_ca_path.display()
+        );
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .context("INTERNAL_CLIENT_CA_PATH: the client certificate verifier cannot be built")?;
+    let mut config = builder()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(certificate);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The one crypto provider, ring.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn builder() -> anyhow::Result<ConfigBuilder<ServerConfig, WantsVerifier>> {
+    ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("the TLS protocol versions are not supported by the provider")
 }
 
 /// Where plain HTTP redirects: the configured public URL, else (development) this machine's
@@ -85,16 +121,21 @@ pub async fn redirect_to_https(
     Ok(req.into_response(response).map_into_right_body())
 }
 
-/// A local certificate authority and a `localhost` certificate it signed, in PEM.
+/// A local certificate authority, and a `localhost` server certificate and a client
+/// certificate it signed, in PEM.
 pub struct DevCertificate {
     pub ca_pem: String,
     /// The server certificate followed by the CA certificate (the chain to serve).
     pub chain_pem: String,
     pub key_pem: String,
+    /// For clients of the internal listener when `INTERNAL_CLIENT_CA_PATH` is the dev CA.
+    pub client_pem: String,
+    pub client_key_pem: String,
 }
 
 /// Like mkcert: trust `ca_pem` once in a browser or client, and the server certificate is
-/// valid for localhost, 127.0.0.1 and ::1.
+/// valid for localhost, 127.0.0.1 and ::1. The same CA issues the client certificate; its
+/// private key is not kept, so nothing else can ever be signed by it.
 pub fn generate_dev_certificate() -> anyhow::Result<DevCertificate> {
     let now = time::OffsetDateTime::now_utc();
     let yesterday = now - time::Duration::days(1);
@@ -110,40 +151,68 @@ pub fn generate_dev_certificate() -> anyhow::Result<DevCertificate> {
     ca_params.not_after = now + time::Duration::days(2 * 365);
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
-    let mut params = CertificateParams::new(vec![
+    let mut server = CertificateParams::new(vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
         "::1".to_owned(),
     ])?;
-    params
+    server
         .distinguished_name
         .push(DnType::CommonName, "localhost");
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    // Under 366 days, like any certificate a browser accepts today.
-    params.not_before = yesterday;
-    params.not_after = yesterday + time::Duration::days(365);
-    let key = KeyPair::generate()?;
-    let certificate = params.signed_by(&key, &ca)?;
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let (server_certificate, server_key) = leaf(server, yesterday, &ca)?;
+
+    let mut client = CertificateParams::default();
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "filmvault internal client");
+    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let (client_certificate, client_key) = leaf(client, yesterday, &ca)?;
 
     Ok(DevCertificate {
         ca_pem: ca.pem(),
-        chain_pem: format!("{}{}", certificate.pem(), ca.pem()),
-        key_pem: key.serialize_pem(),
+        chain_pem: format!("{}{}", server_certificate.pem(), ca.pem()),
+        key_pem: server_key.serialize_pem(),
+        client_pem: client_certificate.pem(),
+        client_key_pem: client_key.serialize_pem(),
     })
 }
 
-/// What `write_dev_certificate` writes: the CA, the chain to serve, its private key.
-pub const DEV_CERTIFICATE_FILES: [&str; 3] = ["dev-ca.crt", "localhost.crt", "localhost.key"];
+/// Signs `params` with a new key, valid for under 366 days from `not_before` (like any
+/// certificate a browser accepts today).
+fn leaf(
+    mut params: CertificateParams,
+    not_before: time::OffsetDateTime,
+    ca: &CertifiedIssuer<'_, KeyPair>,
+) -> anyhow::Result<(rcgen::Certificate, KeyPair)> {
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.not_before = not_before;
+    params.not_after = not_before + time::Duration::days(365);
+    let key = KeyPair::generate()?;
+    let certificate = params.signed_by(&key, ca)?;
+    Ok((certificate, key))
+}
 
-/// Writes `dev-ca.crt`, `localhost.crt` and `localhost.key` (mode 0600) into `dir`.
+/// What `write_dev_certificate` writes: the CA, the server chain and its key, the client
+/// certificate and its key.
+pub const DEV_CERTIFICATE_FILES: [&str; 5] = [
+    "dev-ca.crt",
+    "localhost.crt",
+    "localhost.key",
+    "client.crt",
+    "client.key",
+];
+
+/// Writes `DEV_CERTIFICATE_FILES` into `dir`, the keys with mode 0600.
 pub fn write_dev_certificate(dir: &Path) -> anyhow::Result<()> {
     let generated = generate_dev_certificate()?;
-    let [ca, chain, key] = DEV_CERTIFICATE_FILES.map(|name| dir.join(name));
+    let [ca, chain, key, client, client_key] = DEV_CERTIFICATE_FILES.map(|name| dir.join(name));
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     fs::write(ca, &generated.ca_pem)?;
     fs::write(chain, &generated.chain_pem)?;
     write_private(&key, generated.key_pem.as_bytes())?;
+    fs::write(client, &generated.client_pem)?;
+    write_private(&client_key, generated.client_key_pem.as_bytes())?;
     Ok(())
 }
 
@@ -181,19 +250,23 @@ mod tests {
     fn a_development_certificate_loads_into_the_server_configuration() {
         let dir = tempfile::tempdir().unwrap();
         write_dev_certificate(dir.path()).unwrap();
-        server_config(
+        let certificate = ReloadingCertificate::load(
             &dir.path().join("localhost.crt"),
             &dir.path().join("localhost.key"),
+            provider(),
         )
         .unwrap();
+        internal_server_config(Arc::new(certificate), &dir.path().join("dev-ca.crt")).unwrap();
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join("localhost.key"))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
+            for key in ["localhost.key", "client.key"] {
+                let mode = fs::metadata(dir.path().join(key))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{key}");
+            }
         }
     }
 }

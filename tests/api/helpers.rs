@@ -90,6 +90,8 @@ pub struct TestApp {
     pub https_address: Option<String>,
     /// PEM of the development CA that signed the app's certificate.
     pub ca_pem: Option<String>,
+    /// The internal listener's port, when `METRICS_ADDR` is set.
+    pub metrics_port: Option<u16>,
     client: reqwest::Client,
     /// Shared with every app started on the same database (`spawn_app_on`).
     pub database: Arc<TestDatabase>,
@@ -374,11 +376,13 @@ pub async fn spawn_app_on(database: &Arc<TestDatabase>, overrides: &[(&str, &str
     let https_address = application
         .https_port()
         .map(|port| format!("https://127.0.0.1:{port}"));
+    let metrics_port = application.metrics_port();
     tokio::spawn(application.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         https_address,
         ca_pem: None,
+        metrics_port,
         client: client(),
         database: database.clone(),
         tls_files: None,

@@ -151,7 +151,7 @@ async fn the_redirect_goes_to_the_configured_public_url_whatever_the_host_header
 }
 
 #[test]
-fn the_dev_cert_subcommand_writes_a_ca_a_chain_and_a_private_key() {
+fn the_dev_cert_subcommand_writes_a_ca_a_server_and_a_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_filmvault"))
         .args(["dev-cert", "--out-dir"])
@@ -163,15 +163,25 @@ fn the_dev_cert_subcommand_writes_a_ca_a_chain_and_a_private_key() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    for file in ["dev-ca.crt", "localhost.crt", "localhost.key"] {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for file in [
+        "dev-ca.crt",
+        "localhost.crt",
+        "localhost.key",
+        "client.crt",
+        "client.key",
+    ] {
         assert!(dir.path().join(file).exists(), "{file}");
+        assert!(stdout.contains(file), "{file} not in: {stdout}");
     }
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.path().join("localhost.key"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    for key in ["localhost.key", "client.key"] {
+        let mode = std::fs::metadata(dir.path().join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
 }
 
 fn dev_cert(dir: &std::path::Path, force: bool) -> std::process::Output {
