@@ -84,36 +84,15 @@ impl Application {
             "APP_PORT",
         )?;
         let port = http_listener.local_addr()?.port();
-        let certificate = match &settings.tls {
-            Some(tls) => Some(Arc::new(ReloadingCertificate::load(
-                &tls.cert_path,
-                &tls.key_path,
-                tls::provider(),
-            )?)),
-            None => None,
-        };
-        let tls = match (&settings.tls, &certificate) {
-            (Some(tls), Some(certificate)) => {
-                let config = tls::server_config(certificate.clone())?;
-                let address = SocketAddr::new(settings.host, tls.https_port);
-                Some((listen(address, "APP_HOST", "HTTPS_PORT")?, config))
-            }
-            _ => None,
-        };
+        let tls = TlsSetup::prepare(&settings)?;
         let https_port = match &tls {
-            Some((listener, _)) => Some(listener.local_addr()?.port()),
+            Some(tls) => Some(tls.https_listener.local_addr()?.port()),
             None => None,
         };
-        let internal_tls = match (&settings.internal_client_ca_path, &certificate) {
-            (Some(client_ca), Some(certificate)) => {
-                Some(tls::internal_server_config(certificate.clone(), client_ca)?)
-            }
-            _ => None,
-        };
-        let reload_interval = settings.tls.as_ref().map(|tls| tls.reload_interval);
+        let internal_tls = tls.as_ref().and_then(|tls| tls.internal.clone());
         let state = build_state(settings).await?;
-        if let (Some(certificate), Some(interval)) = (certificate, reload_interval) {
-            certificate.spawn_reload(interval);
+        if let Some(tls) = &tls {
+            tls.certificate.clone().spawn_reload(tls.reload_interval);
         }
         monitoring::handle();
         let limiters = Limiters::new(&state.settings.rate_limits, state.redis.as_ref());
@@ -136,7 +115,8 @@ impl Application {
             }
             None => (None, None),
         };
-        let server = serve(http_listener, tls, https_port, state, limiters)?;
+        let public_tls = tls.map(|tls| (tls.https_listener, tls.public));
+        let server = serve(http_listener, public_tls, https_port, state, limiters)?;
         Ok(Self {
             port,
             https_port,
@@ -167,6 +147,45 @@ impl Application {
                 .map(|_| ()),
             None => self.server.await,
         }
+    }
+}
+
+/// What serving TLS takes: the certificate both listeners present (reloaded when its files
+/// change), the HTTPS socket, and each listener's rustls configuration.
+struct TlsSetup {
+    certificate: Arc<ReloadingCertificate>,
+    reload_interval: Duration,
+    https_listener: TcpListener,
+    public: rustls::ServerConfig,
+    /// The internal listener's, with `INTERNAL_CLIENT_CA_PATH` (mutual TLS).
+    internal: Option<rustls::ServerConfig>,
+}
+
+impl TlsSetup {
+    fn prepare(settings: &Settings) -> anyhow::Result<Option<Self>> {
+        let Some(tls) = &settings.tls else {
+            return Ok(None);
+        };
+        let certificate = Arc::new(ReloadingCertificate::load(
+            &tls.cert_path,
+            &tls.key_path,
+            tls::provider(),
+        )?);
+        let internal = match &settings.internal_client_ca_path {
+            Some(client_ca) => Some(tls::internal_server_config(certificate.clone(), client_ca)?),
+            None => None,
+        };
+        Ok(Some(Self {
+            https_listener: listen(
+                SocketAddr::new(settings.host, tls.https_port),
+                "APP_HOST",
+                "HTTPS_PORT",
+            )?,
+            public: tls::server_config(certificate.clone())?,
+            internal,
+            reload_interval: tls.reload_interval,
+            certificate,
+        }))
     }
 }
 

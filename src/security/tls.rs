@@ -247,6 +247,29 @@ mod tests {
     }
 
     #[test]
+    fn a_client_ca_that_does_not_load_is_an_error_naming_its_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        write_dev_certificate(dir.path()).unwrap();
+        let certificate = Arc::new(
+            ReloadingCertificate::load(
+                &dir.path().join("localhost.crt"),
+                &dir.path().join("localhost.key"),
+                provider(),
+            )
+            .unwrap(),
+        );
+        fs::write(dir.path().join("empty.crt"), "").unwrap();
+        for client_ca in ["missing.crt", "empty.crt", "localhost.key"] {
+            let error = internal_server_config(certificate.clone(), &dir.path().join(client_ca))
+                .unwrap_err();
+            assert!(
+                format!("{error:#}").starts_with("INTERNAL_CLIENT_CA_PATH: "),
+                "{client_ca}: {error:#}"
+            );
+        }
+    }
+
+    #[test]
     fn a_development_certificate_loads_into_the_server_configuration() {
         let dir = tempfile::tempdir().unwrap();
         write_dev_certificate(dir.path()).unwrap();
