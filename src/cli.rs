@@ -58,6 +58,25 @@ pub enum Command {
     /// Exit 0 if the server on APP_HOST:APP_PORT answers /health/ready with 200 (for
     /// container health checks, so the image needs no HTTP client).
     Healthcheck,
+    /// Write an encrypted, consistent copy of the SQLite database to FILE while the service
+    /// runs: with age, to the public keys in BACKUP_RECIPIENTS or with BACKUP_PASSPHRASE.
+    /// On PostgreSQL, use pg_dump (docs/backup.md).
+    Backup {
+        /// The backup file (written 0600; an existing one is replaced whole).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Replace the SQLite database with a backup, after checking it whole: decrypted with
+    /// BACKUP_IDENTITY_FILE or BACKUP_PASSPHRASE, refused if changed, cut short or not a
+    /// filmvault database. Stop the service first.
+    Restore {
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Replace a database that already holds data.
+        #[arg(long)]
+        force: bool,
+    },
     /// Write a development certificate authority and a localhost certificate it signed
     /// (dev-ca.crt, localhost.crt, localhost.key) for trying HTTPS locally. Refuses to
     /// replace existing files unless --force.
