@@ -8,6 +8,7 @@ mod architecture;
 mod audit;
 mod auth;
 mod authz;
+mod backup;
 mod cli;
 mod clients;
 mod cluster;
