@@ -58,17 +58,21 @@ pub enum Command {
     /// Exit 0 if the server on APP_HOST:APP_PORT answers /health/ready with 200 (for
     /// container health checks, so the image needs no HTTP client).
     Healthcheck,
-    /// Write an encrypted, consistent copy of the SQLite database to FILE while the service
-    /// runs: with age, to the public keys in BACKUP_RECIPIENTS or with BACKUP_PASSPHRASE.
-    /// On PostgreSQL, use pg_dump (docs/backup.md).
+    /// Write an encrypted copy of the SQLite database while the service runs.
+    ///
+    /// The copy is consistent (one read transaction) and encrypted with age to the public
+    /// keys in BACKUP_RECIPIENTS, or with BACKUP_PASSPHRASE. On PostgreSQL, use pg_dump
+    /// through age instead (docs/backup.md).
     Backup {
         /// The backup file (written 0600; an existing one is replaced whole).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Replace the SQLite database with a backup, after checking it whole: decrypted with
-    /// BACKUP_IDENTITY_FILE or BACKUP_PASSPHRASE, refused if changed, cut short or not a
-    /// filmvault database. Stop the service first.
+    /// Replace the SQLite database with a backup, checked whole first (stop the service).
+    ///
+    /// The backup is decrypted with BACKUP_IDENTITY_FILE or BACKUP_PASSPHRASE, and refused if
+    /// it was changed or cut short, or is not a filmvault database; the database is then
+    /// replaced in one rename.
     Restore {
         /// The backup file.
         #[arg(long, value_name = "FILE")]
