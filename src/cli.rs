@@ -58,6 +58,29 @@ pub enum Command {
     /// Exit 0 if the server on APP_HOST:APP_PORT answers /health/ready with 200 (for
     /// container health checks, so the image needs no HTTP client).
     Healthcheck,
+    /// Write an encrypted copy of the SQLite database while the service runs.
+    ///
+    /// The copy is consistent (one read transaction) and encrypted with age to the public
+    /// keys in BACKUP_RECIPIENTS, or with BACKUP_PASSPHRASE. On PostgreSQL, use pg_dump
+    /// through age instead (docs/backup.md).
+    Backup {
+        /// The backup file (written 0600; an existing one is replaced whole).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Replace the SQLite database with a backup, checked whole first (stop the service).
+    ///
+    /// The backup is decrypted with BACKUP_IDENTITY_FILE or BACKUP_PASSPHRASE, and refused if
+    /// it was changed or cut short, or is not a filmvault database; the database is then
+    /// replaced in one rename.
+    Restore {
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Replace a database that already holds data.
+        #[arg(long)]
+        force: bool,
+    },
     /// Write a development certificate authority, a localhost certificate and a client
     /// certificate it signed (dev-ca.crt, localhost.crt, localhost.key, client.crt,
     /// client.key) for trying HTTPS and the internal listener's mutual TLS locally. Refuses

@@ -204,6 +204,18 @@ pub struct RedisSettings {
     pub max_staleness: Duration,
 }
 
+/// What `filmvault backup` encrypts to and `filmvault restore` decrypts with (docs/backup.md).
+/// Serving needs none of it; each command says what it lacks.
+#[derive(Debug, Clone, Default)]
+pub struct BackupSettings {
+    /// age X25519 public keys (`age1…`): the holder of a matching identity can restore, and
+    /// the machine that makes the backups cannot.
+    pub recipients: Vec<age::x25519::Recipient>,
+    pub passphrase: Option<SecretString>,
+    /// Where restore finds the age identities (`AGE-SECRET-KEY-1…`); read when used.
+    pub identity_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub environment: Environment,
@@ -240,6 +252,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub seed_demo_data: bool,
     pub logging: LogSettings,
+    pub backup: BackupSettings,
     /// Set variables that look like ours but that nothing reads (a misspelling leaves the
     /// default in place without a word otherwise); start-up warns about each.
     pub unknown_variables: Vec<UnknownVariable>,
@@ -313,6 +326,7 @@ impl Settings {
             limits: LimitSettings::from_vars(&vars)?,
             seed_demo_data: vars.parse_or("SEED_DEMO_DATA", !production)?,
             logging: LogSettings::from_vars(&vars, production)?,
+            backup: BackupSettings::from_vars(&vars)?,
             unknown_variables: Vec::new(),
         };
         // Only now is every variable we know of read.
@@ -644,6 +658,69 @@ fn database_url(vars: &Vars) -> Result<String, ConfigError> {
     Err(ConfigError::new("DATABASE_URL", reason))
 }
 
+/// A backup file is open to offline guessing for as long as it exists, each guess slowed
+/// only by scrypt (about a second of one core).
+pub const MIN_BACKUP_PASSPHRASE_CHARS: usize = 16;
+
+impl BackupSettings {
+    fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        let recipients = vars
+            .get("BACKUP_RECIPIENTS")
+            .map_or(Ok(Vec::new()), parse_backup_recipients)?;
+        let passphrase = vars.get("BACKUP_PASSPHRASE");
+        if passphrase.is_some_and(|p| p.chars().count() < MIN_BACKUP_PASSPHRASE_CHARS) {
+            return Err(ConfigError::new(
+                "BACKUP_PASSPHRASE",
+                format!(
+                    "must be at least {MIN_BACKUP_PASSPHRASE_CHARS} characters: a few \
+                     unrelated words, or prefer BACKUP_RECIPIENTS"
+                ),
+            ));
+        }
+        if passphrase.is_some() && !recipients.is_empty() {
+            return Err(ConfigError::new(
+                "BACKUP_PASSPHRASE",
+                "set BACKUP_RECIPIENTS or BACKUP_PASSPHRASE, not both: age encrypts a file to \
+                 public keys or to a passphrase, never to both",
+            ));
+        }
+        Ok(Self {
+            recipients,
+            passphrase: passphrase.map(|p| SecretString::from(p.to_owned())),
+            identity_file: vars.get("BACKUP_IDENTITY_FILE").map(PathBuf::from),
+        })
+    }
+}
+
+/// Comma-separated age public keys. An entry is never repeated in the error: a secret key
+/// pasted here by mistake would reach the terminal and the logs.
+fn parse_backup_recipients(list: &str) -> Result<Vec<age::x25519::Recipient>, ConfigError> {
+    let entries: Vec<&str> = list
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .collect();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(index, entry)| {
+            entry.parse().map_err(|_| {
+                let which = format!("entry {} of {}", index + 1, entries.len());
+                let reason = if entry.to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") {
+                    format!(
+                        "{which} is an age secret key (an identity), which must never be \
+                         here: put its public key (`age-keygen -y FILE`) here, keep the \
+                         identity off this machine, and make a new one if it was exposed"
+                    )
+                } else {
+                    format!("{which} is not an age X25519 public key (age1…)")
+                };
+                ConfigError::new("BACKUP_RECIPIENTS", reason)
+            })
+        })
+        .collect()
+}
+
 fn log_filter(vars: &Vars) -> Result<String, ConfigError> {
     let filter = vars.get("RUST_LOG").unwrap_or("info,sqlx=warn");
     tracing_subscriber::EnvFilter::try_new(filter).map_err(|error| {
@@ -798,8 +875,9 @@ fn line_number(path: &Path, text: &str) -> Option<usize> {
 /// Prefixes that only this service's variables use, so a set variable starting with one is a
 /// mistake. Prefixes that other software shares (`RUST_` with the toolchain, `HTTPS_` with
 /// `HTTPS_PROXY`) are not listed; a typo there is still caught by its distance.
-const OUR_PREFIXES: [&str; 13] = [
+const OUR_PREFIXES: &[&str] = &[
     "APP_",
+    "BACKUP_",
     "JWT_",
     "DATABASE_",
     "ACCESS_TOKEN_",
@@ -1190,6 +1268,40 @@ mod tests {
                 ("JWT_SECRTE", Some("JWT_SECRET")),
             ]
         );
+    }
+
+    #[test]
+    fn backup_keys_are_checked_and_a_secret_key_is_never_echoed() {
+        let identity = age::x25519::Identity::generate();
+        let secret = identity.to_string();
+        let public = identity.to_public().to_string();
+        for (vars, expected) in [
+            (
+                vec![("BACKUP_RECIPIENTS", format!("{public}, age1notakey"))],
+                "BACKUP_RECIPIENTS",
+            ),
+            (
+                vec![("BACKUP_RECIPIENTS", secret.expose_secret().to_owned())],
+                "BACKUP_RECIPIENTS",
+            ),
+            (
+                vec![("BACKUP_PASSPHRASE", "short words".to_owned())],
+                "BACKUP_PASSPHRASE",
+            ),
+            (
+                vec![
+                    ("BACKUP_RECIPIENTS", public.clone()),
+                    ("BACKUP_PASSPHRASE", "a long enough passphrase".to_owned()),
+                ],
+                "BACKUP_PASSPHRASE",
+            ),
+        ] {
+            let err = Settings::from_vars(vars.clone()).unwrap_err();
+            assert_eq!(err.variable, expected, "{err}");
+            assert!(!err.to_string().contains(secret.expose_secret()), "{err}");
+        }
+        let settings = Settings::from_vars([("BACKUP_RECIPIENTS", format!(" {public} ,"))]);
+        assert_eq!(settings.unwrap().backup.recipients.len(), 1);
     }
 
     #[test]

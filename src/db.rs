@@ -39,6 +39,8 @@ mod timestamp;
 
 use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, pool::PoolConnection};
 
+/// What a restored SQLite file must have been migrated with (`backup::snapshot`).
+pub(crate) use self::sqlite::MIGRATOR as SQLITE_MIGRATIONS;
 pub use self::{
     statement::{
         execute, fetch_all, fetch_one, fetch_optional, fetch_optional_scalar, fetch_scalar,

@@ -5,6 +5,7 @@ use std::{
 
 use clap::Parser;
 use filmvault::{
+    backup,
     cli::{self, Cli, Command},
     config::Settings,
     startup::Application,
@@ -56,6 +57,8 @@ async fn run() -> ExitCode {
             cli::create_admin(&settings, username, email).await
         }
         Command::Healthcheck => cli::healthcheck(&settings),
+        Command::Backup { out } => backup::backup(&settings, &out).await,
+        Command::Restore { from, force } => backup::restore(&settings, &from, force).await,
         Command::Serve | Command::DevCert { .. } => serve(settings).await,
     })
 }

@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod authz;
 mod certificates;
+mod backup;
 mod cli;
 mod clients;
 mod cluster;
