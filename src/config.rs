@@ -18,6 +18,8 @@ use actix_web::http::Uri;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
+use crate::crypto::{DataKey, MAKE_DATA_KEY};
+
 /// Values that were ever published as an example (`.env.example` shipped the first): anyone
 /// can sign tokens with them, so they are refused in every mode.
 pub const PUBLISHED_JWT_SECRETS: &[&str] = &["dev-only-insecure-jwt-secret-change-me-0123456789"];
@@ -167,6 +169,15 @@ pub struct JwtSettings {
     pub refresh_token_ttl: Duration,
 }
 
+/// `DATA_ENCRYPTION_KEY`, which seals stored values, and the keys it replaced.
+#[derive(Debug, Clone)]
+pub struct DataKeySettings {
+    /// `None` only in development, where a key file beside the database stands in for it.
+    pub current: Option<DataKey>,
+    /// `DATA_ENCRYPTION_KEYS_PREVIOUS`: values sealed under them still open.
+    pub previous: Vec<DataKey>,
+}
+
 /// What one request, and all of them together, may take of the server.
 #[derive(Debug, Clone)]
 pub struct LimitSettings {
@@ -214,6 +225,7 @@ pub struct Settings {
     pub jwt: JwtSettings,
     /// True when JWT_SECRET was not set and a random one was generated for this run.
     pub jwt_secret_generated: bool,
+    pub data_keys: DataKeySettings,
     pub cors_allowed_origins: Vec<String>,
     pub tls: Option<TlsSettings>,
     pub tls_terminated_by_proxy: bool,
@@ -291,6 +303,7 @@ impl Settings {
             instance_id: instance_id(&vars)?,
             jwt,
             jwt_secret_generated,
+            data_keys: DataKeySettings::from_vars(&vars, production)?,
             cors_allowed_origins,
             public_base_url: public_base_url(&vars, tls.is_some(), production)?,
             tls,
@@ -344,6 +357,44 @@ impl JwtSettings {
             )?,
         };
         Ok((settings, generated))
+    }
+}
+
+impl DataKeySettings {
+    fn from_vars(vars: &Vars, production: bool) -> Result<Self, ConfigError> {
+        const CURRENT: &str = "DATA_ENCRYPTION_KEY";
+        const PREVIOUS: &str = "DATA_ENCRYPTION_KEYS_PREVIOUS";
+        let current = match vars.get(CURRENT) {
+            Some(encoded) => Some(
+                encoded
+                    .parse()
+                    .map_err(|reason| ConfigError::new(CURRENT, reason))?,
+            ),
+            None if production => {
+                return Err(ConfigError::new(
+                    CURRENT,
+                    format!(
+                        "must be set in production: 32 random bytes in base64, kept in a \
+                         secret store; {MAKE_DATA_KEY}"
+                    ),
+                ));
+            }
+            None => None,
+        };
+        let previous = vars
+            .get(PREVIOUS)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|encoded| !encoded.is_empty())
+            .enumerate()
+            .map(|(position, encoded)| {
+                encoded.parse().map_err(|reason| {
+                    ConfigError::new(PREVIOUS, format!("key {}: {reason}", position + 1))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { current, previous })
     }
 }
 
@@ -901,10 +952,13 @@ mod tests {
 
     use super::*;
 
+    const DATA_KEY: &str = "4RAYrCO5S/Do/zlwqicsXYc7F5kb8i/G3OQdeyRUDA8=";
+
     fn production(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let mut vars = vec![
             ("APP_ENV", "production"),
             ("JWT_SECRET", "0123456789abcdef0123456789abcdef-prod"),
+            ("DATA_ENCRYPTION_KEY", DATA_KEY),
             ("TLS_CERT_PATH", "/etc/filmvault/cert.pem"),
             ("TLS_KEY_PATH", "/etc/filmvault/key.pem"),
         ];
@@ -959,6 +1013,45 @@ mod tests {
     }
 
     #[test]
+    fn production_requires_a_data_key_and_development_leaves_it_to_the_key_file() {
+        let missing = production(&[("DATA_ENCRYPTION_KEY", "")]).unwrap_err();
+        assert_eq!(missing.variable, "DATA_ENCRYPTION_KEY");
+        assert!(
+            missing.reason.contains("openssl rand -base64 32"),
+            "{missing}"
+        );
+        let development = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert!(development.data_keys.current.is_none());
+        assert!(development.data_keys.previous.is_empty());
+    }
+
+    #[test]
+    fn a_bad_data_key_is_named_and_never_echoed() {
+        let short = "c2hvcnQta2V5";
+        for (name, value, says) in [
+            ("DATA_ENCRYPTION_KEY", short, "exactly 32 bytes"),
+            ("DATA_ENCRYPTION_KEY", "not base64 at all!", "not base64"),
+            (
+                "DATA_ENCRYPTION_KEYS_PREVIOUS",
+                &format!("{DATA_KEY}, {short}"),
+                "key 2",
+            ),
+        ] {
+            let err = Settings::from_vars([(name, value)]).unwrap_err();
+            assert_eq!(err.variable, name, "{value}");
+            assert!(err.reason.contains(says), "{err}");
+            assert!(!err.to_string().contains(short), "the error echoes the key");
+        }
+        let settings = Settings::from_vars([
+            ("DATA_ENCRYPTION_KEY", DATA_KEY),
+            ("DATA_ENCRYPTION_KEYS_PREVIOUS", &format!(" {DATA_KEY} ,,")),
+        ])
+        .unwrap();
+        assert!(settings.data_keys.current.is_some());
+        assert_eq!(settings.data_keys.previous.len(), 1);
+    }
+
+    #[test]
     fn production_refuses_a_wildcard_origin() {
         let err = production(&[("CORS_ALLOWED_ORIGINS", "https://a.example, *")]).unwrap_err();
         assert_eq!(err.variable, "CORS_ALLOWED_ORIGINS");
@@ -969,6 +1062,7 @@ mod tests {
         let base = [
             ("APP_ENV", "production"),
             ("JWT_SECRET", "0123456789abcdef0123456789abcdef-prod"),
+            ("DATA_ENCRYPTION_KEY", DATA_KEY),
         ];
         assert_eq!(
             Settings::from_vars(base).unwrap_err().variable,

@@ -37,6 +37,7 @@ use crate::{
     auth::{jwt::JwtCodec, password::PasswordHasher, refresh, revocation::Revocations},
     cluster::{RedisStore, revocation_channel::RevocationChannel},
     config::{RetentionSettings, Settings},
+    crypto,
     db::Database,
     domain::{seed, user},
     error::ApiError,
@@ -149,6 +150,7 @@ impl Application {
 /// Opens the database (migrating it, seeding it if asked) and builds the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppState>> {
     let db = Database::connect(&settings.database_url).await?;
+    let keyring = crypto::load_keyring(&settings)?;
     normalize_stored_emails(&db).await?;
     if settings.seed_demo_data {
         let added = seed::seed_demo_films(&db).await?;
@@ -179,6 +181,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
             settings.limits.password_hash_queue,
         )?,
         jwt: JwtCodec::new(&settings.jwt),
+        keyring,
         revocations: Revocations::load(&db, settings.jwt.access_token_ttl.as_secs(), channel)
             .await?,
         login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username, redis.as_ref()),

@@ -19,6 +19,7 @@ mod films;
 mod headers;
 mod health;
 mod helpers;
+mod keys;
 mod legacy;
 mod limits;
 mod logging;
