@@ -22,7 +22,12 @@ use super::{
     jwt::{decoding_key, encoding_key, public_key, unix_now},
     random_token,
 };
-use crate::{crypto::Keyring, db, db::Database};
+use crate::{
+    audit::{self, AuditAction, AuditContext, Outcome},
+    crypto::Keyring,
+    db,
+    db::Database,
+};
 
 /// How often the published keys are re-read from the database.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -312,6 +317,11 @@ pub async fn rotate(
     )
     .await
     .context("another rotation ran at the same moment; run it again")?;
+    let retired = retired_kid.as_deref().unwrap_or("none");
+    let event = AuditContext::system()
+        .event(AuditAction::SigningKeyRotate, Outcome::Success)
+        .reason(format!("new key {}; retired key {retired}", key.kid));
+    audit::record(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(Rotation {
         new_kid: key.kid,
