@@ -1,17 +1,20 @@
 //! Keys and data at rest: where the data-encryption key comes from; the access-token signing
 //! keys, their publication (JWKS) and their rotation.
 
-use std::os::unix::fs::PermissionsExt;
+use std::{os::unix::fs::PermissionsExt, time::Duration};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use filmvault::db;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::StatusCode;
-use ring::signature::{ED25519, UnparsedPublicKey};
+use ring::signature::{ED25519, KeyPair, UnparsedPublicKey};
 use serde_json::Value;
 
-use crate::helpers::{
-    LOGS, TEST_DATA_ENCRYPTION_KEY, TestApp, TestDatabase, TestUser, spawn_app, spawn_app_on,
+use crate::{
+    helpers::{
+        LOGS, TEST_DATA_ENCRYPTION_KEY, TestApp, TestDatabase, TestUser, spawn_app, spawn_app_on,
+    },
+    tokens::{SigningKey, claims_for},
 };
 
 /// An empty value counts as unset: the development key file stands in.
@@ -242,4 +245,38 @@ async fn a_retired_key_stops_verifying_once_its_tokens_have_expired() {
     assert_eq!(me(&later, &user.token).await, StatusCode::UNAUTHORIZED);
     let new_token = fresh_token(&later, &user).await;
     assert_eq!(me(&later, &new_token).await, StatusCode::OK);
+}
+
+/// Made-up kids cost at most one re-read of the key set a second: a kid added to the database
+/// just after one is not found until the second has passed.
+#[tokio::test]
+async fn unknown_kids_reread_the_key_set_at_most_once_a_second() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let claims = claims_for(user.id);
+    let made_up = SigningKey::stranger();
+    assert_eq!(
+        me(&app, &made_up.sign(&made_up.header(), &claims)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    // A key that verifies (retired just now) appears in the database, as from a peer.
+    let peer = SigningKey::stranger();
+    db::execute!(
+        &mut app.db().await,
+        "INSERT INTO signing_keys (kid, public_key, created_at, retired_at)
+         VALUES ($1, $2, $3, $3)",
+        &peer.kid,
+        peer.pair.public_key().as_ref().to_vec(),
+        i64::try_from(jsonwebtoken::get_current_timestamp()).unwrap()
+    )
+    .await
+    .unwrap();
+    let token = peer.sign(&peer.header(), &claims);
+    assert_eq!(
+        me(&app, &token).await,
+        StatusCode::UNAUTHORIZED,
+        "re-read again within the second"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(me(&app, &token).await, StatusCode::OK);
 }
