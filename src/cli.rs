@@ -12,8 +12,9 @@ use validator::ValidationError;
 
 use crate::{
     audit::AuditContext,
-    auth::{Role, password::PasswordHasher},
+    auth::{Role, password::PasswordHasher, signing_keys},
     config::Settings,
+    crypto,
     db::Database,
     domain::user::{self, Email, NewPassword, NewUser, Username},
     error::{ApiError, ForField},
@@ -55,6 +56,12 @@ pub enum Command {
         #[arg(long)]
         email: String,
     },
+    /// Make a new access-token signing key current, on every instance at once.
+    ///
+    /// The old key signs nothing more; it still verifies the tokens it signed until they
+    /// have expired (ACCESS_TOKEN_TTL_SECS, plus a minute), and is listed in
+    /// /.well-known/jwks.json until then. Nobody is logged out.
+    RotateSigningKey,
     /// Exit 0 if the server on APP_HOST:APP_PORT answers /health/ready with 200 (for
     /// container health checks, so the image needs no HTTP client).
     Healthcheck,
@@ -156,6 +163,28 @@ pub fn dev_cert(out_dir: &Path, force: bool) -> anyhow::Result<()> {
          curl --cacert {dir}/dev-ca.crt --cert {dir}/client.crt --key {dir}/client.key \
          https://localhost:9090/metrics"
     );
+    Ok(())
+}
+
+pub async fn rotate_signing_key(settings: &Settings) -> anyhow::Result<()> {
+    let db = Database::connect(&settings.database_url).await?;
+    let keyring = crypto::load_keyring(settings)?;
+    let rotation = signing_keys::rotate(&db, &keyring, settings.jwt.access_token_ttl).await?;
+    db.close().await;
+    println!(
+        "new access tokens are signed with key {} from now on, on every instance",
+        rotation.new_kid
+    );
+    if let Some(retired) = rotation.retired_kid {
+        let until = time::OffsetDateTime::from_unix_timestamp(
+            i64::try_from(rotation.retired_verifies_until).unwrap_or(i64::MAX),
+        )?
+        .format(&time::format_description::well_known::Rfc3339)?;
+        println!(
+            "key {retired} signs nothing more; it verifies the tokens it signed until {until}, \
+             then leaves /.well-known/jwks.json"
+        );
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod backup;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod error;

@@ -5,6 +5,7 @@ use crate::{
     auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
     cluster::RedisStore,
     config::Settings,
+    crypto::Keyring,
     db::Database,
     security::{login_monitor::LoginMonitor, login_throttle::LoginThrottle},
 };
@@ -15,6 +16,8 @@ pub struct AppState {
     pub redis: Option<RedisStore>,
     pub passwords: PasswordHasher,
     pub jwt: JwtCodec,
+    /// Seals stored secrets and personal data; computes their blind indexes.
+    pub keyring: Keyring,
     pub revocations: Revocations,
     pub login_throttle: LoginThrottle,
     pub login_monitor: LoginMonitor,

@@ -26,6 +26,8 @@ vocabulary! {
         ApiKeyCreate = "api_key.create",
         ApiKeyRevoke = "api_key.revoke",
         SuspiciousLogin = "security.suspicious_login",
+        /// `filmvault rotate-signing-key`: a new access-token signing key is current.
+        SigningKeyRotate = "security.signing_key_rotate",
         /// A 401 its handler did not record more specifically.
         Unauthenticated = "http.unauthenticated",
         /// A 403 its handler did not record more specifically.

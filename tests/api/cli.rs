@@ -9,7 +9,9 @@ use std::{
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{STRONG_PASSWORD, TestApp, spawn_app, unique_username};
+use crate::helpers::{
+    STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestApp, spawn_app, unique_username,
+};
 
 /// `create-admin` on the app's database, with nothing else in its environment but `env`, the
 /// password lines (if any) on a pipe.
@@ -19,6 +21,7 @@ fn create_admin(app: &TestApp, username: &str, env: &[(&str, &str)], stdin: &str
         .arg(format!("{username}@example.com"))
         .env_clear()
         .env("DATABASE_URL", app.database.url())
+        .env("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY)
         .env("RUST_LOG", "warn")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
