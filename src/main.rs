@@ -55,6 +55,7 @@ async fn run() -> ExitCode {
         Command::CreateAdmin { username, email } => {
             cli::create_admin(&settings, username, email).await
         }
+        Command::RotateDataKey => cli::rotate_data_key(&settings).await,
         Command::Healthcheck => cli::healthcheck(&settings),
         Command::Serve | Command::DevCert { .. } => serve(settings).await,
     })

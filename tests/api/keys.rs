@@ -20,7 +20,10 @@ async fn development_makes_a_private_data_key_file_beside_the_database_once_and_
     let key_file = sqlite.with_file_name("filmvault.db.data-key");
 
     let first = spawn_app_on(&database, &[NO_DATA_KEY]).await;
-    assert_eq!(first.get("/health/ready", None).await.status(), StatusCode::OK);
+    assert_eq!(
+        first.get("/health/ready", None).await.status(),
+        StatusCode::OK
+    );
     let mode = std::fs::metadata(&key_file)
         .expect("the key file is made on first run")
         .permissions()
@@ -36,7 +39,10 @@ async fn development_makes_a_private_data_key_file_beside_the_database_once_and_
     assert!(!logs.contains(key.trim()), "the key is logged");
 
     let second = spawn_app_on(&database, &[NO_DATA_KEY]).await;
-    assert_eq!(second.get("/health/ready", None).await.status(), StatusCode::OK);
+    assert_eq!(
+        second.get("/health/ready", None).await.status(),
+        StatusCode::OK
+    );
     assert_eq!(
         std::fs::read_to_string(&key_file).unwrap(),
         key,

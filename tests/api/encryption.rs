@@ -1,0 +1,298 @@
+//! Emails at rest: sealed in the database, found through their blind index, absent from the
+//! database files, the audit trail and the log; `rotate-data-key` re-seals them under a new
+//! key while the service serves.
+
+use std::{
+    path::Path,
+    process::{Command, Output},
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use filmvault::db;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    LOGS, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TEST_JWT_SECRET, TestApp, assert_problem,
+    spawn_app_on, spawn_app_with, unique_username,
+};
+
+/// A fresh random data key, as `openssl rand -base64 32` makes one.
+fn data_key() -> String {
+    let bytes = [
+        uuid::Uuid::new_v4().into_bytes(),
+        uuid::Uuid::new_v4().into_bytes(),
+    ]
+    .concat();
+    STANDARD.encode(bytes)
+}
+
+/// An address no other test uses, in its normal form, with an upper-case local part: its
+/// lower-cased form must not leak either.
+fn distinctive_email(tag: &str) -> String {
+    let nonce = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    format!("Zephyrine.{tag}.{nonce}@quillfeather.example")
+}
+
+/// Every spelling of `email` that would give it away: as typed, lower-cased, upper-cased,
+/// and its local part alone.
+fn spellings(email: &str) -> Vec<String> {
+    let local = email.split('@').next().unwrap();
+    vec![
+        email.to_owned(),
+        email.to_ascii_lowercase(),
+        email.to_ascii_uppercase(),
+        local.to_owned(),
+        local.to_ascii_lowercase(),
+    ]
+}
+
+fn assert_absent(haystack: &[u8], emails: &[String], place: &str) {
+    for email in emails {
+        for spelling in spellings(email) {
+            assert!(
+                !haystack
+                    .windows(spelling.len())
+                    .any(|window| window == spelling.as_bytes()),
+                "{spelling} appears in {place}"
+            );
+        }
+    }
+}
+
+async fn register(app: &TestApp, username: &str, email: &str) -> reqwest::Response {
+    app.post_json(
+        "/api/v1/auth/register",
+        &json!({ "username": username, "email": email, "password": STRONG_PASSWORD }),
+        None,
+    )
+    .await
+}
+
+/// The address the service shows the user, after logging in as them.
+async fn own_email(app: &TestApp, username: &str) -> String {
+    let token = app.access_token(username, STRONG_PASSWORD).await;
+    let me: Value = app
+        .get("/api/v1/users/me", Some(&token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    me["email"].as_str().expect("an email").to_owned()
+}
+
+/// The binary itself, on the app's database, logging everything, with the tests' settings
+/// and `env` (which wins) in its environment, and nothing else.
+fn filmvault(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_filmvault"))
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("JWT_SECRET", TEST_JWT_SECRET)
+        .env("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY)
+        .env("RUST_LOG", "trace")
+        .envs(env.iter().copied())
+        .output()
+        .expect("filmvault runs")
+}
+
+fn succeeded(output: &Output, what: &str) -> Vec<u8> {
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    [output.stdout.as_slice(), &output.stderr].concat()
+}
+
+/// The key id each stored email is sealed under (bytes 1..9 of the sealed value).
+async fn sealing_key_ids(app: &TestApp) -> Vec<Vec<u8>> {
+    let sealed: Vec<Vec<u8>> = db::fetch_scalars!(
+        &mut app.db().await,
+        "SELECT email_sealed FROM users ORDER BY id"
+    )
+    .await
+    .unwrap();
+    sealed.iter().map(|value| value[1..9].to_vec()).collect()
+}
+
+/// What the database holds, as bytes: the SQLite file with its WAL and shared memory; on
+/// PostgreSQL, every row of every table that could hold an address, as text.
+async fn stored_bytes(app: &TestApp) -> Vec<u8> {
+    if let Some(path) = app.database.sqlite_path() {
+        let mut bytes = Vec::new();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{}{suffix}", path.display());
+            if Path::new(&file).exists() {
+                bytes.extend(std::fs::read(&file).unwrap());
+            }
+        }
+        assert!(!bytes.is_empty(), "the database file is read");
+        return bytes;
+    }
+    let rows: Vec<String> = db::fetch_scalars!(
+        &mut app.db().await,
+        "SELECT t::text FROM users t
+         UNION ALL SELECT t::text FROM audit_events t"
+    )
+    .await
+    .unwrap();
+    rows.join("\n").into_bytes()
+}
+
+#[tokio::test]
+async fn no_email_reaches_the_database_files_the_audit_trail_or_the_log_in_clear() {
+    let app = spawn_app_with(&[]).await;
+    let users: Vec<(String, String)> = (0..3)
+        .map(|i| {
+            (
+                unique_username("sealed"),
+                distinctive_email(&format!("user{i}")),
+            )
+        })
+        .collect();
+    for (username, email) in &users {
+        let response = register(&app, username, email).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let profile: Value = response.json().await.unwrap();
+        assert_eq!(
+            profile["email"],
+            email.as_str(),
+            "shown to its owner as stored"
+        );
+    }
+    let admin_name = unique_username("sealed_admin");
+    let admin_email = distinctive_email("admin");
+    let cli_output = succeeded(
+        &filmvault(
+            app.database.url(),
+            &[
+                "create-admin",
+                "--username",
+                &admin_name,
+                "--email",
+                &admin_email,
+            ],
+            &[("ADMIN_PASSWORD", STRONG_PASSWORD)],
+        ),
+        "create-admin",
+    );
+
+    // Login and lookups still work, and the address is one address in any case.
+    for (username, email) in &users {
+        assert_eq!(own_email(&app, username).await, *email);
+        for again in [email.to_ascii_lowercase(), email.to_ascii_uppercase()] {
+            let response = register(&app, &unique_username("again"), &again).await;
+            assert_problem(response, StatusCode::CONFLICT).await;
+        }
+    }
+    let response = register(&app, &unique_username("again"), &admin_email.to_lowercase()).await;
+    assert_problem(response, StatusCode::CONFLICT).await;
+    let admin_token = app.access_token(&admin_name, STRONG_PASSWORD).await;
+    let listing: Value = app
+        .get("/api/v1/admin/users?limit=100", Some(&admin_token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = listing["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| user["email"].as_str().unwrap())
+        .collect();
+    for (_, email) in &users {
+        assert!(listed.contains(&email.as_str()), "{email} in {listed:?}");
+    }
+
+    let mut emails: Vec<String> = users.iter().map(|(_, email)| email.clone()).collect();
+    emails.push(admin_email);
+    assert_absent(&stored_bytes(&app).await, &emails, "the database");
+    let logs = LOGS.contents();
+    assert_absent(logs.as_bytes(), &emails, "the service's log");
+    assert_absent(&cli_output, &emails, "create-admin's output");
+    // The scans can fail: the same requests' usernames are there.
+    assert!(logs.contains(&users[0].0), "the log is captured");
+    assert!(
+        String::from_utf8_lossy(&cli_output).contains(&admin_name),
+        "create-admin's output is captured"
+    );
+}
+
+#[tokio::test]
+async fn rotate_data_key_reseals_every_email_while_the_service_serves() {
+    let (old_key, new_key) = (data_key(), data_key());
+    let before = spawn_app_with(&[("DATA_ENCRYPTION_KEY", &old_key)]).await;
+    let mut users: Vec<(String, String)> = Vec::new();
+    for i in 0..3 {
+        let user = (
+            unique_username("rotate"),
+            distinctive_email(&format!("rot{i}")),
+        );
+        let response = register(&before, &user.0, &user.1).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        users.push(user);
+    }
+    let old_ids = sealing_key_ids(&before).await;
+    assert!(old_ids.windows(2).all(|pair| pair[0] == pair[1]), "one key");
+    let old_id = old_ids[0].clone();
+
+    // Every instance restarted with the new key, the old one still known.
+    let both = [
+        ("DATA_ENCRYPTION_KEY", new_key.as_str()),
+        ("DATA_ENCRYPTION_KEYS_PREVIOUS", old_key.as_str()),
+    ];
+    let during = spawn_app_on(&before.database, &both).await;
+    let late = (unique_username("rotate"), distinctive_email("late"));
+    assert_eq!(
+        register(&during, &late.0, &late.1).await.status(),
+        StatusCode::CREATED
+    );
+    users.push(late);
+    // A row still indexed under the old key is found: its address stays taken.
+    let taken = users[0].1.to_ascii_uppercase();
+    let response = register(&during, &unique_username("again"), &taken).await;
+    assert_problem(response, StatusCode::CONFLICT).await;
+
+    let rotation = {
+        let url = during.database.url().to_owned();
+        let both = both.map(|(name, value)| (name, value.to_owned()));
+        tokio::task::spawn_blocking(move || {
+            let both = both.each_ref().map(|(name, value)| (*name, value.as_str()));
+            filmvault(&url, &["rotate-data-key"], &both)
+        })
+    };
+    // The service keeps serving meanwhile.
+    for (username, email) in &users {
+        assert_eq!(own_email(&during, username).await, *email);
+    }
+    let output = rotation.await.unwrap();
+    let printed = succeeded(&output, "rotate-data-key");
+    assert!(
+        String::from_utf8_lossy(&printed).contains("re-sealed 3 emails"),
+        "{}",
+        String::from_utf8_lossy(&printed)
+    );
+    let emails: Vec<String> = users.iter().map(|(_, email)| email.clone()).collect();
+    assert_absent(&printed, &emails, "rotate-data-key's output");
+
+    let new_ids = sealing_key_ids(&during).await;
+    assert_eq!(new_ids.len(), 4);
+    assert!(
+        new_ids.iter().all(|id| *id != old_id),
+        "the old key id is gone"
+    );
+    assert!(new_ids.windows(2).all(|pair| pair[0] == pair[1]), "one key");
+
+    // Run again (as after an interruption): nothing is left to do.
+    let again = filmvault(during.database.url(), &["rotate-data-key"], &both);
+    assert!(String::from_utf8_lossy(&succeeded(&again, "rotate-data-key")).contains("re-sealed 0"));
+
+    // Without the old key: every address opens, and every index is under the new key.
+    let after = spawn_app_on(&before.database, &[("DATA_ENCRYPTION_KEY", &new_key)]).await;
+    for (username, email) in &users {
+        assert_eq!(own_email(&after, username).await, *email);
+        let response = register(&after, &unique_username("again"), &email.to_lowercase()).await;
+        assert_problem(response, StatusCode::CONFLICT).await;
+    }
+}
