@@ -188,6 +188,10 @@ async fn no_email_reaches_the_database_files_the_audit_trail_or_the_log_in_clear
     }
     let response = register(&app, &unique_username("again"), &admin_email.to_lowercase()).await;
     assert_problem(response, StatusCode::CONFLICT).await;
+    // An address typed where the username goes is refused, and not echoed into the audit
+    // trail or the log.
+    let response = app.login(&users[0].1, STRONG_PASSWORD).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let admin_token = app.access_token(&admin_name, STRONG_PASSWORD).await;
     let listing: Value = app
         .get("/api/v1/admin/users?limit=100", Some(&admin_token))
