@@ -300,3 +300,46 @@ async fn rotate_data_key_reseals_every_email_while_the_service_serves() {
         assert_problem(response, StatusCode::CONFLICT).await;
     }
 }
+
+/// Two instances starting at once on a database full of addresses stored in clear (more
+/// than one batch): both start, every row is sealed and indexed, none is left in clear, and
+/// both instances find every address taken.
+#[tokio::test]
+async fn instances_starting_together_seal_the_addresses_stored_in_clear_once() {
+    const ROWS: usize = 250;
+    let first = spawn_app_with(&[]).await;
+    let mut db = first.db().await;
+    for i in 0..ROWS {
+        db::execute!(
+            &mut db,
+            "INSERT INTO users (username, legacy_email, password_hash) VALUES ($1, $2, 'x')",
+            format!("legacy_{i}"),
+            format!("Legacy.{i}@Example.com")
+        )
+        .await
+        .unwrap();
+    }
+    drop(db);
+
+    let (a, b) = tokio::join!(
+        spawn_app_on(&first.database, &[]),
+        spawn_app_on(&first.database, &[]),
+    );
+    let (in_clear, indexed): (i64, i64) = db::fetch_one!(
+        &mut a.db().await,
+        "SELECT count(legacy_email), count(DISTINCT email_index) FROM users"
+    )
+    .await
+    .unwrap();
+    // Every row sealed, and indexed: none was taken for a look-alike of another.
+    assert_eq!((in_clear, indexed), (0, ROWS as i64));
+    for (app, i) in [(&a, 0), (&b, ROWS - 1)] {
+        let response = register(
+            app,
+            &unique_username("again"),
+            &format!("legacy.{i}@example.COM"),
+        )
+        .await;
+        assert_problem(response, StatusCode::CONFLICT).await;
+    }
+}
