@@ -48,9 +48,11 @@ fn check_directory(file: &Path) -> anyhow::Result<()> {
 /// Foreign keys are off meanwhile, as SQLite asks for a table rebuild (a migration that drops
 /// a table others refer to would otherwise cascade the DROP to their rows), and every one is
 /// checked before the commit: a migration that breaks one is rolled back whole. The
-/// connection is closed afterwards, so the pool opens a new one with foreign keys on.
+/// connection is closed afterwards, whatever happened, so the pool opens a new one with
+/// foreign keys on.
 async fn migrate(writer: &SqlitePool) -> anyhow::Result<()> {
     let mut connection = writer.acquire().await?;
+    connection.close_on_drop();
     sqlx::query("PRAGMA foreign_keys = OFF")
         .execute(&mut *connection)
         .await?;
@@ -63,7 +65,6 @@ async fn migrate(writer: &SqlitePool) -> anyhow::Result<()> {
         anyhow::bail!("the migrations would leave a broken foreign key in {table}");
     }
     tx.commit().await?;
-    connection.close().await?;
     Ok(())
 }
 

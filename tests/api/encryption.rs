@@ -5,16 +5,18 @@
 use std::{
     path::Path,
     process::{Command, Output},
+    str::FromStr,
 };
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use sqlx::{Connection as _, PgConnection, SqliteConnection, sqlite::SqliteConnectOptions};
 
 use crate::helpers::{
-    LOGS, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TEST_JWT_SECRET, TestApp, assert_problem,
-    spawn_app_on, spawn_app_with, unique_username,
+    LOGS, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TEST_JWT_SECRET, TestApp, TestDatabase,
+    assert_problem, spawn_app_on, spawn_app_with, unique_username,
 };
 
 /// A fresh random data key, as `openssl rand -base64 32` makes one.
@@ -342,4 +344,122 @@ async fn instances_starting_together_seal_the_addresses_stored_in_clear_once() {
         .await;
         assert_problem(response, StatusCode::CONFLICT).await;
     }
+}
+
+/// The schema as it was before emails were sealed: every migration but the sealing one,
+/// applied the way the service applies them.
+async fn migrate_to_the_schema_before_sealing(database: &TestDatabase) {
+    let backend = if database.is_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let old = tempfile::tempdir().unwrap();
+    let all = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for entry in std::fs::read_dir(all).unwrap() {
+        let path = entry.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .contains("sealed_emails")
+        {
+            std::fs::copy(&path, old.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+    if database.is_postgres() {
+        let mut connection = PgConnection::connect(database.url()).await.unwrap();
+        migrator.run(&mut connection).await.unwrap();
+    } else {
+        let options = SqliteConnectOptions::from_str(database.url())
+            .unwrap()
+            .create_if_missing(true);
+        let mut connection = SqliteConnection::connect_with(&options).await.unwrap();
+        migrator.run(&mut connection).await.unwrap();
+    }
+}
+
+/// An installation from before sealing, with accounts, a film and a vote, upgraded: the
+/// rebuild of the users table (SQLite) loses and changes nothing that refers to an account,
+/// every address is sealed and out of the files, and its owner logs in and sees it.
+#[tokio::test]
+async fn an_existing_installation_upgrades_with_every_row_kept_and_every_email_sealed() {
+    use argon2::{PasswordHasher, password_hash::SaltString};
+    let database = TestDatabase::create().await;
+    migrate_to_the_schema_before_sealing(&database).await;
+    let hash = argon2::Argon2::default()
+        .hash_password(
+            STRONG_PASSWORD.as_bytes(),
+            &SaltString::generate(&mut argon2::password_hash::rand_core::OsRng),
+        )
+        .unwrap()
+        .to_string();
+    let (alice, bob) = (unique_username("alice"), unique_username("bob"));
+    let mut db = database.connection().await;
+    for (username, email) in [
+        (&alice, "Alice.Upgrade@EXAMPLE.com"),
+        (&bob, "bob.upgrade@example.com"),
+    ] {
+        db::execute!(
+            &mut db,
+            "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3)",
+            username,
+            email,
+            &hash
+        )
+        .await
+        .unwrap();
+    }
+    let film_id: i64 = db::fetch_scalar!(
+        &mut db,
+        "INSERT INTO films (name, studio, owner_id)
+         SELECT 'Upgrade Day', 'Old Studio', id FROM users WHERE username = $1 RETURNING id",
+        &alice
+    )
+    .await
+    .unwrap();
+    db::execute!(
+        &mut db,
+        "INSERT INTO votes (user_id, film_id, value)
+         SELECT id, $2, 1 FROM users WHERE username = $1",
+        &bob,
+        film_id
+    )
+    .await
+    .unwrap();
+    drop(db);
+
+    let app = spawn_app_on(&database, &[]).await;
+    let film: Value = app
+        .get(&format!("/api/v1/films/{film_id}"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (film["owner"].as_str(), film["likes"].as_i64()),
+        (Some(alice.as_str()), Some(1))
+    );
+    let votes: i64 = db::fetch_scalar!(&mut app.db().await, "SELECT count(*) FROM votes")
+        .await
+        .unwrap();
+    assert_eq!(votes, 1, "the vote outlived the rebuild of users");
+    assert_eq!(own_email(&app, &alice).await, "Alice.Upgrade@example.com");
+    assert_eq!(own_email(&app, &bob).await, "bob.upgrade@example.com");
+    let response = register(&app, &unique_username("again"), "alice.upgrade@example.com").await;
+    assert_problem(response, StatusCode::CONFLICT).await;
+    let newcomer = register(&app, &unique_username("new"), &distinctive_email("new")).await;
+    let newcomer: Value = newcomer.json().await.unwrap();
+    assert!(
+        newcomer["id"].as_i64() > Some(2),
+        "ids continue: {newcomer}"
+    );
+    let emails = [
+        "Alice.Upgrade@EXAMPLE.com".to_owned(),
+        "bob.upgrade@example.com".to_owned(),
+    ];
+    assert_absent(&stored_bytes(&app).await, &emails, "the upgraded database");
 }
