@@ -47,7 +47,7 @@ RESULTS=$SCRATCH/results.tsv
 LOAD=(taskset -c 0)
 PIN=(taskset -c 1)
 PASSWORD=bench-password-violet-kettle
-SECRET=bench-only-secret-0123456789abcdef0123456789
+DATA_KEY=$(head -c 32 /dev/urandom | base64 -w0)
 declare -A PORT=([flask]=19080 [ceiling]=19081 [filmvault]=19082)
 PIDS=()
 cleanup() {  # stop every server and wait until it has released its port
@@ -108,7 +108,7 @@ start_ceiling() {
 # filmvault with every layer on; limits far above what a run can reach.
 filmvault_env() {  # runs in the background subshell, which it replaces (so $! is the server)
   exec env -i PATH="$PATH" APP_PORT="$1" DATABASE_URL="sqlite://$SCRATCH/filmvault.db" \
-    JWT_SECRET=$SECRET SEED_DEMO_DATA=false LOG_FORMAT=json RUST_LOG=info \
+    DATA_ENCRYPTION_KEY=$DATA_KEY SEED_DEMO_DATA=false LOG_FORMAT=json RUST_LOG=info \
     RATE_LIMIT_GLOBAL=10000000/s RATE_LIMIT_AUTH=10000000/s RATE_LIMIT_WRITE=10000000/s \
     RATE_LIMIT_LOGIN_PER_USERNAME=10000000/s MAX_IN_FLIGHT_REQUESTS=1024 \
     CORS_ALLOWED_ORIGINS=http://localhost:3000 "${@:2}"

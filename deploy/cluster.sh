@@ -65,7 +65,6 @@ make_secrets() {
   (
     umask 077
     [ -s "$file" ] || {
-      echo "JWT_SECRET=$(head -c 48 /dev/urandom | base64 -w0)"
       echo "POSTGRES_PASSWORD=$(random_hex 24)"
       echo "REDIS_PASSWORD=$(random_hex 24)"
     } > "$file"
@@ -165,7 +164,7 @@ start_instance() {
     APP_ENV=production APP_HOST=127.0.0.1 APP_PORT=$port INSTANCE_ID=node-$i \
       DATABASE_URL=$(database_url) \
       REDIS_URL=redis://:$(secret REDIS_PASSWORD)@127.0.0.1:$redis_port \
-      JWT_SECRET=$(secret JWT_SECRET) DATA_ENCRYPTION_KEY=$(secret DATA_ENCRYPTION_KEY) \
+      DATA_ENCRYPTION_KEY=$(secret DATA_ENCRYPTION_KEY) \
       TRUSTED_PROXIES=127.0.0.1/32 TLS_TERMINATED_BY_PROXY=true PUBLIC_BASE_URL=$public_url \
       SEED_DEMO_DATA=${SEED_DEMO_DATA:-true} \
       setsid "$bin" serve >> "$dir/logs/instance-$i.log" 2>&1 < /dev/null &

@@ -13,7 +13,7 @@ work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 admin_password="postman-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 export DATABASE_URL="sqlite://$work/filmvault.db" APP_PORT=$port SEED_DEMO_DATA=true \
-       JWT_SECRET="postman-run-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')" \
+       DATA_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | base64 -w0)" \
        RUST_LOG=warn
 
 cleanup() { [ -n "${server:-}" ] && kill "$server" 2>/dev/null; rm -rf "$work"; }

@@ -12,7 +12,7 @@ use validator::ValidationError;
 
 use crate::{
     audit::AuditContext,
-    auth::{Role, password::PasswordHasher},
+    auth::{Role, password::PasswordHasher, signing_keys},
     config::Settings,
     crypto::{self, Keyring},
     db::Database,
@@ -59,8 +59,14 @@ pub enum Command {
         #[arg(long)]
         email: String,
     },
-    /// Re-seal every stored encrypted value (emails) under DATA_ENCRYPTION_KEY and recompute
-    /// the blind indexes, online.
+    /// Make a new access-token signing key current, on every instance at once.
+    ///
+    /// The old key signs nothing more; it still verifies the tokens it signed until they
+    /// have expired (ACCESS_TOKEN_TTL_SECS, plus a minute), and is listed in
+    /// /.well-known/jwks.json until then. Nobody is logged out.
+    RotateSigningKey,
+    /// Re-seal every stored encrypted value (emails, private signing keys) under
+    /// DATA_ENCRYPTION_KEY and recompute the blind indexes, online.
     ///
     /// First restart every instance with the new key as DATA_ENCRYPTION_KEY and the old one
     /// in DATA_ENCRYPTION_KEYS_PREVIOUS; then run this (it works in small transactions while
@@ -141,6 +147,28 @@ pub fn dev_cert(out_dir: &Path, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn rotate_signing_key(settings: &Settings) -> anyhow::Result<()> {
+    let db = Database::connect(&settings.database_url).await?;
+    let keyring = crypto::load_keyring(settings)?;
+    let rotation = signing_keys::rotate(&db, &keyring, settings.jwt.access_token_ttl).await?;
+    db.close().await;
+    println!(
+        "new access tokens are signed with key {} from now on, on every instance",
+        rotation.new_kid
+    );
+    if let Some(retired) = rotation.retired_kid {
+        let until = time::OffsetDateTime::from_unix_timestamp(
+            i64::try_from(rotation.retired_verifies_until).unwrap_or(i64::MAX),
+        )?
+        .format(&time::format_description::well_known::Rfc3339)?;
+        println!(
+            "key {retired} signs nothing more; it verifies the tokens it signed until {until}, \
+             then leaves /.well-known/jwks.json"
+        );
+    }
+    Ok(())
+}
+
 /// How many times a terminal user may enter an unacceptable or mistyped password.
 const PASSWORD_ATTEMPTS: usize = 3;
 
@@ -211,7 +239,7 @@ pub async fn rotate_data_key(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// Every kind of sealed value, re-sealed under the keyring's current key: each kind that is
-/// stored sealed (emails; private signing keys, TOTP secrets as they arrive) adds its step.
+/// stored sealed (emails, private signing keys; TOTP secrets when they arrive) has its step.
 async fn reseal_stored_values(
     db: &Database,
     keyring: &Keyring,
@@ -219,7 +247,13 @@ async fn reseal_stored_values(
     let emails = email::reseal_emails(db, keyring)
         .await
         .context("cannot re-seal the emails")?;
-    Ok(vec![("emails", emails)])
+    let signing_keys = signing_keys::reseal_private_keys(db, keyring)
+        .await
+        .context("cannot re-seal the private signing keys")?;
+    Ok(vec![
+        ("emails", emails),
+        ("private signing keys", signing_keys),
+    ])
 }
 
 /// The password from the first source there is: ADMIN_PASSWORD, the terminal, standard input.

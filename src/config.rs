@@ -1,8 +1,8 @@
 //! Settings read from the environment (and an optional `.env`), validated once at start.
 //!
 //! Every variable is parsed here and nowhere else, so a bad value stops the process with one
-//! line naming the variable. The checks of the JWT secret (in every mode) and of production
-//! (TLS, CORS) live here too: a misconfigured server never gets as far as binding a socket.
+//! line naming the variable. The checks of production (TLS, CORS, the data key) live here
+//! too: a misconfigured server never gets as far as binding a socket.
 
 use std::{
     cell::RefCell,
@@ -19,13 +19,6 @@ use ipnet::IpNet;
 use secrecy::SecretString;
 
 use crate::crypto::{DataKey, MAKE_DATA_KEY};
-
-/// Values that were ever published as an example (`.env.example` shipped the first): anyone
-/// can sign tokens with them, so they are refused in every mode.
-pub const PUBLISHED_JWT_SECRETS: &[&str] = &["dev-only-insecure-jwt-secret-change-me-0123456789"];
-pub const MIN_JWT_SECRET_BYTES: usize = 32;
-/// How the error messages and the example files tell people to make a secret.
-pub const MAKE_JWT_SECRET: &str = "make one with `openssl rand -base64 48`";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {reason}")]
@@ -162,7 +155,6 @@ pub struct TlsSettings {
 
 #[derive(Debug, Clone)]
 pub struct JwtSettings {
-    pub secret: SecretString,
     pub issuer: String,
     pub audience: String,
     pub access_token_ttl: Duration,
@@ -223,8 +215,6 @@ pub struct Settings {
     /// Names this process in logs and metrics (`INSTANCE_ID`, default host name and pid).
     pub instance_id: String,
     pub jwt: JwtSettings,
-    /// True when JWT_SECRET was not set and a random one was generated for this run.
-    pub jwt_secret_generated: bool,
     pub data_keys: DataKeySettings,
     pub cors_allowed_origins: Vec<String>,
     pub tls: Option<TlsSettings>,
@@ -282,7 +272,8 @@ impl Settings {
         );
         let environment = vars.parse_or("APP_ENV", Environment::Development)?;
         let production = environment == Environment::Production;
-        let (jwt, jwt_secret_generated) = JwtSettings::from_vars(&vars, production)?;
+        let jwt = JwtSettings::from_vars(&vars)?;
+        let data_keys = DataKeySettings::from_vars(&vars, production)?;
         let cors_allowed_origins = cors_allowed_origins(&vars, production)?;
         let tls = tls_settings(&vars)?;
         let tls_terminated_by_proxy = vars.parse_or("TLS_TERMINATED_BY_PROXY", false)?;
@@ -302,8 +293,7 @@ impl Settings {
             redis,
             instance_id: instance_id(&vars)?,
             jwt,
-            jwt_secret_generated,
-            data_keys: DataKeySettings::from_vars(&vars, production)?,
+            data_keys,
             cors_allowed_origins,
             public_base_url: public_base_url(&vars, tls.is_some(), production)?,
             tls,
@@ -327,23 +317,8 @@ impl Settings {
 }
 
 impl JwtSettings {
-    /// The settings, and whether the secret was generated for this run.
-    fn from_vars(vars: &Vars, production: bool) -> Result<(Self, bool), ConfigError> {
-        let (secret, generated) = match vars.get("JWT_SECRET") {
-            Some(secret) => (check_jwt_secret(secret)?, false),
-            None if production => {
-                return Err(ConfigError::new(
-                    "JWT_SECRET",
-                    format!(
-                        "must be set in production (at least {MIN_JWT_SECRET_BYTES} random \
-                         bytes); {MAKE_JWT_SECRET}"
-                    ),
-                ));
-            }
-            None => (SecretString::from(crate::auth::random_token(32)), true),
-        };
-        let settings = Self {
-            secret,
+    fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
+        Ok(Self {
             issuer: vars.get("JWT_ISSUER").unwrap_or("filmvault").to_owned(),
             audience: vars
                 .get("JWT_AUDIENCE")
@@ -355,8 +330,7 @@ impl JwtSettings {
                 14 * 86_400,
                 300..=90 * 86_400,
             )?,
-        };
-        Ok((settings, generated))
+        })
     }
 }
 
@@ -715,22 +689,6 @@ fn metrics_addr(vars: &Vars) -> Result<Option<std::net::SocketAddr>, ConfigError
     Ok(Some(addr))
 }
 
-/// The same rules in every mode: a development server reachable by anyone else accepts
-/// the tokens its secret signs just as a production one does.
-fn check_jwt_secret(secret: &str) -> Result<SecretString, ConfigError> {
-    let reason = if secret.len() < MIN_JWT_SECRET_BYTES {
-        format!("must be at least {MIN_JWT_SECRET_BYTES} bytes")
-    } else if PUBLISHED_JWT_SECRETS.contains(&secret) || secret.contains("change-me") {
-        "is a published example value, which anyone can sign tokens with".to_owned()
-    } else {
-        return Ok(SecretString::from(secret.to_owned()));
-    };
-    Err(ConfigError::new(
-        "JWT_SECRET",
-        format!("{reason}; {MAKE_JWT_SECRET}, or leave it unset in development"),
-    ))
-}
-
 fn parse_origins(list: &str) -> Result<Vec<String>, ConfigError> {
     list.split(',')
         .map(str::trim)
@@ -864,7 +822,7 @@ impl Vars {
             .filter(|v| !v.is_empty())
     }
 
-    /// Set variables that nothing read and that start like ours (`JWT_SECRTE`) or are a typo
+    /// Set variables that nothing read and that start like ours (`JWT_ISUSER`) or are a typo
     /// away from one of ours (`DATABSE_URL`).
     fn unknown(&self) -> Vec<UnknownVariable> {
         let read = self.read.borrow();
@@ -948,8 +906,6 @@ impl Vars {
 
 #[cfg(test)]
 mod tests {
-    use secrecy::ExposeSecret;
-
     use super::*;
 
     const DATA_KEY: &str = "4RAYrCO5S/Do/zlwqicsXYc7F5kb8i/G3OQdeyRUDA8=";
@@ -957,7 +913,6 @@ mod tests {
     fn production(extra: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         let mut vars = vec![
             ("APP_ENV", "production"),
-            ("JWT_SECRET", "0123456789abcdef0123456789abcdef-prod"),
             ("DATA_ENCRYPTION_KEY", DATA_KEY),
             ("TLS_CERT_PATH", "/etc/filmvault/cert.pem"),
             ("TLS_KEY_PATH", "/etc/filmvault/key.pem"),
@@ -972,44 +927,7 @@ mod tests {
         assert_eq!(settings.environment, Environment::Development);
         assert_eq!(settings.host, IpAddr::from([127, 0, 0, 1]));
         assert_eq!(settings.port, 8080);
-        assert!(settings.jwt_secret_generated);
-        assert!(settings.jwt.secret.expose_secret().len() >= MIN_JWT_SECRET_BYTES);
         assert_eq!(settings.jwt.access_token_ttl, Duration::from_secs(900));
-    }
-
-    #[test]
-    fn production_refuses_a_missing_short_or_example_secret() {
-        for secret in [None, Some("too-short"), Some(PUBLISHED_JWT_SECRETS[0])] {
-            let mut vars = vec![
-                ("APP_ENV", "production"),
-                ("TLS_CERT_PATH", "c"),
-                ("TLS_KEY_PATH", "k"),
-            ];
-            if let Some(secret) = secret {
-                vars.push(("JWT_SECRET", secret));
-            }
-            let err = Settings::from_vars(vars).unwrap_err();
-            assert_eq!(err.variable, "JWT_SECRET", "{secret:?}");
-            if let Some(secret) = secret {
-                assert!(
-                    !err.to_string().contains(secret),
-                    "the error echoes the secret"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn development_refuses_a_short_or_published_secret_too() {
-        for secret in ["too-short", PUBLISHED_JWT_SECRETS[0]] {
-            let err = Settings::from_vars([("JWT_SECRET", secret)]).unwrap_err();
-            assert_eq!(err.variable, "JWT_SECRET", "{secret}");
-            assert!(err.to_string().contains("openssl rand"), "{err}");
-            assert!(
-                !err.to_string().contains(secret),
-                "the error echoes the secret"
-            );
-        }
     }
 
     #[test]
@@ -1059,11 +977,7 @@ mod tests {
 
     #[test]
     fn production_refuses_to_run_without_tls_unless_a_trusted_proxy_terminates_it() {
-        let base = [
-            ("APP_ENV", "production"),
-            ("JWT_SECRET", "0123456789abcdef0123456789abcdef-prod"),
-            ("DATA_ENCRYPTION_KEY", DATA_KEY),
-        ];
+        let base = [("APP_ENV", "production"), ("DATA_ENCRYPTION_KEY", DATA_KEY)];
         assert_eq!(
             Settings::from_vars(base).unwrap_err().variable,
             "TLS_CERT_PATH"
@@ -1208,7 +1122,7 @@ mod tests {
     #[test]
     fn a_misspelled_variable_is_reported_with_the_one_meant_and_foreign_ones_are_not() {
         let settings = Settings::from_vars([
-            ("JWT_SECRTE", "x"),
+            ("JWT_ISUSER", "x"),
             ("DATABSE_URL", "x"),
             ("APP_NAME", "x"),
             ("HTTPS_PORT", "8443"),
@@ -1227,7 +1141,7 @@ mod tests {
             [
                 ("APP_NAME", None),
                 ("DATABSE_URL", Some("DATABASE_URL")),
-                ("JWT_SECRTE", Some("JWT_SECRET")),
+                ("JWT_ISUSER", Some("JWT_ISSUER")),
             ]
         );
     }

@@ -55,6 +55,7 @@ async fn run() -> ExitCode {
         Command::CreateAdmin { username, email } => {
             cli::create_admin(&settings, username, email).await
         }
+        Command::RotateSigningKey => cli::rotate_signing_key(&settings).await,
         Command::RotateDataKey => cli::rotate_data_key(&settings).await,
         Command::Healthcheck => cli::healthcheck(&settings),
         Command::Serve | Command::DevCert { .. } => serve(settings).await,
@@ -82,8 +83,23 @@ fn start_logging(
     }
 }
 
+/// Variables filmvault once read: still set, they do nothing, which deserves more than "no
+/// such variable".
+const RETIRED_VARIABLES: [(&str, &str); 1] = [(
+    "JWT_SECRET",
+    "access tokens are signed with Ed25519 keys kept, encrypted, in the database (see \
+     `filmvault rotate-signing-key`); remove it",
+)];
+
 fn warn_about_unknown_variables(settings: &Settings) {
     for unknown in &settings.unknown_variables {
+        let retired = RETIRED_VARIABLES
+            .iter()
+            .find(|(name, _)| *name == unknown.name);
+        if let Some((name, why)) = retired {
+            tracing::warn!("{name} is set but no longer used: {why}");
+            continue;
+        }
         match &unknown.closest {
             Some(closest) => tracing::warn!(
                 "{} is set but filmvault has no such variable, so it is ignored; did you mean \
@@ -112,12 +128,6 @@ fn report(outcome: anyhow::Result<()>) -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    if settings.jwt_secret_generated {
-        tracing::warn!(
-            "JWT_SECRET is not set: using a random secret for this run only; tokens will not \
-             survive a restart. Set JWT_SECRET (see .env.example)."
-        );
-    }
     let host = settings.host;
     let environment = settings.environment;
     let application = Application::build(settings).await?;

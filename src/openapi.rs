@@ -52,6 +52,7 @@ use crate::{routes, web::problem::PROBLEM_JSON};
         routes::admin::list_audit_events,
         routes::health::live,
         routes::health::ready,
+        routes::well_known::jwks,
         crate::monitoring::metrics_for_admins,
     ),
     components(schemas(crate::web::problem::Problem, crate::error::FieldError)),
@@ -164,7 +165,14 @@ fn add_security_schemes(components: &mut openapi::Components) {
             Http::builder()
                 .scheme(HttpAuthScheme::Bearer)
                 .bearer_format("JWT")
-                .description(Some("Access token from POST /api/v1/auth/login (15 min)"))
+                .description(Some(
+                    "Access token from POST /api/v1/auth/login (15 min): an EdDSA (Ed25519) \
+                     JWT, verified as RFC 8725 asks: the algorithm is pinned to EdDSA whatever \
+                     the header says (`none`, HS256 and the rest are refused); the key is \
+                     chosen by `kid` from our own key set only (`jku`, `x5u`, `jwk` headers \
+                     are ignored); `exp`, `nbf`, `iat`, `iss`, `aud` and `sub` are required \
+                     and checked. The public keys are at /.well-known/jwks.json.",
+                ))
                 .build(),
         ),
     );

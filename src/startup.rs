@@ -34,7 +34,9 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::{
     audit::{self, AuditQueue},
-    auth::{jwt::JwtCodec, password::PasswordHasher, refresh, revocation::Revocations},
+    auth::{
+        jwt::JwtCodec, password::PasswordHasher, refresh, revocation::Revocations, signing_keys,
+    },
     cluster::{RedisStore, revocation_channel::RevocationChannel},
     config::{RetentionSettings, Settings},
     crypto::{self, Keyring},
@@ -102,6 +104,7 @@ impl Application {
         spawn_revocation_follower(state.clone());
         spawn_limiter_purge(limiters.clone(), state.clone());
         spawn_pruning(state.clone());
+        spawn_signing_key_refresh(state.clone());
         let (metrics_server, metrics_port) = match state.settings.metrics_addr {
             Some(addr) => {
                 let listener = listen(addr, "METRICS_ADDR", "METRICS_ADDR")?;
@@ -180,7 +183,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
             settings.limits.password_hash_concurrency,
             settings.limits.password_hash_queue,
         )?,
-        jwt: JwtCodec::new(&settings.jwt),
+        jwt: JwtCodec::load(&settings.jwt, db.clone(), &keyring).await?,
         keyring,
         revocations: Revocations::load(&db, settings.jwt.access_token_ttl.as_secs(), channel)
             .await?,
@@ -259,6 +262,21 @@ fn spawn_revocation_follower(state: web::Data<AppState>) {
     if state.redis.is_some() {
         tokio::spawn(async move { state.revocations.follow_broadcast().await });
     }
+}
+
+/// Retired keys leave the published set, and keys rotated elsewhere join it, within this
+/// interval even on an instance that signs nothing.
+fn spawn_signing_key_refresh(state: web::Data<AppState>) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(signing_keys::REFRESH_INTERVAL);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            if let Err(error) = state.jwt.keys().refresh().await {
+                tracing::error!(%error, "the signing keys could not be re-read");
+            }
+        }
+    });
 }
 
 fn spawn_pruning(state: web::Data<AppState>) {
@@ -450,6 +468,10 @@ pub fn mount_routes(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
         .service(web::scope("/health").configure(routes::health::configure))
         .route("/metrics", web::get().to(monitoring::metrics_for_admins))
         .route("/openapi.json", web::get().to(openapi::serve_document))
+        .route(
+            "/.well-known/jwks.json",
+            web::get().to(routes::well_known::jwks),
+        )
         .service(
             SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")),
         )

@@ -161,7 +161,11 @@ async fn verify_credential(
     let principal = match credential {
         None => return Ok(None),
         Some(Credential::Bearer(token)) => {
-            let claims = state.jwt.verify(token).ok_or(ApiError::Unauthenticated)?;
+            let claims = state
+                .jwt
+                .verify(token)
+                .await
+                .ok_or(ApiError::Unauthenticated)?;
             let user_id = claims.user_id().ok_or(ApiError::Unauthenticated)?;
             if !state
                 .revocations

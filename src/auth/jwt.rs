@@ -1,10 +1,15 @@
-//! Access tokens: HS256 JWTs with the algorithm pinned, and every registered claim required
-//! and checked (`exp`, `nbf`, `iat`, `iss`, `aud`, `sub`).
+//! Access tokens: EdDSA (Ed25519) JWTs, following RFC 8725 (JWT Best Current Practices).
 //!
-//! jsonwebtoken delegates its cryptography to a process-wide `CryptoProvider`. The built-in
-//! providers link RSA, ECDSA and EdDSA code (and the `rsa` crate brings RUSTSEC-2023-0071).
-//! We install a provider that knows HS256 and nothing else: a token naming any other algorithm,
-//! `none` included, cannot be verified even if the validation settings were ever loosened.
+//! * The algorithm is ours, never the token's: only EdDSA verifies, whatever the header
+//!   says (`none`, HS256 with the public key as a secret, RS256...).
+//! * The key is chosen by `kid` from our own key set (`signing_keys`), and nothing else in
+//!   the header (`jku`, `x5u`, `jwk`, `x5c`) is ever looked at.
+//! * Every registered claim is required and checked: `exp`, `nbf`, `iat`, `iss`, `aud`, `sub`.
+//!
+//! jsonwebtoken delegates its cryptography to a process-wide `CryptoProvider`; its built-in
+//! ones link RSA (RUSTSEC-2023-0071) or aws-lc. We install one that knows Ed25519 (ring's, the
+//! TLS stack's) and nothing else, so no other algorithm could verify even if the validation
+//! settings were ever loosened.
 
 use std::{
     sync::Once,
@@ -13,13 +18,12 @@ use std::{
 
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation,
-    crypto::{CryptoProvider, JwtSigner, JwtVerifier, KeyUtils},
-    errors::{ErrorKind, new_error},
+    crypto::{CryptoProvider, KeyUtils},
 };
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use crate::{auth::Role, config::JwtSettings};
+use super::signing_keys::SigningKeys;
+use crate::{auth::Role, config::JwtSettings, crypto::Keyring, db::Database};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -64,8 +68,7 @@ pub struct IssuedToken {
 }
 
 pub struct JwtCodec {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
+    keys: SigningKeys,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -73,28 +76,44 @@ pub struct JwtCodec {
 }
 
 impl JwtCodec {
-    pub fn new(settings: &JwtSettings) -> Self {
-        install_hs256_only_provider();
-        let secret = settings.secret.expose_secret().as_bytes();
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.algorithms = vec![Algorithm::HS256];
+    /// Reads the signing keys (creating the first one if the database has none).
+    pub async fn load(
+        settings: &JwtSettings,
+        db: Database,
+        keyring: &Keyring,
+    ) -> anyhow::Result<Self> {
+        install_eddsa_only_provider();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.algorithms = vec![Algorithm::EdDSA];
         validation.set_issuer(&[&settings.issuer]);
         validation.set_audience(&[&settings.audience]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         // Issuer and verifier share one clock.
         validation.leeway = 0;
-        Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
+        Ok(Self {
+            keys: SigningKeys::load(db, keyring, settings.access_token_ttl).await?,
             validation,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             ttl: settings.access_token_ttl,
-        }
+        })
     }
 
-    pub fn issue(&self, subject: TokenSubject<'_>, session: &str) -> anyhow::Result<IssuedToken> {
+    /// The published keys (for `/.well-known/jwks.json`) and their refresh.
+    pub fn keys(&self) -> &SigningKeys {
+        &self.keys
+    }
+
+    /// Signed with the key the database names current now: a rotation made anywhere applies
+    /// to this instance's next token.
+    pub async fn issue(
+        &self,
+        keyring: &Keyring,
+        subject: TokenSubject<'_>,
+        session: &str,
+    ) -> anyhow::Result<IssuedToken> {
+        let signer = self.keys.current_signer(keyring).await?;
         let now = unix_now();
         let claims = Claims {
             sub: subject.user_id.to_string(),
@@ -109,7 +128,9 @@ impl JwtCodec {
             ver: subject.token_version,
             sid: session.to_owned(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?;
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(signer.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &signer.encoding)?;
         Ok(IssuedToken {
             token,
             expires_in: self.ttl,
@@ -118,8 +139,14 @@ impl JwtCodec {
 
     /// `None` for any token we did not issue or that is no longer valid; the reason is
     /// deliberately not told to the caller.
-    pub fn verify(&self, token: &str) -> Option<Claims> {
-        match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
+    pub async fn verify(&self, token: &str) -> Option<Claims> {
+        let header = jsonwebtoken::decode_header(token).ok()?;
+        if header.alg != Algorithm::EdDSA {
+            tracing::debug!(alg = ?header.alg, "access token rejected: not EdDSA");
+            return None;
+        }
+        let key = self.keys.verifying_key(header.kid.as_deref()?).await?;
+        match jsonwebtoken::decode::<Claims>(token, &key, &self.validation) {
             Ok(data) => Some(data.claims),
             Err(error) => {
                 tracing::debug!(reason = ?error.kind(), "access token rejected");
@@ -135,148 +162,131 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-static HS256_ONLY: CryptoProvider = CryptoProvider {
-    signer_factory: hs256::signer,
-    verifier_factory: hs256::verifier,
+/// A token signing key: the PKCS#8 document of an Ed25519 key pair.
+pub(super) fn encoding_key(pkcs8: &[u8]) -> EncodingKey {
+    EncodingKey::from_ed_der(pkcs8)
+}
+
+/// A token verifying key: an Ed25519 public key (32 bytes).
+pub(super) fn decoding_key(public_key: &[u8]) -> DecodingKey {
+    DecodingKey::from_ed_der(public_key)
+}
+
+static EDDSA_ONLY: CryptoProvider = CryptoProvider {
+    signer_factory: eddsa::signer,
+    verifier_factory: eddsa::verifier,
     key_utils: KeyUtils::new_unimplemented(),
 };
 
-fn install_hs256_only_provider() {
+fn install_eddsa_only_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // Fails only if another provider was installed first, which would be a build mistake.
         assert!(
-            HS256_ONLY.install_default().is_ok(),
+            EDDSA_ONLY.install_default().is_ok(),
             "another jsonwebtoken CryptoProvider was installed before ours"
         );
     });
 }
 
-mod hs256 {
-    use hmac::{Hmac, Mac};
-    use jsonwebtoken::signature::{Error as SignatureError, Signer, Verifier};
-    use sha2::Sha256;
+mod eddsa {
+    use jsonwebtoken::{
+        AlgorithmFamily,
+        crypto::{JwtSigner, JwtVerifier},
+        errors::{ErrorKind, Result, new_error},
+        signature::{Error as SignatureError, Signer, Verifier},
+    };
+    use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
     use super::*;
 
-    type HmacSha256 = Hmac<Sha256>;
+    pub(super) struct Ed25519Signer(Ed25519KeyPair);
+    pub(super) struct Ed25519Verifier(Vec<u8>);
 
-    pub(super) struct Hs256(HmacSha256);
-
-    fn keyed(algorithm: &Algorithm, secret: &[u8]) -> jsonwebtoken::errors::Result<Hs256> {
-        if *algorithm != Algorithm::HS256 {
+    fn only_eddsa(algorithm: &Algorithm, family: AlgorithmFamily) -> Result<()> {
+        if *algorithm != Algorithm::EdDSA {
             return Err(new_error(ErrorKind::InvalidAlgorithm));
         }
-        HmacSha256::new_from_slice(secret)
-            .map(Hs256)
-            .map_err(|_| new_error(ErrorKind::InvalidKeyFormat))
+        if family != AlgorithmFamily::Ed {
+            return Err(new_error(ErrorKind::InvalidKeyFormat));
+        }
+        Ok(())
     }
 
-    pub(super) fn signer(
+    pub(in super::super) fn signer(
         algorithm: &Algorithm,
         key: &EncodingKey,
-    ) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
-        Ok(Box::new(keyed(algorithm, key.as_bytes())?))
+    ) -> Result<Box<dyn JwtSigner>> {
+        only_eddsa(algorithm, key.family())?;
+        let pair = Ed25519KeyPair::from_pkcs8(key.as_bytes())
+            .map_err(|_| new_error(ErrorKind::InvalidEddsaKey))?;
+        Ok(Box::new(Ed25519Signer(pair)))
     }
 
-    pub(super) fn verifier(
+    pub(in super::super) fn verifier(
         algorithm: &Algorithm,
         key: &DecodingKey,
-    ) -> jsonwebtoken::errors::Result<Box<dyn JwtVerifier>> {
-        Ok(Box::new(keyed(algorithm, key.try_get_as_bytes()?)?))
+    ) -> Result<Box<dyn JwtVerifier>> {
+        only_eddsa(algorithm, key.family())?;
+        let public_key = key.try_get_as_bytes()?;
+        if public_key.len() != 32 {
+            return Err(new_error(ErrorKind::InvalidEddsaKey));
+        }
+        Ok(Box::new(Ed25519Verifier(public_key.to_vec())))
     }
 
-    impl Signer<Vec<u8>> for Hs256 {
-        fn try_sign(&self, message: &[u8]) -> Result<Vec<u8>, SignatureError> {
-            let mut mac = self.0.clone();
-            mac.update(message);
-            Ok(mac.finalize().into_bytes().to_vec())
+    impl Signer<Vec<u8>> for Ed25519Signer {
+        fn try_sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, SignatureError> {
+            Ok(self.0.sign(message).as_ref().to_vec())
         }
     }
 
-    impl Verifier<Vec<u8>> for Hs256 {
-        /// `verify_slice` compares in constant time.
-        fn verify(&self, message: &[u8], signature: &Vec<u8>) -> Result<(), SignatureError> {
-            let mut mac = self.0.clone();
-            mac.update(message);
-            mac.verify_slice(signature)
-                .map_err(SignatureError::from_source)
+    impl Verifier<Vec<u8>> for Ed25519Verifier {
+        fn verify(
+            &self,
+            message: &[u8],
+            signature: &Vec<u8>,
+        ) -> std::result::Result<(), SignatureError> {
+            UnparsedPublicKey::new(&ED25519, &self.0)
+                .verify(message, signature)
+                .map_err(|_| SignatureError::new())
         }
     }
 
-    impl JwtSigner for Hs256 {
+    impl JwtSigner for Ed25519Signer {
         fn algorithm(&self) -> Algorithm {
-            Algorithm::HS256
+            Algorithm::EdDSA
         }
     }
 
-    impl JwtVerifier for Hs256 {
+    impl JwtVerifier for Ed25519Verifier {
         fn algorithm(&self) -> Algorithm {
-            Algorithm::HS256
+            Algorithm::EdDSA
+        }
+    }
+
+    /// The public half of a PKCS#8 Ed25519 key pair.
+    pub(in super::super) fn public_key(pkcs8: &[u8]) -> Option<[u8; 32]> {
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).ok()?;
+        pair.public_key().as_ref().try_into().ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn the_provider_refuses_every_algorithm_but_eddsa() {
+            let hmac = EncodingKey::from_secret(b"k");
+            for algorithm in [Algorithm::HS256, Algorithm::RS256, Algorithm::ES256] {
+                assert!(signer(&algorithm, &hmac).is_err(), "{algorithm:?}");
+                let public = DecodingKey::from_ed_der(&[7; 32]);
+                assert!(verifier(&algorithm, &public).is_err(), "{algorithm:?}");
+            }
+            // An HMAC secret is no Ed25519 key, even with the right algorithm.
+            assert!(verifier(&Algorithm::EdDSA, &DecodingKey::from_secret(&[7; 32])).is_err());
         }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-    use secrecy::SecretString;
-
-    use super::*;
-
-    fn codec(secret: &str) -> JwtCodec {
-        JwtCodec::new(&JwtSettings {
-            secret: SecretString::from(secret.to_owned()),
-            issuer: "filmvault".into(),
-            audience: "filmvault-api".into(),
-            access_token_ttl: Duration::from_secs(900),
-            refresh_token_ttl: Duration::from_secs(3600),
-        })
-    }
-
-    const SUBJECT: TokenSubject<'static> = TokenSubject {
-        user_id: 7,
-        username: "seven",
-        role: Role::User,
-        token_version: 0,
-    };
-
-    #[test]
-    fn a_token_round_trips_with_its_claims() {
-        let codec = codec("a-test-secret-that-is-32-bytes-long!!");
-        let issued = codec.issue(SUBJECT, "session").unwrap();
-        let claims = codec.verify(&issued.token).unwrap();
-        assert_eq!(claims.user_id(), Some(7));
-        assert_eq!(claims.role, Role::User);
-        assert_eq!(claims.exp - claims.iat, 900);
-    }
-
-    #[test]
-    fn a_token_signed_with_another_secret_is_refused() {
-        let issued = codec("one-secret-that-is-32-bytes-long!!!!")
-            .issue(SUBJECT, "session")
-            .unwrap();
-        assert!(
-            codec("another-secret-32-bytes-long-too!!!!")
-                .verify(&issued.token)
-                .is_none()
-        );
-    }
-
-    #[test]
-    fn the_provider_refuses_every_algorithm_but_hs256() {
-        let key = EncodingKey::from_secret(b"k");
-        for algorithm in [Algorithm::HS384, Algorithm::RS256, Algorithm::ES256] {
-            assert!(hs256::signer(&algorithm, &key).is_err(), "{algorithm:?}");
-        }
-    }
-
-    #[test]
-    fn an_unsigned_token_is_refused() {
-        let codec = codec("a-test-secret-that-is-32-bytes-long!!");
-        let issued = codec.issue(SUBJECT, "session").unwrap();
-        let payload = issued.token.split('.').nth(1).unwrap();
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        assert!(codec.verify(&format!("{header}.{payload}.")).is_none());
-    }
-}
+pub(super) use eddsa::public_key;

@@ -12,6 +12,7 @@ pub mod principal;
 pub mod refresh;
 pub mod revocation;
 pub mod roles;
+pub mod signing_keys;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};

@@ -127,12 +127,15 @@ pub struct TokenResponse {
 }
 
 /// An access token and a refresh token for one session.
-fn token_response(
+async fn token_response(
     state: &AppState,
     subject: TokenSubject<'_>,
     refresh: IssuedRefreshToken,
 ) -> Result<HttpResponse, ApiError> {
-    let access = state.jwt.issue(subject, &refresh.family_id)?;
+    let access = state
+        .jwt
+        .issue(&state.keyring, subject, &refresh.family_id)
+        .await?;
     Ok(HttpResponse::Ok().json(TokenResponse {
         access_token: access.token,
         token_type: "Bearer",
@@ -188,7 +191,7 @@ pub(crate) async fn login(
     let LoginRequest { username, password } = request;
     let password = SecretString::from(password);
     let session = open_session(&state, &audit, client, slot, &username, password).await?;
-    token_response(&state, subject_of(&session.account), session.refresh)
+    token_response(&state, subject_of(&session.account), session.refresh).await
 }
 
 /// Charges the attempt to the username's budget, checks the password and starts the session.
@@ -266,16 +269,19 @@ pub(crate) async fn refresh_tokens(
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
     match refresh::rotate(&state.db, &request.refresh_token, &audit).await? {
-        Rotation::Rotated { account, issued } => token_response(
-            &state,
-            TokenSubject {
-                user_id: account.user_id,
-                username: &account.username,
-                role: account.role,
-                token_version: account.token_version,
-            },
-            issued,
-        ),
+        Rotation::Rotated { account, issued } => {
+            token_response(
+                &state,
+                TokenSubject {
+                    user_id: account.user_id,
+                    username: &account.username,
+                    role: account.role,
+                    token_version: account.token_version,
+                },
+                issued,
+            )
+            .await
+        }
         Rotation::ReuseDetected { user_id, family_id } => {
             state.revocations.revoke_session(&family_id).await;
             tracing::warn!(

@@ -8,6 +8,7 @@ pub mod health;
 pub mod legacy;
 pub mod static_files;
 pub mod users;
+pub mod well_known;
 
 use actix_web::HttpResponse;
 

@@ -468,7 +468,10 @@ fn production_on_postgresql_without_redis_refuses_to_start_and_says_why() {
     let output = Command::new(env!("CARGO_BIN_EXE_filmvault"))
         .env_clear()
         .env("APP_ENV", "production")
-        .env("JWT_SECRET", "0123456789abcdef0123456789abcdef-prod")
+        .env(
+            "DATA_ENCRYPTION_KEY",
+            crate::helpers::TEST_DATA_ENCRYPTION_KEY,
+        )
         .env("TLS_TERMINATED_BY_PROXY", "true")
         .env("TRUSTED_PROXIES", "10.0.0.1")
         .env("DATABASE_URL", "postgres://filmvault@127.0.0.1:1/filmvault")

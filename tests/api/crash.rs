@@ -12,7 +12,7 @@ use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{STRONG_PASSWORD, TEST_JWT_SECRET, TestDatabase, client};
+use crate::helpers::{STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestDatabase, client};
 
 /// Starts the real binary on `database` in `dir` (where no stray .env is read); returns it
 /// with its port, read from its own log.
@@ -22,7 +22,7 @@ fn start_server(database: &TestDatabase, dir: &tempfile::TempDir) -> (Child, u16
         .env_clear()
         .env("APP_PORT", "0")
         .env("DATABASE_URL", database.url())
-        .env("JWT_SECRET", TEST_JWT_SECRET)
+        .env("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY)
         .env("SEED_DEMO_DATA", "false")
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")

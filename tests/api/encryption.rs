@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection, SqliteConnection, sqlite::SqliteConnectOptions};
 
 use crate::helpers::{
-    LOGS, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TEST_JWT_SECRET, TestApp, TestDatabase,
-    assert_problem, spawn_app_on, spawn_app_with, unique_username,
+    LOGS, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestApp, TestDatabase, assert_problem,
+    spawn_app_on, spawn_app_with, unique_username,
 };
 
 /// A fresh random data key, as `openssl rand -base64 32` makes one.
@@ -90,7 +90,6 @@ fn filmvault(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output 
         .args(args)
         .env_clear()
         .env("DATABASE_URL", database_url)
-        .env("JWT_SECRET", TEST_JWT_SECRET)
         .env("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY)
         .env("RUST_LOG", "trace")
         .envs(env.iter().copied())
@@ -107,11 +106,13 @@ fn succeeded(output: &Output, what: &str) -> Vec<u8> {
     [output.stdout.as_slice(), &output.stderr].concat()
 }
 
-/// The key id each stored email is sealed under (bytes 1..9 of the sealed value).
+/// The data-key id every stored sealed value names (bytes 1..9 of the value): the emails,
+/// then the private signing keys.
 async fn sealing_key_ids(app: &TestApp) -> Vec<Vec<u8>> {
     let sealed: Vec<Vec<u8>> = db::fetch_scalars!(
         &mut app.db().await,
-        "SELECT email_sealed FROM users ORDER BY id"
+        "SELECT email_sealed FROM users
+         UNION ALL SELECT private_key FROM signing_keys WHERE private_key IS NOT NULL"
     )
     .await
     .unwrap();
@@ -226,7 +227,7 @@ async fn no_email_reaches_the_database_files_the_audit_trail_or_the_log_in_clear
 }
 
 #[tokio::test]
-async fn rotate_data_key_reseals_every_email_while_the_service_serves() {
+async fn rotate_data_key_reseals_every_email_and_signing_key_while_the_service_serves() {
     let (old_key, new_key) = (data_key(), data_key());
     let before = spawn_app_with(&[("DATA_ENCRYPTION_KEY", &old_key)]).await;
     let mut users: Vec<(String, String)> = Vec::new();
@@ -274,16 +275,18 @@ async fn rotate_data_key_reseals_every_email_while_the_service_serves() {
     }
     let output = rotation.await.unwrap();
     let printed = succeeded(&output, "rotate-data-key");
-    assert!(
-        String::from_utf8_lossy(&printed).contains("re-sealed 3 emails"),
-        "{}",
-        String::from_utf8_lossy(&printed)
-    );
+    for what in ["re-sealed 3 emails", "re-sealed 1 private signing keys"] {
+        assert!(
+            String::from_utf8_lossy(&printed).contains(what),
+            "{what}: {}",
+            String::from_utf8_lossy(&printed)
+        );
+    }
     let emails: Vec<String> = users.iter().map(|(_, email)| email.clone()).collect();
     assert_absent(&printed, &emails, "rotate-data-key's output");
 
     let new_ids = sealing_key_ids(&during).await;
-    assert_eq!(new_ids.len(), 4);
+    assert_eq!(new_ids.len(), 5, "four emails and the signing key");
     assert!(
         new_ids.iter().all(|id| *id != old_id),
         "the old key id is gone"
@@ -294,7 +297,8 @@ async fn rotate_data_key_reseals_every_email_while_the_service_serves() {
     let again = filmvault(during.database.url(), &["rotate-data-key"], &both);
     assert!(String::from_utf8_lossy(&succeeded(&again, "rotate-data-key")).contains("re-sealed 0"));
 
-    // Without the old key: every address opens, and every index is under the new key.
+    // Without the old key: every address opens, every index is under the new key, and the
+    // signing key opens (each login signs a token with it).
     let after = spawn_app_on(&before.database, &[("DATA_ENCRYPTION_KEY", &new_key)]).await;
     for (username, email) in &users {
         assert_eq!(own_email(&after, username).await, *email);

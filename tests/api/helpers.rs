@@ -30,7 +30,6 @@ use sqlx::{AssertSqlSafe, Connection as _, PgConnection, PgPool, SqlitePool};
 use tokio::sync::OnceCell;
 use tracing_subscriber::fmt::MakeWriter;
 
-pub const TEST_JWT_SECRET: &str = "integration-test-secret-0123456789abcdef";
 /// Every test app and subcommand shares it, so none writes a development key file (on
 /// PostgreSQL that would land in the working directory).
 pub const TEST_DATA_ENCRYPTION_KEY: &str = "a4TWjStNTyrCXgb7SRVkBH58uXW8y1w2Gn1tWNrsXPc=";
@@ -318,7 +317,6 @@ fn base_vars(database_url: &str) -> HashMap<String, String> {
         ("APP_HOST", "127.0.0.1"),
         ("APP_PORT", "0"),
         ("DATABASE_URL", database_url),
-        ("JWT_SECRET", TEST_JWT_SECRET),
         ("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY),
         ("SEED_DEMO_DATA", "false"),
         ("WORKERS", "2"),
@@ -635,7 +633,6 @@ impl TestApp {
             .arg(format!("{username}@example.com"))
             .env("DATABASE_URL", self.database.url())
             .env("ADMIN_PASSWORD", STRONG_PASSWORD)
-            .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY)
             .env("RUST_LOG", "warn")
             .output()

@@ -185,7 +185,9 @@ fn start_up_warns_about_a_misspelled_variable_and_says_where_to_go() {
         &[
             ("APP_PORT", "0"),
             ("DATABASE_URL", "sqlite://filmvault.db"),
-            ("JWT_SECRTE", "meant-to-be-the-jwt-secret-0123456789"),
+            ("JWT_ISUSER", "meant-to-be-the-issuer"),
+            // Read before tokens were signed with Ed25519 keys: a warning, not a failure.
+            ("JWT_SECRET", "a-leftover-hs256-secret-0123456789abcdef"),
             ("RUST_BACKTRACE", "1"),
         ],
     )
@@ -194,10 +196,14 @@ fn start_up_warns_about_a_misspelled_variable_and_says_where_to_go() {
     .unwrap();
     let log = start_up_log(server);
 
-    let warnings: Vec<&String> = log.iter().filter(|l| l.contains("JWT_SECRTE")).collect();
+    let warnings: Vec<&String> = log.iter().filter(|l| l.contains("JWT_ISUSER")).collect();
     assert_eq!(warnings.len(), 1, "{log:#?}");
     assert!(warnings[0].contains("WARN"), "{log:#?}");
-    assert!(warnings[0].contains("did you mean JWT_SECRET?"), "{log:#?}");
+    assert!(warnings[0].contains("did you mean JWT_ISSUER?"), "{log:#?}");
+    let retired: Vec<&String> = log.iter().filter(|l| l.contains("JWT_SECRET")).collect();
+    assert_eq!(retired.len(), 1, "{log:#?}");
+    assert!(retired[0].contains("WARN") && retired[0].contains("no longer used"));
+    assert!(!retired[0].contains("leftover"), "the value is logged");
     assert!(!warnings[0].contains("meant-to-be"), "the value is logged");
     assert!(
         !log.iter().any(|l| l.contains("RUST_BACKTRACE")),
@@ -238,28 +244,6 @@ fn a_bad_variable_stops_the_server_with_one_line_naming_it() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("APP_PORT"), "{stderr}");
-}
-
-#[test]
-fn production_refuses_to_start_without_a_strong_jwt_secret() {
-    for secret in [None, Some("short-secret")] {
-        let mut env = vec![
-            ("APP_ENV", "production"),
-            ("TLS_CERT_PATH", "/nonexistent/cert.pem"),
-            ("TLS_KEY_PATH", "/nonexistent/key.pem"),
-        ];
-        if let Some(secret) = secret {
-            env.push(("JWT_SECRET", secret));
-        }
-        let output = run_binary(&env);
-        assert_eq!(output.status.code(), Some(2), "{secret:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("JWT_SECRET"), "{stderr}");
-        assert!(
-            !stderr.contains("short-secret"),
-            "the secret is echoed: {stderr}"
-        );
-    }
 }
 
 #[tokio::test]
@@ -309,7 +293,7 @@ fn the_example_environment_file_is_valid_and_documents_every_variable() {
         .filter(|s| s.len() > 3 && !s.ends_with('_'))
         .filter(|s| s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
         .collect();
-    assert!(read_by_config.contains("JWT_SECRET"));
+    assert!(read_by_config.contains("DATA_ENCRYPTION_KEY"));
     for name in read_by_config {
         let documented = example.lines().any(|line| {
             line.trim_start_matches("# ")
@@ -318,37 +302,6 @@ fn the_example_environment_file_is_valid_and_documents_every_variable() {
         assert!(
             documented,
             "{name} is read by src/config.rs but not documented in .env.example"
-        );
-    }
-}
-
-/// The value `.env.example` used to ship: published, so anyone can sign tokens with it.
-const PUBLISHED_JWT_SECRET: &str = "dev-only-insecure-jwt-secret-change-me-0123456789";
-
-#[test]
-fn a_published_example_secret_is_refused_in_every_mode() {
-    for mode in ["development", "production"] {
-        let vars = [
-            ("APP_ENV", mode),
-            ("JWT_SECRET", PUBLISHED_JWT_SECRET),
-            ("TLS_CERT_PATH", "/nonexistent/cert.pem"),
-            ("TLS_KEY_PATH", "/nonexistent/key.pem"),
-            ("PUBLIC_BASE_URL", "https://films.example.com"),
-        ];
-        let error = filmvault::config::Settings::from_vars(vars).unwrap_err();
-        assert_eq!(error.variable, "JWT_SECRET", "{mode}");
-
-        let output = run_binary(&vars);
-        assert_eq!(output.status.code(), Some(2), "{mode}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("JWT_SECRET"), "{stderr}");
-        assert!(
-            stderr.contains("openssl rand -base64 48"),
-            "says how to make one: {stderr}"
-        );
-        assert!(
-            !stderr.contains(PUBLISHED_JWT_SECRET),
-            "the secret is echoed: {stderr}"
         );
     }
 }
@@ -382,14 +335,14 @@ fn compose_environment() -> Vec<(String, String)> {
 #[test]
 fn no_example_file_holds_a_usable_secret() {
     let example = example_env_vars();
-    let secret = example.iter().find(|(key, _)| key == "JWT_SECRET");
+    let key = example.iter().find(|(key, _)| key == "DATA_ENCRYPTION_KEY");
     assert!(
-        secret.is_none_or(|(_, value)| value.trim().is_empty()),
-        ".env.example sets JWT_SECRET"
+        key.is_none_or(|(_, value)| value.trim().is_empty()),
+        ".env.example sets DATA_ENCRYPTION_KEY"
     );
-    assert!(example_file(".env.example").contains("openssl rand -base64 48"));
+    assert!(example_file(".env.example").contains("openssl rand -base64 32"));
     let settings = filmvault::config::Settings::from_vars(example).unwrap();
-    assert!(settings.jwt_secret_generated);
+    assert!(settings.data_keys.current.is_none());
 
     let postman: Value = serde_json::from_str(&example_file("postman/environment.json")).unwrap();
     for entry in postman["values"].as_array().unwrap() {
@@ -411,5 +364,5 @@ fn the_compose_file_runs_production_whatever_the_env_file_says() {
     let mut effective = example_env_vars();
     effective.extend(compose);
     let error = filmvault::config::Settings::from_vars(effective).unwrap_err();
-    assert_eq!(error.variable, "JWT_SECRET");
+    assert_eq!(error.variable, "DATA_ENCRYPTION_KEY");
 }

@@ -1,12 +1,77 @@
-//! Access tokens: anything but a valid, unexpired HS256 token we issued is a 401.
+//! Access tokens: anything but a valid, unexpired EdDSA token signed with one of our keys is
+//! a 401 (RFC 8725: the algorithm pinned, the key chosen by `kid` from our own set only).
+//!
+//! The forgeries are signed with the server's real private key, read from the test database
+//! and opened with the test data key: so each refusal is for the one thing the case changes.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use filmvault::{crypto::Keyring, db};
 use hmac::{Hmac, Mac};
 use reqwest::{Method, StatusCode};
+use ring::{
+    rand::SystemRandom,
+    signature::{Ed25519KeyPair, KeyPair},
+};
 use serde_json::{Value, json};
-use sha2::{Sha256, Sha512};
+use sha2::Sha256;
 
-use crate::helpers::{TEST_JWT_SECRET, TestApp, assert_problem, spawn_app, without_request_id};
+use crate::helpers::{
+    TEST_DATA_ENCRYPTION_KEY, TestApp, assert_problem, spawn_app, without_request_id,
+};
+
+/// The key the server signs with now: its kid and key pair.
+pub struct SigningKey {
+    pub kid: String,
+    pub pair: Ed25519KeyPair,
+}
+
+impl SigningKey {
+    pub async fn of(app: &TestApp) -> Self {
+        let (kid, sealed): (String, Vec<u8>) = db::fetch_one!(
+            &mut app.db().await,
+            "SELECT kid, private_key FROM signing_keys WHERE current_signer = 1"
+        )
+        .await
+        .expect("a current signing key");
+        let keyring = Keyring::new(&TEST_DATA_ENCRYPTION_KEY.parse().unwrap(), &[]);
+        let pkcs8 = keyring
+            .open(
+                format!("signing_keys.private_key:{kid}").as_bytes(),
+                &sealed,
+            )
+            .expect("the private key opens with the data key");
+        Self {
+            pair: Ed25519KeyPair::from_pkcs8(&pkcs8).unwrap(),
+            kid,
+        }
+    }
+
+    /// A key of nobody's, with a kid of the server's shape.
+    pub fn stranger() -> Self {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        Self {
+            pair: Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap(),
+            kid: URL_SAFE_NO_PAD.encode(uuid::Uuid::new_v4().as_bytes()),
+        }
+    }
+
+    pub fn header(&self) -> Value {
+        json!({ "alg": "EdDSA", "typ": "JWT", "kid": self.kid })
+    }
+
+    pub fn sign(&self, header: &Value, claims: &Value) -> String {
+        let message = format!("{}.{}", b64(header), b64(claims));
+        let signature = self.pair.sign(message.as_bytes());
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature.as_ref()))
+    }
+
+    fn public_jwk(&self) -> Value {
+        json!({
+            "kty": "OKP", "crv": "Ed25519", "kid": self.kid, "alg": "EdDSA",
+            "x": URL_SAFE_NO_PAD.encode(self.pair.public_key().as_ref()),
+        })
+    }
+}
 
 fn now() -> i64 {
     std::time::SystemTime::now()
@@ -19,9 +84,9 @@ fn b64(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(value.to_string())
 }
 
-fn sign_hs256(header: &Value, claims: &Value, secret: &str) -> String {
+fn sign_hs256(header: &Value, claims: &Value, secret: &[u8]) -> String {
     let message = format!("{}.{}", b64(header), b64(claims));
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
     mac.update(message.as_bytes());
     format!(
         "{message}.{}",
@@ -29,7 +94,7 @@ fn sign_hs256(header: &Value, claims: &Value, secret: &str) -> String {
     )
 }
 
-fn claims_for(user_id: i64) -> Value {
+pub fn claims_for(user_id: i64) -> Value {
     json!({
         "sub": user_id.to_string(),
         "name": "forged",
@@ -45,10 +110,6 @@ fn claims_for(user_id: i64) -> Value {
     })
 }
 
-fn hs256_header() -> Value {
-    json!({ "alg": "HS256", "typ": "JWT" })
-}
-
 async fn me_with(app: &TestApp, token: &str) -> reqwest::Response {
     app.get("/api/v1/users/me", Some(token)).await
 }
@@ -57,7 +118,8 @@ async fn me_with(app: &TestApp, token: &str) -> reqwest::Response {
 async fn a_token_forged_exactly_like_ours_works_so_the_refusals_below_mean_something() {
     let app = spawn_app().await;
     let user = app.new_user().await;
-    let token = sign_hs256(&hs256_header(), &claims_for(user.id), TEST_JWT_SECRET);
+    let key = SigningKey::of(&app).await;
+    let token = key.sign(&key.header(), &claims_for(user.id));
     assert_eq!(me_with(&app, &token).await.status(), StatusCode::OK);
 }
 
@@ -77,6 +139,8 @@ async fn every_invalid_token_gets_the_same_401() {
     let app = spawn_app().await;
     let user = app.new_user().await;
     let claims = claims_for(user.id);
+    let ours = SigningKey::of(&app).await;
+    let stranger = SigningKey::stranger();
     let with = |changes: Value| {
         let mut claims = claims.clone();
         for (key, value) in changes.as_object().unwrap() {
@@ -86,7 +150,18 @@ async fn every_invalid_token_gets_the_same_401() {
                 claims[key] = value.clone();
             }
         }
-        sign_hs256(&hs256_header(), &claims, TEST_JWT_SECRET)
+        ours.sign(&ours.header(), &claims)
+    };
+    let with_header = |changes: Value| {
+        let mut header = ours.header();
+        for (key, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                header.as_object_mut().unwrap().remove(key);
+            } else {
+                header[key] = value.clone();
+            }
+        }
+        header
     };
     let tampered = {
         let parts: Vec<&str> = user.token.split('.').collect();
@@ -97,25 +172,59 @@ async fn every_invalid_token_gets_the_same_401() {
     };
     let unsigned = format!(
         "{}.{}.",
-        b64(&json!({ "alg": "none", "typ": "JWT" })),
+        b64(&with_header(json!({ "alg": "none" }))),
         b64(&claims)
     );
-    let hs512 = {
-        let header = json!({ "alg": "HS512", "typ": "JWT" });
-        let message = format!("{}.{}", b64(&header), b64(&claims));
-        let mut mac = Hmac::<Sha512>::new_from_slice(TEST_JWT_SECRET.as_bytes()).unwrap();
-        mac.update(message.as_bytes());
-        format!(
-            "{message}.{}",
-            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-        )
+    // Algorithm confusion: HS256 keyed with our public key, which anyone can fetch (raw, and
+    // as the JWKS's base64url `x`).
+    let public_key = ours.pair.public_key().as_ref().to_vec();
+    let hs256 = with_header(json!({ "alg": "HS256" }));
+    let hs256_with_public_key = sign_hs256(&hs256, &claims, &public_key);
+    let hs256_with_x = sign_hs256(
+        &hs256,
+        &claims,
+        URL_SAFE_NO_PAD.encode(&public_key).as_bytes(),
+    );
+    // The attacker's key, offered through every header RFC 8725 says never to follow.
+    let their_key = |extra: Value| {
+        let mut header = stranger.header();
+        for (key, value) in extra.as_object().unwrap() {
+            header[key] = value.clone();
+        }
+        stranger.sign(&header, &claims)
     };
     let cases = [
         ("garbage", "not-a-jwt".to_owned()),
         (
-            "another secret",
-            sign_hs256(&hs256_header(), &claims, "some-other-secret-of-32-bytes!!"),
+            "another key under our kid",
+            stranger.sign(&ours.header(), &claims),
         ),
+        ("an unknown kid", stranger.sign(&stranger.header(), &claims)),
+        (
+            "no kid",
+            ours.sign(&with_header(json!({ "kid": null })), &claims),
+        ),
+        (
+            "their key in a jwk header",
+            their_key(json!({ "jwk": stranger.public_jwk() })),
+        ),
+        (
+            "their key behind a jku header",
+            their_key(json!({ "jku": "http://127.0.0.1:9/jwks.json" })),
+        ),
+        (
+            "their key behind an x5u header",
+            their_key(json!({ "x5u": "http://127.0.0.1:9/cert.pem" })),
+        ),
+        (
+            "our kid, their jwk and signature",
+            stranger.sign(
+                &with_header(json!({ "jwk": stranger.public_jwk() })),
+                &claims,
+            ),
+        ),
+        ("HS256 keyed with our public key", hs256_with_public_key),
+        ("HS256 keyed with our JWKS x", hs256_with_x),
         (
             "expired",
             with(json!({ "iat": now() - 1000, "nbf": now() - 1000, "exp": now() - 10 })),
@@ -123,7 +232,6 @@ async fn every_invalid_token_gets_the_same_401() {
         ("not yet valid", with(json!({ "nbf": now() + 300 }))),
         ("tampered payload", tampered),
         ("alg none", unsigned),
-        ("HS512 instead of HS256", hs512),
         ("wrong issuer", with(json!({ "iss": "someone-else" }))),
         ("wrong audience", with(json!({ "aud": "another-api" }))),
         ("no exp", with(json!({ "exp": null }))),
@@ -187,7 +295,8 @@ async fn a_valid_token_for_a_user_that_does_not_exist_is_a_401_everywhere() {
     let film_id = app.create_film(&owner.token, "Nosferatu", "Prana").await["id"]
         .as_i64()
         .unwrap();
-    let ghost = sign_hs256(&hs256_header(), &claims_for(999_999), TEST_JWT_SECRET);
+    let key = SigningKey::of(&app).await;
+    let ghost = key.sign(&key.header(), &claims_for(999_999));
     let film = format!("/api/v1/films/{film_id}");
     let vote = format!("{film}/vote");
     let like = format!("/?like={film_id}");
