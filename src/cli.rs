@@ -1,5 +1,5 @@
 //! Command-line entry points besides serving: making the first administrator without an HTTP
-//! backdoor.
+//! backdoor, re-sealing stored values under a new data key.
 
 use std::{
     io::{BufRead, IsTerminal},
@@ -14,9 +14,12 @@ use crate::{
     audit::AuditContext,
     auth::{Role, password::PasswordHasher, signing_keys},
     config::Settings,
-    crypto,
+    crypto::{self, Keyring},
     db::Database,
-    domain::user::{self, Email, NewPassword, NewUser, Username},
+    domain::{
+        email,
+        user::{self, Email, NewPassword, NewUser, Username},
+    },
     error::{ApiError, ForField},
     routes::auth::RegisterRequest,
     security::tls,
@@ -62,6 +65,14 @@ pub enum Command {
     /// have expired (ACCESS_TOKEN_TTL_SECS, plus a minute), and is listed in
     /// /.well-known/jwks.json until then. Nobody is logged out.
     RotateSigningKey,
+    /// Re-seal every stored encrypted value (emails, private signing keys) under
+    /// DATA_ENCRYPTION_KEY and recompute the blind indexes, online.
+    ///
+    /// First restart every instance with the new key as DATA_ENCRYPTION_KEY and the old one
+    /// in DATA_ENCRYPTION_KEYS_PREVIOUS; then run this (it works in small transactions while
+    /// the service serves, and can be run again after an interruption); then drop the old
+    /// key from DATA_ENCRYPTION_KEYS_PREVIOUS and restart the instances once more.
+    RotateDataKey,
     /// Exit 0 if the server on APP_HOST:APP_PORT answers /health/ready with 200 (for
     /// container health checks, so the image needs no HTTP client).
     Healthcheck,
@@ -200,7 +211,8 @@ pub async fn create_admin(
     Username::validate(&username).map_err(|e| broken_rule("--username", e))?;
     Email::validate(&email).map_err(|e| broken_rule("--email", e))?;
     let db = Database::connect(&settings.database_url).await?;
-    startup::normalize_stored_emails(&db).await?;
+    let keyring = crypto::load_keyring(settings)?;
+    startup::seal_legacy_emails(&db, &keyring).await?;
     if user::find_credentials(&mut db.read().await?, &username)
         .await?
         .is_some()
@@ -218,6 +230,7 @@ pub async fn create_admin(
     let hashing = PasswordHasher::new(1, 1)?.reserve()?;
     let created = user::create(
         &db,
+        &keyring,
         &hashing,
         new_user,
         Role::Admin,
@@ -234,6 +247,43 @@ pub async fn create_admin(
         created.username, created.id
     );
     Ok(())
+}
+
+/// Re-seals every sealed value still under a previous data key; prints what it did (counts
+/// and key ids, never a value).
+pub async fn rotate_data_key(settings: &Settings) -> anyhow::Result<()> {
+    let db = Database::connect(&settings.database_url).await?;
+    let keyring = crypto::load_keyring(settings)?;
+    startup::seal_legacy_emails(&db, &keyring).await?;
+    let resealed = reseal_stored_values(&db, &keyring).await?;
+    db.close().await;
+    let current = keyring.current_key_id();
+    for (what, count) in resealed {
+        println!("re-sealed {count} {what} under data key {current}");
+    }
+    println!(
+        "every sealed value is under data key {current} now: remove the previous keys from \
+         DATA_ENCRYPTION_KEYS_PREVIOUS and restart the instances"
+    );
+    Ok(())
+}
+
+/// Every kind of sealed value, re-sealed under the keyring's current key: each kind that is
+/// stored sealed (emails, private signing keys; TOTP secrets when they arrive) has its step.
+async fn reseal_stored_values(
+    db: &Database,
+    keyring: &Keyring,
+) -> anyhow::Result<Vec<(&'static str, u64)>> {
+    let emails = email::reseal_emails(db, keyring)
+        .await
+        .context("cannot re-seal the emails")?;
+    let signing_keys = signing_keys::reseal_private_keys(db, keyring)
+        .await
+        .context("cannot re-seal the private signing keys")?;
+    Ok(vec![
+        ("emails", emails),
+        ("private signing keys", signing_keys),
+    ])
 }
 
 /// The password from the first source there is: ADMIN_PASSWORD, the terminal, standard input.

@@ -116,6 +116,18 @@ impl Database {
         }
     }
 
+    /// Clears deleted rows' bytes out of the database's files, after values were replaced by
+    /// sealed ones. SQLite keeps them in freed pages and in the WAL until overwritten: the
+    /// file is rebuilt (`VACUUM`) and the WAL emptied. PostgreSQL's dead tuples and WAL are
+    /// the operator's to clear (docs/security.md): nothing here can do it without blocking
+    /// every other instance.
+    pub async fn scrub(&self) -> sqlx::Result<()> {
+        if let Self::Sqlite(db) = self {
+            db.scrub().await?;
+        }
+        Ok(())
+    }
+
     pub async fn close(&self) {
         match self {
             Self::Sqlite(db) => db.close().await,
@@ -189,6 +201,9 @@ pub enum Lock {
     AccountAdministration,
     /// Seeding the demo catalogue into an empty database: several instances may start at once.
     DemoCatalogue,
+    /// Setting email blind indexes (registration, sealing at start, key rotation): during a
+    /// rotation uniqueness spans two indexes per address, which one UNIQUE cannot cover.
+    EmailIndex,
 }
 
 impl Lock {
@@ -199,6 +214,7 @@ impl Lock {
         match self {
             Self::AccountAdministration => BASE + 1,
             Self::DemoCatalogue => BASE + 2,
+            Self::EmailIndex => BASE + 3,
         }
     }
 }

@@ -57,6 +57,7 @@ async fn run() -> ExitCode {
             cli::create_admin(&settings, username, email).await
         }
         Command::RotateSigningKey => cli::rotate_signing_key(&settings).await,
+        Command::RotateDataKey => cli::rotate_data_key(&settings).await,
         Command::Healthcheck => cli::healthcheck(&settings),
         Command::Backup { out } => backup::backup(&settings, &out).await,
         Command::Restore { from, force } => backup::restore(&settings, &from, force).await,

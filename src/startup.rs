@@ -39,9 +39,9 @@ use crate::{
     },
     cluster::{RedisStore, revocation_channel::RevocationChannel},
     config::{RetentionSettings, Settings},
-    crypto,
+    crypto::{self, Keyring},
     db::Database,
-    domain::{seed, user},
+    domain::{email, seed},
     error::ApiError,
     extract::BodyLimits,
     monitoring, openapi, routes,
@@ -197,7 +197,7 @@ impl TlsSetup {
 pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppState>> {
     let db = Database::connect(&settings.database_url).await?;
     let keyring = crypto::load_keyring(&settings)?;
-    normalize_stored_emails(&db).await?;
+    seal_legacy_emails(&db, &keyring).await?;
     if settings.seed_demo_data {
         let added = seed::seed_demo_films(&db).await?;
         if added > 0 {
@@ -239,13 +239,17 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
     }))
 }
 
-/// Rows older than email normalization get it before anything can register beside them.
-pub async fn normalize_stored_emails(db: &Database) -> anyhow::Result<()> {
-    let changed = user::normalize_stored_emails(db)
+/// Addresses stored in clear before emails were sealed are sealed (in their normal form)
+/// before anything can register beside them, and their bytes cleared out of the files.
+pub async fn seal_legacy_emails(db: &Database, keyring: &Keyring) -> anyhow::Result<()> {
+    let sealed = email::seal_legacy_emails(db, keyring)
         .await
-        .context("cannot normalize the stored emails")?;
-    if changed > 0 {
-        tracing::info!(users = changed, "normalized stored emails");
+        .context("cannot seal the emails stored in clear")?;
+    if sealed > 0 {
+        db.scrub()
+            .await
+            .context("cannot clear the emails stored in clear out of the database files")?;
+        tracing::info!(users = sealed, "sealed the emails stored in clear");
     }
     Ok(())
 }

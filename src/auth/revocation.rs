@@ -272,8 +272,8 @@ mod tests {
         let db = Database::connect(&url).await.unwrap();
         db::execute!(
             &mut db.write().await.unwrap(),
-            "INSERT INTO users (id, username, email, password_hash, disabled)
-             VALUES (1, 'one', 'one@example.com', 'x', 0), (2, 'two', 'two@example.com', 'x', 1)"
+            "INSERT INTO users (id, username, email_index, password_hash, disabled)
+             VALUES (1, 'one', X'01', 'x', 0), (2, 'two', X'02', 'x', 1)"
         )
         .await
         .unwrap();

@@ -330,6 +330,38 @@ pub async fn rotate(
     })
 }
 
+/// Re-seals under the keyring's current data key every private key still sealed under a
+/// previous one (`filmvault rotate-data-key`); only the current signing key has one (a
+/// retired key's is wiped). Returns how many were re-sealed.
+pub async fn reseal_private_keys(db: &Database, keyring: &Keyring) -> anyhow::Result<u64> {
+    let current = keyring.current_key_id();
+    let stored: Vec<(String, Vec<u8>)> = db::fetch_all!(
+        &mut db.read().await?,
+        "SELECT kid, private_key FROM signing_keys WHERE private_key IS NOT NULL"
+    )
+    .await?;
+    let mut resealed = 0;
+    for (kid, sealed) in stored {
+        if Keyring::key_id_of(&sealed).ok() == Some(current) {
+            continue;
+        }
+        let purpose = sealing_purpose(&kid);
+        let pkcs8 = keyring
+            .open(purpose.as_bytes(), &sealed)
+            .with_context(|| format!("cannot open the private key of signing key {kid}"))?;
+        // Unless a rotation of the signing key retired (and wiped) it meanwhile.
+        resealed += db::execute!(
+            &mut db.write().await?,
+            "UPDATE signing_keys SET private_key = $2 WHERE kid = $1 AND private_key = $3",
+            &kid,
+            keyring.seal(purpose.as_bytes(), &pkcs8),
+            &sealed
+        )
+        .await?;
+    }
+    Ok(resealed)
+}
+
 fn unix_now_i64() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }

@@ -44,9 +44,26 @@ fn check_directory(file: &Path) -> anyhow::Result<()> {
 /// Applies the migrations the file lacks, all in one write transaction: instances starting
 /// together on one file wait for the first (within `busy_timeout`) and find them applied.
 /// (sqlx takes no lock of its own on SQLite; each migration becomes a savepoint.)
+///
+/// Foreign keys are off meanwhile, as SQLite asks for a table rebuild (a migration that drops
+/// a table others refer to would otherwise cascade the DROP to their rows), and every one is
+/// checked before the commit: a migration that breaks one is rolled back whole. The
+/// connection is closed afterwards, whatever happened, so the pool opens a new one with
+/// foreign keys on.
 async fn migrate(writer: &SqlitePool) -> anyhow::Result<()> {
-    let mut tx = writer.begin_with("BEGIN IMMEDIATE").await?;
+    let mut connection = writer.acquire().await?;
+    connection.close_on_drop();
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *connection)
+        .await?;
+    let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;
     MIGRATOR.run(&mut *tx).await?;
+    let broken: Vec<(String,)> = sqlx::query_as("SELECT \"table\" FROM pragma_foreign_key_check")
+        .fetch_all(&mut *tx)
+        .await?;
+    if let Some((table,)) = broken.first() {
+        anyhow::bail!("the migrations would leave a broken foreign key in {table}");
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -121,6 +138,15 @@ impl SqliteDatabase {
             tokio::time::timeout(PROBE_TIMEOUT, probe).await,
             MIGRATOR.iter().count(),
         )
+    }
+
+    pub(super) async fn scrub(&self) -> sqlx::Result<()> {
+        let mut writer = self.writer.acquire().await?;
+        sqlx::query("VACUUM").execute(&mut *writer).await?;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut *writer)
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn close(&self) {

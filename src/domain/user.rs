@@ -4,11 +4,10 @@
 
 use std::{borrow::Cow, fmt};
 
-use icu_normalizer::ComposingNormalizerBorrowed;
 use secrecy::SecretString;
 use serde::Serialize;
 use sqlx::prelude::FromRow;
-use validator::{ValidateEmail, ValidationError};
+use validator::ValidationError;
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
@@ -17,72 +16,14 @@ use crate::{
         password::HashReservation,
         refresh::{self, IssuedRefreshToken, RevokeReason},
     },
+    crypto::Keyring,
     db::{self, Database, Executor, Lock, Timestamp, Transaction},
-    domain::{Page, Paginated, text},
+    domain::{Page, Paginated, email, text},
     error::{ApiError, Step},
 };
 
-/// Found with the other parsed parts of a user; its home is its own module (see there).
-pub use super::username::Username;
-
-/// An email address in the one form that is stored, shown and compared, so that two
-/// addresses that look alike are one address (as usernames, which are plain ASCII):
-/// - hidden characters (`text::is_hidden`: zero-width, soft hyphen, tags…) are refused;
-/// - NFKC folds compatibility forms (`ｂｏｓｓ＠ｅｘａｍｐｌｅ．ｃｏｍ`) into the plain ones;
-/// - the domain is kept in its IDNA ASCII form, lower-cased, as mail servers use it:
-///   `bücher.example` is `xn--bcher-kva.example`, so a Cyrillic `а` in a domain shows as
-///   `xn--…` instead of passing for the Latin letter;
-/// - the local part is ASCII (the HTML form rules) and keeps its case, because RFC 5321
-///   lets a mail server tell `Bob` from `bob`; two accounts still cannot differ only by
-///   case: the column compares without case (SQLite's `NOCASE`, complete on ASCII; a
-///   case-insensitive collation on PostgreSQL).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Email(String);
-
-impl Email {
-    const MAX_CHARS: u64 = 254;
-
-    pub fn validate(value: &str) -> Result<(), ValidationError> {
-        Self::normalize(value).map(drop)
-    }
-
-    pub fn parse(value: String) -> Result<Self, ValidationError> {
-        Self::normalize(&value).map(Self)
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    fn normalize(value: &str) -> Result<String, ValidationError> {
-        text::check_length(value, 3, Self::MAX_CHARS)?;
-        if value.chars().any(text::is_hidden) {
-            return Err(text::hidden_character_error());
-        }
-        let normal = normal_email(value).ok_or_else(|| ValidationError::new("email"))?;
-        // Punycode can make the domain longer than it was typed.
-        text::check_length(&normal, 3, Self::MAX_CHARS)?;
-        Ok(normal)
-    }
-}
-
-/// `value` folded by NFKC with its domain in IDNA ASCII form; `None` unless that is a valid
-/// address. Also used on stored rows, which may still hold hidden characters: IDNA drops
-/// the ignorable ones from a domain, so the old look-alike meets its original.
-fn normal_email(value: &str) -> Option<String> {
-    let folded = ComposingNormalizerBorrowed::new_nfkc().normalize(value);
-    if !folded.validate_email() {
-        return None;
-    }
-    let (local, domain) = folded.rsplit_once('@')?;
-    let domain = if domain.starts_with('[') {
-        // An address literal (`[192.0.2.1]`): no IDNA, only hex digits to fold.
-        domain.to_ascii_lowercase()
-    } else {
-        idna::domain_to_ascii(domain).ok()?
-    };
-    Some(format!("{local}@{domain}"))
-}
+/// Found with the other parsed parts of a user; their homes are their own modules (see there).
+pub use super::{email::Email, username::Username};
 
 /// A new password: 12–128 characters (ASVS 5.0: at least 12, at least 64 allowed, no
 /// composition rules) and not one of the most common passwords.
@@ -125,7 +66,7 @@ pub struct NewUser {
 }
 
 /// What anyone may see of a user: their own profile, or any profile for an admin.
-#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserProfile {
     pub id: i64,
     pub username: String,
@@ -133,6 +74,33 @@ pub struct UserProfile {
     pub role: Role,
     pub disabled: bool,
     pub created_at: Timestamp,
+}
+
+/// A profile as stored: the email sealed (see `Email::open`).
+#[derive(FromRow)]
+struct ProfileRow {
+    id: i64,
+    username: String,
+    email_sealed: Option<Vec<u8>>,
+    role: Role,
+    disabled: bool,
+    created_at: Timestamp,
+}
+
+impl ProfileRow {
+    fn open(self, keyring: &Keyring) -> anyhow::Result<UserProfile> {
+        let sealed = self
+            .email_sealed
+            .ok_or_else(|| anyhow::anyhow!("the email of user {} is not sealed yet", self.id))?;
+        Ok(UserProfile {
+            email: Email::open(keyring, self.id, &sealed)?.as_str().to_owned(),
+            id: self.id,
+            username: self.username,
+            role: self.role,
+            disabled: self.disabled,
+            created_at: self.created_at,
+        })
+    }
 }
 
 /// Everything a login needs; holds the password hash, so it is not `Serialize`.
@@ -147,31 +115,38 @@ pub struct UserCredentials {
 }
 
 /// Hashes the password (off the async workers, before the write lock is taken) and stores
-/// the user with its audit event; 409 if the name or email is taken (the UNIQUE constraints
-/// decide, on any number of instances). The answer does not say which, so registration
-/// reveals as little as it can.
+/// the user with its audit event; 409 if the name or email is taken (the name's UNIQUE
+/// constraint decides, on any number of instances; the email's blind index under every key,
+/// on `Lock::EmailIndex`). The answer does not say which, so registration reveals as little
+/// as it can.
 pub async fn create(
     db: &Database,
+    keyring: &Keyring,
     hashing: &HashReservation,
     user: NewUser,
     role: Role,
     audit: &AuditContext,
 ) -> Result<UserProfile, ApiError> {
+    const TAKEN: ApiError = ApiError::Conflict("The username or email is already registered.");
     let NewUser {
         username,
         email,
         password,
     } = user;
     let password_hash = hashing.hash(password.into_secret()).await?;
-    let mut tx = db.begin().await?;
-    let profile = insert(&mut tx, &username, &email, &password_hash, role)
+    let mut tx = email::begin_indexing(db).await?;
+    if email::holder(&mut tx, keyring, &email, None)
+        .await?
+        .is_some()
+    {
+        return Err(TAKEN);
+    }
+    let profile = insert(&mut tx, keyring, &username, &email, &password_hash, role)
         .await
-        .map_err(|e| {
-            if crate::error::is_unique_violation(&e) {
-                ApiError::Conflict("The username or email is already registered.")
-            } else {
-                e.into()
-            }
+        .map_err(|e| match e.downcast::<sqlx::Error>() {
+            Ok(e) if crate::error::is_unique_violation(&e) => TAKEN,
+            Ok(e) => e.into(),
+            Err(e) => ApiError::Internal(e),
         })?;
     let action = match role {
         Role::User => AuditAction::Register,
@@ -186,24 +161,36 @@ pub async fn create(
     Ok(profile)
 }
 
+/// Two statements in one transaction: the sealed email is bound to the row's id, which the
+/// insert makes.
 #[tracing::instrument(skip_all, fields(username = %username.as_str()))]
 async fn insert(
-    db: &mut impl Executor,
+    tx: &mut Transaction,
+    keyring: &Keyring,
     username: &Username,
     email: &Email,
     password_hash: &str,
     role: Role,
-) -> sqlx::Result<UserProfile> {
-    db::fetch_one!(
-        db,
-        "INSERT INTO users (username, email, password_hash, role) VALUES ($1, $2, $3, $4)
-         RETURNING id, username, email, role, disabled, created_at",
+) -> anyhow::Result<UserProfile> {
+    let user_id: i64 = db::fetch_scalar!(
+        &mut *tx,
+        "INSERT INTO users (username, email_index, password_hash, role) VALUES ($1, $2, $3, $4)
+         RETURNING id",
         username.as_str(),
-        email.as_str(),
+        &email.blind_index(keyring)[..],
         password_hash,
         role
     )
-    .await
+    .await?;
+    let row: ProfileRow = db::fetch_one!(
+        tx,
+        "UPDATE users SET email_sealed = $2 WHERE id = $1
+         RETURNING id, username, email_sealed, role, disabled, created_at",
+        user_id,
+        email.seal(keyring, user_id)
+    )
+    .await?;
+    row.open(keyring)
 }
 
 #[tracing::instrument(skip_all)]
@@ -381,9 +368,10 @@ pub struct AccountUpdate {
 /// The last-admin rule spans every admin's row, which no row lock covers: account changes
 /// queue on `Lock::AccountAdministration` instead, so two instances demoting the last two
 /// admins at once count one after the other.
-#[tracing::instrument(skip(db, audit))]
+#[tracing::instrument(skip(db, keyring, audit))]
 pub async fn update_account(
     db: &Database,
+    keyring: &Keyring,
     user_id: i64,
     changes: AccountChanges,
     audit: &AuditContext,
@@ -420,7 +408,7 @@ pub async fn update_account(
         None
     };
     record_account_changes(&mut tx, audit, &current, role, disabled).await?;
-    let profile = profile(&mut tx, user_id)
+    let profile = profile(&mut tx, keyring, user_id)
         .await
         .step("read the updated profile")?
         .ok_or(ApiError::NotFound)?;
@@ -517,121 +505,46 @@ async fn update_password_hash(
     Ok(())
 }
 
-#[tracing::instrument(skip(db))]
-pub async fn profile(db: &mut impl Executor, user_id: i64) -> sqlx::Result<Option<UserProfile>> {
-    db::fetch_optional!(
+#[tracing::instrument(skip(db, keyring))]
+pub async fn profile(
+    db: &mut impl Executor,
+    keyring: &Keyring,
+    user_id: i64,
+) -> anyhow::Result<Option<UserProfile>> {
+    let row: Option<ProfileRow> = db::fetch_optional!(
         db,
-        "SELECT id, username, email, role, disabled, created_at FROM users WHERE id = $1",
+        "SELECT id, username, email_sealed, role, disabled, created_at FROM users WHERE id = $1",
         user_id
     )
-    .await
+    .await?;
+    row.map(|row| row.open(keyring)).transpose()
 }
 
-#[tracing::instrument(skip(db))]
-pub async fn list(db: &mut impl Executor, page: Page) -> sqlx::Result<Paginated<UserProfile>> {
-    let items = db::fetch_all!(
+#[tracing::instrument(skip(db, keyring))]
+pub async fn list(
+    db: &mut impl Executor,
+    keyring: &Keyring,
+    page: Page,
+) -> anyhow::Result<Paginated<UserProfile>> {
+    let rows: Vec<ProfileRow> = db::fetch_all!(
         db,
-        "SELECT id, username, email, role, disabled, created_at FROM users
+        "SELECT id, username, email_sealed, role, disabled, created_at FROM users
          ORDER BY id LIMIT $1 OFFSET $2",
         page.limit,
         page.offset
     )
     .await?;
+    let items = rows
+        .into_iter()
+        .map(|row| row.open(keyring))
+        .collect::<anyhow::Result<_>>()?;
     let total = db::fetch_scalar!(db, "SELECT count(*) FROM users").await?;
     Ok(page.of(items, total))
-}
-
-/// Gives rows stored before emails were normalized their normal form (see `Email`); run at
-/// every start, it finds nothing once they all have it. A row whose normal form another
-/// account already holds is a look-alike of that account's address: it is left as it is
-/// and logged with both ids for an administrator (the service still starts). Returns how
-/// many rows changed.
-pub async fn normalize_stored_emails(db: &Database) -> sqlx::Result<u64> {
-    let mut db = db.write().await?;
-    // Only rows that can differ from their normal form: any character outside printable
-    // ASCII, or an upper-case letter after the `@`. (Pattern matching on PostgreSQL needs a
-    // deterministic collation: "C", byte by byte, as SQLite's GLOB.)
-    let candidates: Vec<(i64, String)> = db::fetch_all!(
-        &mut db,
-        sqlite: "SELECT id, email FROM users
-                 WHERE email GLOB '*[^ -~]*' OR substr(email, instr(email, '@')) GLOB '*[A-Z]*'
-                 ORDER BY id",
-        postgres: "SELECT id, email FROM users
-                   WHERE email COLLATE \"C\" ~ '[^ -~]'
-                      OR substr(email, strpos(email COLLATE \"C\", '@')) COLLATE \"C\" ~ '[A-Z]'
-                   ORDER BY id"
-    )
-    .await?;
-    let mut changed = 0;
-    for (user_id, stored) in candidates {
-        let Some(normal) = normal_email(&stored).filter(|normal| *normal != stored) else {
-            continue;
-        };
-        let update = db::execute!(
-            &mut db,
-            "UPDATE users SET email = $2, updated_at = $3 WHERE id = $1",
-            user_id,
-            &normal,
-            Timestamp::now()
-        )
-        .await;
-        match update {
-            Ok(_) => changed += 1,
-            Err(error) if crate::error::is_unique_violation(&error) => {
-                let holder: Option<i64> = db::fetch_optional_scalar!(
-                    &mut db,
-                    "SELECT id FROM users WHERE email = $1",
-                    &normal
-                )
-                .await?;
-                tracing::warn!(
-                    user_id,
-                    same_address_as = holder,
-                    "a stored email looks like another account's address once normalized; \
-                     left unchanged for an administrator to settle"
-                );
-            }
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(changed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn emails_are_kept_in_their_normal_form() {
-        for (typed, normal) in [
-            ("bob@example.com", "bob@example.com"),
-            ("Bob@Example.COM", "Bob@example.com"),
-            ("ｂｏｂ＠ｅｘａｍｐｌｅ．ｃｏｍ", "bob@example.com"),
-            ("bob@bücher.example", "bob@xn--bcher-kva.example"),
-            ("bob@[192.0.2.1]", "bob@[192.0.2.1]"),
-        ] {
-            assert_eq!(
-                Email::parse(typed.into()).unwrap().as_str(),
-                normal,
-                "{typed}"
-            );
-        }
-    }
-
-    #[test]
-    fn emails_with_hidden_characters_or_that_are_not_addresses_are_refused() {
-        for bad in [
-            "bob@exa\u{200B}mple.com",
-            "bob@example.com\u{00AD}",
-            "b\u{202E}ob@example.com",
-            "bob",
-            "bob@",
-            "bób@example.com",
-            "bob@exa mple.com",
-        ] {
-            assert!(Email::parse(bad.into()).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn passwords_need_twelve_characters_and_must_not_be_common() {

@@ -49,7 +49,7 @@ pub(crate) async fn list_users(
     _admin: Authenticated<AdminRead>,
     query: Query<PageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let users = user::list(&mut state.db.read().await?, query.0.page()?).await?;
+    let users = user::list(&mut state.db.read().await?, &state.keyring, query.0.page()?).await?;
     Ok(HttpResponse::Ok().json(users))
 }
 
@@ -86,7 +86,7 @@ pub(crate) async fn update_user(
         role: request.role,
         disabled: request.disabled,
     };
-    let update = user::update_account(&state.db, *id, changes, &audit).await?;
+    let update = user::update_account(&state.db, &state.keyring, *id, changes, &audit).await?;
     if let Some(version) = update.new_token_version {
         state.revocations.set_version(*id, version).await;
     }

@@ -79,7 +79,6 @@ impl fmt::Debug for RegisterRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegisterRequest")
             .field("username", &self.username)
-            .field("email", &self.email)
             .finish_non_exhaustive()
     }
 }
@@ -161,7 +160,15 @@ pub(crate) async fn register(
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
     slot.release();
-    let profile = user::create(&state.db, &hashing, new_user, Role::User, &audit).await?;
+    let profile = user::create(
+        &state.db,
+        &state.keyring,
+        &hashing,
+        new_user,
+        Role::User,
+        &audit,
+    )
+    .await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, "/api/v1/users/me"))
         .json(profile))

@@ -48,7 +48,7 @@ pub(crate) async fn me(
     caller: Authenticated<Read>,
 ) -> Result<HttpResponse, ApiError> {
     // A token can outlive its account only until revocation catches it; 401, not 404.
-    let profile = user::profile(&mut state.db.read().await?, caller.user_id)
+    let profile = user::profile(&mut state.db.read().await?, &state.keyring, caller.user_id)
         .await?
         .ok_or(ApiError::Unauthenticated)?;
     Ok(HttpResponse::Ok().json(profile))

@@ -182,9 +182,9 @@ async fn a_weaker_stored_hash_is_upgraded_at_the_next_successful_login() {
     let mut db = app.db().await;
     db::execute!(
         &mut db,
-        "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3)",
+        "INSERT INTO users (username, email_index, password_hash) VALUES ($1, $2, $3)",
         &username,
-        format!("{username}@example.com"),
+        uuid::Uuid::new_v4().as_bytes().to_vec(),
         &weak_hash
     )
     .await

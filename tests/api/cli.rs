@@ -155,6 +155,7 @@ async fn create_admin_on_a_terminal_asks_twice_and_lets_the_user_try_again() {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("DATABASE_URL", app.database.url())
+        .env("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -16,6 +16,7 @@ mod cluster;
 mod concurrency;
 mod cors;
 mod crash;
+mod encryption;
 mod errors;
 mod films;
 mod headers;
