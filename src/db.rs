@@ -122,6 +122,20 @@ impl Database {
     }
 }
 
+/// The database cannot be reached now, through no fault of the request: a connection
+/// refused, reset or closed (`Io`), no connection to be had before the pool's deadline, or
+/// PostgreSQL shutting down or starting up (SQLSTATE 57P01 to 57P03) or reporting a broken
+/// connection (class 08). Each ends by itself when the server is back.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
 /// Ready if the probe counted `expected` applied migrations in time; logs why not otherwise.
 fn probe_outcome(
     probe: Result<sqlx::Result<i64>, tokio::time::error::Elapsed>,

@@ -13,7 +13,10 @@ use sqlx::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a connection. While the server is down the pool retries
+/// refused connections until then, so this is also how long a request takes to be refused
+/// with 503: short, so clients are told to come back rather than left hanging.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a statement waits for a row lock before it fails, as SQLite's `busy_timeout`: a
 /// request must not hang behind a stuck transaction.
@@ -37,6 +40,9 @@ impl PgDatabase {
         let pool = PgPoolOptions::new()
             .max_connections(u32::try_from(connections).unwrap_or(16))
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // Each idle connection is pinged before a request gets it: after a server restart
+            // the dead ones are dropped and new ones opened, without a restart of ours.
+            .test_before_acquire(true)
             .connect_with(options.clone())
             .await
             .with_context(|| {

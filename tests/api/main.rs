@@ -14,6 +14,7 @@ mod cluster;
 mod concurrency;
 mod cors;
 mod crash;
+mod database_outage;
 mod errors;
 mod films;
 mod headers;
@@ -26,6 +27,8 @@ mod login_storm;
 mod monitoring;
 mod openapi;
 mod password;
+#[path = "../support/private_postgres.rs"]
+mod private_postgres;
 mod rate_limit;
 mod sessions;
 mod slow_clients;
