@@ -46,6 +46,7 @@ async fn assert_refused_promptly(what: &str, request: impl Future<Output = Respo
         "{what}: {:?}",
         start.elapsed()
     );
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{what}");
     assert!(header_u64(&response, "retry-after") >= 1, "{what}");
     let body = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
     assert_eq!(body["type"], "/problems/unavailable", "{what}");
