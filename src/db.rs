@@ -70,7 +70,7 @@ impl Database {
     pub async fn read(&self) -> sqlx::Result<Connection> {
         Ok(match self {
             Self::Sqlite(db) => Connection::Sqlite(db.reader.acquire().await?),
-            Self::Postgres(db) => Connection::Postgres(db.pool.acquire().await?),
+            Self::Postgres(db) => Connection::Postgres(db.acquire().await?),
         })
     }
 
@@ -78,7 +78,7 @@ impl Database {
     pub async fn write(&self) -> sqlx::Result<Connection> {
         Ok(match self {
             Self::Sqlite(db) => Connection::Sqlite(db.writer.acquire().await?),
-            Self::Postgres(db) => Connection::Postgres(db.pool.acquire().await?),
+            Self::Postgres(db) => Connection::Postgres(db.acquire().await?),
         })
     }
 
@@ -86,7 +86,7 @@ impl Database {
     pub async fn begin(&self) -> sqlx::Result<Transaction> {
         Ok(match self {
             Self::Sqlite(db) => Transaction::Sqlite(db.writer.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(db) => Transaction::Postgres(db.pool.begin().await?),
+            Self::Postgres(db) => Transaction::Postgres(db.begin().await?),
         })
     }
 

@@ -3,20 +3,24 @@
 //! Several instances may start at once on one database: the migrator holds an advisory lock
 //! while it runs, so the schema is migrated once.
 
-use std::{str::FromStr, time::Duration};
+mod reachability;
+
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    PgPool,
+    PgPool, Postgres,
+    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+use self::reachability::Reachability;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// How long a request waits for a connection. While the server is down the pool retries
-/// refused connections until then, so this is also how long a request takes to be refused
-/// with 503: short, so clients are told to come back rather than left hanging.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a request waits for a busy pool. A server that refuses connections fails it
+/// sooner, in about half a second (see `reachability`).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a statement waits for a row lock before it fails, as SQLite's `busy_timeout`: a
 /// request must not hang behind a stuck transaction.
@@ -25,6 +29,7 @@ const LOCK_TIMEOUT: &str = "5s";
 #[derive(Clone, Debug)]
 pub struct PgDatabase {
     pub(super) pool: PgPool,
+    reachability: Arc<Reachability>,
 }
 
 impl PgDatabase {
@@ -58,7 +63,20 @@ impl PgDatabase {
             .run(&pool)
             .await
             .context("cannot apply the database migrations")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            reachability: Arc::new(Reachability::new(options)),
+        })
+    }
+
+    /// A connection from the pool, or `PoolTimedOut` soon if the server is down.
+    pub(super) async fn acquire(&self) -> sqlx::Result<PoolConnection<Postgres>> {
+        self.reachability.unless_refused(self.pool.acquire()).await
+    }
+
+    /// A transaction on a pooled connection, or `PoolTimedOut` soon if the server is down.
+    pub(super) async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, Postgres>> {
+        self.reachability.unless_refused(self.pool.begin()).await
     }
 
     /// A connection answers now, and every migration has been applied.
