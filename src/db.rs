@@ -72,7 +72,7 @@ impl Database {
     pub async fn read(&self) -> sqlx::Result<Connection> {
         Ok(match self {
             Self::Sqlite(db) => Connection::Sqlite(db.reader.acquire().await?),
-            Self::Postgres(db) => Connection::Postgres(db.pool.acquire().await?),
+            Self::Postgres(db) => Connection::Postgres(db.acquire().await?),
         })
     }
 
@@ -80,7 +80,7 @@ impl Database {
     pub async fn write(&self) -> sqlx::Result<Connection> {
         Ok(match self {
             Self::Sqlite(db) => Connection::Sqlite(db.writer.acquire().await?),
-            Self::Postgres(db) => Connection::Postgres(db.pool.acquire().await?),
+            Self::Postgres(db) => Connection::Postgres(db.acquire().await?),
         })
     }
 
@@ -88,7 +88,7 @@ impl Database {
     pub async fn begin(&self) -> sqlx::Result<Transaction> {
         Ok(match self {
             Self::Sqlite(db) => Transaction::Sqlite(db.writer.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(db) => Transaction::Postgres(db.pool.begin().await?),
+            Self::Postgres(db) => Transaction::Postgres(db.begin().await?),
         })
     }
 
@@ -133,6 +133,20 @@ impl Database {
             Self::Sqlite(db) => db.close().await,
             Self::Postgres(db) => db.pool.close().await,
         }
+    }
+}
+
+/// The database cannot be reached now, through no fault of the request: a connection
+/// refused, reset or closed (`Io`), no connection to be had before the pool's deadline, or
+/// PostgreSQL shutting down or starting up (SQLSTATE 57P01 to 57P03) or reporting a broken
+/// connection (class 08). Each ends by itself when the server is back.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 

@@ -67,8 +67,8 @@ pub enum ApiError {
     LoginLocked { retry_after: Duration },
     #[error("overloaded")]
     Overloaded { retry_after: Duration },
-    /// A store the request depends on (Redis) cannot be asked: refused rather than let
-    /// through unchecked.
+    /// A store the request depends on (Redis, the database) cannot be reached: refused
+    /// rather than let through unchecked, until it is back.
     #[error("unavailable")]
     Unavailable { retry_after: Duration },
     #[error("request timeout")]
@@ -121,19 +121,29 @@ impl From<HashError> for ApiError {
     }
 }
 
-/// Redis is usually back within seconds (a restart, a failover); every request until then
-/// is refused the same way.
+/// Redis and PostgreSQL are usually back within seconds (a restart, a failover); every
+/// request until then is refused the same way.
+const OUTAGE_RETRY_AFTER: Duration = Duration::from_secs(2);
+
 impl From<crate::cluster::Unavailable> for ApiError {
     fn from(error: crate::cluster::Unavailable) -> Self {
         tracing::warn!(%error, "refused: Redis cannot be asked");
         Self::Unavailable {
-            retry_after: Duration::from_secs(2),
+            retry_after: OUTAGE_RETRY_AFTER,
         }
     }
 }
 
+/// A database that cannot be reached is an outage, not a bug: 503 with `Retry-After`, and
+/// the cause in the log only. Any other database error is internal.
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        if crate::db::is_unreachable(&error) {
+            tracing::warn!(%error, "refused: the database cannot be reached");
+            return Self::Unavailable {
+                retry_after: OUTAGE_RETRY_AFTER,
+            };
+        }
         Self::Internal(anyhow::Error::new(error).context("database query failed"))
     }
 }
@@ -227,7 +237,7 @@ mod tests {
 
     #[test]
     fn a_failed_step_is_named_in_the_internal_error_chain() {
-        let failed: Result<(), sqlx::Error> = Err(sqlx::Error::PoolTimedOut);
+        let failed: Result<(), sqlx::Error> = Err(sqlx::Error::RowNotFound);
         let Err(ApiError::Internal(error)) = failed.step("revoke the session's refresh tokens")
         else {
             panic!("a database error is internal");
@@ -237,6 +247,17 @@ mod tests {
             chain.starts_with("revoke the session's refresh tokens: database query failed: "),
             "{chain}"
         );
+    }
+
+    #[test]
+    fn a_database_that_cannot_be_reached_is_unavailable_not_internal() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        for error in [sqlx::Error::PoolTimedOut, sqlx::Error::Io(refused)] {
+            assert!(matches!(
+                Err::<(), _>(error).step("read the film"),
+                Err(ApiError::Unavailable { .. })
+            ));
+        }
     }
 
     #[test]

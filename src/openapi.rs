@@ -82,7 +82,10 @@ const COMMON_ERRORS: [(&str, &str); 9] = [
     ("429", "Rate limited; see Retry-After"),
     ("431", "Request headers larger than 16 KiB"),
     ("500", "Our fault; quote the request_id"),
-    ("503", "Overloaded (see Retry-After) or not ready"),
+    (
+        "503",
+        "Overloaded or the database or Redis unreachable (see Retry-After), or not ready",
+    ),
 ];
 
 /// Errors of operations that take a JSON body.

@@ -3,16 +3,23 @@
 //! Several instances may start at once on one database: the migrator holds an advisory lock
 //! while it runs, so the schema is migrated once.
 
-use std::{str::FromStr, time::Duration};
+mod reachability;
+
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    PgPool,
+    PgPool, Postgres,
+    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
+use self::reachability::Reachability;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// How long a request waits for a busy pool. A server that refuses connections fails it
+/// sooner, in about half a second (see `reachability`).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a statement waits for a row lock before it fails, as SQLite's `busy_timeout`: a
@@ -22,6 +29,7 @@ const LOCK_TIMEOUT: &str = "5s";
 #[derive(Clone, Debug)]
 pub struct PgDatabase {
     pub(super) pool: PgPool,
+    reachability: Arc<Reachability>,
 }
 
 impl PgDatabase {
@@ -37,6 +45,9 @@ impl PgDatabase {
         let pool = PgPoolOptions::new()
             .max_connections(u32::try_from(connections).unwrap_or(16))
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // Each idle connection is pinged before a request gets it: after a server restart
+            // the dead ones are dropped and new ones opened, without a restart of ours.
+            .test_before_acquire(true)
             .connect_with(options.clone())
             .await
             .with_context(|| {
@@ -52,7 +63,20 @@ impl PgDatabase {
             .run(&pool)
             .await
             .context("cannot apply the database migrations")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            reachability: Arc::new(Reachability::new(options)),
+        })
+    }
+
+    /// A connection from the pool, or `PoolTimedOut` soon if the server is down.
+    pub(super) async fn acquire(&self) -> sqlx::Result<PoolConnection<Postgres>> {
+        self.reachability.unless_refused(self.pool.acquire()).await
+    }
+
+    /// A transaction on a pooled connection, or `PoolTimedOut` soon if the server is down.
+    pub(super) async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, Postgres>> {
+        self.reachability.unless_refused(self.pool.begin()).await
     }
 
     /// A connection answers now, and every migration has been applied.

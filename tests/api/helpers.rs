@@ -126,6 +126,8 @@ enum Backend {
         server: String,
         name: String,
     },
+    /// The whole of a PostgreSQL server of the test's own, which goes away with it.
+    PrivatePostgres { url: String },
 }
 
 /// Plain read-write connections, for arranging and checking what HTTP cannot.
@@ -155,9 +157,19 @@ impl TestDatabase {
         })
     }
 
+    /// The database at `url`, on a server the test started and stops (nothing to drop).
+    pub fn on_private_server(url: String) -> Arc<Self> {
+        Arc::new(Self {
+            backend: Backend::PrivatePostgres { url },
+            pool: OnceCell::new(),
+        })
+    }
+
     pub fn url(&self) -> &str {
         match &self.backend {
-            Backend::Sqlite { url, .. } | Backend::Postgres { url, .. } => url,
+            Backend::Sqlite { url, .. }
+            | Backend::Postgres { url, .. }
+            | Backend::PrivatePostgres { url } => url,
         }
     }
 
@@ -165,12 +177,15 @@ impl TestDatabase {
     pub fn sqlite_path(&self) -> Option<&Path> {
         match &self.backend {
             Backend::Sqlite { path, .. } => Some(path),
-            Backend::Postgres { .. } => None,
+            Backend::Postgres { .. } | Backend::PrivatePostgres { .. } => None,
         }
     }
 
     pub fn is_postgres(&self) -> bool {
-        matches!(self.backend, Backend::Postgres { .. })
+        matches!(
+            self.backend,
+            Backend::Postgres { .. } | Backend::PrivatePostgres { .. }
+        )
     }
 
     /// A connection of the test's own. Statements go through `filmvault::db`'s macros, so one
@@ -203,6 +218,7 @@ impl TestDatabase {
             Backend::Postgres { server, name, .. } => drop_postgres(server, name)
                 .await
                 .expect("the test database is dropped"),
+            Backend::PrivatePostgres { .. } => panic!("a private server is stopped, not removed"),
         }
     }
 }

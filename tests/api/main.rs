@@ -16,6 +16,7 @@ mod cluster;
 mod concurrency;
 mod cors;
 mod crash;
+mod database_outage;
 mod encryption;
 mod errors;
 mod films;
@@ -30,6 +31,8 @@ mod login_storm;
 mod monitoring;
 mod openapi;
 mod password;
+#[path = "../support/private_postgres.rs"]
+mod private_postgres;
 mod rate_limit;
 mod sessions;
 mod slow_clients;
