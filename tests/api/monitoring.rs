@@ -262,20 +262,22 @@ async fn the_instance_id_is_on_every_request_line_and_in_the_metrics() {
     for format in ["json", "pretty"] {
         let database = TestDatabase::create().await;
         let dir = tempfile::tempdir().unwrap();
-        let mut server = Command::new(env!("CARGO_BIN_EXE_filmvault"))
-            .current_dir(dir.path())
-            .env_clear()
-            .env("APP_PORT", "0")
-            .env("METRICS_ADDR", "127.0.0.1:0")
-            .env("INSTANCE_ID", "probe-7")
-            .env("LOG_FORMAT", format)
-            .env("RUST_LOG", "info")
-            .env("DATABASE_URL", database.url())
-            .env("SEED_DEMO_DATA", "false")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = log_lines(&mut server);
+        let mut server = Server(
+            Command::new(env!("CARGO_BIN_EXE_filmvault"))
+                .current_dir(dir.path())
+                .env_clear()
+                .env("APP_PORT", "0")
+                .env("METRICS_ADDR", "127.0.0.1:0")
+                .env("INSTANCE_ID", "probe-7")
+                .env("LOG_FORMAT", format)
+                .env("RUST_LOG", "info")
+                .env("DATABASE_URL", database.url())
+                .env("SEED_DEMO_DATA", "false")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let lines = log_lines(&mut server.0);
         let metrics_port = port_in(&next_line_with(&lines, "metrics listener"));
         let port = port_in(&next_line_with(&lines, "filmvault is listening"));
 
@@ -318,8 +320,16 @@ async fn the_instance_id_is_on_every_request_line_and_in_the_metrics() {
                 "{format}: a request line without the instance: {line}"
             );
         }
-        server.kill().unwrap();
-        server.wait().unwrap();
+    }
+}
+
+/// A server process stopped when the test ends, failed or not.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
