@@ -133,8 +133,12 @@ fn report(outcome: anyhow::Result<()>) -> ExitCode {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let host = settings.host;
     let environment = settings.environment;
+    let metrics_host = settings.metrics_addr.map(|addr| addr.ip());
     let application = Application::build(settings).await?;
     let url = |scheme: &str, port: u16| format!("{scheme}://{}", SocketAddr::new(host, port));
+    if let Some((ip, port)) = metrics_host.zip(application.metrics_port()) {
+        tracing::info!(address = %SocketAddr::new(ip, port), "metrics listener (METRICS_ADDR) is up");
+    }
     match application.https_port() {
         Some(https_port) => tracing::info!(
             address = %url("https", https_port),

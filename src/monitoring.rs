@@ -1,5 +1,5 @@
 //! Prometheus metrics: requests by route and status, latency, denials (401/403/429), database
-//! pool usage, rate-limiter size and dropped audit events.
+//! pool usage, rate-limiter size and dropped audit events, and which instance this is.
 //!
 //! Served as `GET /metrics` to administrators, and, with `METRICS_ADDR`, on a separate
 //! loopback-only listener without authentication for a local scraper.
@@ -46,6 +46,18 @@ pub fn handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// Names this instance: `filmvault_instance_info{instance_id="…"} 1`.
+///
+/// An info gauge rather than an `instance_id` label on every series, as Prometheus's own
+/// exporters do (`node_uname_info`, `*_build_info`): the scraper already tells the series of
+/// each target apart by its `instance` label, a constant label would repeat the same value on
+/// every sample, and a query that wants the id joins it in (`… * on(instance) group_left(instance_id)
+/// filmvault_instance_info`). And the recorder is one per process, shared by every
+/// `Application` built in it (the test suite builds many), so it cannot hold one id anyway.
+pub fn describe_instance(instance_id: &str) {
+    ::metrics::gauge!("filmvault_instance_info", "instance_id" => instance_id.to_owned()).set(1.0);
 }
 
 /// Labels stay bounded: the route *pattern* (not the path), and only the methods we serve.

@@ -98,6 +98,7 @@ impl Application {
             tls.certificate.clone().spawn_reload(tls.reload_interval);
         }
         monitoring::handle();
+        monitoring::describe_instance(&state.settings.instance_id);
         let limiters = Limiters::new(&state.settings.rate_limits, state.redis.as_ref());
         spawn_revocation_follower(state.clone());
         spawn_limiter_purge(limiters.clone(), state.clone());

@@ -2,7 +2,8 @@
 //! context (request id, client IP, start time) and the root span of every request.
 //!
 //! What a request line holds is decided here, field by field: method, route pattern, status,
-//! latency, client IP, user id, request id. Headers, query strings and bodies are never
+//! latency, client IP, user id, request id, and the instance that answered (`INSTANCE_ID`), so
+//! the lines of several instances merged in one place still say where each came from. Headers, query strings and bodies are never
 //! recorded, which is how tokens, API keys and passwords stay out of the logs.
 
 use std::{sync::Arc, time::Instant};
@@ -25,6 +26,7 @@ use tracing_subscriber::{
 use crate::{
     config::LogFormat,
     security::client_ip::{ClientIp, ClientResolver},
+    state::AppState,
 };
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -121,8 +123,10 @@ impl RootSpanBuilder for RequestSpan {
             .map(|id| id.as_str().to_owned())
             .unwrap_or_default();
         let client_ip = ClientIp::of(request);
+        let state = request.app_data::<actix_web::web::Data<AppState>>();
         tracing::info_span!(
             "request",
+            instance_id = state.map(|state| tracing::field::display(&state.settings.instance_id)),
             method = %request.method(),
             route = %request.match_pattern().unwrap_or_else(|| "<unmatched>".to_owned()),
             client_ip = client_ip.map(tracing::field::display),

@@ -253,3 +253,117 @@ async fn log_files_are_private_and_hold_the_request_lines() {
     assert!(contents.contains("filmvault is listening"));
     assert!(!contents.contains("S3cret"));
 }
+
+/// The real binary, named by `INSTANCE_ID`, in each log format: every request line says which
+/// instance answered, and its metrics say it too (a process of its own, so the metrics
+/// recorder holds this instance and no other).
+#[tokio::test]
+async fn the_instance_id_is_on_every_request_line_and_in_the_metrics() {
+    for format in ["json", "pretty"] {
+        let database = TestDatabase::create().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = Server(
+            Command::new(env!("CARGO_BIN_EXE_filmvault"))
+                .current_dir(dir.path())
+                .env_clear()
+                .env("APP_PORT", "0")
+                .env("METRICS_ADDR", "127.0.0.1:0")
+                .env("INSTANCE_ID", "probe-7")
+                .env("LOG_FORMAT", format)
+                .env("RUST_LOG", "info")
+                .env("DATABASE_URL", database.url())
+                .env("SEED_DEMO_DATA", "false")
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let lines = log_lines(&mut server.0);
+        let metrics_port = port_in(&next_line_with(&lines, "metrics listener"));
+        let port = port_in(&next_line_with(&lines, "filmvault is listening"));
+
+        let client = crate::helpers::client();
+        for (path, status) in [("/api/v1/films", 200), ("/api/v1/no-such-route", 404)] {
+            let response = client
+                .get(format!("http://127.0.0.1:{port}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), status, "{path}");
+        }
+        let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let info: Vec<&str> = metrics
+            .lines()
+            .filter(|line| line.starts_with("filmvault_instance_info"))
+            .collect();
+        assert_eq!(
+            info,
+            ["filmvault_instance_info{instance_id=\"probe-7\"} 1"],
+            "{format}: the metrics name this instance, once"
+        );
+
+        for _ in 0..2 {
+            let line = next_line_with(&lines, "request completed");
+            let named = match format {
+                "json" => {
+                    let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    line["span"]["instance_id"] == "probe-7"
+                }
+                _ => line.contains("instance_id=probe-7"),
+            };
+            assert!(
+                named,
+                "{format}: a request line without the instance: {line}"
+            );
+        }
+    }
+}
+
+/// A server process stopped when the test ends, failed or not.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The server's stdout, line by line, read on a thread of its own so the server never blocks.
+fn log_lines(server: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    let stdout = server.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// The next line that contains `text`, waiting at most 30 s for it.
+fn next_line_with(lines: &std::sync::mpsc::Receiver<String>, text: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no log line with {text:?} within 30 s"));
+        if line.contains(text) {
+            return line;
+        }
+    }
+}
+
+/// The port of the `127.0.0.1:PORT` address a log line shows, in either format.
+fn port_in(line: &str) -> u16 {
+    let after = line.split("127.0.0.1:").nth(1).expect("an address");
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().expect("a port")
+}
