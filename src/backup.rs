@@ -13,6 +13,7 @@ mod encryption;
 mod files;
 mod snapshot;
 
+use secrecy::ExposeSecret;
 use std::{
     fs::File,
     io::BufWriter,
@@ -30,7 +31,7 @@ use self::{
 use crate::config::Settings;
 
 pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
-    let database = sqlite_file(&settings.database_url, "backup")?;
+    let database = sqlite_file(settings.database_url.expose_secret(), "backup")?;
     let encryption = Encryption::from_settings(&settings.backup)?;
     if !database.is_file() {
         bail!(
@@ -62,7 +63,7 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
 }
 
 pub async fn restore(settings: &Settings, from: &Path, force: bool) -> anyhow::Result<()> {
-    let target = sqlite_file(&settings.database_url, "restore")?;
+    let target = sqlite_file(settings.database_url.expose_secret(), "restore")?;
     let decryption = Decryption::from_settings(&settings.backup)?;
     let replaces = holds_data(&target)?;
     if replaces && !force {

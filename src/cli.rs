@@ -1,6 +1,7 @@
 //! Command-line entry points besides serving: making the first administrator without an HTTP
 //! backdoor, re-sealing stored values under a new data key.
 
+use secrecy::ExposeSecret;
 use std::{
     io::{BufRead, IsTerminal},
     path::{Path, PathBuf},
@@ -178,7 +179,7 @@ pub fn dev_cert(out_dir: &Path, force: bool) -> anyhow::Result<()> {
 }
 
 pub async fn rotate_signing_key(settings: &Settings) -> anyhow::Result<()> {
-    let db = Database::connect(&settings.database_url).await?;
+    let db = Database::connect(settings.database_url.expose_secret()).await?;
     let keyring = crypto::load_keyring(settings)?;
     let rotation = signing_keys::rotate(&db, &keyring, settings.jwt.access_token_ttl).await?;
     db.close().await;
@@ -210,7 +211,7 @@ pub async fn create_admin(
     // Everything that does not depend on the password is checked before asking for it.
     Username::validate(&username).map_err(|e| broken_rule("--username", e))?;
     Email::validate(&email).map_err(|e| broken_rule("--email", e))?;
-    let db = Database::connect(&settings.database_url).await?;
+    let db = Database::connect(settings.database_url.expose_secret()).await?;
     let keyring = crypto::load_keyring(settings)?;
     startup::seal_legacy_emails(&db, &keyring).await?;
     if user::find_credentials(&mut db.read().await?, &username)
@@ -252,7 +253,7 @@ pub async fn create_admin(
 /// Re-seals every sealed value still under a previous data key; prints what it did (counts
 /// and key ids, never a value).
 pub async fn rotate_data_key(settings: &Settings) -> anyhow::Result<()> {
-    let db = Database::connect(&settings.database_url).await?;
+    let db = Database::connect(settings.database_url.expose_secret()).await?;
     let keyring = crypto::load_keyring(settings)?;
     startup::seal_legacy_emails(&db, &keyring).await?;
     let resealed = reseal_stored_values(&db, &keyring).await?;

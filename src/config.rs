@@ -224,7 +224,8 @@ pub struct Settings {
     pub environment: Environment,
     pub host: IpAddr,
     pub port: u16,
-    pub database_url: String,
+    /// Secret: a PostgreSQL URL carries the database password.
+    pub database_url: SecretString,
     pub redis: Option<RedisSettings>,
     /// Names this process in logs and metrics (`INSTANCE_ID`, default host name and pid).
     pub instance_id: String,
@@ -658,13 +659,13 @@ fn instance_id(vars: &Vars) -> Result<String, ConfigError> {
     Ok(id.to_owned())
 }
 
-fn database_url(vars: &Vars) -> Result<String, ConfigError> {
+fn database_url(vars: &Vars) -> Result<SecretString, ConfigError> {
     let url = vars.get("DATABASE_URL").unwrap_or("sqlite://filmvault.db");
     if ["sqlite:", "postgres://", "postgresql://"]
         .iter()
         .any(|scheme| url.starts_with(scheme))
     {
-        return Ok(url.to_owned());
+        return Ok(SecretString::from(url.to_owned()));
     }
     // Only a plain scheme name is repeated: what follows it may hold a password.
     let reason = match url.split_once("://") {
@@ -1181,7 +1182,7 @@ mod tests {
         let err = production(&[postgres, proxy[0], proxy[1]]).unwrap_err();
         assert_eq!(err.variable, "REDIS_URL");
         assert!(err.reason.contains("SINGLE_INSTANCE=true"), "{err}");
-        // (Until PostgreSQL support lands, DATABASE_URL itself is refused next.)
+        // Another production variable may still be missing; REDIS_URL no longer is.
         let alone = production(&[postgres, proxy[0], proxy[1], ("SINGLE_INSTANCE", "true")]);
         assert!(alone.map_or_else(|e| e.variable != "REDIS_URL", |s| s.redis.is_none()));
         let shared = production(&[

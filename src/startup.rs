@@ -14,6 +14,7 @@
 //! outside the global limiter so that the limiter's own 429s are accounted for too: a flood
 //! costs it one counter per request and one summary row per client and window, not a row each.
 
+use secrecy::ExposeSecret;
 use std::{
     io::ErrorKind,
     net::{SocketAddr, TcpListener},
@@ -196,7 +197,7 @@ impl TlsSetup {
 
 /// Opens the database (migrating it, seeding it if asked) and builds the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppState>> {
-    let db = Database::connect(&settings.database_url).await?;
+    let db = Database::connect(settings.database_url.expose_secret()).await?;
     let keyring = crypto::load_keyring(&settings)?;
     seal_legacy_emails(&db, &keyring).await?;
     if settings.seed_demo_data {

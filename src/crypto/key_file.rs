@@ -5,6 +5,7 @@
 //! The file is created 0600 and refused when others can read it. Losing it loses every value
 //! sealed under it, so its creation is announced, with its path (never the key).
 
+use secrecy::ExposeSecret;
 use std::{
     fs::{File, OpenOptions},
     io::{ErrorKind, Read, Write},
@@ -29,7 +30,7 @@ pub fn load_keyring(settings: &Settings) -> anyhow::Result<Keyring> {
     let keys = &settings.data_keys;
     let current = match &keys.current {
         Some(key) => key.clone(),
-        None => development_key(&key_file_path(&settings.database_url))?,
+        None => development_key(&key_file_path(settings.database_url.expose_secret()))?,
     };
     let keyring = Keyring::new(&current, &keys.previous);
     tracing::info!(

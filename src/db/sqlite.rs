@@ -12,6 +12,10 @@ use sqlx::{
 pub(crate) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a start waits for another process's write lock before it migrates: instances
+/// starting together on a new file apply every migration one after the other, which on a
+/// loaded machine takes longer than one request's `BUSY_TIMEOUT`.
+const WAIT_LONGER_TO_MIGRATE: &str = "PRAGMA busy_timeout = 60000";
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -54,6 +58,9 @@ async fn migrate(writer: &SqlitePool) -> anyhow::Result<()> {
     let mut connection = writer.acquire().await?;
     connection.close_on_drop();
     sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query(WAIT_LONGER_TO_MIGRATE)
         .execute(&mut *connection)
         .await?;
     let mut tx = connection.begin_with("BEGIN IMMEDIATE").await?;

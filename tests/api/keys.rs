@@ -280,3 +280,117 @@ async fn unknown_kids_reread_the_key_set_at_most_once_a_second() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(me(&app, &token).await, StatusCode::OK);
 }
+
+/// Runs the binary in an empty directory with `env` at trace level, until it exits or for at
+/// most `run_for`, and gives back everything it printed.
+fn output_of_a_run(env: &[(&str, &str)], run_for: Duration) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_filmvault"))
+        .current_dir(dir.path())
+        .env_clear()
+        .env("RUST_LOG", "trace")
+        .env("APP_PORT", "0")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let deadline = std::time::Instant::now() + run_for;
+    while server.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = server.kill();
+    let output = server.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Every spelling of a secret a careless log line or error could carry: as configured, and
+/// for a key, its bytes in hex and as Rust's `Debug` prints an array.
+fn spellings(secret: &str) -> Vec<String> {
+    let mut found = vec![secret.to_owned()];
+    if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(secret) {
+        found.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
+        found.push(
+            format!("{:?}", &bytes[..4])
+                .trim_end_matches(']')
+                .to_owned(),
+        );
+    }
+    found
+}
+
+#[test]
+fn no_key_password_or_passphrase_reaches_the_log_or_an_error() {
+    let previous_key = "m8Jqv7l9kQvQx0n1c3ZyTnU2R1pYbU5hV2ZzQ0E0Tm8=";
+    let passphrase = "correct-horse-battery-staple-backup";
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let database_url =
+        format!("postgres://filmvault:Db-Pw-7f3a9c@127.0.0.1:{closed_port}/filmvault");
+    let redis_url = format!("redis://:Redis-Pw-5e1d2b@127.0.0.1:{closed_port}/0");
+    let secrets = [
+        TEST_DATA_ENCRYPTION_KEY,
+        previous_key,
+        passphrase,
+        "Db-Pw-7f3a9c",
+        "Redis-Pw-5e1d2b",
+    ];
+    let keys = [
+        ("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY),
+        ("DATA_ENCRYPTION_KEYS_PREVIOUS", previous_key),
+        ("BACKUP_PASSPHRASE", passphrase),
+    ];
+    let sqlite = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}/films.db", sqlite.path().display());
+    let short_key = &TEST_DATA_ENCRYPTION_KEY[..40];
+    let runs = [
+        // A server that starts, creates its signing key and serves: at trace level.
+        (
+            [&keys[..], &[("DATABASE_URL", sqlite_url.as_str())]].concat(),
+            5,
+        ),
+        // Engines that refuse the connection: the errors name them, not their passwords
+        // (the start gives up after the pool's 10 s).
+        (
+            [
+                &keys[..],
+                &[
+                    ("DATABASE_URL", database_url.as_str()),
+                    ("REDIS_URL", redis_url.as_str()),
+                ],
+            ]
+            .concat(),
+            15,
+        ),
+        // A malformed key is refused without being repeated.
+        (
+            vec![
+                ("DATABASE_URL", sqlite_url.as_str()),
+                ("DATA_ENCRYPTION_KEY", short_key),
+            ],
+            5,
+        ),
+    ];
+    for (run, (env, seconds)) in runs.iter().enumerate() {
+        let output = output_of_a_run(env, Duration::from_secs(*seconds));
+        assert!(!output.is_empty(), "run {run} printed nothing");
+        let mut checked = secrets
+            .iter()
+            .flat_map(|s| spellings(s))
+            .collect::<Vec<_>>();
+        checked.push(short_key.to_owned());
+        for secret in checked {
+            assert!(
+                !output.contains(&secret),
+                "run {run} printed a secret ({secret}):\n{output}"
+            );
+        }
+    }
+}
