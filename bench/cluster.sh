@@ -5,6 +5,7 @@
 #
 #   sqlite    (a) one instance on SQLite, security state in memory (run.sh's own server)
 #   postgres  (b) one instance on PostgreSQL + Redis, with the same settings as (a)
+#   durable   (b) again for the writes, with PostgreSQL's synchronous_commit=on (below)
 #   cluster   (c) 3 instances on that PostgreSQL + Redis behind HAProxy, TLS at the proxy, as
 #                 deploy/cluster.sh starts them (production settings; the bench's limits and
 #                 log settings in the cluster folder's .env)
@@ -42,11 +43,12 @@ for port in "${PORT[postgres]}" $((app_port + 1)) $((app_port + 2)) $((app_port 
   port_in_use "$port" && { echo "bench: port $port is taken" >&2; exit 2; }
 done
 # The statement counts, and the durability of the SQLite mode: WAL with synchronous=NORMAL
-# survives a crash of the process but may lose the last commits on a power loss; PostgreSQL
-# with synchronous_commit=off gives the same promise (docs/scaling.md).
+# does not flush each commit to disk and may lose the last ones on a power loss; so does
+# PostgreSQL with synchronous_commit=off. The `durable` rows flush every commit, as
+# PostgreSQL does by default (docs/scaling.md).
 PG_TUNING="shared_preload_libraries = 'pg_stat_statements'
 pg_stat_statements.track = all
-synchronous_commit = ${BENCH_PG_SYNCHRONOUS_COMMIT:-off}"
+synchronous_commit = off"
 
 cluster_sh() {  # start|stop
   CLUSTER_INSTANCES=3 CLUSTER_PG_PORT=$pg_port CLUSTER_REDIS_PORT=$redis_port \
@@ -103,6 +105,7 @@ start_postgres_instance() {
   local base=http://127.0.0.1:${PORT[postgres]}
   wait_for "$base/health/ready"
   BEARER[postgres]=$(bench_user_token "$base")
+  PORT[durable]=${PORT[postgres]} BEARER[durable]=${BEARER[postgres]}
   bench_psql > /dev/null << 'SQL'
 INSERT INTO films (name, studio, year)
 SELECT 'Film ' || i, 'Studio ' || (i % 6), 2000 FROM generate_series(1, 1000) AS i;
@@ -112,6 +115,10 @@ SQL
   URL[cluster]=https://127.0.0.1:$https_port
   BEARER[cluster]=$(bench_user_token "$proxy" --cacert "$CLUSTER_DIR/certs/dev-ca.crt" \
     --resolve "localhost:$https_port:127.0.0.1")
+}
+
+synchronous_commit() {  # on|off, for every connection from its next statement
+  bench_psql <<< "ALTER SYSTEM SET synchronous_commit = $1; SELECT pg_reload_conf();" > /dev/null
 }
 
 # --- CPU accounting (clock ticks from /proc) ---------------------------------------------------
@@ -136,11 +143,12 @@ cpu1_ticks() {  # busy and total ticks of CPU 1
 pids_of() {  # COMPONENT CONFIGURATION
   case "$1:$2" in
     app:sqlite) echo "$FILMVAULT_PID" ;;
-    app:postgres) echo "$POSTGRES_PID" ;;
+    app:postgres | app:durable) echo "$POSTGRES_PID" ;;
     app:cluster) cat "$CLUSTER_DIR"/run/instance-*.pid ;;
-    pg:postgres | pg:cluster) head -n1 "$CLUSTER_DIR/postgres/data/postmaster.pid" ;;
-    redis:postgres | redis:cluster) cat "$CLUSTER_DIR/redis/redis.pid" ;;
     proxy:cluster) cat "$CLUSTER_DIR/run/haproxy.pid" ;;
+    *:flask | pg:sqlite | redis:sqlite | proxy:*) ;;
+    pg:*) head -n1 "$CLUSTER_DIR/postgres/data/postmaster.pid" ;;
+    redis:*) cat "$CLUSTER_DIR/redis/redis.pid" ;;
   esac
 }
 
@@ -200,6 +208,11 @@ echo "== workloads (read, like, add) on (a) sqlite, (b) postgres, (c) cluster; F
 for workload in read like add; do
   [ "$workload" != read ] && measure_configuration flask "$workload"
   for config in sqlite postgres cluster; do measure_configuration "$config" "$workload"; done
+  if [ "$workload" != read ]; then
+    synchronous_commit on
+    measure_configuration durable "$workload"
+    synchronous_commit off
+  fi
 done
 read -r instance_5xx proxy_5xx <<< "$(count_5xx)"
 printf 'errors5xx\t%s\t%s\n' "$instance_5xx" "$proxy_5xx" >> "$CLUSTER_RESULTS"

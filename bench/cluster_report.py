@@ -4,7 +4,9 @@ import os
 import sys
 
 CONFIGS = {"sqlite": "(a) SQLite", "postgres": "(b) PostgreSQL + Redis",
-           "cluster": "(c) 3 instances + HAProxy", "flask": "Flask (seed)"}
+           "durable": "(b) with synchronous_commit=on", "cluster": "(c) 3 instances + HAProxy",
+           "flask": "Flask (seed)"}
+ORDER = ["flask", "sqlite", "postgres", "durable", "cluster"]
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
@@ -39,11 +41,11 @@ out = [f"Machine: {machine[1]} CPUs; all server-side processes of a configuratio
 out += ["| workload | configuration | req/s | p50 ms | p99 ms | errors | vs (a) | vs Flask | load (1 min) |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for workload in ["read", "like", "add"]:
-    for config in ["flask", "sqlite", "postgres", "cluster"]:
+    for config in ORDER:
         run = runs.get((config, workload))
         if not run:
             continue
-        versus_a = ratio(run["rps"], rps("sqlite", workload), percent=True) if config in ("postgres", "cluster") else ""
+        versus_a = ratio(run["rps"], rps("sqlite", workload), percent=True) if config not in ("flask", "sqlite") else ""
         versus_flask = ratio(run["rps"], rps("flask", workload)) if config != "flask" and rps("flask", workload) else ""
         out.append(f"| {workload} | {CONFIGS[config]} | {run['rps']:.0f} | {run['p50']:.2f} | "
                    f"{run['p99']:.2f} | {run['errors']} | {versus_a} | {versus_flask} | {run['load']} |")
@@ -64,8 +66,9 @@ targets.append(("no error of any kind in (a), (b), (c) (wrk: socket errors, stat
 out += ["| target | measured | met |", "| --- | --- | --- |"]
 out += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in targets]
 out.append("")
-out.append("For information, (c) against Flask: "
-           + ", ".join(f"{w} {ratio(rps('cluster', w), rps('flask', w))}" for w in ["like", "add"])
+out.append("For information, against Flask: "
+           + ", ".join(f"{w} {ratio(rps(c, w), rps('flask', w))} for {CONFIGS[c]}"
+                       for c in ["durable", "cluster"] for w in ["like", "add"])
            + "; (c) against (b): "
            + ", ".join(f"{w} {ratio(rps('cluster', w), rps('postgres', w), percent=True)}"
                        for w in ["read", "like", "add"]) + ".")
@@ -77,7 +80,7 @@ out += ["CPU time per request, µs, by component (all on CPU 1), and how busy CP
         "| workload | configuration | instances | PostgreSQL | Redis | HAProxy | total | CPU 1 busy | others |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 for workload in ["read", "like", "add"]:
-    for config in ["sqlite", "postgres", "cluster"]:
+    for config in ORDER[1:]:
         run = runs.get((config, workload))
         if not run or not run["requests"]:
             continue
@@ -93,20 +96,23 @@ if costs:
     kinds = list(dict.fromkeys(r[1] for r in costs))
     value = {(r[1], r[3]): r[4] for r in costs}
     count = {r[1]: r[2] for r in costs}
-    summary = ["pg transactions", "pg statements", "pg WAL bytes", "redis commands"]
+    summary = ["pg transactions", "pg statements", "pg WAL bytes", "redis round trips",
+               "redis commands", "redis usec"]
     out += ["What one request costs the engines, on (b), counted (bench/request_cost.py: "
             "pg_stat_statements, pg_stat_database, pg_current_wal_lsn, Redis INFO commandstats; "
             "idle background subtracted):", "",
-            "| kind (requests) | transactions | statements | WAL bytes | Redis commands (incl. inside scripts) |",
-            "| --- | ---: | ---: | ---: | ---: |"]
+            "| kind (requests) | PostgreSQL transactions | statements (round trips) | WAL bytes | "
+            "Redis round trips | Redis commands (with those inside scripts) | Redis time µs |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for kind in kinds:
         cells = [value.get((kind, m), "0") for m in summary]
         out.append(f"| {kind} ({count[kind]}) | {' | '.join(cells)} |")
-    out += ["", "Per statement and per Redis command (calls per request; `usec` is Redis's own "
-            "time per request):", ""]
+    out += ["", "Per statement (`(nested)`: run by a trigger or a foreign-key check) and per "
+            "Redis command, calls per request:", ""]
     for kind in kinds:
         out.append(f"* **{kind}**")
         for r in costs:
             if r[1] == kind and r[3] not in summary:
-                out.append(f"  * {r[4]} × `{r[3]}`")
+                metric = r[3].replace("pg: ", "").replace("redis: ", "Redis ")
+                out.append(f"  * {r[4]} × `{metric}`")
 print("\n".join(out))
