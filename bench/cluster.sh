@@ -1,5 +1,4 @@
-# shellcheck shell=bash disable=SC2034,SC2153,SC2154
-# (PORT, URL, BEARER, PIDS, ... are run.sh's arrays; run.sh reads CLUSTER_STATUS.)
+# shellcheck shell=bash disable=SC2034,SC2153,SC2154 # run.sh's variables; it reads CLUSTER_STATUS
 # The cluster mode of bench/run.sh (`bench/run.sh --cluster`), sourced by it after the build;
 # it uses run.sh's servers, wrk runner and settings. One run, three configurations:
 #
@@ -25,7 +24,7 @@
 # stopped (bench/request_cost.py): statements, transactions, WAL and Redis commands.
 #
 # Output: bench/results/cluster-latest.md (bench/cluster_report.py). The run fails (status 1)
-# when any response was a 5xx (wrk's counts, every instance's log and HAProxy's log).
+# when an instance or HAProxy logged a 5xx response.
 
 CLUSTER_RESULTS=$SCRATCH/cluster.tsv
 CLUSTER_STATUS=0
