@@ -2,7 +2,9 @@
 # Load benchmark of filmvault against the seed's Flask API (gunicorn, 2 workers) and a bare
 # actix-web + sqlx server (the practical ceiling of this machine), all from one run.
 #
-#   bench/run.sh [--duration S] [--connections N] [--no-build]
+#   bench/run.sh [--duration S] [--warmup S] [--connections N] [--no-build]
+#   bench/run.sh --cluster [--duration S] [--no-build]   # SQLite vs PostgreSQL + Redis vs
+#                                                        # 3 instances behind HAProxy (cluster.sh)
 #
 # The two reference servers come from the shared harness (../shared/bench, or BENCH_SHARED):
 # flask_ref/app.py and actix_baseline. filmvault runs its release build with everything on:
@@ -25,12 +27,14 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
 SHARED=${BENCH_SHARED:-$ROOT/../shared/bench}
 SCRATCH=${BENCH_SCRATCH:-/tmp/filmvault-bench}
-DURATION=10 WARMUP=2 CONNS=64 BUILD=1
+DURATION=10 WARMUP=2 CONNS=64 BUILD=1 CLUSTER=0
 while [ $# -gt 0 ]; do
   case $1 in
     --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
     --connections) CONNS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
+    --cluster) CLUSTER=1; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -38,8 +42,9 @@ done
 for tool in wrk taskset curl python3; do
   command -v $tool > /dev/null || { echo "bench: $tool is missing (apt-get install wrk util-linux curl)" >&2; exit 2; }
 done
-[ -d "$SHARED/flask_ref" ] && [ -d "$SHARED/actix_baseline" ] ||
-  { echo "bench: the reference servers are not at $SHARED (set BENCH_SHARED)" >&2; exit 2; }
+if [ ! -d "$SHARED/flask_ref" ] || { [ $CLUSTER = 0 ] && [ ! -d "$SHARED/actix_baseline" ]; }; then
+  echo "bench: the reference servers are not at $SHARED (set BENCH_SHARED)" >&2; exit 2
+fi
 
 mkdir -p "$SCRATCH" "$HERE/results"
 RESULTS=$SCRATCH/results.tsv
@@ -49,6 +54,8 @@ PIN=(taskset -c 1)
 PASSWORD=bench-password-violet-kettle
 DATA_KEY=$(head -c 32 /dev/urandom | base64 -w0)
 declare -A PORT=([flask]=19080 [ceiling]=19081 [filmvault]=19082)
+# A server's base URL when it is not plain HTTP on PORT, and its bearer token if it needs one.
+declare -A URL=() BEARER=()
 PIDS=()
 cleanup() {  # stop every server and wait until it has released its port
   for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done
@@ -60,14 +67,16 @@ trap 'echo "bench: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 if [ $BUILD = 1 ]; then
   echo "== building (release)"
   (cd "$ROOT" && cargo build --release --locked --quiet)
-  CARGO_TARGET_DIR=$SCRATCH/target cargo build --release --quiet \
-    --manifest-path "$SHARED/actix_baseline/Cargo.toml"
+  if [ $CLUSTER = 0 ]; then
+    CARGO_TARGET_DIR=$SCRATCH/target cargo build --release --quiet \
+      --manifest-path "$SHARED/actix_baseline/Cargo.toml"
+  fi
   if [ ! -x "$SCRATCH/venv/bin/gunicorn" ]; then
     python3 -m venv "$SCRATCH/venv"
     "$SCRATCH/venv/bin/pip" install -q -r "$SHARED/flask_ref/requirements.txt"
   fi
 fi
-FILMVAULT=$ROOT/target/release/filmvault
+FILMVAULT=${CARGO_TARGET_DIR:-$ROOT/target}/release/filmvault
 CEILING=$SCRATCH/target/release/actix_baseline
 
 wait_for() {  # URL
@@ -114,17 +123,25 @@ filmvault_env() {  # runs in the background subshell, which it replaces (so $! i
     CORS_ALLOWED_ORIGINS=http://localhost:3000 "${@:2}"
 }
 
+# Registers the bench user (once per database) and prints an access token of theirs.
+bench_user_token() {  # BASE_URL [curl options...]
+  local base=$1
+  shift
+  curl -s -o /dev/null "$@" -X POST "$base/api/v1/auth/register" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"bench\",\"email\":\"bench@example.com\",\"password\":\"$PASSWORD\"}"
+  curl -sf "$@" -X POST "$base/api/v1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"username\":\"bench\",\"password\":\"$PASSWORD\"}" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+
 start_filmvault() {  # [extra VAR=value...]
   rm -f "$SCRATCH/filmvault.db"*
   filmvault_env "${PORT[filmvault]}" "$@" "${PIN[@]}" "$FILMVAULT" > "$SCRATCH/filmvault.log" 2>&1 &
   PIDS+=($!); FILMVAULT_PID=$!
   local base=http://127.0.0.1:${PORT[filmvault]}
   wait_for "$base/health/ready"
-  curl -sf -X POST "$base/api/v1/auth/register" -H 'Content-Type: application/json' \
-    -d "{\"username\":\"bench\",\"email\":\"bench@example.com\",\"password\":\"$PASSWORD\"}" > /dev/null
-  TOKEN=$(curl -sf -X POST "$base/api/v1/auth/login" -H 'Content-Type: application/json' \
-    -d "{\"username\":\"bench\",\"password\":\"$PASSWORD\"}" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  TOKEN=$(bench_user_token "$base")
+  BEARER[filmvault]=$TOKEN
   # The same 1000 films the references start with, written straight into the file.
   python3 - "$SCRATCH/filmvault.db" <<'PY'
 import sqlite3, sys
@@ -137,8 +154,8 @@ PY
 
 # SERVER WORKLOAD CONNECTIONS SECONDS FLAVOR -> prints the BENCH line
 run_wrk() {
-  local url=http://127.0.0.1:${PORT[$1]} headers=""
-  [ "$1" = filmvault ] && headers="Authorization: Bearer $TOKEN"
+  local url=${URL[$1]:-http://127.0.0.1:${PORT[$1]}} headers=""
+  [ -n "${BEARER[$1]:-}" ] && headers="Authorization: Bearer ${BEARER[$1]}"
   BENCH_WORKLOAD=$2 BENCH_FLAVOR=$5 BENCH_HEADERS=$headers \
     BENCH_LOGIN="{\"username\":\"bench\",\"password\":\"$PASSWORD\"}" \
     timeout $(($4 + 10)) "${LOAD[@]}" wrk -t1 -c "$3" -d "${4}s" --timeout 5s \
@@ -159,6 +176,12 @@ measure() {  # SERVER PID WORKLOAD [CONNECTIONS]
     "$server" "$workload" "$(field rps "$line")" "$(field p50_us "$line")" "$(field p99_us "$line")" \
     "$errors" "$(hwm_kb "$pid")"
 }
+
+if [ $CLUSTER = 1 ]; then
+  # shellcheck source=bench/cluster.sh
+  . "$HERE/cluster.sh"
+  exit "$CLUSTER_STATUS"
+fi
 
 echo "== $(nproc) CPUs, $(uname -r), $(wrk -v 2>&1 | head -1 | cut -c1-20); ${CONNS} connections, ${DURATION}s per run"
 echo "== workloads against the three servers"
