@@ -180,7 +180,7 @@ pub fn dev_cert(out_dir: &Path, force: bool) -> anyhow::Result<()> {
 
 pub async fn rotate_signing_key(settings: &Settings) -> anyhow::Result<()> {
     let db = Database::connect(settings.database_url.expose_secret()).await?;
-    let keyring = crypto::load_keyring(settings)?;
+    let keyring = crypto::load_keyring(&settings.data_keys, &settings.database_url)?;
     let rotation = signing_keys::rotate(&db, &keyring, settings.jwt.access_token_ttl).await?;
     db.close().await;
     println!(
@@ -212,7 +212,7 @@ pub async fn create_admin(
     Username::validate(&username).map_err(|e| broken_rule("--username", e))?;
     Email::validate(&email).map_err(|e| broken_rule("--email", e))?;
     let db = Database::connect(settings.database_url.expose_secret()).await?;
-    let keyring = crypto::load_keyring(settings)?;
+    let keyring = crypto::load_keyring(&settings.data_keys, &settings.database_url)?;
     startup::seal_legacy_emails(&db, &keyring).await?;
     if user::find_credentials(&mut db.read().await?, &username)
         .await?
@@ -254,7 +254,7 @@ pub async fn create_admin(
 /// and key ids, never a value).
 pub async fn rotate_data_key(settings: &Settings) -> anyhow::Result<()> {
     let db = Database::connect(settings.database_url.expose_secret()).await?;
-    let keyring = crypto::load_keyring(settings)?;
+    let keyring = crypto::load_keyring(&settings.data_keys, &settings.database_url)?;
     startup::seal_legacy_emails(&db, &keyring).await?;
     let resealed = reseal_stored_values(&db, &keyring).await?;
     db.close().await;

@@ -18,7 +18,8 @@ use actix_web::http::Uri;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
-use crate::crypto::{DataKey, MAKE_DATA_KEY};
+pub use crate::crypto::DataKeySettings;
+use crate::crypto::MAKE_DATA_KEY;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{variable}: {reason}")]
@@ -161,15 +162,6 @@ pub struct JwtSettings {
     pub audience: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
-}
-
-/// `DATA_ENCRYPTION_KEY`, which seals stored values, and the keys it replaced.
-#[derive(Debug, Clone)]
-pub struct DataKeySettings {
-    /// `None` only in development, where a key file beside the database stands in for it.
-    pub current: Option<DataKey>,
-    /// `DATA_ENCRYPTION_KEYS_PREVIOUS`: values sealed under them still open.
-    pub previous: Vec<DataKey>,
 }
 
 /// What one request, and all of them together, may take of the server.

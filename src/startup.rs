@@ -198,7 +198,7 @@ impl TlsSetup {
 /// Opens the database (migrating it, seeding it if asked) and builds the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppState>> {
     let db = Database::connect(settings.database_url.expose_secret()).await?;
-    let keyring = crypto::load_keyring(&settings)?;
+    let keyring = crypto::load_keyring(&settings.data_keys, &settings.database_url)?;
     seal_legacy_emails(&db, &keyring).await?;
     if settings.seed_demo_data {
         let added = seed::seed_demo_films(&db).await?;

@@ -4,6 +4,7 @@
 pub mod api_key;
 pub mod common_passwords;
 pub mod credentials;
+mod eddsa;
 pub mod extractor;
 pub mod jwt;
 pub mod login;
@@ -17,11 +18,20 @@ pub mod signing_keys;
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use crate::db::{self, Transaction};
 
 pub use extractor::{Authenticated, MaybeAuthenticated, Session};
 pub use principal::{Access, AdminRead, AdminWrite, Principal, Read, Write};
 pub use roles::Role;
+
+/// Seconds since the Unix epoch (0 for a clock set before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// `N` bytes from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
-    auth::{Role, jwt::unix_now, lock_account, random_token},
+    auth::{Role, lock_account, random_token, unix_now},
     db::{self, Database, Executor, Transaction},
     error::{ApiError, Step},
     vocabulary::vocabulary,

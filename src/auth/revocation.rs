@@ -23,7 +23,7 @@ use std::{
 };
 
 use crate::{
-    auth::{jwt::unix_now, refresh::RevokeReason},
+    auth::{refresh::RevokeReason, unix_now},
     cluster::revocation_channel::{Notice, RevocationChannel},
     db::{self, Database},
 };

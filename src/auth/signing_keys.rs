@@ -19,8 +19,8 @@ use jsonwebtoken::{DecodingKey, EncodingKey};
 use ring::{rand::SystemRandom, signature::Ed25519KeyPair};
 
 use super::{
-    jwt::{decoding_key, encoding_key, public_key, unix_now},
-    random_token,
+    eddsa::{decoding_key, encoding_key, public_key},
+    random_token, unix_now,
 };
 use crate::{
     audit::{self, AuditAction, AuditContext, Outcome},

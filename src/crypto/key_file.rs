@@ -5,7 +5,6 @@
 //! The file is created 0600 and refused when others can read it. Losing it loses every value
 //! sealed under it, so its creation is announced, with its path (never the key).
 
-use secrecy::ExposeSecret;
 use std::{
     fs::{File, OpenOptions},
     io::{ErrorKind, Read, Write},
@@ -15,22 +14,33 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::sqlite::SqliteConnectOptions;
 use zeroize::Zeroizing;
 
 use super::{DataKey, Keyring};
-use crate::config::Settings;
+
+/// `DATA_ENCRYPTION_KEY`, which seals stored values, and the keys it replaced.
+#[derive(Debug, Clone)]
+pub struct DataKeySettings {
+    /// `None` only in development, where a key file beside the database stands in for it.
+    pub current: Option<DataKey>,
+    /// `DATA_ENCRYPTION_KEYS_PREVIOUS`: values sealed under them still open.
+    pub previous: Vec<DataKey>,
+}
 
 const POSTGRES_KEY_FILE: &str = "filmvault.data-key";
 const KEY_FILE_SUFFIX: &str = ".data-key";
 
 /// The keyring the settings describe; in development without `DATA_ENCRYPTION_KEY`, the
-/// current key is the development key file's (made if missing).
-pub fn load_keyring(settings: &Settings) -> anyhow::Result<Keyring> {
-    let keys = &settings.data_keys;
+/// current key is the development key file's (made if missing) beside `database_url`'s file.
+pub fn load_keyring(
+    keys: &DataKeySettings,
+    database_url: &SecretString,
+) -> anyhow::Result<Keyring> {
     let current = match &keys.current {
         Some(key) => key.clone(),
-        None => development_key(&key_file_path(settings.database_url.expose_secret()))?,
+        None => development_key(&key_file_path(database_url.expose_secret()))?,
     };
     let keyring = Keyring::new(&current, &keys.previous);
     tracing::info!(

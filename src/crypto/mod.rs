@@ -7,6 +7,6 @@ mod keyring;
 
 pub use self::{
     data_key::{DataKey, MAKE_DATA_KEY},
-    key_file::load_keyring,
+    key_file::{DataKeySettings, load_keyring},
     keyring::{KeyId, Keyring, OpenError},
 };
