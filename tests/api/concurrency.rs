@@ -10,8 +10,11 @@ use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    STRONG_PASSWORD, TestApp, TestDatabase, TestUser, spawn_app, spawn_app_on, unique_username,
+use crate::{
+    account_deletion::delete_account,
+    helpers::{
+        STRONG_PASSWORD, TestApp, TestDatabase, TestUser, spawn_app, spawn_app_on, unique_username,
+    },
 };
 
 /// How often each race is run.
@@ -79,6 +82,31 @@ async fn simultaneous_demotions_of_the_last_two_admins_on_two_instances_leave_on
             StatusCode::OK
         );
         demoted.token = a.access_token(&demoted.username, &demoted.password).await;
+    }
+}
+
+/// The last two active admins delete their accounts at once, on two instances: the rule that
+/// keeps one counts them one after the other (`Lock::AccountAdministration`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_deletions_of_the_last_two_admins_on_two_instances_leave_one() {
+    let [a, b] = two_instances().await;
+    let mut survivor = a.new_admin().await;
+    for round in 0..ROUNDS / 2 {
+        let newcomer = a.new_admin().await;
+        assert_eq!(active_admins(&a).await, 2, "round {round} starts with two");
+        let (first, second) = tokio::join!(
+            delete_account(&a, &survivor.token, &survivor.password),
+            delete_account(&b, &newcomer.token, &newcomer.password),
+        );
+        let outcomes = [first.status(), second.status()];
+        assert_eq!(active_admins(&a).await, 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes.contains(&StatusCode::NO_CONTENT) && outcomes.contains(&StatusCode::CONFLICT),
+            "round {round}: {outcomes:?}"
+        );
+        if outcomes[0] == StatusCode::NO_CONTENT {
+            survivor = newcomer;
+        }
     }
 }
 
