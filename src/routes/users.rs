@@ -141,8 +141,10 @@ pub struct DeleteAccountRequest {
     pub password: String,
 }
 
-/// Delete the caller's account. Every access token, refresh token and API key of the account
-/// stops at once, on every instance. Votes are withdrawn (the counters drop by exactly those
+/// Delete the caller's account.
+///
+/// Every access token, refresh token and API key of the account stops at once, on every
+/// instance. Votes are withdrawn (the counters drop by exactly those
 /// votes); films stay in the catalogue without an author; the email and the username are
 /// freed. The last active administrator cannot delete their account (409).
 ///
