@@ -211,7 +211,8 @@ impl Transaction {
 /// rows, which row locks cannot cover (transaction-scoped advisory locks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lock {
-    /// Role and disabled changes: the last-active-admin rule counts every admin.
+    /// Role and disabled changes, account deletions: the last-active-admin rule counts every
+    /// admin.
     AccountAdministration,
     /// Seeding the demo catalogue into an empty database: several instances may start at once.
     DemoCatalogue,

@@ -36,6 +36,7 @@ use crate::{routes, web::problem::PROBLEM_JSON};
         routes::auth::logout,
         routes::users::me,
         routes::users::change_password,
+        routes::users::delete_account,
         routes::users::create_api_key,
         routes::users::list_api_keys,
         routes::users::revoke_api_key,

@@ -17,6 +17,8 @@ vocabulary! {
         /// An administrator created from the command line.
         CreateAdmin = "user.create_admin",
         PasswordChange = "user.password_change",
+        /// The user deleted their own account (its id stays; nothing personal does).
+        AccountDelete = "user.delete",
         RoleChange = "admin.role_change",
         UserDisable = "admin.user_disable",
         UserEnable = "admin.user_enable",

@@ -2,11 +2,13 @@
 //! costs two hash-map lookups instead of a database query on every request.
 //!
 //! * A user's token version is bumped (in the database, then here) when they are disabled,
-//!   change role or change password: tokens carrying an older version are refused at once.
-//!   A user's version is read from the database the first time one of their tokens is seen,
-//!   then kept here; a token whose user does not exist (or is disabled) is refused, so no
-//!   handler ever acts for an account that is not there. (Nothing deletes users today; code
-//!   that comes to delete them must forget them here too.)
+//!   change role, change password or delete their account: tokens carrying an older version
+//!   are refused at once. A user's version is read from the database the first time one of
+//!   their tokens is seen, then kept here; a token whose user does not exist (or is disabled)
+//!   is refused, so no handler ever acts for an account that is not there. (A deleted account
+//!   keeps its row as a disabled tombstone with a bumped version, so this path refuses it like
+//!   any other: code that came to delete rows would have to make every instance forget them
+//!   here too.)
 //! * A session (refresh-token family) is revoked on logout and on refresh-token reuse: access
 //!   tokens issued in it are refused at once. An entry is kept only for one access-token
 //!   lifetime, after which every token of that session has expired anyway.

@@ -22,8 +22,11 @@ use crate::{
     error::{ApiError, Step},
 };
 
+mod deletion;
+
 /// Found with the other parsed parts of a user; their homes are their own modules (see there).
 pub use super::{email::Email, username::Username};
+pub use deletion::delete_account;
 
 /// A new password: 12–128 characters (ASVS 5.0: at least 12, at least 64 allowed, no
 /// composition rules) and not one of the most common passwords.
@@ -201,7 +204,7 @@ pub async fn find_credentials(
     db::fetch_optional!(
         db,
         "SELECT id, username, password_hash, role, disabled, token_version
-         FROM users WHERE username = $1",
+         FROM users WHERE username = $1 AND deleted_at IS NULL",
         username
     )
     .await
@@ -215,7 +218,7 @@ pub async fn credentials_by_id(
     db::fetch_optional!(
         db,
         "SELECT id, username, password_hash, role, disabled, token_version
-         FROM users WHERE id = $1",
+         FROM users WHERE id = $1 AND deleted_at IS NULL",
         user_id
     )
     .await
@@ -233,9 +236,9 @@ pub(crate) async fn lock_account(
     db::fetch_optional!(
         tx,
         sqlite: "SELECT id, username, password_hash, role, disabled, token_version
-                 FROM users WHERE id = $1",
+                 FROM users WHERE id = $1 AND deleted_at IS NULL",
         postgres: "SELECT id, username, password_hash, role, disabled, token_version
-                   FROM users WHERE id = $1 FOR NO KEY UPDATE",
+                   FROM users WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE",
         user_id
     )
     .await
@@ -389,7 +392,11 @@ pub async fn update_account(
     let was_active_admin = current.role.is_admin() && !current.disabled;
     let stays_active_admin = role.is_admin() && !disabled;
     if was_active_admin && !stays_active_admin {
-        ensure_another_active_admin(&mut tx).await?;
+        ensure_another_active_admin(
+            &mut tx,
+            "The last active administrator cannot be demoted or disabled.",
+        )
+        .await?;
     }
     db::execute!(
         &mut tx,
@@ -419,9 +426,12 @@ pub async fn update_account(
     })
 }
 
-/// Refuses to demote or disable the last active administrator; `tx` holds
+/// Refuses (409, saying `refusal`) to let the last active administrator go; `tx` holds
 /// `Lock::AccountAdministration`.
-async fn ensure_another_active_admin(tx: &mut Transaction) -> Result<(), ApiError> {
+async fn ensure_another_active_admin(
+    tx: &mut Transaction,
+    refusal: &'static str,
+) -> Result<(), ApiError> {
     let active_admins: i64 = db::fetch_scalar!(
         tx,
         "SELECT count(*) FROM users WHERE role = 'admin' AND NOT disabled"
@@ -429,9 +439,7 @@ async fn ensure_another_active_admin(tx: &mut Transaction) -> Result<(), ApiErro
     .await
     .step("count the active administrators")?;
     if active_admins <= 1 {
-        return Err(ApiError::Conflict(
-            "The last active administrator cannot be demoted or disabled.",
-        ));
+        return Err(ApiError::Conflict(refusal));
     }
     Ok(())
 }
@@ -513,7 +521,8 @@ pub async fn profile(
 ) -> anyhow::Result<Option<UserProfile>> {
     let row: Option<ProfileRow> = db::fetch_optional!(
         db,
-        "SELECT id, username, email_sealed, role, disabled, created_at FROM users WHERE id = $1",
+        "SELECT id, username, email_sealed, role, disabled, created_at FROM users
+         WHERE id = $1 AND deleted_at IS NULL",
         user_id
     )
     .await?;
@@ -529,7 +538,7 @@ pub async fn list(
     let rows: Vec<ProfileRow> = db::fetch_all!(
         db,
         "SELECT id, username, email_sealed, role, disabled, created_at FROM users
-         ORDER BY id LIMIT $1 OFFSET $2",
+         WHERE deleted_at IS NULL ORDER BY id LIMIT $1 OFFSET $2",
         page.limit,
         page.offset
     )
@@ -538,7 +547,8 @@ pub async fn list(
         .into_iter()
         .map(|row| row.open(keyring))
         .collect::<anyhow::Result<_>>()?;
-    let total = db::fetch_scalar!(db, "SELECT count(*) FROM users").await?;
+    let total =
+        db::fetch_scalar!(db, "SELECT count(*) FROM users WHERE deleted_at IS NULL").await?;
     Ok(page.of(items, total))
 }
 

@@ -14,12 +14,12 @@ use crate::{
     auth::{
         Authenticated, Read, Session, Write,
         api_key::{self, ApiKeyView, Scope},
-        password::Verification,
+        password::{HashReservation, Verification},
         principal::Scopes,
     },
     domain::{
         text,
-        user::{self, NewPassword, UserProfile},
+        user::{self, NewPassword, UserCredentials, UserProfile},
     },
     error::{ApiError, ForField, Step},
     extract::Json,
@@ -29,14 +29,18 @@ use crate::{
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/me").route(web::get().to(me)))
-        .service(web::resource("/me/password").route(web::put().to(change_password)))
-        .service(
-            web::resource("/me/api-keys")
-                .route(web::get().to(list_api_keys))
-                .route(web::post().to(create_api_key)),
-        )
-        .service(web::resource("/me/api-keys/{id}").route(web::delete().to(revoke_api_key)));
+    cfg.service(
+        web::resource("/me")
+            .route(web::get().to(me))
+            .route(web::delete().to(delete_account)),
+    )
+    .service(web::resource("/me/password").route(web::put().to(change_password)))
+    .service(
+        web::resource("/me/api-keys")
+            .route(web::get().to(list_api_keys))
+            .route(web::post().to(create_api_key)),
+    )
+    .service(web::resource("/me/api-keys/{id}").route(web::delete().to(revoke_api_key)));
 }
 
 /// The caller's own profile.
@@ -93,8 +97,7 @@ impl TryFrom<ChangePasswordRequest> for PasswordChange {
 /// Change the password. Every session of the user ends (API keys stay).
 ///
 /// The current password is checked within the account's login budget, spent before it is
-/// looked at, and a wrong one counts as a failed login: this route is no side door for
-/// guessing with a stolen access token.
+/// looked at, and a wrong one counts as a failed login (see `OwnAccountChange`).
 #[utoipa::path(put, path = "/api/v1/users/me/password", tag = "users",
     request_body = ChangePasswordRequest, security(("bearer" = [])),
     responses((status = 204, description = "Changed; log in again")))]
@@ -107,49 +110,155 @@ pub(crate) async fn change_password(
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let PasswordChange { current, new } = PasswordChange::try_from(request)?;
-    let account = user::credentials_by_id(&mut state.db.read().await?, caller.user_id)
-        .await
-        .step("read the account's credentials")?
-        .ok_or(ApiError::Unauthenticated)?;
-    let refuse = |outcome, reason: &'static str, error: ApiError| {
-        let event = audit
-            .event(AuditAction::PasswordChange, outcome)
-            .target(AuditTarget::User(account.id))
-            .reason(reason);
-        state.audit.submit(event);
-        error
-    };
-    let rejected = |reason| refuse(Outcome::Failure, reason, ApiError::InvalidCredentials);
-    let attempt = PasswordAttempt::start(&state, &audit, client, &account.username)
-        .await
-        .map_err(|refused| refuse(Outcome::Denied, refused.reason, refused.error))?;
-    let hashing = state.passwords.reserve()?;
-    // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
-    slot.release();
-    let verification = hashing
-        .verify(current, Some(account.password_hash.clone()))
-        .await
-        .step("verify the current password")?;
-    if verification == Verification::Invalid {
-        let refused = rejected("wrong current password");
-        attempt.failed().await?;
-        return Err(refused);
-    }
-    attempt.succeeded().await;
+    let change =
+        OwnAccountChange::load(&state, &audit, caller.user_id, AuditAction::PasswordChange).await?;
+    let hashing = change.check_password(client, slot, current).await?;
     let new_hash = hashing
         .hash(new.into_secret())
         .await
         .step("hash the new password")?;
-    let changed = user::change_password(&state.db, &account, &new_hash, &audit)
+    let changed = user::change_password(&state.db, &change.account, &new_hash, &audit)
         .await
         .step("store the new password")?;
     // Another change committed while this one was verified: the password checked here is no
     // longer the current one.
     let Some(version) = changed else {
-        return Err(rejected("the password changed during the check"));
+        return Err(change.rejected("the password changed during the check"));
     };
-    state.revocations.set_version(account.id, version).await;
+    state
+        .revocations
+        .set_version(change.account.id, version)
+        .await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAccountRequest {
+    /// The current password.
+    #[validate(length(min = 1, max = NewPassword::MAX_CHARS))]
+    #[schema(min_length = 1, max_length = 128, format = Password)]
+    pub password: String,
+}
+
+/// Delete the caller's account.
+///
+/// Every access token, refresh token and API key of the account stops at once, on every
+/// instance. Votes are withdrawn (the counters drop by exactly those
+/// votes); films stay in the catalogue without an author; the email and the username are
+/// freed. The last active administrator cannot delete their account (409).
+///
+/// The password is checked within the same budget as a password change: a wrong one counts
+/// as a failed login.
+#[utoipa::path(delete, path = "/api/v1/users/me", tag = "users",
+    request_body = DeleteAccountRequest, security(("bearer" = [])),
+    responses((status = 204, description = "Deleted"),
+        (status = 401, description = "Wrong password", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "The last active administrator", body = Problem,
+            content_type = "application/problem+json")))]
+pub(crate) async fn delete_account(
+    state: web::Data<AppState>,
+    caller: Session<Write>,
+    audit: AuditContext,
+    client: ClientKey,
+    slot: InFlightSlot,
+    Json(request): Json<DeleteAccountRequest>,
+) -> Result<HttpResponse, ApiError> {
+    request.validate()?;
+    let change =
+        OwnAccountChange::load(&state, &audit, caller.user_id, AuditAction::AccountDelete).await?;
+    let password = SecretString::from(request.password);
+    change.check_password(client, slot, password).await?;
+    let deleted = user::delete_account(&state.db, &change.account, &audit)
+        .await
+        .map_err(|error| match error {
+            ApiError::Conflict(_) => {
+                change.refuse(Outcome::Denied, "last active administrator", error)
+            }
+            error => error,
+        })?;
+    let Some(version) = deleted else {
+        return Err(change.rejected("the password changed during the check"));
+    };
+    state
+        .revocations
+        .set_version(change.account.id, version)
+        .await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// A change to the caller's own account that their current password must confirm; every
+/// refusal is recorded under `action`.
+struct OwnAccountChange<'a> {
+    state: &'a AppState,
+    audit: &'a AuditContext,
+    account: UserCredentials,
+    action: AuditAction,
+}
+
+impl<'a> OwnAccountChange<'a> {
+    async fn load(
+        state: &'a AppState,
+        audit: &'a AuditContext,
+        user_id: i64,
+        action: AuditAction,
+    ) -> Result<Self, ApiError> {
+        let account = user::credentials_by_id(&mut state.db.read().await?, user_id)
+            .await
+            .step("read the account's credentials")?
+            .ok_or(ApiError::Unauthenticated)?;
+        Ok(Self {
+            state,
+            audit,
+            account,
+            action,
+        })
+    }
+
+    /// Records the refusal and returns the error to answer with.
+    fn refuse(&self, outcome: Outcome, reason: &'static str, error: ApiError) -> ApiError {
+        let event = self
+            .audit
+            .event(self.action, outcome)
+            .target(AuditTarget::User(self.account.id))
+            .reason(reason);
+        self.state.audit.submit(event);
+        error
+    }
+
+    fn rejected(&self, reason: &'static str) -> ApiError {
+        self.refuse(Outcome::Failure, reason, ApiError::InvalidCredentials)
+    }
+
+    /// Checks `password` within the account's login budget, spent before it is looked at; a
+    /// wrong one counts as a failed login: no route is a side door for guessing with a
+    /// stolen access token. Returns the place in the hashing queue, for a hash still to make.
+    async fn check_password(
+        &self,
+        client: ClientKey,
+        slot: InFlightSlot,
+        password: SecretString,
+    ) -> Result<HashReservation, ApiError> {
+        let attempt =
+            PasswordAttempt::start(self.state, self.audit, client, &self.account.username)
+                .await
+                .map_err(|refused| self.refuse(Outcome::Denied, refused.reason, refused.error))?;
+        let hashing = self.state.passwords.reserve()?;
+        // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
+        slot.release();
+        let verification = hashing
+            .verify(password, Some(self.account.password_hash.clone()))
+            .await
+            .step("verify the current password")?;
+        if verification == Verification::Invalid {
+            let refused = self.rejected("wrong current password");
+            attempt.failed().await?;
+            return Err(refused);
+        }
+        attempt.succeeded().await;
+        Ok(hashing)
+    }
 }
 
 #[derive(Debug, Deserialize, Validate, ToSchema)]

@@ -18,6 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::{
+    account_deletion::delete_account,
     helpers::{
         STRONG_PASSWORD, TestApp, TestUser, assert_problem, assert_rate_limited, header_u64,
         spawn_app_on, spawn_app_with,
@@ -256,6 +257,15 @@ async fn every_revocation_on_one_instance_stops_the_token_on_the_other() {
         )
         .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT, "password change");
+    refused_after(&second, &user.token, bound).await;
+
+    let user = user_seen_by(&first, &second).await;
+    let response = delete_account(&first, &user.token, &user.password).await;
+    assert_eq!(
+        response.status(),
+        StatusCode::NO_CONTENT,
+        "account deletion"
+    );
     refused_after(&second, &user.token, bound).await;
 }
 

@@ -5,13 +5,18 @@
 //! Every race is started at once from both sides and repeated, so that an unguarded
 //! check-then-act would be caught in the act.
 
+use std::time::Duration;
+
 use filmvault::db;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    STRONG_PASSWORD, TestApp, TestDatabase, TestUser, spawn_app, spawn_app_on, unique_username,
+use crate::{
+    account_deletion::delete_account,
+    helpers::{
+        STRONG_PASSWORD, TestApp, TestDatabase, TestUser, spawn_app, spawn_app_on, unique_username,
+    },
 };
 
 /// How often each race is run.
@@ -79,6 +84,61 @@ async fn simultaneous_demotions_of_the_last_two_admins_on_two_instances_leave_on
             StatusCode::OK
         );
         demoted.token = a.access_token(&demoted.username, &demoted.password).await;
+    }
+}
+
+/// The last two active admins delete their accounts at once, on two instances: the rule that
+/// keeps one counts them one after the other (`Lock::AccountAdministration`). The password
+/// checks before the transactions take long enough to keep two deletions apart by chance; on
+/// PostgreSQL the test holds the admins' films, which each deletion updates after its count,
+/// so both transactions are in flight together before either can commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn simultaneous_deletions_of_the_last_two_admins_on_two_instances_leave_one() {
+    let [a, b] = two_instances().await;
+    let mut survivor = a.new_admin().await;
+    for round in 0..ROUNDS / 2 {
+        let newcomer = a.new_admin().await;
+        for admin in [&survivor, &newcomer] {
+            a.create_film(&admin.token, "Held", "Studio").await;
+        }
+        assert_eq!(active_admins(&a).await, 2, "round {round} starts with two");
+        let held = hold_films_of(&a, &[survivor.id, newcomer.id]).await;
+        let (first, second, ()) = tokio::join!(
+            delete_account(&a, &survivor.token, &survivor.password),
+            delete_account(&b, &newcomer.token, &newcomer.password),
+            release_after(held, Duration::from_millis(1500)),
+        );
+        let outcomes = [first.status(), second.status()];
+        assert_eq!(active_admins(&a).await, 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes.contains(&StatusCode::NO_CONTENT) && outcomes.contains(&StatusCode::CONFLICT),
+            "round {round}: {outcomes:?}"
+        );
+        if outcomes[0] == StatusCode::NO_CONTENT {
+            survivor = newcomer;
+        }
+    }
+}
+
+/// On PostgreSQL: a transaction holding the row locks of the films of `owners`.
+async fn hold_films_of(app: &TestApp, owners: &[i64]) -> Option<db::Connection> {
+    let mut connection = app.db().await;
+    let db::Connection::Postgres(postgres) = &mut connection else {
+        return None;
+    };
+    sqlx::query("BEGIN").execute(&mut **postgres).await.unwrap();
+    sqlx::query("SELECT id FROM films WHERE owner_id = ANY($1) FOR UPDATE")
+        .bind(owners)
+        .execute(&mut **postgres)
+        .await
+        .unwrap();
+    Some(connection)
+}
+
+async fn release_after(held: Option<db::Connection>, delay: Duration) {
+    if let Some(db::Connection::Postgres(mut postgres)) = held {
+        tokio::time::sleep(delay).await;
+        sqlx::query("COMMIT").execute(&mut *postgres).await.unwrap();
     }
 }
 
