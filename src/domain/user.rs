@@ -20,6 +20,7 @@ use crate::{
     db::{self, Database, Executor, Lock, Timestamp, Transaction},
     domain::{Page, Paginated, email, text},
     error::{ApiError, Step},
+    mail::{self, Notice},
 };
 
 mod deletion;
@@ -277,6 +278,7 @@ async fn still_verified(
 #[tracing::instrument(skip_all, fields(user_id = verified.id))]
 pub async fn change_password(
     db: &Database,
+    keyring: &Keyring,
     verified: &UserCredentials,
     new_hash: &str,
     audit: &AuditContext,
@@ -295,6 +297,9 @@ pub async fn change_password(
     refresh::revoke_all_of_user(&mut tx, account.id, RevokeReason::PasswordChange)
         .await
         .step("revoke the user's refresh tokens")?;
+    mail::notify(&mut tx, keyring, account.id, Notice::PasswordChanged)
+        .await
+        .step("write the password-changed notice")?;
     let event = audit
         .event(AuditAction::PasswordChange, Outcome::Success)
         .actor(account.id)

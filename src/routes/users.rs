@@ -117,7 +117,13 @@ pub(crate) async fn change_password(
         .hash(new.into_secret())
         .await
         .step("hash the new password")?;
-    let changed = user::change_password(&state.db, &change.account, &new_hash, &audit)
+    let changed = user::change_password(
+        &state.db,
+        &state.keyring,
+        &change.account,
+        &new_hash,
+        &audit,
+    )
         .await
         .step("store the new password")?;
     // Another change committed while this one was verified: the password checked here is no
@@ -308,9 +314,16 @@ pub(crate) async fn create_api_key(
         read: request.scopes.contains(&Scope::Read),
         write: request.scopes.contains(&Scope::Write),
     };
-    let (view, key) = api_key::create(&state.db, caller.user_id, &request.name, scopes, &audit)
-        .await
-        .step("create the key")?;
+    let (view, key) = api_key::create(
+        &state.db,
+        &state.keyring,
+        caller.user_id,
+        &request.name,
+        scopes,
+        &audit,
+    )
+    .await
+    .step("create the key")?;
     Ok(HttpResponse::Created().json(CreatedApiKey { view, key }))
 }
 
