@@ -161,6 +161,8 @@ pub struct JwtSettings {
     pub audience: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// A session unused for longer ends (`auth::sessions`), within its refresh lifetime.
+    pub session_idle_timeout: Duration,
 }
 
 /// `DATA_ENCRYPTION_KEY`, which seals stored values, and the keys it replaced.
@@ -351,6 +353,11 @@ impl JwtSettings {
                 "REFRESH_TOKEN_TTL_SECS",
                 14 * 86_400,
                 300..=90 * 86_400,
+            )?,
+            session_idle_timeout: vars.seconds_in_range(
+                "SESSION_IDLE_TIMEOUT_SECS",
+                3 * 86_400,
+                2..=90 * 86_400,
             )?,
         })
     }

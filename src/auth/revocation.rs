@@ -7,7 +7,8 @@
 //!   then kept here; a token whose user does not exist (or is disabled) is refused, so no
 //!   handler ever acts for an account that is not there. (Nothing deletes users today; code
 //!   that comes to delete them must forget them here too.)
-//! * A session (refresh-token family) is revoked on logout and on refresh-token reuse: access
+//! * A session (refresh-token family) is revoked on logout, when its user or an administrator
+//!   ends it (`auth::sessions`), when it goes idle, and on refresh-token reuse: access
 //!   tokens issued in it are refused at once. An entry is kept only for one access-token
 //!   lifetime, after which every token of that session has expired anyway.
 //!
@@ -69,11 +70,13 @@ impl Revocations {
         let sessions: Vec<(String, i64)> = db::fetch_all!(
             &mut connection,
             "SELECT family_id, max(revoked_at) FROM refresh_tokens
-             WHERE revoked_at >= $1 AND revoked_reason IN ($2, $3)
+             WHERE revoked_at >= $1 AND revoked_reason IN ($2, $3, $4, $5)
              GROUP BY family_id",
             i64::try_from(since).unwrap_or(i64::MAX),
             RevokeReason::Logout,
-            RevokeReason::Reuse
+            RevokeReason::Reuse,
+            RevokeReason::Admin,
+            RevokeReason::Idle
         )
         .await?;
         for (user_id, version) in versions {
@@ -169,15 +172,18 @@ impl Revocations {
         .await
     }
 
-    /// When `family_id` was ended by logout or reuse, if it was.
+    /// When `family_id` was ended (logout, ended by its user or an administrator, reuse,
+    /// idleness), if it was.
     async fn session_revoked_at(&self, family_id: &str) -> sqlx::Result<Option<i64>> {
         db::fetch_scalar!(
             &mut self.db.read().await?,
             "SELECT max(revoked_at) FROM refresh_tokens
-             WHERE family_id = $1 AND revoked_reason IN ($2, $3)",
+             WHERE family_id = $1 AND revoked_reason IN ($2, $3, $4, $5)",
             family_id,
             RevokeReason::Logout,
-            RevokeReason::Reuse
+            RevokeReason::Reuse,
+            RevokeReason::Admin,
+            RevokeReason::Idle
         )
         .await
     }
