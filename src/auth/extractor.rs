@@ -12,7 +12,7 @@ use crate::{
         credentials::{self, Credential},
         jwt::Claims,
         principal::{Access, AuthMethod, Principal, Read, Scopes},
-        sessions::SessionUse,
+        sessions::{SessionToken, SessionUse},
     },
     error::ApiError,
     state::AppState,
@@ -158,14 +158,19 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> 
 async fn record_session_use(
     req: &HttpRequest,
     state: &AppState,
+    user_id: i64,
     claims: &Claims,
 ) -> Result<(), ApiError> {
     let audit = audit::context_of(req);
-    let issued_at = i64::try_from(claims.iat).unwrap_or(i64::MAX);
     let session = claims.sid.as_str();
-    let activity = &state.session_activity;
-    match activity
-        .record_use(&state.db, session, issued_at, &audit)
+    let token = SessionToken {
+        user_id,
+        session_id: session,
+        issued_at: i64::try_from(claims.iat).unwrap_or(i64::MAX),
+    };
+    match state
+        .session_activity
+        .record_use(&state.db, token, &audit)
         .await?
     {
         SessionUse::Active => Ok(()),
@@ -198,7 +203,7 @@ async fn verify_credential(
             {
                 return Err(ApiError::Unauthenticated);
             }
-            record_session_use(req, state, &claims).await?;
+            record_session_use(req, state, user_id, &claims).await?;
             Principal {
                 user_id,
                 username: claims.name,

@@ -344,6 +344,15 @@ struct Seen {
     pruned_at: i64,
 }
 
+/// An access token, as far as its session's use is concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionToken<'a> {
+    pub user_id: i64,
+    pub session_id: &'a str,
+    /// Unix seconds: issuing it was a use (login or refresh).
+    pub issued_at: i64,
+}
+
 /// Whether an access token's session may still be used.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SessionUse {
@@ -364,19 +373,20 @@ impl SessionActivity {
         self.idle
     }
 
-    /// A request with an access token of `session_id` issued at `issued_at` (itself a use:
-    /// tokens are issued at login and refresh). The database is read only when this instance
+    /// A request with an access token of the session (its issue was itself a use). The database is read only when this instance
     /// has not seen the session for longer than the timeout (another may have), and written
     /// at most once per touch interval.
     pub async fn record_use(
         &self,
         db: &Database,
-        session_id: &str,
-        issued_at: i64,
+        token: SessionToken<'_>,
         audit: &AuditContext,
     ) -> Result<SessionUse, ApiError> {
         let now = now_i64();
-        let (mut seen, mut written) = self.known(session_id).unwrap_or((issued_at, issued_at));
+        let session_id = token.session_id;
+        let (mut seen, mut written) = self
+            .known(session_id)
+            .unwrap_or((token.issued_at, token.issued_at));
         if self.idle.is_idle(seen, now) {
             let stored: Option<i64> = db::fetch_optional_scalar!(
                 &mut db.read().await?,
@@ -392,6 +402,9 @@ impl SessionActivity {
                 _ => {
                     self.forget(session_id);
                     let mut tx = db.begin().await.step("begin the transaction")?;
+                    lock_account(&mut tx, token.user_id)
+                        .await
+                        .step("lock the account")?;
                     end_idle_in(&mut tx, session_id, audit).await?;
                     tx.commit().await.step("commit")?;
                     return Ok(SessionUse::Idle);

@@ -257,8 +257,9 @@ pub(crate) async fn list_sessions(
     Ok(HttpResponse::Ok().json(SessionList { items }))
 }
 
-/// End one of the caller's sessions: its refresh and access tokens stop at once (another
-/// user's session id, or an ended one, is a 404).
+/// End one of the caller's sessions: its refresh and access tokens stop at once.
+///
+/// Another user's session id, or an ended one, is a 404.
 #[utoipa::path(delete, path = "/api/v1/users/me/sessions/{id}", tag = "users",
     params(("id" = String, Path)), security(("bearer" = [])),
     responses((status = 204, description = "Ended"),
