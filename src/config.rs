@@ -162,6 +162,8 @@ pub struct JwtSettings {
     pub audience: String,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
+    /// A session unused for longer ends (`auth::sessions`), within its refresh lifetime.
+    pub session_idle_timeout: Duration,
 }
 
 /// What one request, and all of them together, may take of the server.
@@ -433,6 +435,11 @@ impl JwtSettings {
                 "REFRESH_TOKEN_TTL_SECS",
                 14 * 86_400,
                 300..=90 * 86_400,
+            )?,
+            session_idle_timeout: vars.seconds_in_range(
+                "SESSION_IDLE_TIMEOUT_SECS",
+                3 * 86_400,
+                2..=90 * 86_400,
             )?,
         })
     }

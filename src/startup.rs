@@ -36,7 +36,12 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     audit::{self, AuditQueue},
     auth::{
-        jwt::JwtCodec, password::PasswordHasher, refresh, revocation::Revocations, signing_keys,
+        jwt::JwtCodec,
+        password::PasswordHasher,
+        refresh,
+        revocation::Revocations,
+        sessions::{IdlePolicy, SessionActivity},
+        signing_keys,
     },
     cluster::{RedisStore, revocation_channel::RevocationChannel},
     config::{RetentionSettings, Settings},
@@ -233,6 +238,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
         keyring,
         revocations: Revocations::load(&db, settings.jwt.access_token_ttl.as_secs(), channel)
             .await?,
+        session_activity: SessionActivity::new(IdlePolicy::new(settings.jwt.session_idle_timeout)),
         login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username, redis.as_ref()),
         login_monitor: LoginMonitor::new(settings.suspicious_logins, redis.as_ref()),
         redis,

@@ -2,7 +2,9 @@
 
 use crate::{
     audit::AuditQueue,
-    auth::{jwt::JwtCodec, password::PasswordHasher, revocation::Revocations},
+    auth::{
+        jwt::JwtCodec, password::PasswordHasher, revocation::Revocations, sessions::SessionActivity,
+    },
     cluster::RedisStore,
     config::Settings,
     crypto::Keyring,
@@ -19,6 +21,8 @@ pub struct AppState {
     /// Seals stored secrets and personal data; computes their blind indexes.
     pub keyring: Keyring,
     pub revocations: Revocations,
+    /// Access-token use of each session, for the idle timeout.
+    pub session_activity: SessionActivity,
     pub login_throttle: LoginThrottle,
     pub login_monitor: LoginMonitor,
     pub audit: AuditQueue,

@@ -13,6 +13,10 @@ vocabulary! {
         Refresh = "auth.refresh",
         /// A rotated refresh token came back: its session is revoked.
         RefreshReuse = "auth.refresh_reuse",
+        /// A user ended one of their sessions from the session list.
+        SessionEnd = "auth.session_end",
+        /// A session went unused for longer than `SESSION_IDLE_TIMEOUT_SECS`.
+        SessionIdle = "auth.session_idle",
         Register = "user.register",
         /// An administrator created from the command line.
         CreateAdmin = "user.create_admin",
@@ -22,6 +26,8 @@ vocabulary! {
         RoleChange = "admin.role_change",
         UserDisable = "admin.user_disable",
         UserEnable = "admin.user_enable",
+        /// An administrator ended a user's session.
+        AdminSessionEnd = "admin.session_end",
         FilmCreate = "film.create",
         FilmUpdate = "film.update",
         FilmDelete = "film.delete",

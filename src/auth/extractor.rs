@@ -10,7 +10,9 @@ use crate::{
     auth::{
         api_key,
         credentials::{self, Credential},
+        jwt::Claims,
         principal::{Access, AuthMethod, Principal, Read, Scopes},
+        sessions::{SessionToken, SessionUse},
     },
     error::ApiError,
     state::AppState,
@@ -152,6 +154,33 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> 
     }
 }
 
+/// Counts the request as a use of its session, which ends it if it had gone idle.
+async fn record_session_use(
+    req: &HttpRequest,
+    state: &AppState,
+    user_id: i64,
+    claims: &Claims,
+) -> Result<(), ApiError> {
+    let audit = audit::context_of(req);
+    let session = claims.sid.as_str();
+    let token = SessionToken {
+        user_id,
+        session_id: session,
+        issued_at: i64::try_from(claims.iat).unwrap_or(i64::MAX),
+    };
+    match state
+        .session_activity
+        .record_use(&state.db, token, &audit)
+        .await?
+    {
+        SessionUse::Active => Ok(()),
+        SessionUse::Idle => {
+            state.revocations.revoke_session(session).await;
+            Err(ApiError::Unauthenticated)
+        }
+    }
+}
+
 async fn verify_credential(
     req: &HttpRequest,
     state: &AppState,
@@ -174,6 +203,7 @@ async fn verify_credential(
             {
                 return Err(ApiError::Unauthenticated);
             }
+            record_session_use(req, state, user_id, &claims).await?;
             Principal {
                 user_id,
                 username: claims.name,

@@ -13,6 +13,7 @@ pub mod principal;
 pub mod refresh;
 pub mod revocation;
 pub mod roles;
+pub mod sessions;
 pub mod signing_keys;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};

@@ -11,7 +11,11 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
-    auth::{Role, lock_account, random_token, unix_now},
+    auth::{
+        Role, lock_account, random_token,
+        sessions::{self, IdlePolicy, SessionClient},
+        unix_now,
+    },
     db::{self, Database, Executor, Transaction},
     error::{ApiError, Step},
     vocabulary::vocabulary,
@@ -31,6 +35,8 @@ vocabulary! {
         /// An administrator changed the account's role.
         Admin = "admin",
         Disabled = "disabled",
+        /// Unused for longer than `SESSION_IDLE_TIMEOUT_SECS` (`auth::sessions`).
+        Idle = "idle",
     }
 }
 
@@ -48,14 +54,16 @@ pub struct IssuedRefreshToken {
     pub family_id: String,
 }
 
-/// Starts a family for a fresh login.
+/// Starts a family (a session) for a fresh login from `client`.
 pub async fn start_family(
     db: &mut impl Executor,
     user_id: i64,
     ttl_secs: u64,
+    client: &SessionClient,
 ) -> sqlx::Result<IssuedRefreshToken> {
     let family_id = uuid::Uuid::new_v4().to_string();
     let expires_at = unix_now_i64().saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX));
+    sessions::record_start(db, &family_id, user_id, client).await?;
     let token = insert(db, user_id, &family_id, expires_at).await?;
     Ok(IssuedRefreshToken { token, family_id })
 }
@@ -96,6 +104,8 @@ pub enum Rotation {
     },
     /// An already-rotated token came back: the family is now revoked.
     ReuseDetected { user_id: i64, family_id: String },
+    /// The session went unused for too long: it is now ended.
+    Idle { family_id: String },
     /// Unknown, expired, revoked for another reason, or the account is disabled.
     Refused,
 }
@@ -133,13 +143,21 @@ async fn lock_owner(
     Ok(owner.map(|owner| (owner.account, owner.disabled)))
 }
 
+/// What a refresh brings besides the token: who presents it, and the idle rule to apply.
+pub struct RefreshUse<'a> {
+    pub client: &'a SessionClient,
+    pub idle: IdlePolicy,
+    pub audit: &'a AuditContext,
+}
+
 /// Exchanges `presented` for a new token of the same family, in one write transaction with
 /// its audit event (a refusal for an unknown or dead token is left to the caller to record).
 pub async fn rotate(
     db: &Database,
     presented: &str,
-    audit: &AuditContext,
+    refresh_use: &RefreshUse<'_>,
 ) -> Result<Rotation, ApiError> {
+    let audit = refresh_use.audit;
     let presented = token_hash(presented);
     let mut tx = db.begin().await.step("begin the transaction")?;
     let owner = lock_owner(&mut tx, &presented).await;
@@ -164,7 +182,17 @@ pub async fn rotate(
         }
         Some(_) => Ok(Rotation::Refused),
         None if stored.expires_at <= unix_now_i64() || disabled => Ok(Rotation::Refused),
-        None => exchange(tx, audit, account, stored).await,
+        None => {
+            let session = &stored.family_id;
+            let (client, idle) = (refresh_use.client, refresh_use.idle);
+            if !sessions::use_for_refresh(&mut tx, session, client, idle, audit).await? {
+                tx.commit().await.step("commit")?;
+                return Ok(Rotation::Idle {
+                    family_id: stored.family_id,
+                });
+            }
+            exchange(tx, audit, account, stored).await
+        }
     }
 }
 
@@ -254,12 +282,12 @@ pub async fn end_session(
     tx.commit().await.step("commit")
 }
 
-/// Revokes every live token of a family; `tx` holds its account's lock.
-async fn revoke_family(
+/// Revokes every live token of a family, and returns how many; `tx` holds its account's lock.
+pub(crate) async fn revoke_family(
     tx: &mut Transaction,
     family_id: &str,
     reason: RevokeReason,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<u64> {
     db::execute!(
         tx,
         "UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3
@@ -268,8 +296,7 @@ async fn revoke_family(
         unix_now_i64(),
         reason
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Revokes every live token of every family of a user; `tx` holds the account's lock.
@@ -320,6 +347,7 @@ pub async fn prune_spent(db: &Database, retention_days: u32) -> sqlx::Result<u64
                 family
             )
             .await?;
+            db::execute!(&mut tx, "DELETE FROM sessions WHERE id = $1", family).await?;
         }
         tx.commit().await?;
         if families.len() < PRUNE_BATCH as usize {

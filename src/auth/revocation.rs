@@ -9,7 +9,8 @@
 //!   keeps its row as a disabled tombstone with a bumped version, so this path refuses it like
 //!   any other: code that came to delete rows would have to make every instance forget them
 //!   here too.)
-//! * A session (refresh-token family) is revoked on logout and on refresh-token reuse: access
+//! * A session (refresh-token family) is revoked on logout, when its user or an administrator
+//!   ends it (`auth::sessions`), when it goes idle, and on refresh-token reuse: access
 //!   tokens issued in it are refused at once. An entry is kept only for one access-token
 //!   lifetime, after which every token of that session has expired anyway.
 //!
@@ -71,11 +72,13 @@ impl Revocations {
         let sessions: Vec<(String, i64)> = db::fetch_all!(
             &mut connection,
             "SELECT family_id, max(revoked_at) FROM refresh_tokens
-             WHERE revoked_at >= $1 AND revoked_reason IN ($2, $3)
+             WHERE revoked_at >= $1 AND revoked_reason IN ($2, $3, $4, $5)
              GROUP BY family_id",
             i64::try_from(since).unwrap_or(i64::MAX),
             RevokeReason::Logout,
-            RevokeReason::Reuse
+            RevokeReason::Reuse,
+            RevokeReason::Admin,
+            RevokeReason::Idle
         )
         .await?;
         for (user_id, version) in versions {
@@ -171,15 +174,18 @@ impl Revocations {
         .await
     }
 
-    /// When `family_id` was ended by logout or reuse, if it was.
+    /// When `family_id` was ended (logout, ended by its user or an administrator, reuse,
+    /// idleness), if it was.
     async fn session_revoked_at(&self, family_id: &str) -> sqlx::Result<Option<i64>> {
         db::fetch_scalar!(
             &mut self.db.read().await?,
             "SELECT max(revoked_at) FROM refresh_tokens
-             WHERE family_id = $1 AND revoked_reason IN ($2, $3)",
+             WHERE family_id = $1 AND revoked_reason IN ($2, $3, $4, $5)",
             family_id,
             RevokeReason::Logout,
-            RevokeReason::Reuse
+            RevokeReason::Reuse,
+            RevokeReason::Admin,
+            RevokeReason::Idle
         )
         .await
     }

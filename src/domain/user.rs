@@ -15,6 +15,7 @@ use crate::{
         Role, common_passwords,
         password::HashReservation,
         refresh::{self, IssuedRefreshToken, RevokeReason},
+        sessions::SessionClient,
     },
     crypto::Keyring,
     db::{self, Database, Executor, Lock, Timestamp, Transaction},
@@ -329,6 +330,7 @@ pub async fn start_session(
     verified: &UserCredentials,
     upgraded_hash: Option<String>,
     refresh_ttl_secs: u64,
+    client: &SessionClient,
     audit: &AuditContext,
 ) -> Result<Option<StartedSession>, ApiError> {
     let mut tx = db.begin().await.step("begin the transaction")?;
@@ -342,7 +344,7 @@ pub async fn start_session(
             .step("store the upgraded password hash")?;
         tracing::info!("password hash upgraded to current parameters");
     }
-    let refresh = refresh::start_family(&mut tx, account.id, refresh_ttl_secs)
+    let refresh = refresh::start_family(&mut tx, account.id, refresh_ttl_secs, client)
         .await
         .step("issue the refresh token")?;
     let event = audit

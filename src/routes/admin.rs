@@ -6,7 +6,10 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::{
     audit::{self, AuditAction, AuditContext, EventFilter, StoredEvent},
-    auth::{AdminRead, AdminWrite, Authenticated, Role},
+    auth::{
+        AdminRead, AdminWrite, Authenticated, Role,
+        sessions::{self, EndedBy, Which},
+    },
     db::Timestamp,
     domain::{
         Page, Paginated,
@@ -15,6 +18,7 @@ use crate::{
     error::ApiError,
     extract::{Json, Query},
     mail::{self, MailRecord, MailState},
+    routes::users::{SessionList, revoke_access_tokens},
     state::AppState,
     web::problem::Problem,
 };
@@ -22,6 +26,11 @@ use crate::{
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/users").route(web::get().to(list_users)))
         .service(web::resource("/users/{id}").route(web::patch().to(update_user)))
+        .service(
+            web::resource("/users/{id}/sessions")
+                .route(web::get().to(list_user_sessions))
+                .route(web::delete().to(end_user_sessions)),
+        )
         .service(web::resource("/audit-events").route(web::get().to(list_audit_events)))
         .service(web::resource("/mails").route(web::get().to(list_mails)));
 }
@@ -206,4 +215,34 @@ pub(crate) async fn list_mails(
     let page = Page::new(query.0.limit, query.0.offset)?;
     let mails = mail::list(&state.db, query.0.state.unwrap_or(MailState::Dead), page).await?;
     Ok(HttpResponse::Ok().json(mails))
+}
+
+/// A user's live sessions (none is `current`).
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}/sessions", tag = "admin",
+    params(("id" = i64, Path)), security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The sessions", body = SessionList)))]
+pub(crate) async fn list_user_sessions(
+    state: web::Data<AppState>,
+    _admin: Authenticated<AdminRead>,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let idle = state.session_activity.policy();
+    let items = sessions::list(&state.db, *id, None, idle).await?;
+    Ok(HttpResponse::Ok().json(SessionList { items }))
+}
+
+/// End every session of a user: their refresh and access tokens stop at once.
+#[utoipa::path(delete, path = "/api/v1/admin/users/{id}/sessions", tag = "admin",
+    params(("id" = i64, Path)), security(("bearer" = []), ("api_key" = [])),
+    responses((status = 204, description = "Ended")))]
+pub(crate) async fn end_user_sessions(
+    state: web::Data<AppState>,
+    _admin: Authenticated<AdminWrite>,
+    audit: AuditContext,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, ApiError> {
+    let which = Which::AllBut(None);
+    let ended = sessions::end(&state.db, *id, which, EndedBy::Admin, &audit).await?;
+    revoke_access_tokens(&state, &ended).await;
+    Ok(HttpResponse::NoContent().finish())
 }

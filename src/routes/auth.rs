@@ -14,7 +14,8 @@ use crate::{
         Role, Session,
         jwt::TokenSubject,
         login::{self, CredentialCheck},
-        refresh::{self, IssuedRefreshToken, Rotation},
+        refresh::{self, IssuedRefreshToken, RefreshUse, Rotation},
+        sessions::SessionClient,
     },
     domain::{
         text,
@@ -184,14 +185,27 @@ pub(crate) async fn login(
     state: web::Data<AppState>,
     audit: AuditContext,
     client: ClientKey,
+    session_client: SessionClient,
     slot: InFlightSlot,
     Json(request): Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
     let LoginRequest { username, password } = request;
     let password = SecretString::from(password);
-    let session = open_session(&state, &audit, client, slot, &username, password).await?;
+    let login = Login {
+        username: &username,
+        password,
+        session_client,
+    };
+    let session = open_session(&state, &audit, client, slot, login).await?;
     token_response(&state, subject_of(&session.account), session.refresh).await
+}
+
+/// What a login presents, and from where.
+struct Login<'a> {
+    username: &'a str,
+    password: SecretString,
+    session_client: SessionClient,
 }
 
 /// Charges the attempt to the username's budget, checks the password and starts the session.
@@ -202,9 +216,13 @@ async fn open_session(
     audit: &AuditContext,
     client: ClientKey,
     slot: InFlightSlot,
-    username: &str,
-    password: SecretString,
+    login: Login<'_>,
 ) -> Result<StartedSession, ApiError> {
+    let Login {
+        username,
+        password,
+        session_client,
+    } = login;
     let refuse = |outcome, reason: &'static str, error: ApiError| {
         let event = audit
             .event(AuditAction::Login, outcome)
@@ -235,6 +253,7 @@ async fn open_session(
         &verified.account,
         verified.upgraded_hash,
         state.settings.jwt.refresh_token_ttl.as_secs(),
+        &session_client,
         audit,
     )
     .await
@@ -265,10 +284,16 @@ fn subject_of(account: &UserCredentials) -> TokenSubject<'_> {
 pub(crate) async fn refresh_tokens(
     state: web::Data<AppState>,
     audit: AuditContext,
+    client: SessionClient,
     Json(request): Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     request.validate()?;
-    match refresh::rotate(&state.db, &request.refresh_token, &audit).await? {
+    let refresh_use = RefreshUse {
+        client: &client,
+        idle: state.session_activity.policy(),
+        audit: &audit,
+    };
+    match refresh::rotate(&state.db, &request.refresh_token, &refresh_use).await? {
         Rotation::Rotated { account, issued } => {
             token_response(
                 &state,
@@ -289,6 +314,10 @@ pub(crate) async fn refresh_tokens(
                 user_id,
                 "a rotated refresh token was presented again; the session is revoked"
             );
+            Err(ApiError::Unauthenticated)
+        }
+        Rotation::Idle { family_id } => {
+            state.revocations.revoke_session(&family_id).await;
             Err(ApiError::Unauthenticated)
         }
         Rotation::Refused => {

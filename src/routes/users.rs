@@ -16,6 +16,7 @@ use crate::{
         api_key::{self, ApiKeyView, Scope},
         password::{HashReservation, Verification},
         principal::Scopes,
+        sessions::{self, EndedBy, SessionView, Which},
     },
     domain::{
         text,
@@ -40,7 +41,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list_api_keys))
             .route(web::post().to(create_api_key)),
     )
-    .service(web::resource("/me/api-keys/{id}").route(web::delete().to(revoke_api_key)));
+    .service(web::resource("/me/api-keys/{id}").route(web::delete().to(revoke_api_key)))
+    .service(
+        web::resource("/me/sessions")
+            .route(web::get().to(list_sessions))
+            .route(web::delete().to(end_other_sessions)),
+    )
+    .service(web::resource("/me/sessions/{id}").route(web::delete().to(end_session)));
 }
 
 /// The caller's own profile.
@@ -124,8 +131,8 @@ pub(crate) async fn change_password(
         &new_hash,
         &audit,
     )
-        .await
-        .step("store the new password")?;
+    .await
+    .step("store the new password")?;
     // Another change committed while this one was verified: the password checked here is no
     // longer the current one.
     let Some(version) = changed else {
@@ -352,5 +359,66 @@ pub(crate) async fn revoke_api_key(
         Ok(HttpResponse::NoContent().finish())
     } else {
         Err(ApiError::NotFound)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionList {
+    pub items: Vec<SessionView>,
+}
+
+/// The caller's live sessions (logins), the calling one marked `current`.
+#[utoipa::path(get, path = "/api/v1/users/me/sessions", tag = "users", security(("bearer" = [])),
+    responses((status = 200, description = "The sessions", body = SessionList)))]
+pub(crate) async fn list_sessions(
+    state: web::Data<AppState>,
+    caller: Session<Read>,
+) -> Result<HttpResponse, ApiError> {
+    let idle = state.session_activity.policy();
+    let items = sessions::list(&state.db, caller.user_id, Some(&caller.id), idle).await?;
+    Ok(HttpResponse::Ok().json(SessionList { items }))
+}
+
+/// End one of the caller's sessions: its refresh and access tokens stop at once.
+///
+/// Another user's session id, or an ended one, is a 404.
+#[utoipa::path(delete, path = "/api/v1/users/me/sessions/{id}", tag = "users",
+    params(("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "Ended"),
+        (status = 404, description = "No such live session of the caller", body = Problem,
+            content_type = "application/problem+json")))]
+pub(crate) async fn end_session(
+    state: web::Data<AppState>,
+    caller: Session<Write>,
+    audit: AuditContext,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let which = Which::One(id.as_str());
+    let ended = sessions::end(&state.db, caller.user_id, which, EndedBy::User, &audit).await?;
+    if ended.is_empty() {
+        return Err(ApiError::NotFound);
+    }
+    revoke_access_tokens(&state, &ended).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// End every session of the caller but the calling one.
+#[utoipa::path(delete, path = "/api/v1/users/me/sessions", tag = "users",
+    security(("bearer" = [])), responses((status = 204, description = "Ended")))]
+pub(crate) async fn end_other_sessions(
+    state: web::Data<AppState>,
+    caller: Session<Write>,
+    audit: AuditContext,
+) -> Result<HttpResponse, ApiError> {
+    let which = Which::AllBut(Some(&caller.id));
+    let ended = sessions::end(&state.db, caller.user_id, which, EndedBy::User, &audit).await?;
+    revoke_access_tokens(&state, &ended).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Ended sessions' access tokens stop here and, through the broadcast, on every instance.
+pub(crate) async fn revoke_access_tokens(state: &AppState, ended: &[String]) {
+    for session in ended {
+        state.revocations.revoke_session(session).await;
     }
 }

@@ -28,7 +28,7 @@ pub fn trail_of(request: &HttpRequest) -> Arc<RequestTrail> {
         .clone()
 }
 
-fn context_of(request: &HttpRequest) -> AuditContext {
+pub fn context_of(request: &HttpRequest) -> AuditContext {
     let request_id = request
         .extensions()
         .get::<RequestId>()

@@ -205,6 +205,17 @@ async fn a_deleted_account_keeps_no_personal_data_and_admins_no_longer_see_it() 
     assert_eq!(username, format!("deleted-{}", leaving.id));
     assert_eq!((email_sealed, email_index), (None, None));
     assert_eq!(password_hash, "");
+    let sessions: i64 = filmvault::db::fetch_scalar!(
+        &mut app.db().await,
+        "SELECT count(*) FROM sessions WHERE user_id = $1",
+        leaving.id
+    )
+    .await
+    .expect("a count");
+    assert_eq!(
+        sessions, 0,
+        "where and with what the user signed in is kept"
+    );
 
     let path = format!("/api/v1/admin/users/{}", leaving.id);
     let revive = app

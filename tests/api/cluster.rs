@@ -27,7 +27,10 @@ use crate::{
 };
 
 /// Two instances on one database file and one Redis, under a key prefix of their own.
-async fn spawn_cluster(redis_url: &str, overrides: &[(&str, &str)]) -> (TestApp, TestApp) {
+pub(crate) async fn spawn_cluster(
+    redis_url: &str,
+    overrides: &[(&str, &str)],
+) -> (TestApp, TestApp) {
     let prefix = format!("filmvault-test-{}", uuid::Uuid::new_v4().simple());
     let mut vars = vec![
         ("REDIS_URL", redis_url),

@@ -36,6 +36,7 @@ mod password;
 #[path = "../support/private_postgres.rs"]
 mod private_postgres;
 mod rate_limit;
+mod session_list;
 mod sessions;
 mod slow_clients;
 #[path = "../support/smtp_sink.rs"]

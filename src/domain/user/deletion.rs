@@ -93,6 +93,10 @@ async fn erase_account(tx: &mut Transaction, user_id: i64) -> Result<(), ApiErro
     )
     .await
     .step("delete the user's refresh tokens")?;
+    // The sessions hold where and with what the user signed in (IP, user agent).
+    db::execute!(&mut *tx, "DELETE FROM sessions WHERE user_id = $1", user_id)
+        .await
+        .step("delete the user's sessions")?;
     db::execute!(&mut *tx, "DELETE FROM api_keys WHERE user_id = $1", user_id)
         .await
         .step("delete the user's API keys")?;
