@@ -35,7 +35,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     audit::{self, AuditQueue},
     auth::{
-        jwt::JwtCodec, password::PasswordHasher, refresh, revocation::Revocations, signing_keys,
+        account_tokens, jwt::JwtCodec, password::PasswordHasher, refresh, revocation::Revocations,
+        signing_keys,
     },
     cluster::{RedisStore, revocation_channel::RevocationChannel},
     config::{RetentionSettings, Settings},
@@ -343,6 +344,15 @@ async fn prune_past_retention(db: &Database, retention: RetentionSettings) {
         Ok(0) => {}
         Ok(deleted) => tracing::info!(deleted, "spent refresh tokens past their retention deleted"),
         Err(error) => tracing::error!(error = %error, "spent refresh tokens could not be pruned"),
+    }
+    // Mailed tokens keep the refresh tokens' retention: both say who was sent what, when.
+    match account_tokens::prune_expired(db, retention.spent_refresh_token_days).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(
+            deleted,
+            "expired mailed tokens past their retention deleted"
+        ),
+        Err(error) => tracing::error!(error = %error, "expired mailed tokens could not be pruned"),
     }
 }
 

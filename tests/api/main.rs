@@ -2,6 +2,7 @@
 //! (a SQLite file, or a PostgreSQL database with `TEST_DATABASE_URL`; see `helpers`) and
 //! speaks HTTP to it. One binary, one file per area.
 
+mod account_links;
 mod admin;
 mod api_keys;
 mod architecture;
