@@ -13,6 +13,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod mail;
 pub mod monitoring;
 pub mod openapi;
 pub mod routes;

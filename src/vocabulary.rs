@@ -69,6 +69,7 @@ mod tests {
     use crate::{
         audit::AuditAction,
         auth::{api_key::Scope, refresh::RevokeReason},
+        mail::MailKind,
     };
 
     /// Every word has its own spelling, and JSON, the database and `as_str` agree on it.
@@ -103,6 +104,7 @@ mod tests {
         assert_round_trips(&db, AuditAction::ALL, AuditAction::as_str).await;
         assert_round_trips(&db, RevokeReason::ALL, RevokeReason::as_str).await;
         assert_round_trips(&db, Scope::ALL, Scope::as_str).await;
+        assert_round_trips(&db, MailKind::ALL, MailKind::as_str).await;
     }
 
     #[test]
