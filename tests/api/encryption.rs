@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection, SqliteConnection, sqlite::SqliteConnectOptions};
 
 use crate::helpers::{
-    LOGS, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestApp, TestDatabase, assert_problem,
-    spawn_app_on, spawn_app_with, unique_username,
+    LOGS, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestApp, TestDatabase, spawn_app_on,
+    spawn_app_with, unique_username,
 };
 
 /// A fresh random data key, as `openssl rand -base64 32` makes one.
