@@ -1,68 +1,85 @@
-//! Email verification and password reset, end to end: the mail the service writes to its
-//! development outbox (`MAIL_OUTBOX_DIR`, one per test) carries the link; the tests follow it
-//! over HTTP as a person would.
+//! Email verification and password reset, end to end: the tests read the mail the service
+//! wrote and follow its link over HTTP, as a person would.
+//!
+//! Until the outbox's delivery worker lands (issue 16, item 1), a mail is read where the
+//! service wrote it: its outbox row, opened with the test data key. Nothing else reads the
+//! table.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
+use std::time::{Duration, Instant};
+
+use filmvault::{
+    crypto::{DataKey, Keyring},
+    db,
 };
-
-use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 use crate::helpers::{
-    LOGS, STRONG_PASSWORD, TestApp, assert_problem, spawn_app_with, unique_username,
+    LOGS, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestApp, assert_problem, spawn_app_with,
+    unique_username,
 };
 
 const NEW_PASSWORD: &str = "saffron-lantern-harbour-7";
 
-/// An app whose mails land in a directory of its own.
 struct MailApp {
     app: TestApp,
-    outbox: TempDir,
+    keyring: Keyring,
 }
 
 async fn spawn_mail_app(overrides: &[(&str, &str)]) -> MailApp {
-    let outbox = tempfile::tempdir().expect("a temporary directory");
-    let dir = outbox.path().display().to_string();
-    let mut vars = vec![("MAIL_OUTBOX_DIR", dir.as_str())];
-    vars.extend_from_slice(overrides);
+    let key: DataKey = TEST_DATA_ENCRYPTION_KEY.parse().expect("the test data key");
     MailApp {
-        app: spawn_app_with(&vars).await,
-        outbox,
+        app: spawn_app_with(overrides).await,
+        keyring: Keyring::new(&key, &[]),
     }
 }
 
-/// Every mail in the outbox, as text with quoted-printable undone.
-fn mails(outbox: &Path) -> Vec<String> {
-    let mut found: Vec<_> = std::fs::read_dir(outbox)
-        .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
-        .unwrap_or_default();
-    found.sort();
-    found
-        .iter()
-        .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .map(|raw| {
-            raw.replace("=\r\n", "")
-                .replace("=\n", "")
-                .replace("=3D", "=")
-        })
-        .collect()
+/// One written mail: recipient, subject and body, opened.
+struct WrittenMail {
+    to: String,
+    subject: String,
+    body: String,
 }
 
 impl MailApp {
-    /// Waits (a few seconds at most) for the `nth` mail (from 1) to `to` whose subject holds
-    /// `subject`.
+    async fn written_mails(&self) -> Vec<WrittenMail> {
+        let rows: Vec<(i64, String, Vec<u8>, Vec<u8>)> = db::fetch_all!(
+            &mut self.app.db().await,
+            "SELECT id, subject, recipient_sealed, body_sealed FROM mail_outbox ORDER BY id"
+        )
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(id, subject, to, body)| {
+                let open = |what: &str, sealed: &[u8]| {
+                    let purpose = format!("mail_outbox.{what}:{id}");
+                    let plain = self.keyring.open(purpose.as_bytes(), sealed).unwrap();
+                    String::from_utf8(plain.to_vec()).unwrap()
+                };
+                WrittenMail {
+                    to: open("recipient", &to),
+                    body: open("body", &body),
+                    subject,
+                }
+            })
+            .collect()
+    }
+
+    async fn matching(&self, to: &str, subject: &str) -> Vec<String> {
+        self.written_mails()
+            .await
+            .into_iter()
+            .filter(|mail| mail.to.eq_ignore_ascii_case(to) && mail.subject.contains(subject))
+            .map(|mail| mail.body)
+            .collect()
+    }
+
+    /// Waits (a few seconds at most) for the body of the `nth` mail (from 1) to `to` whose
+    /// subject holds `subject`.
     async fn mail(&self, to: &str, subject: &str, nth: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let matching: Vec<String> = mails(self.outbox.path())
-                .into_iter()
-                .filter(|mail| mail.contains(to) && mail.contains(subject))
-                .collect();
+            let matching = self.matching(to, subject).await;
             if matching.len() >= nth {
                 return matching[nth - 1].clone();
             }
@@ -74,13 +91,10 @@ impl MailApp {
         }
     }
 
-    /// How many mails to `to` whose subject holds `subject`, after the outbox has had time.
+    /// How many mails to `to` whose subject holds `subject`, once background work is done.
     async fn count_after_a_while(&self, to: &str, subject: &str) -> usize {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        mails(self.outbox.path())
-            .iter()
-            .filter(|mail| mail.contains(to) && mail.contains(subject))
-            .count()
+        self.matching(to, subject).await.len()
     }
 
     async fn post(&self, path: &str, body: Value) -> reqwest::Response {
