@@ -142,7 +142,9 @@ pub(crate) async fn verify_email(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Mail a new verification link, if an unverified account has this address: 202 either way.
+/// Mail a new verification link, if an unverified account has this address.
+///
+/// 202 either way.
 #[utoipa::path(post, path = "/api/v1/auth/verify-email/resend", tag = "auth",
     request_body = LinkRequest,
     responses((status = 202, description = "Accepted, whatever the address",
@@ -161,8 +163,9 @@ pub(crate) async fn resend_verification(
     ))
 }
 
-/// Mail a password-reset link (valid 30 minutes), if an account has this address: 202
-/// either way.
+/// Mail a password-reset link, if an account has this address: 202 either way.
+///
+/// The link is valid 30 minutes, once.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset", tag = "auth",
     request_body = LinkRequest,
     responses((status = 202, description = "Accepted, whatever the address",
@@ -181,8 +184,10 @@ pub(crate) async fn request_password_reset(
     ))
 }
 
-/// Set a new password with the token of a reset link. Every session of the user ends; API
-/// keys stay. A new password that breaks the rules is a 422 and leaves the token unused.
+/// Set a new password with the token of a reset link.
+///
+/// Every session of the user ends; API keys stay. A new password that breaks the rules is a
+/// 422 and leaves the token unused.
 #[utoipa::path(post, path = "/api/v1/auth/password-reset/confirm", tag = "auth",
     request_body = PasswordResetConfirmation,
     responses((status = 204, description = "Changed; log in with the new password"),
