@@ -21,6 +21,7 @@ use crate::{
         user::{self, Email, NewPassword, NewUser, Username},
     },
     error::{ApiError, ForField},
+    mail,
     routes::auth::RegisterRequest,
     security::tls,
     startup,
@@ -262,7 +263,7 @@ pub async fn rotate_data_key(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// Every kind of sealed value, re-sealed under the keyring's current key: each kind that is
-/// stored sealed (emails, private signing keys; TOTP secrets when they arrive) has its step.
+/// stored sealed (emails, private signing keys, queued mails; TOTP secrets when they arrive) has its step.
 async fn reseal_stored_values(
     db: &Database,
     keyring: &Keyring,
@@ -273,9 +274,13 @@ async fn reseal_stored_values(
     let signing_keys = signing_keys::reseal_private_keys(db, keyring)
         .await
         .context("cannot re-seal the private signing keys")?;
+    let mails = mail::reseal(db, keyring)
+        .await
+        .context("cannot re-seal the mails waiting in the outbox")?;
     Ok(vec![
         ("emails", emails),
         ("private signing keys", signing_keys),
+        ("mails waiting in the outbox", mails),
     ])
 }
 

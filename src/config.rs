@@ -257,9 +257,93 @@ pub struct Settings {
     pub require_email_verification: bool,
     pub logging: LogSettings,
     pub backup: BackupSettings,
+    pub mail: MailSettings,
     /// Set variables that look like ours but that nothing reads (a misspelling leaves the
     /// default in place without a word otherwise); start-up warns about each.
     pub unknown_variables: Vec<UnknownVariable>,
+}
+
+/// How the mail outbox is delivered (src/mail).
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `SMTP_URL` (`smtp://` or `smtps://`, credentials allowed). Without it (development
+    /// only) mails are written as `.eml` files to `outbox_dir`.
+    pub smtp_url: Option<SecretString>,
+    /// `MAIL_FROM`: the sender of every mail.
+    pub from: String,
+    pub outbox_dir: PathBuf,
+    /// A mail is dead-lettered after this many failed attempts.
+    pub max_attempts: u32,
+    /// The wait before the second attempt; doubled for each next one (up to an hour).
+    pub retry_base: Duration,
+    /// How often an idle worker looks for due mail.
+    pub poll_interval: Duration,
+}
+
+const SMTP_NEEDS_TLS: &str = "must use TLS to the mail server in production (smtps://, or \
+     smtp://…?tls=required for STARTTLS) unless the server is on loopback";
+
+impl MailSettings {
+    fn from_vars(vars: &Vars, production: bool) -> Result<Self, ConfigError> {
+        let smtp_url = vars.get("SMTP_URL").map(str::to_owned);
+        match &smtp_url {
+            Some(url) => check_smtp_url(url, production)?,
+            None if production => {
+                return Err(ConfigError::new(
+                    "SMTP_URL",
+                    "is required in production (mails are only written to files in development)",
+                ));
+            }
+            None => {}
+        }
+        let from = vars
+            .get("MAIL_FROM")
+            .unwrap_or("filmvault <no-reply@localhost>");
+        if from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::new(
+                "MAIL_FROM",
+                "must be an address, optionally with a name: `filmvault <no-reply@example.com>`",
+            ));
+        }
+        Ok(Self {
+            smtp_url: smtp_url.map(SecretString::from),
+            from: from.to_owned(),
+            outbox_dir: PathBuf::from(vars.get("MAIL_OUTBOX_DIR").unwrap_or("mail-outbox")),
+            max_attempts: vars.parse_in_range("MAIL_MAX_ATTEMPTS", 8, 1..=50)?,
+            retry_base: vars.millis_in_range("MAIL_RETRY_BASE_MS", 30_000, 10..=3_600_000)?,
+            poll_interval: vars.millis_in_range("MAIL_POLL_INTERVAL_MS", 2_000, 10..=60_000)?,
+        })
+    }
+}
+
+/// `smtp://` or `smtps://` with a host; in production, TLS unless the host is loopback.
+/// Errors never repeat the URL: it may carry the SMTP password.
+fn check_smtp_url(raw: &str, production: bool) -> Result<(), ConfigError> {
+    let invalid = || {
+        ConfigError::new(
+            "SMTP_URL",
+            "must be smtp://host[:port] or smtps://host[:port] (credentials optional)",
+        )
+    };
+    let url = url::Url::parse(raw).map_err(|_| invalid())?;
+    let host = url.host().ok_or_else(invalid)?;
+    let implicit_tls = match url.scheme() {
+        "smtps" => true,
+        "smtp" => false,
+        _ => return Err(invalid()),
+    };
+    let starttls_required = url
+        .query_pairs()
+        .any(|(key, value)| key == "tls" && value == "required");
+    let loopback = match host {
+        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    if production && !implicit_tls && !starttls_required && !loopback {
+        return Err(ConfigError::new("SMTP_URL", SMTP_NEEDS_TLS));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -333,6 +417,7 @@ impl Settings {
             require_email_verification: vars.parse_or("REQUIRE_EMAIL_VERIFICATION", production)?,
             logging: LogSettings::from_vars(&vars, production)?,
             backup: BackupSettings::from_vars(&vars)?,
+            mail: MailSettings::from_vars(&vars, production)?,
             unknown_variables: Vec::new(),
         };
         // Only now is every variable we know of read.
@@ -890,6 +975,8 @@ fn line_number(path: &Path, text: &str) -> Option<usize> {
 const OUR_PREFIXES: &[&str] = &[
     "APP_",
     "BACKUP_",
+    "MAIL_",
+    "SMTP_",
     "JWT_",
     "DATABASE_",
     "ACCESS_TOKEN_",
@@ -1030,6 +1117,7 @@ mod tests {
             ("DATA_ENCRYPTION_KEY", DATA_KEY),
             ("TLS_CERT_PATH", "/etc/filmvault/cert.pem"),
             ("TLS_KEY_PATH", "/etc/filmvault/key.pem"),
+            ("SMTP_URL", "smtps://mail.example.com"),
         ];
         vars.extend_from_slice(extra);
         Settings::from_vars(vars)
@@ -1084,6 +1172,35 @@ mod tests {
     }
 
     #[test]
+    fn production_sends_mail_over_tls_unless_the_server_is_on_loopback() {
+        let smtp = |url| production(&[("SMTP_URL", url)]);
+        let refused = smtp("smtp://mail.example.com:587").unwrap_err();
+        assert_eq!(refused.variable, "SMTP_URL");
+        assert!(refused.reason.contains("TLS"), "{refused}");
+        let with_password = smtp("smtp://user:hunter2@mail.example.com").unwrap_err();
+        assert!(
+            !with_password.to_string().contains("hunter2"),
+            "{with_password}"
+        );
+        assert_eq!(smtp("").unwrap_err().variable, "SMTP_URL", "required");
+        assert_eq!(
+            smtp("http://mail.example.com").unwrap_err().variable,
+            "SMTP_URL"
+        );
+        for allowed in [
+            "smtps://mail.example.com",
+            "smtp://mail.example.com:587?tls=required",
+            "smtp://127.0.0.1:1025",
+            "smtp://[::1]:1025",
+            "smtp://localhost:25",
+        ] {
+            assert!(smtp(allowed).is_ok(), "{allowed}");
+        }
+        let development = Settings::from_vars([("SMTP_URL", "smtp://mail.example.com")]);
+        assert!(development.is_ok(), "development may use a plain relay");
+    }
+
+    #[test]
     fn production_refuses_a_wildcard_origin() {
         let err = production(&[("CORS_ALLOWED_ORIGINS", "https://a.example, *")]).unwrap_err();
         assert_eq!(err.variable, "CORS_ALLOWED_ORIGINS");
@@ -1112,7 +1229,11 @@ mod tests {
 
     #[test]
     fn production_refuses_to_run_without_tls_unless_a_trusted_proxy_terminates_it() {
-        let base = [("APP_ENV", "production"), ("DATA_ENCRYPTION_KEY", DATA_KEY)];
+        let base = [
+            ("APP_ENV", "production"),
+            ("DATA_ENCRYPTION_KEY", DATA_KEY),
+            ("SMTP_URL", "smtps://mail.example.com"),
+        ];
         assert_eq!(
             Settings::from_vars(base).unwrap_err().variable,
             "TLS_CERT_PATH"

@@ -54,6 +54,7 @@ use crate::{routes, web::problem::PROBLEM_JSON};
         routes::admin::list_users,
         routes::admin::update_user,
         routes::admin::list_audit_events,
+        routes::admin::list_mails,
         routes::health::live,
         routes::health::ready,
         routes::well_known::jwks,

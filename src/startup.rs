@@ -45,7 +45,7 @@ use crate::{
     domain::{email, seed},
     error::ApiError,
     extract::BodyLimits,
-    monitoring, openapi, routes,
+    mail, monitoring, openapi, routes,
     security::{
         client_ip::ClientResolver,
         cors::cors,
@@ -105,6 +105,7 @@ impl Application {
         spawn_limiter_purge(limiters.clone(), state.clone());
         spawn_pruning(state.clone());
         spawn_signing_key_refresh(state.clone());
+        mail::Postman::new(&state.settings.mail)?.spawn(state.clone());
         let (metrics_server, metrics_port) = match state.settings.metrics_addr {
             Some(addr) => {
                 let listener = listen(addr, "METRICS_ADDR", "METRICS_ADDR")?;

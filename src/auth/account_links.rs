@@ -126,7 +126,8 @@ pub async fn verify_email(
 }
 
 /// Sets `new_password` for the account of a live reset token still bound to its token
-/// version, and ends every session of the user (on every instance), with a notice mail. A
+/// version, and ends every session of the user (on every instance), with a notice mail
+/// (`user::replace_password`). A
 /// password changed any other way since the link was sent has moved the version on: the
 /// token is refused like an unknown one.
 pub async fn reset_password(
@@ -156,11 +157,7 @@ pub async fn reset_password(
         state.audit.submit(event);
         return Err(ApiError::InvalidLinkToken);
     };
-    let version = user::replace_password(&mut tx, account.id, &new_hash).await?;
-    let email = user::email_of(&mut tx, &state.keyring, account.id).await?;
-    if let Some(email) = email {
-        account_mail::password_changed(&mut tx, &state.keyring, email).await?;
-    }
+    let version = user::replace_password(&mut tx, &state.keyring, account.id, &new_hash).await?;
     let event = audit
         .event(AuditAction::PasswordReset, Outcome::Success)
         .actor(account.id)

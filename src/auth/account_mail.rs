@@ -1,6 +1,7 @@
-//! The mails of registration, email verification and password reset: one function per
+//! The mails of registration, email verification and password reset, one function per
 //! message, each written to the outbox in the caller's transaction (`mail::enqueue`), so a
-//! mail goes out if and only if the change that caused it commits.
+//! mail goes out if and only if the change that caused it commits. (The notice that a
+//! password changed is `mail::notify`'s, as for every other way to change it.)
 
 use crate::{
     config::Settings,
@@ -102,31 +103,6 @@ pub async fn password_reset(
     );
     let subject = "Reset your password".to_owned();
     let kind = MailKind::PasswordReset;
-    send(
-        tx,
-        keyring,
-        Mail {
-            kind,
-            to,
-            subject,
-            body,
-        },
-    )
-    .await
-}
-
-/// After a reset: every session has ended, and the owner should know if it was not them.
-pub async fn password_changed(
-    tx: &mut Transaction,
-    keyring: &Keyring,
-    to: Email,
-) -> sqlx::Result<()> {
-    let body = "The password of your filmvault account was just reset, and every session \
-                was signed out. If this was not you, reset your password again at once and \
-                tell an administrator.\n"
-        .to_owned();
-    let subject = "Your password was changed".to_owned();
-    let kind = MailKind::PasswordChanged;
     send(
         tx,
         keyring,

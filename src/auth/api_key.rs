@@ -12,8 +12,10 @@ use subtle::ConstantTimeEq;
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{Role, lock_account, principal::Scopes, random_bytes, random_token},
+    crypto::Keyring,
     db::{self, Database, Executor, Timestamp, Transaction},
     error::{ApiError, Step},
+    mail::{self, Notice},
     vocabulary::vocabulary,
 };
 
@@ -115,6 +117,7 @@ impl From<ApiKeyRow> for ApiKeyView {
 /// several instances at once cannot all see room for one more.
 pub async fn create(
     db: &Database,
+    keyring: &Keyring,
     user_id: i64,
     name: &str,
     scopes: Scopes,
@@ -127,6 +130,13 @@ pub async fn create(
     ensure_room_for_one_more(&mut tx, user_id).await?;
     let (view, key) = insert_with_free_lookup(&mut tx, user_id, name, scopes).await?;
     let scope_names: Vec<&str> = view.scopes.iter().map(|scope| scope.as_str()).collect();
+    let notice = Notice::ApiKeyCreated {
+        name,
+        scopes: &scope_names,
+    };
+    mail::notify(&mut tx, keyring, user_id, notice)
+        .await
+        .step("write the API-key notice")?;
     let event = audit
         .event(AuditAction::ApiKeyCreate, Outcome::Success)
         .target(AuditTarget::ApiKey(view.id))

@@ -43,6 +43,11 @@ impl Timestamp {
         Self(self.0.saturating_sub(duration))
     }
 
+    #[must_use]
+    pub fn saturating_add(self, duration: Duration) -> Self {
+        Self(self.0.saturating_add(duration))
+    }
+
     /// The stored form, `2026-11-23T20:19:17.250Z`.
     fn text(self) -> Result<String, time::error::Format> {
         self.0.format(FORMAT)

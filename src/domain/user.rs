@@ -23,6 +23,7 @@ use crate::{
     db::{self, Database, Executor, Lock, Timestamp, Transaction},
     domain::{Page, Paginated, email, text},
     error::{ApiError, Step},
+    mail::{self, Notice},
 };
 
 /// Found with the other parsed parts of a user; their homes are their own modules (see there).
@@ -272,21 +273,6 @@ pub async fn mark_email_verified(tx: &mut Transaction, user_id: i64) -> sqlx::Re
     Ok(changed == 1)
 }
 
-/// The account's address, opened.
-pub async fn email_of(
-    db: &mut impl Executor,
-    keyring: &Keyring,
-    user_id: i64,
-) -> anyhow::Result<Option<Email>> {
-    let sealed: Option<Option<Vec<u8>>> =
-        db::fetch_optional_scalar!(db, "SELECT email_sealed FROM users WHERE id = $1", user_id)
-            .await?;
-    match sealed.flatten() {
-        Some(sealed) => Ok(Some(Email::open(keyring, user_id, &sealed)?)),
-        None => Ok(None),
-    }
-}
-
 /// Two statements in one transaction: the sealed email is bound to the row's id, which the
 /// insert makes.
 #[tracing::instrument(skip_all, fields(username = %username.as_str()))]
@@ -417,6 +403,7 @@ async fn still_verified(
 #[tracing::instrument(skip_all, fields(user_id = verified.id))]
 pub async fn change_password(
     db: &Database,
+    keyring: &Keyring,
     verified: &UserCredentials,
     new_hash: &str,
     audit: &AuditContext,
@@ -426,7 +413,7 @@ pub async fn change_password(
     let Some(account) = still.step("lock the account")? else {
         return Ok(None);
     };
-    let version = replace_password(&mut tx, account.id, new_hash).await?;
+    let version = replace_password(&mut tx, keyring, account.id, new_hash).await?;
     let event = audit
         .event(AuditAction::PasswordChange, Outcome::Success)
         .actor(account.id)
@@ -440,9 +427,11 @@ pub async fn change_password(
 
 /// Stores `new_hash` as the password of `user_id` and ends every session of the user: the
 /// token version moves on (access tokens and reset links bound to the old one die) and the
-/// refresh tokens are revoked. Returns the new token version; `tx` has the account locked.
+/// refresh tokens are revoked; the owner is mailed a notice. Returns the new token version;
+/// `tx` has the account locked.
 pub(crate) async fn replace_password(
     tx: &mut Transaction,
+    keyring: &Keyring,
     user_id: i64,
     new_hash: &str,
 ) -> Result<i64, ApiError> {
@@ -455,6 +444,9 @@ pub(crate) async fn replace_password(
     refresh::revoke_all_of_user(tx, user_id, RevokeReason::PasswordChange)
         .await
         .step("revoke the user's refresh tokens")?;
+    mail::notify(tx, keyring, user_id, Notice::PasswordChanged)
+        .await
+        .step("write the password-changed notice")?;
     Ok(version)
 }
 

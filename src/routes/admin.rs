@@ -14,6 +14,7 @@ use crate::{
     },
     error::ApiError,
     extract::{Json, Query},
+    mail::{self, MailRecord, MailState},
     state::AppState,
     web::problem::Problem,
 };
@@ -21,7 +22,8 @@ use crate::{
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/users").route(web::get().to(list_users)))
         .service(web::resource("/users/{id}").route(web::patch().to(update_user)))
-        .service(web::resource("/audit-events").route(web::get().to(list_audit_events)));
+        .service(web::resource("/audit-events").route(web::get().to(list_audit_events)))
+        .service(web::resource("/mails").route(web::get().to(list_mails)));
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -175,4 +177,31 @@ mod tests {
             assert!(parse_bound("since", bad).is_err(), "{bad}");
         }
     }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MailQuery {
+    /// `dead` (the default): mails given up on after their last attempt.
+    pub state: Option<MailState>,
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    #[param(minimum = 0, maximum = 100_000)]
+    pub offset: Option<i64>,
+}
+
+/// Mails of the outbox in one delivery state, newest first: kind, attempts, last error and
+/// times; never the recipient or the body (which may carry a token).
+#[utoipa::path(get, path = "/api/v1/admin/mails", tag = "admin", params(MailQuery),
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "A page of mails", body = Paginated<MailRecord>)))]
+pub(crate) async fn list_mails(
+    state: web::Data<AppState>,
+    _admin: Authenticated<AdminRead>,
+    query: Query<MailQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = Page::new(query.0.limit, query.0.offset)?;
+    let mails = mail::list(&state.db, query.0.state.unwrap_or(MailState::Dead), page).await?;
+    Ok(HttpResponse::Ok().json(mails))
 }

@@ -140,7 +140,7 @@ pub(crate) async fn change_password(
         .hash(new.into_secret())
         .await
         .step("hash the new password")?;
-    let changed = user::change_password(&state.db, &account, &new_hash, &audit)
+    let changed = user::change_password(&state.db, &state.keyring, &account, &new_hash, &audit)
         .await
         .step("store the new password")?;
     // Another change committed while this one was verified: the password checked here is no
@@ -199,9 +199,16 @@ pub(crate) async fn create_api_key(
         read: request.scopes.contains(&Scope::Read),
         write: request.scopes.contains(&Scope::Write),
     };
-    let (view, key) = api_key::create(&state.db, caller.user_id, &request.name, scopes, &audit)
-        .await
-        .step("create the key")?;
+    let (view, key) = api_key::create(
+        &state.db,
+        &state.keyring,
+        caller.user_id,
+        &request.name,
+        scopes,
+        &audit,
+    )
+    .await
+    .step("create the key")?;
     Ok(HttpResponse::Created().json(CreatedApiKey { view, key }))
 }
 

@@ -1,85 +1,76 @@
 //! Email verification and password reset, end to end: the tests read the mail the service
-//! wrote and follow its link over HTTP, as a person would.
-//!
-//! Until the outbox's delivery worker lands (issue 16, item 1), a mail is read where the
-//! service wrote it: its outbox row, opened with the test data key. Nothing else reads the
-//! table.
+//! delivered (in development without `SMTP_URL`: `.eml` files in `MAIL_OUTBOX_DIR`, one
+//! directory per test) and follow its link over HTTP, as a person would.
 
-use std::time::{Duration, Instant};
-
-use filmvault::{
-    crypto::{DataKey, Keyring},
-    db,
+use std::{
+    path::Path,
+    time::{Duration, Instant},
 };
+
+use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tempfile::TempDir;
 
 use crate::helpers::{
-    LOGS, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestApp, assert_problem, spawn_app_with,
-    unique_username,
+    LOGS, STRONG_PASSWORD, TestApp, assert_problem, spawn_app_with, unique_username,
 };
 
 const NEW_PASSWORD: &str = "saffron-lantern-harbour-7";
 
+/// An app whose mails land in a directory of its own, delivered at once.
 struct MailApp {
     app: TestApp,
-    keyring: Keyring,
+    outbox: TempDir,
 }
 
 async fn spawn_mail_app(overrides: &[(&str, &str)]) -> MailApp {
-    let key: DataKey = TEST_DATA_ENCRYPTION_KEY.parse().expect("the test data key");
+    let outbox = tempfile::tempdir().expect("a temporary directory");
+    let dir = outbox.path().display().to_string();
+    let mut vars = vec![
+        ("MAIL_OUTBOX_DIR", dir.as_str()),
+        ("MAIL_POLL_INTERVAL_MS", "20"),
+    ];
+    vars.extend_from_slice(overrides);
     MailApp {
-        app: spawn_app_with(overrides).await,
-        keyring: Keyring::new(&key, &[]),
+        app: spawn_app_with(&vars).await,
+        outbox,
     }
 }
 
-/// One written mail: recipient, subject and body, opened.
-struct WrittenMail {
-    to: String,
-    subject: String,
-    body: String,
+/// Every delivered mail, oldest first, as text with quoted-printable undone.
+fn mails(outbox: &Path) -> Vec<String> {
+    let mut files: Vec<_> = std::fs::read_dir(outbox)
+        .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|raw| {
+            raw.replace("=\r\n", "")
+                .replace("=\n", "")
+                .replace("=3D", "=")
+        })
+        .collect()
 }
 
 impl MailApp {
-    async fn written_mails(&self) -> Vec<WrittenMail> {
-        let rows: Vec<(i64, String, Vec<u8>, Vec<u8>)> = db::fetch_all!(
-            &mut self.app.db().await,
-            "SELECT id, subject, recipient_sealed, body_sealed FROM mail_outbox ORDER BY id"
-        )
-        .await
-        .unwrap();
-        rows.into_iter()
-            .map(|(id, subject, to, body)| {
-                let open = |what: &str, sealed: &[u8]| {
-                    let purpose = format!("mail_outbox.{what}:{id}");
-                    let plain = self.keyring.open(purpose.as_bytes(), sealed).unwrap();
-                    String::from_utf8(plain.to_vec()).unwrap()
-                };
-                WrittenMail {
-                    to: open("recipient", &to),
-                    body: open("body", &body),
-                    subject,
-                }
-            })
-            .collect()
-    }
-
-    async fn matching(&self, to: &str, subject: &str) -> Vec<String> {
-        self.written_mails()
-            .await
+    fn matching(&self, to: &str, subject: &str) -> Vec<String> {
+        let to_header = format!("To: {to}\r\n");
+        mails(self.outbox.path())
             .into_iter()
-            .filter(|mail| mail.to.eq_ignore_ascii_case(to) && mail.subject.contains(subject))
-            .map(|mail| mail.body)
+            .filter(|mail| mail.contains(&to_header) && mail.contains(subject))
             .collect()
     }
 
-    /// Waits (a few seconds at most) for the body of the `nth` mail (from 1) to `to` whose
-    /// subject holds `subject`.
+    /// Waits (a few seconds at most) for the `nth` mail (from 1) to `to` whose subject holds
+    /// `subject`.
     async fn mail(&self, to: &str, subject: &str, nth: usize) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let matching = self.matching(to, subject).await;
+            let matching = self.matching(to, subject);
             if matching.len() >= nth {
                 return matching[nth - 1].clone();
             }
@@ -94,7 +85,7 @@ impl MailApp {
     /// How many mails to `to` whose subject holds `subject`, once background work is done.
     async fn count_after_a_while(&self, to: &str, subject: &str) -> usize {
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        self.matching(to, subject).await.len()
+        self.matching(to, subject).len()
     }
 
     async fn post(&self, path: &str, body: Value) -> reqwest::Response {
@@ -127,7 +118,7 @@ fn token_in(mail: &str, page: &str) -> String {
 
 const VERIFY_SUBJECT: &str = "Confirm your email address";
 const RESET_SUBJECT: &str = "Reset your password";
-const CHANGED_SUBJECT: &str = "Your password was changed";
+const CHANGED_SUBJECT: &str = "password was changed";
 const ATTEMPT_SUBJECT: &str = "Somebody tried to register with your address";
 
 /// Registers `username` with `{username}@example.com`; returns the address.

@@ -98,6 +98,9 @@ pub struct TestApp {
     /// Shared with every app started on the same database (`spawn_app_on`).
     pub database: Arc<TestDatabase>,
     tls_files: Option<tempfile::TempDir>,
+    /// `MAIL_OUTBOX_DIR` unless the test set its own (without SMTP, mails are `.eml` files
+    /// there), kept as long as the app.
+    _mail_outbox: tempfile::TempDir,
 }
 
 pub struct TestUser {
@@ -383,6 +386,11 @@ pub async fn spawn_app_on(database: &Arc<TestDatabase>, overrides: &[(&str, &str
         LazyLock::force(&LOGS);
     });
     let mut vars = base_vars(database.url());
+    let mail_outbox = tempfile::tempdir().expect("a temporary directory");
+    vars.insert(
+        "MAIL_OUTBOX_DIR".to_owned(),
+        mail_outbox.path().display().to_string(),
+    );
     for (key, value) in overrides {
         vars.insert((*key).to_owned(), (*value).to_owned());
     }
@@ -404,6 +412,7 @@ pub async fn spawn_app_on(database: &Arc<TestDatabase>, overrides: &[(&str, &str
         client: client(),
         database: database.clone(),
         tls_files: None,
+        _mail_outbox: mail_outbox,
     }
 }
 

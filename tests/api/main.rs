@@ -29,6 +29,7 @@ mod legacy;
 mod limits;
 mod logging;
 mod login_storm;
+mod mail;
 mod monitoring;
 mod openapi;
 mod password;
@@ -37,6 +38,8 @@ mod private_postgres;
 mod rate_limit;
 mod sessions;
 mod slow_clients;
+#[path = "../support/smtp_sink.rs"]
+mod smtp_sink;
 mod startup;
 #[path = "../support/test_redis.rs"]
 mod test_redis;

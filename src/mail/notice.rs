@@ -1,0 +1,83 @@
+//! Security notices: a mail to the account's own address when something about it changed,
+//! so its owner learns of a change they did not make (issue 16, item 6).
+
+use crate::{
+    crypto::Keyring,
+    db::{self, Timestamp, Transaction},
+    domain::email::Email,
+    error::ApiError,
+};
+
+use super::{Mail, MailKind, enqueue};
+
+/// What happened to the account.
+pub enum Notice<'a> {
+    PasswordChanged,
+    ApiKeyCreated {
+        name: &'a str,
+        scopes: &'a [&'a str],
+    },
+}
+
+impl Notice<'_> {
+    fn kind(&self) -> MailKind {
+        match self {
+            Self::PasswordChanged => MailKind::PasswordChanged,
+            Self::ApiKeyCreated { .. } => MailKind::ApiKeyCreated,
+        }
+    }
+
+    fn subject(&self) -> &'static str {
+        match self {
+            Self::PasswordChanged => "Your filmvault password was changed",
+            Self::ApiKeyCreated { .. } => "A new API key was created for your filmvault account",
+        }
+    }
+
+    fn body(&self, username: &str, at: Timestamp) -> String {
+        let what = match self {
+            Self::PasswordChanged => format!(
+                "the password of your filmvault account was changed at {at}.\n\
+                 Every session was signed out; API keys stay valid."
+            ),
+            Self::ApiKeyCreated { name, scopes } => format!(
+                "an API key named \"{name}\" (scopes: {}) was created for your filmvault \
+                 account at {at}.",
+                scopes.join(", ")
+            ),
+        };
+        format!(
+            "Hello {username},\n\n{what}\n\nIf this was you, there is nothing to do.\n\
+             If it was not, change your password now, revoke the API keys you do not know, \
+             and tell an administrator.\n"
+        )
+    }
+}
+
+/// Writes `notice` for user `user_id` to the outbox in `tx`, the transaction of the change.
+/// An account without a stored address (an old row an administrator must settle) gets none.
+pub async fn notify(
+    tx: &mut Transaction,
+    keyring: &Keyring,
+    user_id: i64,
+    notice: Notice<'_>,
+) -> Result<(), ApiError> {
+    let (username, sealed): (String, Option<Vec<u8>>) = db::fetch_one!(
+        &mut *tx,
+        "SELECT username, email_sealed FROM users WHERE id = $1",
+        user_id
+    )
+    .await?;
+    let Some(sealed) = sealed else {
+        tracing::warn!(user_id, kind = %notice.kind(), "no sealed address: no notice sent");
+        return Ok(());
+    };
+    let mail = Mail {
+        kind: notice.kind(),
+        to: Email::open(keyring, user_id, &sealed)?,
+        subject: notice.subject().to_owned(),
+        body: notice.body(&username, Timestamp::now()),
+    };
+    enqueue(tx, keyring, mail).await?;
+    Ok(())
+}
