@@ -153,7 +153,8 @@ start_proxy() {
 }
 
 # Instance i: production settings, behind the proxy at 127.0.0.1 (the only address whose
-# X-Forwarded-For it believes). Its working folder is DIR, so DIR/.env is the .env it reads.
+# X-Forwarded-For it believes). Mail goes to SMTP_URL, by default a relay on loopback (mails
+# wait in the outbox, retried, while none listens). Its working folder is DIR, so DIR/.env is the .env it reads.
 start_instance() {
   local bin=$1 i=$2
   local port=$((app_port + i)) pid_file=$dir/run/instance-$i.pid
@@ -167,6 +168,7 @@ start_instance() {
       DATA_ENCRYPTION_KEY=$(secret DATA_ENCRYPTION_KEY) \
       TRUSTED_PROXIES=127.0.0.1/32 TLS_TERMINATED_BY_PROXY=true PUBLIC_BASE_URL=$public_url \
       SEED_DEMO_DATA=${SEED_DEMO_DATA:-true} \
+      SMTP_URL=${SMTP_URL:-smtp://127.0.0.1:1025} \
       setsid "$bin" serve >> "$dir/logs/instance-$i.log" 2>&1 < /dev/null &
     echo $! > "$pid_file"
   )

@@ -336,7 +336,11 @@ fn check_smtp_url(raw: &str, production: bool) -> Result<(), ConfigError> {
         .query_pairs()
         .any(|(key, value)| key == "tls" && value == "required");
     let loopback = match host {
-        url::Host::Domain(name) => name.eq_ignore_ascii_case("localhost"),
+        // smtp: is not a scheme the URL standard knows, so an IPv4 host stays text.
+        url::Host::Domain(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
         url::Host::Ipv4(ip) => ip.is_loopback(),
         url::Host::Ipv6(ip) => ip.is_loopback(),
     };
@@ -1173,7 +1177,8 @@ mod tests {
 
     #[test]
     fn production_sends_mail_over_tls_unless_the_server_is_on_loopback() {
-        let smtp = |url| production(&[("SMTP_URL", url)]);
+        let public = ("PUBLIC_BASE_URL", "https://films.example.com");
+        let smtp = |url| production(&[public, ("SMTP_URL", url)]);
         let refused = smtp("smtp://mail.example.com:587").unwrap_err();
         assert_eq!(refused.variable, "SMTP_URL");
         assert!(refused.reason.contains("TLS"), "{refused}");
@@ -1193,6 +1198,7 @@ mod tests {
             "smtp://127.0.0.1:1025",
             "smtp://[::1]:1025",
             "smtp://localhost:25",
+            "smtp://127.0.0.2:25",
         ] {
             assert!(smtp(allowed).is_ok(), "{allowed}");
         }

@@ -57,7 +57,6 @@ impl Postman {
                     .build(),
             ),
             None => {
-                create_private_dir(&settings.outbox_dir)?;
                 tracing::info!(
                     dir = %settings.outbox_dir.display(),
                     "no SMTP_URL: mails are written as .eml files to this directory"
@@ -202,18 +201,13 @@ impl Failure {
     }
 }
 
-/// `MAIL_OUTBOX_DIR`, created readable by this user only (mails carry tokens).
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+/// Writes the mail as `<id>-<kind>.eml`, mode 0600, whole or not at all: written under a
+/// temporary name, then renamed. The directory is made with the first mail, 0700.
+fn write_eml(dir: &Path, id: i64, kind: MailKind, formatted: &[u8]) -> std::io::Result<()> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create MAIL_OUTBOX_DIR {}", dir.display()))
-}
-
-/// Writes the mail as `<id>-<kind>.eml`, mode 0600, whole or not at all: written under a
-/// temporary name, then renamed.
-fn write_eml(dir: &Path, id: i64, kind: MailKind, formatted: &[u8]) -> std::io::Result<()> {
+        .create(dir)?;
     let path = dir.join(format!("{id:08}-{kind}.eml"));
     let partial = dir.join(format!(".{id:08}-{kind}.eml.partial"));
     let mut file = fs::OpenOptions::new()

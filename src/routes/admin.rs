@@ -191,8 +191,10 @@ pub struct MailQuery {
     pub offset: Option<i64>,
 }
 
-/// Mails of the outbox in one delivery state, newest first: kind, attempts, last error and
-/// times; never the recipient or the body (which may carry a token).
+/// Mails of the outbox in one delivery state, newest first.
+///
+/// Each shows its kind, attempts, last error and times; never the recipient or the body
+/// (which may carry a token).
 #[utoipa::path(get, path = "/api/v1/admin/mails", tag = "admin", params(MailQuery),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "A page of mails", body = Paginated<MailRecord>)))]
