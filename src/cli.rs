@@ -13,7 +13,7 @@ use validator::ValidationError;
 
 use crate::{
     audit::AuditContext,
-    auth::{Role, password::PasswordHasher, signing_keys},
+    auth::{password::PasswordHasher, signing_keys},
     config::Settings,
     crypto::{self, Keyring},
     db::Database,
@@ -230,19 +230,12 @@ pub async fn create_admin(
     })
     .map_err(|error| anyhow::anyhow!("invalid administrator: {}", reasons(error)))?;
     let hashing = PasswordHasher::new(1, 1)?.reserve()?;
-    let created = user::create(
-        &db,
-        &keyring,
-        &hashing,
-        new_user,
-        Role::Admin,
-        &AuditContext::system(),
-    )
-    .await
-    .map_err(|e| match e {
-        ApiError::Conflict(reason) => anyhow::anyhow!("{reason}"),
-        other => anyhow::anyhow!("{other:?}"),
-    })?;
+    let created = user::create_admin(&db, &keyring, &hashing, new_user, &AuditContext::system())
+        .await
+        .map_err(|e| match e {
+            ApiError::Conflict(reason) => anyhow::anyhow!("{reason}"),
+            other => anyhow::anyhow!("{other:?}"),
+        })?;
     db.close().await;
     println!(
         "created administrator {} (id {})",

@@ -248,6 +248,8 @@ pub struct Settings {
     pub internal_client_ca_path: Option<PathBuf>,
     pub limits: LimitSettings,
     pub seed_demo_data: bool,
+    /// Login waits until the account's email is verified (the mailed link).
+    pub require_email_verification: bool,
     pub logging: LogSettings,
     pub backup: BackupSettings,
     pub mail: MailSettings,
@@ -411,6 +413,7 @@ impl Settings {
             internal_client_ca_path,
             limits: LimitSettings::from_vars(&vars)?,
             seed_demo_data: vars.parse_or("SEED_DEMO_DATA", !production)?,
+            require_email_verification: vars.parse_or("REQUIRE_EMAIL_VERIFICATION", production)?,
             logging: LogSettings::from_vars(&vars, production)?,
             backup: BackupSettings::from_vars(&vars)?,
             mail: MailSettings::from_vars(&vars, production)?,

@@ -48,6 +48,14 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("forbidden")]
     Forbidden,
+    /// The password was right, but the account's email is not verified yet and
+    /// `REQUIRE_EMAIL_VERIFICATION` is on: 403, told only after a correct password.
+    #[error("email not verified")]
+    EmailNotVerified,
+    /// A mailed token (verification, reset) that is unknown, expired, used, superseded or
+    /// no longer bound to the account: one answer for all, so none can be told apart.
+    #[error("invalid or expired link")]
+    InvalidLinkToken,
     #[error("not found")]
     NotFound,
     #[error("conflict: {0}")]

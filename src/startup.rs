@@ -36,6 +36,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::{
     audit::{self, AuditQueue},
     auth::{
+        account_tokens,
         jwt::JwtCodec,
         password::PasswordHasher,
         refresh,
@@ -351,6 +352,15 @@ async fn prune_past_retention(db: &Database, retention: RetentionSettings) {
         Ok(0) => {}
         Ok(deleted) => tracing::info!(deleted, "spent refresh tokens past their retention deleted"),
         Err(error) => tracing::error!(error = %error, "spent refresh tokens could not be pruned"),
+    }
+    // Mailed tokens keep the refresh tokens' retention: both say who was sent what, when.
+    match account_tokens::prune_expired(db, retention.spent_refresh_token_days).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(
+            deleted,
+            "expired mailed tokens past their retention deleted"
+        ),
+        Err(error) => tracing::error!(error = %error, "expired mailed tokens could not be pruned"),
     }
 }
 

@@ -161,9 +161,45 @@ async function submitFilm(event) {
 async function register(event) {
   event.preventDefault();
   const data = Object.fromEntries(new FormData(event.target));
-  const profile = await call("POST", "/api/v1/auth/register", data, { auth: false });
-  showMessage(`Registered ${profile.username}; now log in.`);
+  // 202, the same answer whether or not the email already had an account: the mail says.
+  await call("POST", "/api/v1/auth/register", data, { auth: false });
+  showMessage(`Registered ${data.username}, unless the address already has an account: ` +
+    "check your mailbox, then log in.");
   event.target.reset();
+}
+
+async function forgotPassword(event) {
+  event.preventDefault();
+  const data = Object.fromEntries(new FormData(event.target));
+  await call("POST", "/api/v1/auth/password-reset", data, { auth: false });
+  showMessage("If an account has this address, a reset link is on its way.");
+  event.target.reset();
+}
+
+// The mailed links carry their token in the fragment (`#/verify-email?token=…`), which the
+// browser never sends to a server; it is read here once and wiped from the address bar.
+function takeLinkToken() {
+  const match = /^#\/(verify-email|reset-password)\?token=([A-Za-z0-9_-]+)$/.exec(location.hash);
+  if (match) history.replaceState(null, "", location.pathname);
+  return match ? { page: match[1], token: match[2] } : null;
+}
+
+async function followMailedLink(link) {
+  if (link.page === "verify-email") {
+    await call("POST", "/api/v1/auth/verify-email", { token: link.token }, { auth: false });
+    showMessage("Your email address is verified; you can log in.");
+    return;
+  }
+  const form = $("#reset-form");
+  form.hidden = false;
+  form.addEventListener("submit", guard(async (event) => {
+    event.preventDefault();
+    const { new_password } = Object.fromEntries(new FormData(form));
+    await call("POST", "/api/v1/auth/password-reset/confirm",
+      { token: link.token, new_password }, { auth: false });
+    form.hidden = true;
+    showMessage("Password changed; every session was signed out. Log in with the new one.");
+  }));
 }
 
 async function login(event) {
@@ -242,6 +278,7 @@ function guard(handler) {
 document.addEventListener("DOMContentLoaded", () => {
   $("#register-form").addEventListener("submit", guard(register));
   $("#login-form").addEventListener("submit", guard(login));
+  $("#forgot-form").addEventListener("submit", guard(forgotPassword));
   $("#logout-button").addEventListener("click", guard(logout));
   $("#search-form").addEventListener("submit", guard(async (event) => {
     event.preventDefault();
@@ -253,5 +290,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#head-button").addEventListener("click", guard(headAddFilm));
   $("#raw-form").addEventListener("submit", guard(sendRaw));
   setInterval(renderSession, 1000);
+  const link = takeLinkToken();
+  if (link) guard(followMailedLink)(link);
   loadFilms().catch(() => {});
 });

@@ -23,6 +23,14 @@ vocabulary! {
         PasswordChange = "user.password_change",
         /// The user deleted their own account (its id stays; nothing personal does).
         AccountDelete = "user.delete",
+        /// A mailed verification link was opened (or a bad one tried).
+        EmailVerify = "user.email_verify",
+        /// Someone asked for a new verification link; the reason says whether one was sent.
+        EmailVerificationResend = "user.email_verification_resend",
+        /// Someone asked for a password-reset link; the reason says whether one was sent.
+        PasswordResetRequest = "user.password_reset_request",
+        /// A password was set through a reset link (or a bad link tried).
+        PasswordReset = "user.password_reset",
         RoleChange = "admin.role_change",
         UserDisable = "admin.user_disable",
         UserEnable = "admin.user_enable",

@@ -1,6 +1,9 @@
 //! Who is calling: passwords, access tokens and the extractor that turns request headers into
 //! an authenticated principal.
 
+pub mod account_links;
+pub mod account_mail;
+pub mod account_tokens;
 pub mod api_key;
 pub mod common_passwords;
 pub mod credentials;

@@ -12,11 +12,14 @@ use validator::ValidationError;
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
-        Role, common_passwords,
+        Role, account_mail,
+        account_tokens::{self, TokenPurpose},
+        common_passwords,
         password::HashReservation,
         refresh::{self, IssuedRefreshToken, RevokeReason},
         sessions::SessionClient,
     },
+    config::Settings,
     crypto::Keyring,
     db::{self, Database, Executor, Lock, Timestamp, Transaction},
     domain::{Page, Paginated, email, text},
@@ -117,22 +120,89 @@ pub struct UserCredentials {
     pub role: Role,
     pub disabled: bool,
     pub token_version: i64,
+    /// The owner proved they read mail at the account's address.
+    pub email_verified: bool,
 }
 
-/// Hashes the password (off the async workers, before the write lock is taken) and stores
-/// the user with its audit event; 409 if the name or email is taken (the name's UNIQUE
-/// constraint decides, on any number of instances; the email's blind index under every key,
-/// on `Lock::EmailIndex`). The answer does not say which, so registration reveals as little
-/// as it can.
-pub async fn create(
+/// What a registration did. The client is told the same for both, so the answer does not
+/// say whether an address has an account; the mail does, to the address's owner only.
+pub enum Registration {
+    Created(UserProfile),
+    /// The address has an account: its owner was sent a notice, nothing was created.
+    EmailTaken,
+}
+
+/// Registers a user: hashes the password (off the async workers, before the write lock is
+/// taken), then either stores the account with its verification mail, or, when the address
+/// already has an account, mails a notice to its owner. Both paths hash and both write a
+/// mail and an audit event in one transaction, so neither is faster. A taken username is a
+/// 409 either way (usernames are public). See `create` for the uniqueness rules.
+pub async fn register(
+    db: &Database,
+    keyring: &Keyring,
+    settings: &Settings,
+    hashing: &HashReservation,
+    user: NewUser,
+    audit: &AuditContext,
+) -> Result<Registration, ApiError> {
+    let NewUser {
+        username,
+        email,
+        password,
+    } = user;
+    let password_hash = hashing.hash(password.into_secret()).await?;
+    let mut tx = email::begin_indexing(db).await?;
+    let registration = match email::holder(&mut tx, keyring, &email, None).await? {
+        Some(holder) => {
+            if username_taken(&mut tx, &username).await? {
+                return Err(TAKEN);
+            }
+            account_mail::registration_attempt(&mut tx, keyring, email).await?;
+            let event = audit
+                .event(AuditAction::Register, Outcome::Failure)
+                .target(AuditTarget::User(holder))
+                .reason("email already registered; its owner was notified");
+            audit::record(&mut tx, &event).await?;
+            Registration::EmailTaken
+        }
+        None => {
+            let profile = insert_account(
+                &mut tx,
+                keyring,
+                &username,
+                &email,
+                &password_hash,
+                Role::User,
+            )
+            .await?;
+            let purpose = TokenPurpose::EmailVerification;
+            let token = account_tokens::issue(&mut tx, profile.id, purpose, None).await?;
+            account_mail::verify_email(&mut tx, keyring, settings, email, &token).await?;
+            let event = audit
+                .event(AuditAction::Register, Outcome::Success)
+                .actor(profile.id)
+                .target(AuditTarget::User(profile.id));
+            audit::record(&mut tx, &event).await?;
+            Registration::Created(profile)
+        }
+    };
+    tx.commit().await?;
+    Ok(registration)
+}
+
+const TAKEN: ApiError = ApiError::Conflict("The username or email is already registered.");
+
+/// Creates an administrator (the command line's `create-admin`): 409 if the name or email is
+/// taken (the name's UNIQUE constraint decides, on any number of instances; the email's blind
+/// index under every key, on `Lock::EmailIndex`). The operator typed the address, so it
+/// counts as verified.
+pub async fn create_admin(
     db: &Database,
     keyring: &Keyring,
     hashing: &HashReservation,
     user: NewUser,
-    role: Role,
     audit: &AuditContext,
 ) -> Result<UserProfile, ApiError> {
-    const TAKEN: ApiError = ApiError::Conflict("The username or email is already registered.");
     let NewUser {
         username,
         email,
@@ -146,24 +216,65 @@ pub async fn create(
     {
         return Err(TAKEN);
     }
-    let profile = insert(&mut tx, keyring, &username, &email, &password_hash, role)
-        .await
-        .map_err(|e| match e.downcast::<sqlx::Error>() {
-            Ok(e) if crate::error::is_unique_violation(&e) => TAKEN,
-            Ok(e) => e.into(),
-            Err(e) => ApiError::Internal(e),
-        })?;
-    let action = match role {
-        Role::User => AuditAction::Register,
-        Role::Admin => AuditAction::CreateAdmin,
-    };
+    let profile = insert_account(
+        &mut tx,
+        keyring,
+        &username,
+        &email,
+        &password_hash,
+        Role::Admin,
+    )
+    .await?;
+    mark_email_verified(&mut tx, profile.id).await?;
     let event = audit
-        .event(action, Outcome::Success)
+        .event(AuditAction::CreateAdmin, Outcome::Success)
         .actor(profile.id)
         .target(AuditTarget::User(profile.id));
     audit::record(&mut tx, &event).await?;
     tx.commit().await?;
     Ok(profile)
+}
+
+/// `insert`, with a unique violation (the username, the only unique column left unchecked
+/// under `Lock::EmailIndex`) as the 409 it is.
+async fn insert_account(
+    tx: &mut Transaction,
+    keyring: &Keyring,
+    username: &Username,
+    email: &Email,
+    password_hash: &str,
+    role: Role,
+) -> Result<UserProfile, ApiError> {
+    insert(tx, keyring, username, email, password_hash, role)
+        .await
+        .map_err(|e| match e.downcast::<sqlx::Error>() {
+            Ok(e) if crate::error::is_unique_violation(&e) => TAKEN,
+            Ok(e) => e.into(),
+            Err(e) => ApiError::Internal(e),
+        })
+}
+
+async fn username_taken(tx: &mut Transaction, username: &Username) -> sqlx::Result<bool> {
+    let found: Option<i64> = db::fetch_optional_scalar!(
+        tx,
+        "SELECT id FROM users WHERE username = $1",
+        username.as_str()
+    )
+    .await?;
+    Ok(found.is_some())
+}
+
+/// Records that the owner proved the address; `false` if it already was (or no account).
+pub async fn mark_email_verified(tx: &mut Transaction, user_id: i64) -> sqlx::Result<bool> {
+    let changed = db::execute!(
+        tx,
+        "UPDATE users SET email_verified_at = $2, updated_at = $2
+         WHERE id = $1 AND email_verified_at IS NULL",
+        user_id,
+        Timestamp::now()
+    )
+    .await?;
+    Ok(changed == 1)
 }
 
 /// Two statements in one transaction: the sealed email is bound to the row's id, which the
@@ -205,7 +316,8 @@ pub async fn find_credentials(
 ) -> sqlx::Result<Option<UserCredentials>> {
     db::fetch_optional!(
         db,
-        "SELECT id, username, password_hash, role, disabled, token_version
+        "SELECT id, username, password_hash, role, disabled, token_version,
+                email_verified_at IS NOT NULL AS email_verified
          FROM users WHERE username = $1 AND deleted_at IS NULL",
         username
     )
@@ -219,7 +331,8 @@ pub async fn credentials_by_id(
 ) -> sqlx::Result<Option<UserCredentials>> {
     db::fetch_optional!(
         db,
-        "SELECT id, username, password_hash, role, disabled, token_version
+        "SELECT id, username, password_hash, role, disabled, token_version,
+                email_verified_at IS NOT NULL AS email_verified
          FROM users WHERE id = $1 AND deleted_at IS NULL",
         user_id
     )
@@ -237,13 +350,28 @@ pub(crate) async fn lock_account(
 ) -> sqlx::Result<Option<UserCredentials>> {
     db::fetch_optional!(
         tx,
-        sqlite: "SELECT id, username, password_hash, role, disabled, token_version
+        sqlite: "SELECT id, username, password_hash, role, disabled, token_version,
+                        email_verified_at IS NOT NULL AS email_verified
                  FROM users WHERE id = $1 AND deleted_at IS NULL",
-        postgres: "SELECT id, username, password_hash, role, disabled, token_version
+        postgres: "SELECT id, username, password_hash, role, disabled, token_version,
+                          email_verified_at IS NOT NULL AS email_verified
                    FROM users WHERE id = $1 AND deleted_at IS NULL FOR NO KEY UPDATE",
         user_id
     )
     .await
+}
+
+/// The account whose address is `email`, locked as `lock_account` does; `None` if no
+/// account has it.
+pub(crate) async fn lock_account_by_email(
+    tx: &mut Transaction,
+    keyring: &Keyring,
+    email: &Email,
+) -> sqlx::Result<Option<UserCredentials>> {
+    match email::holder(tx, keyring, email, None).await? {
+        Some(user_id) => lock_account(tx, user_id).await,
+        None => Ok(None),
+    }
 }
 
 /// Makes every access token of the user worthless; returns the new version.
@@ -289,18 +417,7 @@ pub async fn change_password(
     let Some(account) = still.step("lock the account")? else {
         return Ok(None);
     };
-    update_password_hash(&mut tx, account.id, new_hash)
-        .await
-        .step("store the new password hash")?;
-    let version = bump_token_version(&mut tx, account.id)
-        .await
-        .step("bump the token version")?;
-    refresh::revoke_all_of_user(&mut tx, account.id, RevokeReason::PasswordChange)
-        .await
-        .step("revoke the user's refresh tokens")?;
-    mail::notify(&mut tx, keyring, account.id, Notice::PasswordChanged)
-        .await
-        .step("write the password-changed notice")?;
+    let version = replace_password(&mut tx, keyring, account.id, new_hash).await?;
     let event = audit
         .event(AuditAction::PasswordChange, Outcome::Success)
         .actor(account.id)
@@ -310,6 +427,31 @@ pub async fn change_password(
         .step("record the audit event")?;
     tx.commit().await.step("commit")?;
     Ok(Some(version))
+}
+
+/// Stores `new_hash` as the password of `user_id` and ends every session of the user: the
+/// token version moves on (access tokens and reset links bound to the old one die) and the
+/// refresh tokens are revoked; the owner is mailed a notice. Returns the new token version;
+/// `tx` has the account locked.
+pub(crate) async fn replace_password(
+    tx: &mut Transaction,
+    keyring: &Keyring,
+    user_id: i64,
+    new_hash: &str,
+) -> Result<i64, ApiError> {
+    update_password_hash(tx, user_id, new_hash)
+        .await
+        .step("store the new password hash")?;
+    let version = bump_token_version(tx, user_id)
+        .await
+        .step("bump the token version")?;
+    refresh::revoke_all_of_user(tx, user_id, RevokeReason::PasswordChange)
+        .await
+        .step("revoke the user's refresh tokens")?;
+    mail::notify(tx, keyring, user_id, Notice::PasswordChanged)
+        .await
+        .step("write the password-changed notice")?;
+    Ok(version)
 }
 
 /// A login session, and the account as it was when the session started.

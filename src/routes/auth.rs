@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpResponse, web};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,7 +11,7 @@ use validator::Validate;
 use crate::{
     audit::{AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
-        Role, Session,
+        Session,
         jwt::TokenSubject,
         login::{self, CredentialCheck},
         refresh::{self, IssuedRefreshToken, RefreshUse, Rotation},
@@ -19,10 +19,7 @@ use crate::{
     },
     domain::{
         text,
-        user::{
-            self, Email, NewPassword, NewUser, StartedSession, UserCredentials, UserProfile,
-            Username,
-        },
+        user::{self, Email, NewPassword, NewUser, StartedSession, UserCredentials, Username},
     },
     error::{ApiError, ForField, Step},
     extract::Json,
@@ -53,7 +50,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
             .wrap(strict())
             .route(web::post().to(refresh_tokens)),
     )
-    .service(web::resource("/logout").route(web::post().to(logout)));
+    .service(web::resource("/logout").route(web::post().to(logout)))
+    .configure(|cfg| super::account_links::configure(cfg, limiters));
 }
 
 #[derive(Deserialize, Validate, ToSchema)]
@@ -145,11 +143,27 @@ async fn token_response(
     }))
 }
 
+/// The one answer to a registration that was not refused: whether the address already had an
+/// account is told only to its owner, by mail.
+#[derive(Serialize, ToSchema)]
+pub struct RegistrationAccepted {
+    pub detail: &'static str,
+}
+
+const REGISTRATION_ACCEPTED: RegistrationAccepted = RegistrationAccepted {
+    detail: "Check your mailbox: we sent a message to the address you gave.",
+};
+
 /// Create an account (role `user`).
+///
+/// 202 with the same body whether or not the email already has an account (its owner gets a
+/// notice mail instead; a new account gets a verification link), after the same work: the
+/// answer does not tell who is registered. A taken username is 409: usernames are public.
 #[utoipa::path(post, path = "/api/v1/auth/register", tag = "auth",
     request_body = RegisterRequest,
-    responses((status = 201, description = "The new account", body = UserProfile),
-        (status = 409, description = "Username or email already registered",
+    responses((status = 202, description = "Accepted; see your mailbox",
+            body = RegistrationAccepted),
+        (status = 409, description = "Username already taken",
             body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn register(
     state: web::Data<AppState>,
@@ -161,18 +175,16 @@ pub(crate) async fn register(
     let hashing = state.passwords.reserve()?;
     // Counted by the hash queue from here: a request waiting for argon2 holds no slot.
     slot.release();
-    let profile = user::create(
+    user::register(
         &state.db,
         &state.keyring,
+        &state.settings,
         &hashing,
         new_user,
-        Role::User,
         &audit,
     )
     .await?;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, "/api/v1/users/me"))
-        .json(profile))
+    Ok(HttpResponse::Accepted().json(REGISTRATION_ACCEPTED))
 }
 
 /// Log in: an access token and a refresh token for a new session.
@@ -248,6 +260,12 @@ async fn open_session(
             return Err(refused);
         }
     };
+    // Told only after the right password: it says no more than a login would.
+    if state.settings.require_email_verification && !verified.account.email_verified {
+        attempt.succeeded().await;
+        let reason = "email not verified";
+        return Err(refuse(Outcome::Denied, reason, ApiError::EmailNotVerified));
+    }
     let started = user::start_session(
         &state.db,
         &verified.account,

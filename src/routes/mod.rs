@@ -1,6 +1,7 @@
 //! HTTP handlers, one module per resource. Each module exposes `configure`; `startup` mounts
 //! them and wraps them in the edge protection.
 
+pub mod account_links;
 pub mod admin;
 pub mod auth;
 pub mod films;

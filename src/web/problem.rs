@@ -144,6 +144,19 @@ fn describe(error: &ApiError) -> Description<'_> {
             "Forbidden",
             "You are not allowed to perform this action.",
         ),
+        E::EmailNotVerified => Description::new(
+            StatusCode::FORBIDDEN,
+            "email-not-verified",
+            "Email not verified",
+            "Open the link mailed to your address first; \
+             `POST /api/v1/auth/verify-email/resend` sends a new one.",
+        ),
+        E::InvalidLinkToken => Description::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-link-token",
+            "Invalid or expired link",
+            "The link is unknown, expired or already used; ask for a new one.",
+        ),
         E::NotFound => Description::new(
             StatusCode::NOT_FOUND,
             "not-found",

@@ -106,7 +106,7 @@ async fn without_postgresql_the_instance_is_not_ready_refuses_with_503_and_then_
     assert_eq!(app.refresh(&refresh).await.status(), StatusCode::OK);
     assert_eq!(
         app.register(&newcomer, STRONG_PASSWORD).await.status(),
-        StatusCode::CREATED
+        StatusCode::ACCEPTED
     );
     app.token_pair(&user.username, &user.password).await;
     let response = app.get(&film_path, Some(&user.token)).await;

@@ -644,14 +644,42 @@ impl TestApp {
     pub async fn new_user(&self) -> TestUser {
         let username = unique_username("user");
         let response = self.register(&username, STRONG_PASSWORD).await;
-        assert_eq!(response.status(), StatusCode::CREATED, "registration");
-        let profile: Value = response.json().await.expect("a JSON body");
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "registration");
+        let token = self.access_token(&username, STRONG_PASSWORD).await;
         TestUser {
-            id: profile["id"].as_i64().expect("an id"),
-            token: self.access_token(&username, STRONG_PASSWORD).await,
+            id: self.own_id(&token).await,
+            token,
             username,
             password: STRONG_PASSWORD.to_owned(),
         }
+    }
+
+    /// Registers a new username with `email` and checks that the address counted as taken:
+    /// the same 202 as any registration, and no account to log in to.
+    pub async fn assert_email_taken(&self, email: &str) {
+        let username = unique_username("again");
+        let response = self
+            .post_json(
+                "/api/v1/auth/register",
+                &json!({ "username": username, "email": email, "password": STRONG_PASSWORD }),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{email}");
+        let login = self.login(&username, STRONG_PASSWORD).await;
+        assert_eq!(
+            login.status(),
+            StatusCode::UNAUTHORIZED,
+            "no account was created for the taken address {email}"
+        );
+    }
+
+    /// The id of the account `token` belongs to (registration does not show it).
+    pub async fn own_id(&self, token: &str) -> i64 {
+        let response = self.get("/api/v1/users/me", Some(token)).await;
+        assert_eq!(response.status(), StatusCode::OK, "the caller's profile");
+        let profile: Value = response.json().await.expect("a JSON body");
+        profile["id"].as_i64().expect("an id")
     }
 
     /// An administrator made the supported way: the binary's `create-admin` subcommand.

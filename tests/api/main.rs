@@ -3,6 +3,7 @@
 //! speaks HTTP to it. One binary, one file per area.
 
 mod account_deletion;
+mod account_links;
 mod admin;
 mod api_keys;
 mod architecture;

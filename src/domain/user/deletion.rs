@@ -97,6 +97,13 @@ async fn erase_account(tx: &mut Transaction, user_id: i64) -> Result<(), ApiErro
     db::execute!(&mut *tx, "DELETE FROM sessions WHERE user_id = $1", user_id)
         .await
         .step("delete the user's sessions")?;
+    db::execute!(
+        &mut *tx,
+        "DELETE FROM account_tokens WHERE user_id = $1",
+        user_id
+    )
+    .await
+    .step("delete the user's verification and reset links")?;
     db::execute!(&mut *tx, "DELETE FROM api_keys WHERE user_id = $1", user_id)
         .await
         .step("delete the user's API keys")?;

@@ -1,0 +1,171 @@
+//! What the mailed links do: ask for a link (verification or password reset), verify an
+//! email, reset a password. The tokens are `account_tokens`; the mails `account_mail`.
+//!
+//! Asking for a link answers the same whatever the address: the work runs after the answer
+//! (see `routes::account_links`), and its outcome (sent, no such account, budget spent…)
+//! reaches only the audit trail.
+
+use crate::{
+    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
+    auth::{
+        account_mail,
+        account_tokens::{self, TokenPurpose},
+        password::HashReservation,
+    },
+    domain::user::{self, Email, NewPassword, UserCredentials},
+    error::{ApiError, Step},
+    state::AppState,
+};
+
+/// Why no link was sent; the audit trail's words.
+fn unsent_reason(account: &UserCredentials, purpose: TokenPurpose) -> Option<&'static str> {
+    if account.disabled {
+        return Some("account disabled");
+    }
+    if purpose == TokenPurpose::EmailVerification && account.email_verified {
+        return Some("email already verified");
+    }
+    None
+}
+
+/// Mails a link of `purpose` to `email` if an account has that address, may be sent one,
+/// and has not spent its mail budget. Records what happened in the audit trail.
+pub async fn request_link(
+    state: &AppState,
+    audit: &AuditContext,
+    email: Email,
+    purpose: TokenPurpose,
+) -> Result<(), ApiError> {
+    let action = match purpose {
+        TokenPurpose::EmailVerification => AuditAction::EmailVerificationResend,
+        TokenPurpose::PasswordReset => AuditAction::PasswordResetRequest,
+    };
+    let mut tx = state.db.begin().await.step("begin the transaction")?;
+    let account = user::lock_account_by_email(&mut tx, &state.keyring, &email)
+        .await
+        .step("find the account of the address")?;
+    let Some(account) = account else {
+        let event = audit
+            .event(action, Outcome::Failure)
+            .reason("no account has this address");
+        return audit::record(&mut tx, &event)
+            .await
+            .and(tx.commit().await)
+            .step("record the request");
+    };
+    let target = AuditTarget::User(account.id);
+    let within_budget = account_tokens::within_budget(&mut tx, account.id, purpose)
+        .await
+        .step("count the recent links")?;
+    let event = match unsent_reason(&account, purpose) {
+        Some(reason) => audit.event(action, Outcome::Failure).reason(reason),
+        None if !within_budget => audit
+            .event(action, Outcome::Denied)
+            .reason("mail budget of the account spent"),
+        None => {
+            send_link(state, &mut tx, &account, email, purpose).await?;
+            audit.event(action, Outcome::Success)
+        }
+    };
+    audit::record(&mut tx, &event.target(target))
+        .await
+        .step("record the request")?;
+    tx.commit().await.step("commit")
+}
+
+async fn send_link(
+    state: &AppState,
+    tx: &mut crate::db::Transaction,
+    account: &UserCredentials,
+    email: Email,
+    purpose: TokenPurpose,
+) -> Result<(), ApiError> {
+    let (keyring, settings) = (&state.keyring, &state.settings);
+    match purpose {
+        TokenPurpose::EmailVerification => {
+            let token = account_tokens::issue(tx, account.id, purpose, None).await?;
+            account_mail::verify_email(tx, keyring, settings, email, &token).await?;
+        }
+        TokenPurpose::PasswordReset => {
+            let version = Some(account.token_version);
+            let token = account_tokens::issue(tx, account.id, purpose, version).await?;
+            account_mail::password_reset(tx, keyring, settings, email, &token).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Spends a verification token and marks the account's address verified.
+pub async fn verify_email(
+    state: &AppState,
+    audit: &AuditContext,
+    token: &str,
+) -> Result<(), ApiError> {
+    let mut tx = state.db.begin().await.step("begin the transaction")?;
+    let spent = account_tokens::spend(&mut tx, token, TokenPurpose::EmailVerification)
+        .await
+        .step("spend the token")?;
+    let Some(spent) = spent else {
+        let event = audit
+            .event(AuditAction::EmailVerify, Outcome::Failure)
+            .reason("unknown, expired or used token");
+        state.audit.submit(event);
+        return Err(ApiError::InvalidLinkToken);
+    };
+    user::mark_email_verified(&mut tx, spent.user_id)
+        .await
+        .step("mark the address verified")?;
+    let event = audit
+        .event(AuditAction::EmailVerify, Outcome::Success)
+        .actor(spent.user_id)
+        .target(AuditTarget::User(spent.user_id));
+    audit::record(&mut tx, &event)
+        .await
+        .step("record the verification")?;
+    tx.commit().await.step("commit")
+}
+
+/// Sets `new_password` for the account of a live reset token still bound to its token
+/// version, and ends every session of the user (on every instance), with a notice mail
+/// (`user::replace_password`). A
+/// password changed any other way since the link was sent has moved the version on: the
+/// token is refused like an unknown one.
+pub async fn reset_password(
+    state: &AppState,
+    audit: &AuditContext,
+    hashing: &HashReservation,
+    token: &str,
+    new_password: NewPassword,
+) -> Result<(), ApiError> {
+    // Hashed before the transaction: a slow hash must not hold the write lock.
+    let new_hash = hashing.hash(new_password.into_secret()).await?;
+    let mut tx = state.db.begin().await.step("begin the transaction")?;
+    let account = match account_tokens::spend(&mut tx, token, TokenPurpose::PasswordReset)
+        .await
+        .step("spend the token")?
+    {
+        Some(spent) => user::lock_account(&mut tx, spent.user_id)
+            .await
+            .step("lock the account")?
+            .filter(|now| Some(now.token_version) == spent.token_version && !now.disabled),
+        None => None,
+    };
+    let Some(account) = account else {
+        let event = audit
+            .event(AuditAction::PasswordReset, Outcome::Failure)
+            .reason("unknown, expired, used or outdated token");
+        state.audit.submit(event);
+        return Err(ApiError::InvalidLinkToken);
+    };
+    let version = user::replace_password(&mut tx, &state.keyring, account.id, &new_hash).await?;
+    let event = audit
+        .event(AuditAction::PasswordReset, Outcome::Success)
+        .actor(account.id)
+        .target(AuditTarget::User(account.id));
+    audit::record(&mut tx, &event)
+        .await
+        .step("record the reset")?;
+    tx.commit().await.step("commit")?;
+    state.revocations.set_version(account.id, version).await;
+    Ok(())
+}
