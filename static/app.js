@@ -109,8 +109,9 @@ async function loadFilms() {
 async function vote(film, kind) {
   // The seed's route: GET /?like=ID records the vote and answers with a random film.
   await call("GET", `/?${kind}=${encodeURIComponent(film.id)}`);
-  showMessage(`${kind === "like" ? "Liked" : "Disliked"} “${film.name}”.`);
   await loadFilms();
+  // After the reload, so the message never announces counts the table does not show yet.
+  showMessage(`${kind === "like" ? "Liked" : "Disliked"} “${film.name}”.`);
 }
 
 async function deleteFilm(film) {
