@@ -52,6 +52,10 @@ pub enum ApiError {
     /// `REQUIRE_EMAIL_VERIFICATION` is on: 403, told only after a correct password.
     #[error("email not verified")]
     EmailNotVerified,
+    /// An API request over plain HTTP while TLS is on: 403, and any credential it carried is
+    /// revoked (`security::plain_http`).
+    #[error("HTTPS required")]
+    HttpsRequired,
     /// A mailed token (verification, reset) that is unknown, expired, used, superseded or
     /// no longer bound to the account: one answer for all, so none can be told apart.
     #[error("invalid or expired link")]

@@ -151,6 +151,13 @@ fn describe(error: &ApiError) -> Description<'_> {
             "Open the link mailed to your address first; \
              `POST /api/v1/auth/verify-email/resend` sends a new one.",
         ),
+        E::HttpsRequired => Description::new(
+            StatusCode::FORBIDDEN,
+            "https-required",
+            "HTTPS required",
+            "This API answers over HTTPS only. A credential sent over plain HTTP is revoked if \
+             it was valid: use https://, and sign in again if you sent one.",
+        ),
         E::InvalidLinkToken => Description::new(
             StatusCode::BAD_REQUEST,
             "invalid-link-token",
