@@ -67,6 +67,10 @@ pub enum ApiError {
     /// An `mfa_token` that is unknown, expired, used or killed by wrong codes: log in again.
     #[error("invalid MFA token")]
     InvalidMfaToken,
+    /// An API request over plain HTTP while TLS is on: 403, and any credential it carried is
+    /// revoked (`security::plain_http`).
+    #[error("HTTPS required")]
+    HttpsRequired,
     /// A mailed token (verification, reset) that is unknown, expired, used, superseded or
     /// no longer bound to the account: one answer for all, so none can be told apart.
     #[error("invalid or expired link")]

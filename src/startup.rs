@@ -4,15 +4,18 @@
 //! Middleware, outermost first:
 //! requests-in-progress count (a connection idle for too long is closed, idle_connections) →
 //! unread-body guard (an answer holds the request body until written, so an unread rest
-//! closes the connection instead of being drained) → request context (id, client IP) → request log → metrics → security headers → HTTPS redirect
-//! (with TLS) → problem+json for every error → audit of 401/403/429 → URL and header size
-//! limits → CORS → load shedding → global per-IP rate limit → per-scope rate limits →
-//! handlers, which enforce authentication through their extractors.
+//! closes the connection instead of being drained) → request context (id, client IP) → request log → metrics → security headers →
+//! problem+json for every error → audit of 401/403/429 → URL and header size limits → CORS →
+//! load shedding → global per-IP rate limit → plain HTTP with TLS on (pages redirected, API
+//! refused and its credentials revoked: `plain_http`) → per-scope rate limits → handlers,
+//! which enforce authentication through their extractors.
 //!
 //! CORS sits outside the limiters so a 429 still carries CORS headers (a browser can read
 //! it), and preflights are answered before they could be counted. The audit of denials sits
 //! outside the global limiter so that the limiter's own 429s are accounted for too: a flood
 //! costs it one counter per request and one summary row per client and window, not a row each.
+//! The plain-HTTP policy sits inside the global limiter: a refused request may cost a few
+//! credential lookups, so a flood of them is limited like any other.
 
 use secrecy::ExposeSecret;
 use std::{
@@ -61,6 +64,7 @@ use crate::{
         login_monitor::LoginMonitor,
         login_throttle::LoginThrottle,
         overload::{InFlightLimit, limit_in_flight},
+        plain_http::refuse_plain_http,
         rate_limit::Limiters,
         tls,
         tls_reload::ReloadingCertificate,
@@ -139,7 +143,7 @@ impl Application {
         })
     }
 
-    /// The plain-HTTP port (which only redirects when TLS is on).
+    /// The plain-HTTP port (with TLS on: health probes, and redirects for pages only).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -489,6 +493,10 @@ fn app(
         .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound.into()))
         .configure(|cfg| mount_routes(cfg, &limiters))
         .default_service(web::to(routes::not_found))
+        .wrap(Condition::new(redirect_base.is_some(), {
+            let base = redirect_base.unwrap_or_else(|| Arc::from(""));
+            from_fn(move |req, next| refuse_plain_http(base.clone(), req, next))
+        }))
         .wrap(limiters.global.clone())
         .wrap(from_fn(move |req, next| {
             limit_in_flight(in_flight.clone(), req, next)
@@ -497,10 +505,6 @@ fn app(
         .wrap(from_fn(limit_request_head))
         .wrap(from_fn(audit_denials))
         .wrap(from_fn(problem_details))
-        .wrap(Condition::new(redirect_base.is_some(), {
-            let base = redirect_base.unwrap_or_else(|| Arc::from(""));
-            from_fn(move |req, next| tls::redirect_to_https(base.clone(), req, next))
-        }))
         .wrap(from_fn(move |req, next| {
             security_headers(tls_terminated_by_proxy, req, next)
         }))

@@ -56,6 +56,9 @@ vocabulary! {
         SuspiciousLogin = "security.suspicious_login",
         /// `filmvault rotate-signing-key`: a new access-token signing key is current.
         SigningKeyRotate = "security.signing_key_rotate",
+        /// A genuine credential was sent over plain HTTP and revoked (the reason names its
+        /// kind; `auth::exposure`).
+        CredentialExposed = "security.credential_exposed",
         /// A 401 its handler did not record more specifically.
         Unauthenticated = "http.unauthenticated",
         /// A 403 its handler did not record more specifically.

@@ -73,7 +73,7 @@ pub fn parse_authorization(value: &[u8]) -> Result<&str, CredentialError> {
     }
 }
 
-fn parse_api_key(value: &[u8]) -> Result<&str, CredentialError> {
+pub fn parse_api_key(value: &[u8]) -> Result<&str, CredentialError> {
     let value = std::str::from_utf8(value).map_err(|_| CredentialError::Malformed)?;
     let valid = !value.is_empty()
         && value.len() <= MAX_CREDENTIAL_LEN

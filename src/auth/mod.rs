@@ -8,6 +8,7 @@ pub mod api_key;
 pub mod common_passwords;
 pub mod credentials;
 mod eddsa;
+pub mod exposure;
 pub mod extractor;
 pub mod jwt;
 pub mod login;

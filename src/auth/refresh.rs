@@ -29,6 +29,8 @@ vocabulary! {
     pub enum RevokeReason {
         /// Exchanged for its successor; presenting it again is reuse.
         Rotated = "rotated",
+        /// Someone else may hold the family's tokens: a rotated one came back, or one of its
+        /// tokens was sent over plain HTTP (`auth::exposure`).
         Reuse = "reuse",
         Logout = "logout",
         PasswordChange = "password_change",

@@ -16,6 +16,8 @@ vocabulary! {
         EmailChanged = "email_changed",
         NewSignIn = "new_sign_in",
         ApiKeyCreated = "api_key_created",
+        /// A credential of the account crossed plain HTTP and was revoked.
+        CredentialExposed = "credential_exposed",
     }
 }
 

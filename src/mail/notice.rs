@@ -17,6 +17,10 @@ pub enum Notice<'a> {
         name: &'a str,
         scopes: &'a [&'a str],
     },
+    /// `kind` names the credential ("access token", "API key"), never its value.
+    CredentialExposed {
+        kind: &'a str,
+    },
 }
 
 impl Notice<'_> {
@@ -24,6 +28,7 @@ impl Notice<'_> {
         match self {
             Self::PasswordChanged => MailKind::PasswordChanged,
             Self::ApiKeyCreated { .. } => MailKind::ApiKeyCreated,
+            Self::CredentialExposed { .. } => MailKind::CredentialExposed,
         }
     }
 
@@ -31,6 +36,9 @@ impl Notice<'_> {
         match self {
             Self::PasswordChanged => "Your filmvault password was changed",
             Self::ApiKeyCreated { .. } => "A new API key was created for your filmvault account",
+            Self::CredentialExposed { .. } => {
+                "A filmvault credential of yours was sent unencrypted and revoked"
+            }
         }
     }
 
@@ -44,6 +52,11 @@ impl Notice<'_> {
                 "an API key named \"{name}\" (scopes: {}) was created for your filmvault \
                  account at {at}.",
                 scopes.join(", ")
+            ),
+            Self::CredentialExposed { kind } => format!(
+                "your filmvault {kind} was sent over plain HTTP at {at}, where anyone \
+                 on the network path could read it, so it was revoked at once.\n\
+                 Sign in again, or create a new key, and make sure your client uses https://."
             ),
         };
         format!(

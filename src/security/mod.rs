@@ -9,6 +9,7 @@ pub mod login_monitor;
 pub mod login_throttle;
 pub mod overload;
 pub mod password_attempts;
+pub mod plain_http;
 pub mod rate_limit;
 pub mod tls;
 pub mod tls_reload;

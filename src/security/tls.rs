@@ -1,5 +1,5 @@
 //! HTTPS: the rustls server configurations (public, and the internal listener's mutual TLS),
-//! the redirect of plain HTTP to HTTPS, and the development certificates.
+//! where plain HTTP redirects to (`plain_http`), and the development certificates.
 //!
 //! rustls is built with the `ring` provider only and `ServerConfig::builder_with_provider`, so
 //! no second provider can make the builder ambiguous. Its defaults are the policy: TLS 1.3 and
@@ -8,13 +8,6 @@
 
 use std::{fs, path::Path, sync::Arc};
 
-use actix_web::{
-    Error, HttpResponse,
-    body::{EitherBody, MessageBody},
-    dev::{ServiceRequest, ServiceResponse},
-    http::header,
-    middleware::Next,
-};
 use anyhow::Context;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
@@ -103,22 +96,6 @@ pub fn redirect_base(public_base_url: Option<&str>, https_port: u16) -> String {
         (None, 443) => "https://localhost".to_owned(),
         (None, port) => format!("https://localhost:{port}"),
     }
-}
-
-/// On the plain-HTTP listener, every request gets a 301 to the same path under `base`.
-pub async fn redirect_to_https(
-    base: Arc<str>,
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    if req.app_config().secure() {
-        return Ok(next.call(req).await?.map_into_left_body());
-    }
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let response = HttpResponse::MovedPermanently()
-        .insert_header((header::LOCATION, format!("{base}{path}")))
-        .finish();
-    Ok(req.into_response(response).map_into_right_body())
 }
 
 /// A local certificate authority, and a `localhost` server certificate and a client

@@ -199,6 +199,13 @@ fn describe(error: &ApiError) -> Description<'_> {
             "The MFA token is unknown, expired, used, or had too many wrong codes: log in again \
              with the password.",
         ),
+        E::HttpsRequired => Description::new(
+            StatusCode::FORBIDDEN,
+            "https-required",
+            "HTTPS required",
+            "This API answers over HTTPS only. A credential sent over plain HTTP is revoked if \
+             it was valid: use https://, and sign in again if you sent one.",
+        ),
         E::InvalidLinkToken => Description::new(
             StatusCode::BAD_REQUEST,
             "invalid-link-token",

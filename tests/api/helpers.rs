@@ -86,7 +86,7 @@ impl<'a> MakeWriter<'a> for CapturedLogs {
 }
 
 pub struct TestApp {
-    /// Plain HTTP (with TLS on, it only redirects).
+    /// Plain HTTP (the HTTPS listener after `use_https`).
     pub address: String,
     /// `https://127.0.0.1:PORT` when the app serves TLS.
     pub https_address: Option<String>,
@@ -507,6 +507,17 @@ impl TestApp {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("a TLS client")
+    }
+
+    /// From now on `request`, `get`, `login` and the rest speak to the HTTPS listener (with a
+    /// client that trusts the app's CA); returns the plain-HTTP address they used before.
+    pub fn use_https(&mut self) -> String {
+        let https = self.https_url("");
+        self.client = self.tls_client(
+            reqwest::tls::Version::TLS_1_2,
+            reqwest::tls::Version::TLS_1_3,
+        );
+        std::mem::replace(&mut self.address, https)
     }
 
     /// The one way a test speaks to the app over plain HTTP: `get`, `post_json` and the rest

@@ -35,6 +35,7 @@ mod mfa;
 mod monitoring;
 mod openapi;
 mod password;
+mod plain_http;
 #[path = "../support/private_postgres.rs"]
 mod private_postgres;
 mod rate_limit;

@@ -1,4 +1,5 @@
-//! HTTPS with rustls: TLS 1.2 and 1.3 only, the configured certificate, plain HTTP redirected.
+//! HTTPS with rustls: TLS 1.2 and 1.3 only, the configured certificate, plain-HTTP pages
+//! redirected (the API's refusal is `plain_http`).
 
 use reqwest::{StatusCode, tls::Version};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,7 +78,7 @@ async fn tls_1_1_is_refused_with_a_fatal_alert_and_no_server_hello() {
 }
 
 #[tokio::test]
-async fn plain_http_is_redirected_to_the_same_path_on_https() {
+async fn plain_http_pages_are_redirected_to_the_same_path_on_https() {
     let app = spawn_tls_app(&[]).await;
     let https_port = app
         .https_address
@@ -88,9 +89,9 @@ async fn plain_http_is_redirected_to_the_same_path_on_https() {
         .unwrap()
         .to_owned();
     for (method, path) in [
-        (reqwest::Method::GET, "/api/v1/films?limit=5&q=up"),
-        (reqwest::Method::POST, "/api/v1/auth/login"),
-        (reqwest::Method::GET, "/no/such/route"),
+        (reqwest::Method::GET, "/static/index.html?v=5&q=up"),
+        (reqwest::Method::HEAD, "/static/app.css"),
+        (reqwest::Method::GET, "/docs/swagger-ui.css"),
     ] {
         let response = app.request(method, path).send().await;
         assert_eq!(response.status(), StatusCode::MOVED_PERMANENTLY, "{path}");
@@ -115,7 +116,7 @@ async fn plain_http_is_redirected_to_the_same_path_on_https() {
 async fn the_redirect_goes_to_the_configured_public_url_whatever_the_host_header() {
     let redirect_of = |app: &crate::helpers::TestApp, host: &'static str| {
         let request = app
-            .request(reqwest::Method::GET, "/api/v1/films?limit=5")
+            .request(reqwest::Method::GET, "/static/index.html?limit=5")
             .header("host", host);
         async move {
             let response = request.send().await;
@@ -132,7 +133,7 @@ async fn the_redirect_goes_to_the_configured_public_url_whatever_the_host_header
     ] {
         assert_eq!(
             redirect_of(&public, host).await,
-            "https://films.example.com/api/v1/films?limit=5",
+            "https://films.example.com/static/index.html?limit=5",
             "Host: {host}"
         );
     }
@@ -146,7 +147,7 @@ async fn the_redirect_goes_to_the_configured_public_url_whatever_the_host_header
         .to_owned();
     assert_eq!(
         redirect_of(&development, "evil.example").await,
-        format!("https://localhost:{https_port}/api/v1/films?limit=5")
+        format!("https://localhost:{https_port}/static/index.html?limit=5")
     );
 }
 
