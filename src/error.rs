@@ -79,6 +79,12 @@ pub enum ApiError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// An `Idempotency-Key` already used by this caller for a different request: 422.
+    #[error("idempotency key reused")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` has not answered yet: 409.
+    #[error("idempotency key in flight")]
+    IdempotencyKeyInFlight,
     #[error("payload too large")]
     PayloadTooLarge { limit: usize },
     #[error("unsupported media type")]

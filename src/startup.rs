@@ -72,7 +72,7 @@ use crate::{
     },
     state::AppState,
     telemetry,
-    web::{audit::audit_denials, problem::problem_details},
+    web::{audit::audit_denials, idempotency, problem::problem_details},
 };
 
 /// How often idle rate-limiter keys are forgotten.
@@ -365,6 +365,13 @@ async fn prune_past_retention(db: &Database, retention: RetentionSettings) {
             "expired mailed tokens past their retention deleted"
         ),
         Err(error) => tracing::error!(error = %error, "expired mailed tokens could not be pruned"),
+    }
+    match idempotency::purge_expired(db).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, "expired idempotency keys deleted"),
+        Err(error) => {
+            tracing::error!(error = %error, "expired idempotency keys could not be purged")
+        }
     }
 }
 

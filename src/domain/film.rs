@@ -20,6 +20,10 @@ use crate::{
 pub struct FilmName(String);
 
 impl FilmName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn validate(value: &str) -> Result<(), ValidationError> {
         text::check_display_text(value, 1, 200)
     }
@@ -33,6 +37,10 @@ impl FilmName {
 pub struct StudioName(String);
 
 impl StudioName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn validate(value: &str) -> Result<(), ValidationError> {
         text::check_display_text(value, 1, 100)
     }
@@ -47,6 +55,10 @@ impl StudioName {
 pub struct ReleaseYear(i64);
 
 impl ReleaseYear {
+    pub fn value(self) -> i64 {
+        self.0
+    }
+
     pub const FIRST: i64 = 1888;
     pub const LAST: i64 = 2100;
 
@@ -191,22 +203,21 @@ pub async fn insert(
     .await
 }
 
-/// Inserts the film and its audit row in one transaction. The owner's name comes from the
-/// caller's credentials, so no lookup.
+/// Inserts the film and its audit row in the caller's transaction (which may also record the
+/// answer, `web::idempotency`). The owner's name comes from the caller's credentials, so no
+/// lookup.
 pub async fn create(
-    db: &Database,
+    tx: &mut Transaction,
     film: &NewFilm,
     owner: &Principal,
     audit: &AuditContext,
 ) -> Result<Film, ApiError> {
-    let mut tx = db.begin().await?;
-    let mut stored = insert(&mut tx, film, Some(owner.user_id)).await?;
+    let mut stored = insert(tx, film, Some(owner.user_id)).await?;
     stored.owner = Some(owner.username.clone());
     let event = audit
         .event(AuditAction::FilmCreate, Outcome::Success)
         .target(AuditTarget::Film(stored.id));
-    audit::record(&mut tx, &event).await?;
-    tx.commit().await?;
+    audit::record(tx, &event).await?;
     Ok(stored)
 }
 

@@ -1,6 +1,6 @@
 //! `/api/v1/films`: the catalogue, open to read, authenticated to write.
 
-use actix_web::{HttpResponse, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use validator::Validate;
@@ -17,6 +17,7 @@ use crate::{
     error::{ApiError, ForField},
     extract::{Json, Query},
     state::AppState,
+    web::idempotency::{self, IdempotencyKey},
 };
 
 pub const MAX_SEARCH_CHARS: u64 = 100;
@@ -218,21 +219,55 @@ async fn film_response(state: &AppState, id: i64) -> Result<HttpResponse, ApiErr
 }
 
 /// Add a film, owned by the caller.
+///
+/// With an `Idempotency-Key`, a retry gets the first answer (marked `Idempotency-Replayed`)
+/// and creates nothing; see `web::idempotency`.
 #[utoipa::path(post, path = "/api/v1/films", tag = "films", request_body = CreateFilmRequest,
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 257,
+        pattern = r#"^"?[!#-\[\]-~]{1,255}"?$"#,
+        description = "Makes a retry safe: the same key and body within 24 h get the first \
+            answer again (1 to 255 visible ASCII characters, no quote or backslash; optionally \
+            in double quotes, as the IETF draft writes it)")),
     security(("bearer" = []), ("api_key" = [])),
-    responses((status = 201, description = "The stored film", body = Film,
-        headers(("Location" = String, description = "URL of the new film")))))]
+    responses((status = 201, description = "The stored film (or, replayed, the first answer)",
+        body = Film, headers(("Location" = String, description = "URL of the new film"),
+            ("Idempotency-Replayed" = String,
+                description = "`true` when this is the stored answer to an earlier request"))),
+        (status = 400, description = "Malformed body or Idempotency-Key"),
+        (status = 409, description = "The first request with this Idempotency-Key is in flight"),
+        (status = 422, description = "Invalid fields, or an Idempotency-Key used for another request")))]
 pub async fn create_film(
     state: web::Data<AppState>,
+    request: HttpRequest,
     caller: Authenticated<Write>,
+    key: IdempotencyKey,
     audit: AuditContext,
-    Json(request): Json<CreateFilmRequest>,
+    Json(body): Json<CreateFilmRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let new_film = NewFilm::try_from(request)?;
-    let film = film::create(&state.db, &new_film, &caller, &audit).await?;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/api/v1/films/{}", film.id)))
-        .json(film))
+    let new_film = NewFilm::try_from(body)?;
+    let fingerprint = new_film_fingerprint(request.path(), &new_film);
+    let user_id = caller.user_id;
+    let fingerprint: Vec<&[u8]> = fingerprint.iter().map(Vec::as_slice).collect();
+    idempotency::at_most_once(&state.db, user_id, key, &fingerprint, move |tx| {
+        Box::pin(async move {
+            let film = film::create(tx, &new_film, &caller, &audit).await?;
+            Ok(HttpResponse::Created()
+                .insert_header((header::LOCATION, format!("/api/v1/films/{}", film.id)))
+                .json(film))
+        })
+    })
+    .await
+}
+
+/// What makes two creations the same request: the route and the parsed fields.
+fn new_film_fingerprint(path: &str, film: &NewFilm) -> [Vec<u8>; 4] {
+    [
+        path.as_bytes().to_vec(),
+        film.name.as_str().as_bytes().to_vec(),
+        film.studio.as_str().as_bytes().to_vec(),
+        film.year
+            .map_or_else(Vec::new, |year| year.value().to_be_bytes().to_vec()),
+    ]
 }
 
 /// Change a film: its owner or an admin.

@@ -1,7 +1,8 @@
 //! The seed's routes (`GET /`, `POST|HEAD /add_film`), kept so its curl lines and table still
-//! work, now authenticated for writes. Responses announce `/api/v1/films` as the successor.
+//! work, now authenticated for writes. Responses announce their deprecation, their sunset and
+//! `/api/v1/films` as the successor.
 
-use actix_web::{HttpResponse, http::header, middleware::DefaultHeaders, web};
+use actix_web::{HttpRequest, HttpResponse, http::header, middleware::DefaultHeaders, web};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -17,13 +18,23 @@ use crate::{
     routes::films::{self, CreateFilmRequest},
     security::rate_limit::Limiters,
     state::AppState,
+    web::idempotency::IdempotencyKey,
 };
 
-/// RFC 9745 `Deprecation` (deprecated since 2026-11-01) and RFC 8594's successor link.
+/// When the seed routes were deprecated (RFC 9745 `Deprecation`, 2026-11-01T00:00:00Z).
+pub const DEPRECATED_SINCE: &str = "@1793491200";
+/// When they stop being served (RFC 8594 `Sunset`, an HTTP-date): six months after the
+/// deprecation, time for clients to move to `/api/v1/films`.
+pub const SUNSET: &str = "Sat, 01 May 2027 00:00:00 GMT";
+/// Where the deprecation is explained (RFC 9745 `rel="deprecation"`, the API document's seed
+/// section) and what replaces the routes (RFC 8594's successor link).
+pub const DEPRECATION_LINKS: &str = "</api/v1/films>; rel=\"successor-version\", </docs/#/seed>; rel=\"deprecation\"; type=\"text/html\"";
+
 pub fn deprecation_headers() -> DefaultHeaders {
     DefaultHeaders::new()
-        .add(("Deprecation", "@1793491200"))
-        .add((header::LINK, "</api/v1/films>; rel=\"successor-version\""))
+        .add(("Deprecation", DEPRECATED_SINCE))
+        .add(("Sunset", SUNSET))
+        .add((header::LINK, DEPRECATION_LINKS))
 }
 
 /// The seed limited both routes (1/second per IP); here each request counts against the
@@ -82,7 +93,10 @@ fn parse_film_id(field: &str, raw: &str) -> Result<i64, ApiError> {
 #[utoipa::path(get, path = "/", tag = "seed", params(VoteQuery),
     security((), ("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "A random film", body = Film,
-        headers(("Deprecation" = String), ("Link" = String)))))]
+        headers(("Deprecation" = String, description = "RFC 9745: deprecated since 2026-11-01"),
+            ("Sunset" = String, description = "RFC 8594: served until this HTTP-date"),
+            ("Link" = String,
+                description = "The successor (`rel=\"successor-version\"`) and the deprecation notice (`rel=\"deprecation\"`)")))))]
 pub(crate) async fn random_film_or_vote(
     state: web::Data<AppState>,
     caller: MaybeAuthenticated,
@@ -106,18 +120,31 @@ pub(crate) async fn random_film_or_vote(
     films::random_film_response(&state).await
 }
 
-/// `POST /add_film`: the seed's way to add a film; same as `POST /api/v1/films`.
+/// `POST /add_film`: the seed's way to add a film; same as `POST /api/v1/films`, including
+/// `Idempotency-Key`.
 #[utoipa::path(post, path = "/add_film", tag = "seed", request_body = CreateFilmRequest,
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 257,
+        pattern = r#"^"?[!#-\[\]-~]{1,255}"?$"#,
+        description = "As on `POST /api/v1/films`")),
     security(("bearer" = []), ("api_key" = [])),
     responses((status = 201, description = "The stored film", body = Film,
-        headers(("Location" = String), ("Deprecation" = String), ("Link" = String)))))]
+        headers(("Location" = String), ("Idempotency-Replayed" = String),
+            ("Deprecation" = String, description = "RFC 9745: deprecated since 2026-11-01"),
+            ("Sunset" = String, description = "RFC 8594: served until this HTTP-date"),
+            ("Link" = String,
+                description = "The successor (`rel=\"successor-version\"`) and the deprecation notice (`rel=\"deprecation\"`)"))),
+        (status = 400, description = "Malformed body or Idempotency-Key"),
+        (status = 409, description = "The first request with this Idempotency-Key is in flight"),
+        (status = 422, description = "Invalid fields, or an Idempotency-Key used for another request")))]
 pub(crate) async fn add_film(
     state: web::Data<AppState>,
+    request: HttpRequest,
     caller: Authenticated<Write>,
+    key: IdempotencyKey,
     audit: AuditContext,
     body: Json<CreateFilmRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    films::create_film(state, caller, audit, body).await
+    films::create_film(state, request, caller, key, audit, body).await
 }
 
 /// `HEAD /add_film`: lets a client check the route exists without sending a film.

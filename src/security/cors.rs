@@ -30,16 +30,21 @@ pub fn cors(allowed_origins: &[String]) -> Cors {
             header::ACCEPT,
             header::HeaderName::from_static("x-api-key"),
             header::HeaderName::from_static("x-request-id"),
+            header::HeaderName::from_static("idempotency-key"),
         ])
         .expose_headers([
             header::LOCATION,
             header::RETRY_AFTER,
             header::LINK,
             header::HeaderName::from_static("deprecation"),
+            header::HeaderName::from_static("sunset"),
+            header::HeaderName::from_static("idempotency-replayed"),
             header::HeaderName::from_static("x-request-id"),
             header::HeaderName::from_static("x-ratelimit-limit"),
             header::HeaderName::from_static("x-ratelimit-remaining"),
             header::HeaderName::from_static("x-ratelimit-reset"),
+            header::HeaderName::from_static("ratelimit-policy"),
+            header::HeaderName::from_static("ratelimit"),
         ])
         .max_age(usize::try_from(PREFLIGHT_MAX_AGE.as_secs()).ok());
     for origin in allowed_origins {

@@ -18,7 +18,9 @@
 //!
 //! Every limited response is a 429 problem with `Retry-After`; every response that passed a
 //! limiter carries `X-RateLimit-Limit`, `-Remaining` and `-Reset` of the strictest limiter it
-//! passed (`rate_limit_headers`).
+//! passed, and the same numbers in the IETF httpapi draft's fields
+//! (`RateLimit-Policy: "write";q=30;w=60` and `RateLimit: "write";r=29;t=2`), the policy named
+//! after the limiter (`keep_strictest_limit`).
 
 use std::{hash::Hash, rc::Rc, time::Duration};
 
@@ -59,6 +61,8 @@ use shared::{Bucket, Decider, SharedDecision};
 pub(crate) const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 pub(crate) const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const STATUS: HeaderName = HeaderName::from_static("ratelimit");
 
 fn too_many_requests(negative: &NotUntil<QuantaInstant>) -> HttpResponse {
     rate_limited(
@@ -199,13 +203,13 @@ impl Limiters {
         let shared =
             |name, quota| shared.map(|store| SharedLimiter::new(store.clone(), name, quota));
         Self {
-            global: RateLimit::new(limits.global, GlobalKey, Counted::Every)
+            global: RateLimit::new("global", limits.global, GlobalKey, Counted::Every)
                 .decided_by(shared("global", limits.global)),
-            auth: RateLimit::new(limits.auth, ClientKeyExtractor, Counted::Every)
+            auth: RateLimit::new("auth", limits.auth, ClientKeyExtractor, Counted::Every)
                 .decided_by(shared("auth", limits.auth)),
-            write: RateLimit::per_principal(limits.write, WRITES)
+            write: RateLimit::per_principal("write", limits.write, WRITES)
                 .decided_by(shared("write", limits.write)),
-            legacy: RateLimit::per_principal(limits.write, Counted::Every)
+            legacy: RateLimit::per_principal("legacy", limits.write, Counted::Every)
                 .decided_by(shared("legacy", limits.write)),
         }
     }
@@ -241,9 +245,37 @@ where
 /// The rate-limit state of one limiter as seen on a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct LimitStatus {
+    policy: Policy,
     limit: u64,
     remaining: u64,
     reset_secs: u64,
+}
+
+/// A limiter as the draft's `RateLimit-Policy` names it: its quota of `limit` requests per
+/// `window_secs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Policy {
+    name: &'static str,
+    window_secs: u64,
+}
+
+impl LimitStatus {
+    /// `"write";q=30;w=60`: the quota (the burst, as in `X-RateLimit-Limit`) and its window.
+    fn policy_field(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.policy.name, self.limit, self.policy.window_secs
+        )
+    }
+
+    /// `"write";r=29;t=2`: what is left, and the seconds until it is all back
+    /// (`X-RateLimit-Remaining` and `-Reset`).
+    fn status_field(&self) -> String {
+        format!(
+            "\"{}\";r={};t={}",
+            self.policy.name, self.remaining, self.reset_secs
+        )
+    }
 }
 
 impl LimitStatus {
@@ -269,6 +301,7 @@ fn header_u64(headers: &actix_web::http::header::HeaderMap, name: &HeaderName) -
 /// `Resource::wrap` cannot promise, so limiters could not otherwise be stacked.
 #[derive(Clone)]
 pub struct RateLimit<K: KeyExtractor> {
+    policy: Policy,
     config: GovernorConfig<K, StateInformationMiddleware>,
     key: K,
     /// Several instances: the decision is Redis's, and `config` stays empty.
@@ -280,7 +313,7 @@ pub struct RateLimit<K: KeyExtractor> {
 }
 
 impl<K: KeyExtractor> RateLimit<K> {
-    fn new(quota: Quota, key: K, counted: Counted) -> Self {
+    fn new(name: &'static str, quota: Quota, key: K, counted: Counted) -> Self {
         let replenish = quota.replenish_interval();
         let mut builder = GovernorConfigBuilder::default();
         builder.period(replenish).burst_size(quota.count);
@@ -293,6 +326,10 @@ impl<K: KeyExtractor> RateLimit<K> {
             .finish()
             .expect("a validated quota has a positive count and period");
         Self {
+            policy: Policy {
+                name,
+                window_secs: whole_seconds(quota.per),
+            },
             config,
             key,
             shared: None,
@@ -311,10 +348,10 @@ impl RateLimit<PrincipalKeyExtractor> {
     /// Charged to the caller's user: the credential is checked before the limiter decides
     /// (once per request: the handler's extractor reuses the outcome). Checking an API key
     /// reads the database, so this limiter sits inside the per-client global limit.
-    fn per_principal(quota: Quota, counted: Counted) -> Self {
+    fn per_principal(name: &'static str, quota: Quota, counted: Counted) -> Self {
         Self {
             identify_caller: true,
-            ..Self::new(quota, PrincipalKeyExtractor, counted)
+            ..Self::new(name, quota, PrincipalKeyExtractor, counted)
         }
     }
 }
@@ -337,6 +374,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         let service = Rc::new(service);
         let replenish = self.replenish;
+        let policy = self.policy;
         let identify = self.identify_caller.then_some(self.counted);
         let decider = match &self.shared {
             Some(limiter) => Ok(Decider::Shared(SharedDecision::new(
@@ -354,6 +392,7 @@ where
             };
             Ok(RateLimitService {
                 inner: Rc::new(decider),
+                policy,
                 replenish,
                 identify,
             })
@@ -383,6 +422,7 @@ where
 
 pub struct RateLimitService<S> {
     inner: Rc<S>,
+    policy: Policy,
     replenish: Duration,
     /// The requests whose caller is authenticated before the limiter sees them.
     identify: Option<Counted>,
@@ -402,6 +442,7 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let inner = Rc::clone(&self.inner);
         let replenish = self.replenish;
+        let policy = self.policy;
         let identify = self
             .identify
             .is_some_and(|counted| counted.includes(req.method()));
@@ -410,13 +451,13 @@ where
                 extractor::identify(req.request()).await;
             }
             let mut response = inner.call(req).await?;
-            keep_strictest_limit(&mut response, replenish);
+            keep_strictest_limit(&mut response, policy, replenish);
             Ok(response)
         })
     }
 }
 
-fn keep_strictest_limit<B>(response: &mut ServiceResponse<B>, replenish: Duration) {
+fn keep_strictest_limit<B>(response: &mut ServiceResponse<B>, policy: Policy, replenish: Duration) {
     let headers = response.headers_mut();
     headers.remove("x-ratelimit-whitelisted");
     headers.remove("x-ratelimit-after");
@@ -429,6 +470,7 @@ fn keep_strictest_limit<B>(response: &mut ServiceResponse<B>, replenish: Duratio
                 whole_seconds(replenish.saturating_mul(spent))
             };
             Some(LimitStatus {
+                policy,
                 limit,
                 remaining,
                 reset_secs,
@@ -452,6 +494,14 @@ fn keep_strictest_limit<B>(response: &mut ServiceResponse<B>, replenish: Duratio
         headers.insert(LIMIT, HeaderValue::from(status.limit));
         headers.insert(REMAINING, HeaderValue::from(status.remaining));
         headers.insert(RESET, HeaderValue::from(status.reset_secs));
+        for (name, value) in [
+            (POLICY, status.policy_field()),
+            (STATUS, status.status_field()),
+        ] {
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name, value);
+            }
+        }
     }
 }
 
@@ -461,12 +511,18 @@ mod tests {
 
     #[test]
     fn the_status_with_less_remaining_is_the_stricter() {
+        let policy = Policy {
+            name: "test",
+            window_secs: 60,
+        };
         let loose = LimitStatus {
+            policy,
             limit: 300,
             remaining: 299,
             reset_secs: 1,
         };
         let strict = LimitStatus {
+            policy,
             limit: 5,
             remaining: 4,
             reset_secs: 12,
@@ -478,6 +534,7 @@ mod tests {
     #[test]
     fn the_purge_forgets_clients_whose_bucket_is_full_again() {
         let limit = RateLimit::new(
+            "test",
             Quota {
                 count: 1000,
                 per: Duration::from_secs(1),

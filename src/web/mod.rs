@@ -3,4 +3,5 @@
 
 pub mod audit;
 pub mod body;
+pub mod idempotency;
 pub mod problem;

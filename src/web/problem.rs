@@ -221,6 +221,18 @@ fn describe(error: &ApiError) -> Description<'_> {
         E::Conflict(detail) => {
             Description::new(StatusCode::CONFLICT, "conflict", "Conflict", *detail)
         }
+        E::IdempotencyKeyReused => Description::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency key reused",
+            "This Idempotency-Key was used for a different request; use a new key.",
+        ),
+        E::IdempotencyKeyInFlight => Description::new(
+            StatusCode::CONFLICT,
+            "idempotency-key-in-flight",
+            "Request in progress",
+            "The first request with this Idempotency-Key has not finished; retry later.",
+        ),
         E::PayloadTooLarge { limit } => Description::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
