@@ -16,6 +16,7 @@ use crate::{
     },
     error::{ApiError, ForField},
     extract::{Json, Query},
+    read_cache::{CachedBody, FilmChange, PageKey},
     state::AppState,
 };
 
@@ -181,8 +182,35 @@ pub(crate) async fn list_films(
     query: Query<ListFilmsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.0.page()?;
-    let films = film::list(&mut state.db.read().await?, query.0.search()?, page).await?;
-    Ok(HttpResponse::Ok().json(films))
+    let search = query.0.search()?;
+    let key = PageKey {
+        search: search.map(Into::into),
+        limit: page.limit,
+        offset: page.offset,
+    };
+    let body = match state.reads.page(&key) {
+        Ok(kept) => kept,
+        Err(ticket) => {
+            let films = film::list(&mut state.db.read().await?, search, page).await?;
+            let shown = films.items.first().zip(films.items.last());
+            let body = serialized(&films)?;
+            let ids = shown.map(|(first, last)| first.id..=last.id);
+            state.reads.keep_page(key, ticket, body.clone(), ids);
+            body
+        }
+    };
+    Ok(json_response(body))
+}
+
+fn serialized(value: &impl serde::Serialize) -> Result<CachedBody, ApiError> {
+    let json = serde_json::to_vec(value).map_err(anyhow::Error::from)?;
+    Ok(CachedBody { json: json.into() })
+}
+
+fn json_response(body: CachedBody) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(header::ContentType::json())
+        .body(body.json)
 }
 
 /// A random film.
@@ -210,11 +238,20 @@ pub(crate) async fn get_film(
     film_response(&state, *id).await
 }
 
+/// From the read cache, or read and kept there.
 async fn film_response(state: &AppState, id: i64) -> Result<HttpResponse, ApiError> {
-    let film = film::get(&mut state.db.read().await?, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(film))
+    let body = match state.reads.film(id) {
+        Ok(kept) => kept,
+        Err(ticket) => {
+            let film = film::get(&mut state.db.read().await?, id)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            let body = serialized(&film)?;
+            state.reads.keep_film(id, ticket, body.clone());
+            body
+        }
+    };
+    Ok(json_response(body))
 }
 
 /// Add a film, owned by the caller.
@@ -230,6 +267,7 @@ pub async fn create_film(
 ) -> Result<HttpResponse, ApiError> {
     let new_film = NewFilm::try_from(request)?;
     let film = film::create(&state.db, &new_film, &caller, &audit).await?;
+    state.reads.changed(FilmChange::Film(film.id)).await;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/films/{}", film.id)))
         .json(film))
@@ -248,6 +286,7 @@ pub(crate) async fn update_film(
 ) -> Result<HttpResponse, ApiError> {
     let changes = FilmChanges::try_from(request)?;
     let film = film::update(&state.db, *id, &changes, &caller, &audit).await?;
+    state.reads.changed(FilmChange::Film(film.id)).await;
     Ok(HttpResponse::Ok().json(film))
 }
 
@@ -262,6 +301,7 @@ pub(crate) async fn delete_film(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     film::delete(&state.db, *id, &caller, &audit).await?;
+    state.reads.changed(FilmChange::Film(*id)).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -276,6 +316,7 @@ pub(crate) async fn cast_vote(
     Json(request): Json<VoteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     vote::cast(&state.db, caller.user_id, *id, request.vote).await?;
+    state.reads.changed(FilmChange::Votes(*id)).await;
     // The committed vote is visible to the reader pool at once (WAL).
     film_response(&state, *id).await
 }
@@ -290,5 +331,6 @@ pub(crate) async fn withdraw_vote(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     vote::withdraw(&state.db, caller.user_id, *id).await?;
+    state.reads.changed(FilmChange::Votes(*id)).await;
     film_response(&state, *id).await
 }

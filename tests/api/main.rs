@@ -37,6 +37,7 @@ mod password;
 #[path = "../support/private_postgres.rs"]
 mod private_postgres;
 mod rate_limit;
+mod read_cache;
 mod session_list;
 mod sessions;
 mod slow_clients;
