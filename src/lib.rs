@@ -16,6 +16,7 @@ pub mod extract;
 pub mod mail;
 pub mod monitoring;
 pub mod openapi;
+pub mod read_cache;
 pub mod routes;
 pub mod security;
 pub mod startup;

@@ -54,7 +54,9 @@ use crate::{
     domain::{email, seed},
     error::ApiError,
     extract::BodyLimits,
-    mail, monitoring, openapi, routes,
+    mail, monitoring, openapi,
+    read_cache::ReadCache,
+    routes,
     security::{
         client_ip::ClientResolver,
         cors::cors,
@@ -228,7 +230,9 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
         .redis
         .as_ref()
         .zip(redis.as_ref())
-        .map(|(shared, store)| RevocationChannel::new(store.clone(), shared.max_staleness));
+        .map(|(shared, store)| {
+            Arc::new(RevocationChannel::new(store.clone(), shared.max_staleness))
+        });
     tracing::info!(
         instance = %settings.instance_id,
         shared_state = if redis.is_some() { "redis" } else { "memory" },
@@ -241,8 +245,13 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
         )?,
         jwt: JwtCodec::load(&settings.jwt, db.clone(), &keyring).await?,
         keyring,
-        revocations: Revocations::load(&db, settings.jwt.access_token_ttl.as_secs(), channel)
-            .await?,
+        revocations: Revocations::load(
+            &db,
+            settings.jwt.access_token_ttl.as_secs(),
+            channel.clone(),
+        )
+        .await?,
+        reads: ReadCache::new(channel),
         session_activity: SessionActivity::new(IdlePolicy::new(settings.jwt.session_idle_timeout)),
         login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username, redis.as_ref()),
         login_monitor: LoginMonitor::new(settings.suspicious_logins, redis.as_ref()),
@@ -317,7 +326,7 @@ fn spawn_limiter_purge(limiters: Limiters, state: web::Data<AppState>) {
 /// Several instances: hears the others' revocations (a single instance has nothing to hear).
 fn spawn_revocation_follower(state: web::Data<AppState>) {
     if state.redis.is_some() {
-        tokio::spawn(async move { state.revocations.follow_broadcast().await });
+        tokio::spawn(async move { state.revocations.follow_broadcast(&state.reads).await });
     }
 }
 

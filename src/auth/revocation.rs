@@ -22,13 +22,14 @@
 
 use std::{
     collections::HashMap,
-    sync::{PoisonError, RwLock},
+    sync::{Arc, PoisonError, RwLock},
 };
 
 use crate::{
     auth::{refresh::RevokeReason, unix_now},
     cluster::revocation_channel::{Notice, RevocationChannel},
     db::{self, Database},
+    read_cache::ReadCache,
 };
 
 pub struct Revocations {
@@ -39,14 +40,14 @@ pub struct Revocations {
     revoked_sessions: RwLock<HashMap<String, u64>>,
     access_token_ttl_secs: u64,
     /// Several instances: how changes travel, and whether this memory may be trusted.
-    channel: Option<RevocationChannel>,
+    channel: Option<Arc<RevocationChannel>>,
 }
 
 impl Revocations {
     pub async fn load(
         db: &Database,
         access_token_ttl_secs: u64,
-        channel: Option<RevocationChannel>,
+        channel: Option<Arc<RevocationChannel>>,
     ) -> sqlx::Result<Self> {
         let revocations = Self {
             db: db.clone(),
@@ -121,7 +122,7 @@ impl Revocations {
     fn memory_is_current(&self) -> bool {
         self.channel
             .as_ref()
-            .is_none_or(RevocationChannel::is_fresh)
+            .is_none_or(|channel| channel.is_fresh())
     }
 
     /// The same decision from the database alone (what memory holds may be stale).
@@ -236,18 +237,24 @@ impl Revocations {
     }
 
     /// Several instances: follows the revocation channel for as long as the process runs
-    /// (returns at once for a single instance).
-    pub async fn follow_broadcast(&self) {
+    /// (returns at once for a single instance). The film reads cached here ride the same
+    /// channel: emptied whenever the revocations are re-read, forgotten when announced.
+    pub async fn follow_broadcast(&self, reads: &ReadCache) {
         if let Some(channel) = &self.channel {
+            let resync = || {
+                reads.clear();
+                self.resync()
+            };
             channel
-                .follow(|| self.resync(), |notice| self.apply(notice))
+                .follow(resync, |notice| self.apply(notice, reads))
                 .await;
         }
     }
 
     /// Another instance changed something: read it from the database.
-    async fn apply(&self, notice: Notice) -> sqlx::Result<()> {
+    async fn apply(&self, notice: Notice, reads: &ReadCache) -> sqlx::Result<()> {
         match notice {
+            Notice::Films(change) => reads.forget(&change),
             Notice::TokenVersion { user_id } => {
                 let stored: Option<i64> = db::fetch_optional_scalar!(
                     &mut self.db.read().await?,

@@ -20,9 +20,12 @@ use std::{
 
 use futures_util::{FutureExt, StreamExt};
 
-use crate::cluster::{
-    RedisStore, Unavailable,
-    store::{CONNECT_TIMEOUT, bounded, bounded_by},
+use crate::{
+    cluster::{
+        RedisStore, Unavailable,
+        store::{CONNECT_TIMEOUT, bounded, bounded_by},
+    },
+    read_cache::FilmChange,
 };
 
 /// A periodic full re-read from the database: the bound for a change whose instance could
@@ -37,6 +40,9 @@ pub enum Notice {
     TokenVersion { user_id: i64 },
     /// A session was revoked (logout, refresh-token reuse).
     Session { family_id: String },
+    /// Films changed: every instance forgets its cached reads of them (`read_cache`). Not a
+    /// revocation, but the same broadcast, bound and resync make it exact on every instance.
+    Films(FilmChange),
 }
 
 impl Notice {
@@ -44,6 +50,7 @@ impl Notice {
         match self {
             Self::TokenVersion { user_id } => format!("user:{user_id}"),
             Self::Session { family_id } => format!("session:{family_id}"),
+            Self::Films(change) => format!("cache:{}", change.encode()),
         }
     }
 
@@ -57,6 +64,7 @@ impl Notice {
                     family_id: family.to_owned(),
                 })
             }
+            ("cache", change) => FilmChange::decode(change).map(Self::Films),
             _ => None,
         }
     }
@@ -211,10 +219,24 @@ mod tests {
             Notice::Session {
                 family_id: "f-1".into(),
             },
+            Notice::Films(FilmChange::Votes(3)),
+            Notice::Films(FilmChange::Film(4)),
+            Notice::Films(FilmChange::Everything),
         ] {
             assert_eq!(Notice::decode(&notice.encode()), Some(notice));
         }
-        for garbage in ["", "user:", "user:x", "session:", "version:1", "nonsense"] {
+        for garbage in [
+            "",
+            "user:",
+            "user:x",
+            "session:",
+            "version:1",
+            "nonsense",
+            "cache:",
+            "cache:film:x",
+            "cache:votes:",
+            "cache:everything",
+        ] {
             assert_eq!(Notice::decode(garbage), None, "{garbage}");
         }
     }

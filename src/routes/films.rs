@@ -1,5 +1,7 @@
 //! `/api/v1/films`: the catalogue, open to read, authenticated to write.
 
+use std::{cell::Cell, rc::Rc};
+
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
@@ -16,6 +18,7 @@ use crate::{
     },
     error::{ApiError, ForField},
     extract::{Json, Query},
+    read_cache::{CachedBody, FilmChange, PageKey},
     state::AppState,
     web::idempotency::{self, IdempotencyKey},
 };
@@ -182,8 +185,35 @@ pub(crate) async fn list_films(
     query: Query<ListFilmsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.0.page()?;
-    let films = film::list(&mut state.db.read().await?, query.0.search()?, page).await?;
-    Ok(HttpResponse::Ok().json(films))
+    let search = query.0.search()?;
+    let key = PageKey {
+        search: search.map(Into::into),
+        limit: page.limit,
+        offset: page.offset,
+    };
+    let body = match state.reads.page(&key) {
+        Ok(kept) => kept,
+        Err(ticket) => {
+            let films = film::list(&mut state.db.read().await?, search, page).await?;
+            let shown = films.items.first().zip(films.items.last());
+            let body = serialized(&films)?;
+            let ids = shown.map(|(first, last)| first.id..=last.id);
+            state.reads.keep_page(key, ticket, body.clone(), ids);
+            body
+        }
+    };
+    Ok(json_response(body))
+}
+
+fn serialized(value: &impl serde::Serialize) -> Result<CachedBody, ApiError> {
+    let json = serde_json::to_vec(value).map_err(anyhow::Error::from)?;
+    Ok(CachedBody { json: json.into() })
+}
+
+fn json_response(body: CachedBody) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(header::ContentType::json())
+        .body(body.json)
 }
 
 /// A random film.
@@ -211,11 +241,20 @@ pub(crate) async fn get_film(
     film_response(&state, *id).await
 }
 
+/// From the read cache, or read and kept there.
 async fn film_response(state: &AppState, id: i64) -> Result<HttpResponse, ApiError> {
-    let film = film::get(&mut state.db.read().await?, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(film))
+    let body = match state.reads.film(id) {
+        Ok(kept) => kept,
+        Err(ticket) => {
+            let film = film::get(&mut state.db.read().await?, id)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            let body = serialized(&film)?;
+            state.reads.keep_film(id, ticket, body.clone());
+            body
+        }
+    };
+    Ok(json_response(body))
 }
 
 /// Add a film, owned by the caller.
@@ -248,15 +287,23 @@ pub async fn create_film(
     let fingerprint = new_film_fingerprint(request.path(), &new_film);
     let user_id = caller.user_id;
     let fingerprint: Vec<&[u8]> = fingerprint.iter().map(Vec::as_slice).collect();
-    idempotency::at_most_once(&state.db, user_id, key, &fingerprint, move |tx| {
+    // Set only when this request created the film (a replay created nothing new to forget).
+    let created = Rc::new(Cell::new(None));
+    let created_here = Rc::clone(&created);
+    let response = idempotency::at_most_once(&state.db, user_id, key, &fingerprint, move |tx| {
         Box::pin(async move {
             let film = film::create(tx, &new_film, &caller, &audit).await?;
+            created_here.set(Some(film.id));
             Ok(HttpResponse::Created()
                 .insert_header((header::LOCATION, format!("/api/v1/films/{}", film.id)))
                 .json(film))
         })
     })
-    .await
+    .await?;
+    if let Some(id) = created.get() {
+        state.reads.changed(FilmChange::Film(id)).await;
+    }
+    Ok(response)
 }
 
 /// What makes two creations the same request: the route and the parsed fields.
@@ -283,6 +330,7 @@ pub(crate) async fn update_film(
 ) -> Result<HttpResponse, ApiError> {
     let changes = FilmChanges::try_from(request)?;
     let film = film::update(&state.db, *id, &changes, &caller, &audit).await?;
+    state.reads.changed(FilmChange::Film(film.id)).await;
     Ok(HttpResponse::Ok().json(film))
 }
 
@@ -297,6 +345,7 @@ pub(crate) async fn delete_film(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     film::delete(&state.db, *id, &caller, &audit).await?;
+    state.reads.changed(FilmChange::Film(*id)).await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -311,6 +360,7 @@ pub(crate) async fn cast_vote(
     Json(request): Json<VoteRequest>,
 ) -> Result<HttpResponse, ApiError> {
     vote::cast(&state.db, caller.user_id, *id, request.vote).await?;
+    state.reads.changed(FilmChange::Votes(*id)).await;
     // The committed vote is visible to the reader pool at once (WAL).
     film_response(&state, *id).await
 }
@@ -325,5 +375,6 @@ pub(crate) async fn withdraw_vote(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     vote::withdraw(&state.db, caller.user_id, *id).await?;
+    state.reads.changed(FilmChange::Votes(*id)).await;
     film_response(&state, *id).await
 }

@@ -15,6 +15,7 @@ use crate::{
     },
     error::ApiError,
     extract::{Json, Query},
+    read_cache::FilmChange,
     routes::films::{self, CreateFilmRequest},
     security::rate_limit::Limiters,
     state::AppState,
@@ -116,6 +117,7 @@ pub(crate) async fn random_film_or_vote(
         let voter = caller.require::<Write>()?;
         let film_id = parse_film_id(field, raw_id)?;
         vote::cast(&state.db, voter.user_id, film_id, vote).await?;
+        state.reads.changed(FilmChange::Votes(film_id)).await;
     }
     films::random_film_response(&state).await
 }

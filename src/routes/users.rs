@@ -26,6 +26,7 @@ use crate::{
     },
     error::{ApiError, ForField, Step},
     extract::Json,
+    read_cache::FilmChange,
     security::{client_ip::ClientKey, overload::InFlightSlot, password_attempts::PasswordAttempt},
     state::AppState,
     web::problem::Problem,
@@ -212,6 +213,8 @@ pub(crate) async fn delete_account(
         .revocations
         .set_version(change.account.id, version)
         .await;
+    // Its votes are withdrawn and its films shown without an author.
+    state.reads.changed(FilmChange::Everything).await;
     Ok(HttpResponse::NoContent().finish())
 }
 

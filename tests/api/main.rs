@@ -39,6 +39,7 @@ mod plain_http;
 #[path = "../support/private_postgres.rs"]
 mod private_postgres;
 mod rate_limit;
+mod read_cache;
 mod session_list;
 mod sessions;
 mod slow_clients;
