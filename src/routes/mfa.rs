@@ -13,7 +13,7 @@ use validator::Validate;
 use crate::{
     audit::{AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
-        Session, Write,
+        Session, StepUp, Write,
         mfa::{self, recovery_codes},
     },
     domain::user::NewPassword,
@@ -155,12 +155,14 @@ pub(crate) async fn confirm_totp(
 /// Turn TOTP off, with the password and a code (TOTP or recovery code).
 ///
 /// Both are checked within the account's login budget: a wrong one counts as a failed login.
+/// Like every action a stolen session must not take, it needs a recent login (`StepUp`).
 /// The secret, the recovery codes and any pending login challenge are deleted.
 #[utoipa::path(delete, path = "/api/v1/users/me/mfa/totp", tag = "mfa",
     request_body = DisableTotpRequest, security(("bearer" = [])),
     responses((status = 204, description = "TOTP is off"),
-        (status = 401, description = "Wrong password or code", body = Problem,
-            content_type = "application/problem+json"),
+        (status = 401, description = "Wrong password or code, or a login older than \
+            `STEP_UP_MAX_AGE_SECS` (`/problems/reauthentication-required`: log in again)",
+            body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "An API key", body = Problem,
             content_type = "application/problem+json"),
         (status = 409, description = "TOTP is not on", body = Problem,
@@ -169,7 +171,7 @@ pub(crate) async fn confirm_totp(
             content_type = "application/problem+json")))]
 pub(crate) async fn disable_totp(
     state: web::Data<AppState>,
-    caller: Session<Write>,
+    caller: StepUp<Write>,
     audit: AuditContext,
     client: ClientKey,
     slot: InFlightSlot,

@@ -478,6 +478,31 @@ async fn turning_mfa_off_needs_the_password_and_a_code() {
 }
 
 #[tokio::test]
+async fn turning_mfa_off_needs_a_recent_login() {
+    let app = spawn_app_with(&[("STEP_UP_MAX_AGE_SECS", "2")]).await;
+    let (user, authenticator, _) = user_with_mfa(&app).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let late = app
+        .request(Method::DELETE, "/api/v1/users/me/mfa/totp")
+        .bearer(&user.token)
+        .json(&json!({ "password": user.password, "code": authenticator.code(0).await }))
+        .send()
+        .await;
+    assert_problem_type(
+        late,
+        StatusCode::UNAUTHORIZED,
+        "/problems/reauthentication-required",
+    )
+    .await;
+    let body = json_of(
+        app.login(&user.username, &user.password).await,
+        StatusCode::OK,
+    )
+    .await;
+    assert_eq!(body["mfa_required"], true, "TOTP is still on");
+}
+
+#[tokio::test]
 async fn with_require_admin_mfa_an_admin_gets_403_until_enrolled() {
     let app = spawn_app_with(&[("REQUIRE_ADMIN_MFA", "true")]).await;
     let admin = app.new_admin().await;
