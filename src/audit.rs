@@ -344,14 +344,21 @@ pub async fn prune(db: &Database, retention_days: u32) -> sqlx::Result<u64> {
 /// An audit event as the admin endpoint shows it.
 #[derive(Debug, Serialize, FromRow, utoipa::ToSchema)]
 pub struct StoredEvent {
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub id: i64,
     pub occurred_at: Timestamp,
+    #[schema(max_length = 64)]
     pub request_id: Option<String>,
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub actor_id: Option<i64>,
+    /// An IPv4 or IPv6 address (an IPv6 client may be shown by its network).
+    #[schema(max_length = 49)]
     pub client_ip: Option<String>,
     pub action: AuditAction,
+    #[schema(max_length = 2048)]
     pub target: Option<String>,
     pub outcome: Outcome,
+    #[schema(max_length = 1024)]
     pub reason: Option<String>,
 }
 

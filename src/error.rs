@@ -16,7 +16,9 @@ use crate::auth::password::HashError;
 /// One invalid field of a request, in our words (never the submitted value).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
+    #[schema(max_length = 128)]
     pub field: String,
+    #[schema(max_length = 256)]
     pub message: String,
 }
 

@@ -114,10 +114,29 @@ fn render(state: &AppState, limiters: &Limiters) -> HttpResponse {
         .body(handle().render())
 }
 
+/// The Prometheus text exposition, as the API document describes it: one series per route
+/// pattern, status class and limiter, so its size is bounded by the routes, not the traffic.
+pub struct MetricsText;
+
+impl utoipa::PartialSchema for MetricsText {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(MAX_METRICS_TEXT_BYTES))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for MetricsText {}
+
+/// Generous: a scrape is a few tens of KiB.
+const MAX_METRICS_TEXT_BYTES: usize = 4 * 1024 * 1024;
+
 /// Prometheus metrics (text exposition format), for administrators.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     security(("bearer" = []), ("api_key" = [])),
-    responses((status = 200, description = "Prometheus text format", body = String,
+    responses((status = 200, description = "Prometheus text format", body = MetricsText,
         content_type = "text/plain")))]
 pub async fn metrics_for_admins(
     _admin: Authenticated<AdminRead>,

@@ -9,13 +9,16 @@ use utoipa::{
     Modify, OpenApi,
     openapi::{
         self, ContentBuilder, HeaderBuilder, Ref, RefOr, ResponseBuilder,
-        path::Operation,
-        schema::{ObjectBuilder, Type},
+        path::{Operation, ParameterIn},
+        schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, SchemaType, Type},
         security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme},
     },
 };
 
-use crate::{routes, web::problem::PROBLEM_JSON};
+use crate::{
+    routes, security::limits::MAX_URI_BYTES, telemetry::MAX_REQUEST_ID_LEN,
+    web::problem::PROBLEM_JSON,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -116,9 +119,42 @@ const VALIDATION_ERROR: (&str, &str) = ("422", "Fields that break the rules (all
 
 struct ServiceContract;
 
-fn integer_header(description: &str) -> openapi::Header {
+/// Largest value of a counter header (`X-RateLimit-*`, `Retry-After`): seconds or requests.
+pub const MAX_HEADER_COUNT: u32 = u32::MAX;
+
+/// Every response header the server sends, with its shape: a header an operation declares
+/// gets this schema, so each is bounded in one place. A header not listed keeps the schema
+/// its operation gave it (which the contract test holds to the same rules).
+fn header_schema(name: &str) -> Option<ObjectBuilder> {
+    let text = |max_length: usize| {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .max_length(Some(max_length))
+    };
+    let count = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+            .minimum(Some(0))
+            .maximum(Some(MAX_HEADER_COUNT))
+    };
+    Some(match name {
+        "X-Request-Id" => text(MAX_REQUEST_ID_LEN),
+        "X-RateLimit-Limit" | "X-RateLimit-Remaining" | "X-RateLimit-Reset" | "Retry-After" => {
+            count()
+        }
+        // RFC 9745: `@` and a Unix time.
+        "Deprecation" => text(21).pattern(Some("^@[0-9]{1,20}$")),
+        "Location" | "Access-Control-Allow-Origin" => text(MAX_URI_BYTES),
+        "Link" | "Allow" | "Vary" | "Access-Control-Expose-Headers" | "Sunset" => text(512),
+        "ETag" | "RateLimit" | "RateLimit-Policy" => text(256),
+        _ => return None,
+    })
+}
+
+fn header(name: &str, description: &str) -> openapi::Header {
     HeaderBuilder::new()
-        .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+        .schema(header_schema(name))
         .description(Some(description))
         .build()
 }
@@ -157,6 +193,7 @@ impl Modify for ServiceContract {
         for (path, item) in api.paths.paths.iter_mut() {
             let rate_limited = !path.starts_with("/health/");
             for operation in operations(item) {
+                bound_path_ids(operation);
                 add_error_responses(operation);
                 for response in operation.responses.responses.values_mut() {
                     if let RefOr::T(response) = response {
@@ -168,7 +205,7 @@ impl Modify for ServiceContract {
                     {
                         response.headers.insert(
                             "Retry-After".to_owned(),
-                            integer_header("Seconds to wait before retrying").into(),
+                            header("Retry-After", "Seconds to wait before retrying").into(),
                         );
                     }
                 }
@@ -189,8 +226,12 @@ fn add_security_schemes(components: &mut openapi::Components) {
                      JWT, verified as RFC 8725 asks: the algorithm is pinned to EdDSA whatever \
                      the header says (`none`, HS256 and the rest are refused); the key is \
                      chosen by `kid` from our own key set only (`jku`, `x5u`, `jwk` headers \
-                     are ignored); `exp`, `nbf`, `iat`, `iss`, `aud` and `sub` are required \
-                     and checked. The public keys are at /.well-known/jwks.json.",
+                     are ignored, an unknown `kid` is refused); `exp`, `nbf`, `iat`, `iss`, \
+                     `aud` and `sub` are required and checked, and the token's session and \
+                     token version must not be revoked. The header's `typ` is `JWT` and is not \
+                     relied on: no other kind of JWT is signed with these keys or for this \
+                     `iss`/`aud`, which is what keeps tokens from being confused (RFC 8725 \
+                     3.11). The public keys are at /.well-known/jwks.json.",
                 ))
                 .build(),
         ),
@@ -199,9 +240,42 @@ fn add_security_schemes(components: &mut openapi::Components) {
         "api_key",
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
             "X-API-Key",
-            "fk_… key from POST /api/v1/users/me/api-keys, limited to its scopes",
+            "fk_<12 hex>_<43 base64url> key from POST /api/v1/users/me/api-keys, limited to \
+             its scopes: looked up by its public part, then its SHA-256 compared in constant \
+             time; a revoked key, or one of a disabled account, is refused like an unknown one. \
+             Sent over plain HTTP, it is revoked (see the HTTPS section of the README).",
         ))),
     );
+}
+
+/// A path `{id}` is a database id (a positive int64) or a session id (a UUID): bounded here
+/// once, unless the operation bounded it itself.
+fn bound_path_ids(operation: &mut Operation) {
+    let path_parameters = operation
+        .parameters
+        .iter_mut()
+        .flatten()
+        .filter_map(|parameter| match parameter {
+            RefOr::T(parameter) if parameter.parameter_in == ParameterIn::Path => Some(parameter),
+            _ => None,
+        });
+    for parameter in path_parameters {
+        let Some(RefOr::T(Schema::Object(schema))) = &mut parameter.schema else {
+            continue;
+        };
+        match schema.schema_type {
+            SchemaType::Type(Type::Integer) if schema.maximum.is_none() => {
+                schema.format = Some(SchemaFormat::KnownFormat(KnownFormat::Int64));
+                schema.minimum = Some(1.into());
+                schema.maximum = Some(i64::MAX.into());
+            }
+            SchemaType::Type(Type::String) if schema.max_length.is_none() => {
+                schema.pattern = Some("^[0-9a-f-]{36}$".to_owned());
+                schema.max_length = Some(36);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The problem+json answers every operation can give, and those of a body or parameters,
@@ -228,30 +302,52 @@ fn add_error_responses(operation: &mut openapi::path::Operation) {
 fn add_response_headers(response: &mut openapi::Response, rate_limited: bool) {
     response.headers.insert(
         "X-Request-Id".to_owned(),
-        HeaderBuilder::new()
-            .description(Some("This request's id, also in the log"))
-            .build()
-            .into(),
+        header("X-Request-Id", "This request's id, also in the log").into(),
     );
-    if !rate_limited {
-        return;
-    }
-    for (name, description) in [
-        (
-            "X-RateLimit-Limit",
-            "Requests allowed in a burst by the strictest limit",
-        ),
-        ("X-RateLimit-Remaining", "Requests left in that burst"),
-        (
-            "X-RateLimit-Reset",
-            "Seconds until the burst is fully available again",
-        ),
-    ] {
+    for (name, description) in CORS_HEADERS {
         response
             .headers
-            .insert(name.to_owned(), integer_header(description).into());
+            .insert(name.to_owned(), header(name, description).into());
+    }
+    if rate_limited {
+        for (name, description) in RATE_LIMIT_HEADERS {
+            response
+                .headers
+                .insert(name.to_owned(), header(name, description).into());
+        }
+    }
+    // Headers the operation declared itself get their shape from the one table.
+    for (name, declared) in &mut response.headers {
+        if let (RefOr::T(declared), Some(schema)) = (declared, header_schema(name)) {
+            declared.schema = Some(schema.into());
+        }
     }
 }
+
+/// Sent to a browser whose `Origin` is in `CORS_ALLOWED_ORIGINS` (`security::cors`).
+const CORS_HEADERS: [(&str, &str); 3] = [
+    (
+        "Access-Control-Allow-Origin",
+        "The request's Origin, only when it is in CORS_ALLOWED_ORIGINS",
+    ),
+    (
+        "Access-Control-Expose-Headers",
+        "The response headers a script of an allowed origin may read",
+    ),
+    ("Vary", "Origin (the CORS answer depends on it)"),
+];
+
+const RATE_LIMIT_HEADERS: [(&str, &str); 3] = [
+    (
+        "X-RateLimit-Limit",
+        "Requests allowed in a burst by the strictest limit",
+    ),
+    ("X-RateLimit-Remaining", "Requests left in that burst"),
+    (
+        "X-RateLimit-Reset",
+        "Seconds until the burst is fully available again",
+    ),
+];
 
 static DOCUMENT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     ApiDoc::openapi()

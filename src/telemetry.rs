@@ -30,7 +30,7 @@ use crate::{
 };
 
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
-const MAX_REQUEST_ID_LEN: usize = 64;
+pub const MAX_REQUEST_ID_LEN: usize = 64;
 
 tokio::task_local! {
     /// Lets `ApiError` put the request id in every problem body without threading it through

@@ -75,10 +75,14 @@ fn generate() -> (String, String) {
 /// What an owner sees of a key: never the secret, never its hash.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiKeyView {
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub id: i64,
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     /// The public start of the key (`fk_<12 hex>`), to recognise it.
+    #[schema(pattern = "^fk_[0-9a-f]{12}$", max_length = 15)]
     pub prefix: String,
+    #[schema(min_items = 1, max_items = 2)]
     pub scopes: Vec<Scope>,
     pub created_at: Timestamp,
     pub last_used_at: Option<Timestamp>,

@@ -39,6 +39,8 @@ use crate::{
 /// Longer user agents are cut: enough to tell browsers and devices apart.
 const MAX_USER_AGENT_CHARS: usize = 256;
 const MAX_TOUCH_INTERVAL_SECS: u64 = 60;
+/// Sessions listed at most (the most recently used): the list is one page, never unbounded.
+pub const MAX_LISTED: i64 = 100;
 
 /// Where a session is used from, as recorded at login and refresh.
 #[derive(Debug, Clone, Default)]
@@ -198,14 +200,16 @@ async fn end_idle_in(
 /// One of a user's live sessions.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
+    /// A UUID.
+    #[schema(pattern = "^[0-9a-f-]{36}$", max_length = 36)]
     pub id: String,
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// Coarse: access-token use is recorded at most once a minute.
-    #[schema(value_type = String, format = DateTime)]
     pub last_used_at: Timestamp,
+    #[schema(max_length = 45)]
     pub ip: Option<String>,
     /// Cut to 256 characters.
+    #[schema(max_length = 256)]
     pub user_agent: Option<String>,
     /// The session of the access token that asked.
     pub current: bool,
@@ -239,10 +243,11 @@ pub async fn list(
          WHERE user_id = $1 AND last_used_at >= $2
            AND EXISTS (SELECT 1 FROM refresh_tokens r WHERE r.family_id = s.id
                        AND r.revoked_at IS NULL AND r.expires_at > $3)
-         ORDER BY last_used_at DESC, created_at DESC",
+         ORDER BY last_used_at DESC, created_at DESC LIMIT $4",
         user_id,
         idle.live_since(now),
-        now
+        now,
+        MAX_LISTED
     )
     .await?;
     Ok(stored

@@ -85,6 +85,10 @@ impl utoipa::PartialSchema for Timestamp {
             .schema_type(Type::String)
             .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
             .description(Some("UTC, to the millisecond"))
+            .pattern(Some(
+                "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z$",
+            ))
+            .max_length(Some(24))
             .examples(["2026-11-23T20:19:17.250Z"])
             .into()
     }

@@ -100,16 +100,23 @@ pub struct FilmChanges {
     "owner": null, "likes": 3, "dislikes": 0, "created_at": "2026-11-23T20:19:17.250Z",
     "updated_at": "2026-11-23T20:19:17.250Z"}))]
 pub struct Film {
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub id: i64,
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
+    #[schema(min_length = 1, max_length = 100)]
     pub studio: String,
+    #[schema(minimum = 1888, maximum = 2100)]
     pub year: Option<i64>,
     /// The creator's username; `null` for the curated catalogue.
+    #[schema(pattern = "^[A-Za-z0-9_]{3,32}$", max_length = 32)]
     pub owner: Option<String>,
     #[serde(skip)]
     #[schema(ignore)]
     pub owner_id: Option<i64>,
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub likes: i64,
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub dislikes: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

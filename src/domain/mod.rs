@@ -57,8 +57,12 @@ impl Page {
 /// One page of a list, with the total count of matching items.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Paginated<T> {
+    #[schema(max_items = 100)]
     pub items: Vec<T>,
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub total: i64,
+    #[schema(minimum = 1, maximum = 100)]
     pub limit: i64,
+    #[schema(minimum = 0, maximum = 100_000)]
     pub offset: i64,
 }

@@ -76,8 +76,11 @@ pub struct NewUser {
 /// What anyone may see of a user: their own profile, or any profile for an admin.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserProfile {
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub id: i64,
+    #[schema(pattern = "^[A-Za-z0-9_]{3,32}$", max_length = 32)]
     pub username: String,
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     pub role: Role,
     pub disabled: bool,

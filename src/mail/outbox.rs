@@ -164,10 +164,13 @@ pub(super) async fn mark_failed(
 /// what it says.
 #[derive(Debug, Serialize, sqlx::FromRow, ToSchema)]
 pub struct MailRecord {
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub id: i64,
     pub kind: MailKind,
     pub state: MailState,
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64)]
     pub attempts: i64,
+    #[schema(max_length = 1024)]
     pub last_error: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,

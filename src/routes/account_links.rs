@@ -98,6 +98,7 @@ impl fmt::Debug for PasswordResetConfirmation {
 /// The one answer to every request for a link.
 #[derive(Serialize, ToSchema)]
 pub struct LinkRequested {
+    #[schema(max_length = 256)]
     pub detail: &'static str,
 }
 

@@ -109,13 +109,16 @@ pub(crate) async fn update_user(
 #[into_params(parameter_in = Query)]
 pub struct AuditEventsQuery {
     /// User id of the actor.
+    #[param(minimum = 1, maximum = 9_223_372_036_854_775_807_i64)]
     pub actor: Option<i64>,
     /// One of the audit actions (`auth.login`, …); any other value is refused.
     #[param(inline)]
     pub action: Option<AuditAction>,
     /// Inclusive lower bound: RFC 3339 (`2026-11-23T10:00:00Z`) or a date (`2026-11-23`).
+    #[param(max_length = 64)]
     pub since: Option<String>,
     /// Exclusive upper bound, same forms.
+    #[param(max_length = 64)]
     pub until: Option<String>,
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,

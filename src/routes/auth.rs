@@ -127,10 +127,15 @@ pub struct RefreshRequest {
 /// token is opaque and single-use.
 #[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
+    #[schema(max_length = 4096)]
     pub access_token: String,
+    #[schema(pattern = "^Bearer$", max_length = 6)]
     pub token_type: &'static str,
     /// Seconds until the access token expires.
+    #[schema(minimum = 1, maximum = 86400)]
     pub expires_in: u64,
+    /// 256 random bits, base64url without padding.
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$", max_length = 43)]
     pub refresh_token: String,
 }
 
@@ -193,6 +198,7 @@ pub struct LoginMfaRequest {
 /// account is told only to its owner, by mail.
 #[derive(Serialize, ToSchema)]
 pub struct RegistrationAccepted {
+    #[schema(max_length = 256)]
     pub detail: &'static str,
 }
 

@@ -7,7 +7,7 @@ use crate::{error::ApiError, state::AppState};
 
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Health {
-    #[schema(example = "ok")]
+    #[schema(example = "ok", max_length = 16)]
     pub status: &'static str,
 }
 

@@ -314,11 +314,14 @@ pub struct CreatedApiKey {
     #[serde(flatten)]
     pub view: ApiKeyView,
     /// Send as `X-API-Key`. Store it now: it cannot be shown again.
+    #[schema(pattern = "^fk_[0-9a-f]{12}_[A-Za-z0-9_-]{43}$", max_length = 59)]
     pub key: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyList {
+    /// At most `MAX_KEYS_PER_USER` (20) live keys.
+    #[schema(max_items = 20)]
     pub items: Vec<ApiKeyView>,
 }
 
@@ -393,6 +396,8 @@ pub(crate) async fn revoke_api_key(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionList {
+    /// The most recently used first, at most `sessions::MAX_LISTED`.
+    #[schema(max_items = 100)]
     pub items: Vec<SessionView>,
 }
 

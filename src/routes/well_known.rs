@@ -14,24 +14,27 @@ const CACHE_CONTROL: &str = "public, max-age=60";
 #[derive(Serialize, ToSchema)]
 pub struct JwkSet {
     /// The current key first, then retired keys whose tokens may not have expired yet.
+    #[schema(max_items = 100)]
     pub keys: Vec<Jwk>,
 }
 
 /// An Ed25519 public key (RFC 8037).
 #[derive(Serialize, ToSchema)]
 pub struct Jwk {
-    #[schema(example = "OKP")]
+    #[schema(example = "OKP", pattern = "^OKP$", max_length = 3)]
     pub kty: &'static str,
-    #[schema(example = "Ed25519")]
+    #[schema(example = "Ed25519", pattern = "^Ed25519$", max_length = 7)]
     pub crv: &'static str,
     /// The public key, base64url without padding.
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$", max_length = 43)]
     pub x: String,
     /// Matches the `kid` header of the tokens this key signed.
+    #[schema(max_length = 64)]
     pub kid: String,
-    #[schema(example = "EdDSA")]
+    #[schema(example = "EdDSA", pattern = "^EdDSA$", max_length = 5)]
     pub alg: &'static str,
     #[serde(rename = "use")]
-    #[schema(example = "sig")]
+    #[schema(example = "sig", pattern = "^sig$", max_length = 3)]
     pub use_: &'static str,
 }
 

@@ -35,15 +35,21 @@ const INTERNAL_DETAIL: &str =
 pub struct Problem {
     /// A URI reference naming the kind of problem, e.g. `/problems/rate-limited`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^/problems/[a-z0-9-]{1,64}$", max_length = 74)]
     pub kind: String,
+    #[schema(max_length = 128)]
     pub title: String,
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
+    #[schema(max_length = 1024)]
     pub detail: String,
     /// Also in the `X-Request-Id` header and in the server's log line for this request.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64)]
     pub request_id: Option<String>,
     /// The fields at fault, for 400 and 422.
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 64)]
     pub errors: Vec<FieldError>,
 }
 

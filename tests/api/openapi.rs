@@ -224,3 +224,357 @@ async fn the_docs_address_without_its_slash_redirects_to_the_docs() {
     assert_eq!(response.status(), StatusCode::PERMANENT_REDIRECT);
     assert_eq!(response.headers()["location"], "/docs/");
 }
+
+// The document as the security contract (issue 18, item 6): every value bounded, every header
+// the server sends described, every protected operation's denials listed, and the bounds the
+// ones the code enforces. These walk the whole served document, so a route added later is
+// held to the same rules.
+
+/// Every place in `node` that breaks the bounding rules, by JSON pointer.
+fn unbounded(node: &Value, at: &str, found: &mut Vec<String>) {
+    match node {
+        Value::Object(object) => {
+            let types: Vec<&str> = match &object.get("type") {
+                Some(Value::String(one)) => vec![one.as_str()],
+                Some(Value::Array(many)) => many.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let has = |key: &str| object.contains_key(key);
+            if types.contains(&"string") && !(has("maxLength") || has("pattern") || has("enum")) {
+                found.push(format!("{at}: a string without maxLength, pattern or enum"));
+            }
+            if types.contains(&"integer") && !(has("format") && has("minimum") && has("maximum")) {
+                found.push(format!(
+                    "{at}: an integer without format, minimum and maximum"
+                ));
+            }
+            if types.contains(&"array") && !has("maxItems") {
+                found.push(format!("{at}: an array without maxItems"));
+            }
+            for (key, child) in object {
+                let key = key.replace('~', "~0").replace('/', "~1");
+                unbounded(child, &format!("{at}/{key}"), found);
+            }
+        }
+        Value::Array(items) => {
+            for (index, child) in items.iter().enumerate() {
+                unbounded(child, &format!("{at}/{index}"), found);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every operation of the document: (path, method, operation).
+fn operations(document: &Value) -> Vec<(String, String, Value)> {
+    let mut found = Vec::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if ["get", "put", "post", "delete", "patch", "head"].contains(&method.as_str()) {
+                found.push((path.clone(), method.clone(), operation.clone()));
+            }
+        }
+    }
+    found
+}
+
+#[actix_web::test]
+async fn every_string_integer_and_array_in_the_document_is_bounded() {
+    let (document, _) = described_operations().await;
+    let mut found = Vec::new();
+    unbounded(&document, "#", &mut found);
+    assert!(
+        found.is_empty(),
+        "{} unbounded values, the first: {:#?}",
+        found.len(),
+        &found[..found.len().min(20)]
+    );
+}
+
+#[actix_web::test]
+async fn every_operation_documents_its_denials_and_the_headers_of_every_response() {
+    let (document, _) = described_operations().await;
+    for (path, method, operation) in operations(&document) {
+        let responses = operation["responses"].as_object().unwrap();
+        let protected = operation["security"]
+            .as_array()
+            .is_some_and(|schemes| !schemes.is_empty());
+        let required: &[&str] = if protected {
+            &["401", "403", "429"]
+        } else {
+            &["429"]
+        };
+        for status in required {
+            assert!(
+                responses.contains_key(*status),
+                "{method} {path} does not document {status}"
+            );
+        }
+        let rate_limited = !path.starts_with("/health/");
+        for (status, response) in responses {
+            let headers = &response["headers"];
+            let mut expected = vec![
+                "X-Request-Id",
+                "Access-Control-Allow-Origin",
+                "Access-Control-Expose-Headers",
+                "Vary",
+            ];
+            if rate_limited {
+                expected.extend([
+                    "X-RateLimit-Limit",
+                    "X-RateLimit-Remaining",
+                    "X-RateLimit-Reset",
+                ]);
+            }
+            if status == "429" || status == "503" {
+                expected.push("Retry-After");
+            }
+            for name in expected {
+                assert!(
+                    headers[name]["schema"].is_object(),
+                    "{method} {path} {status}: {name} is not documented"
+                );
+            }
+        }
+    }
+}
+
+/// What the server really sends, on a sample of answers, is documented for that operation and
+/// status (a header added to the code without the document fails here).
+#[tokio::test]
+async fn the_headers_the_server_sends_are_the_documented_ones() {
+    let origin = "https://client.example";
+    let app = crate::helpers::spawn_app_with(&[("CORS_ALLOWED_ORIGINS", origin)]).await;
+    let user = app.new_user().await;
+    let film = app.create_film(&user.token, "Contract", "Tests").await;
+    let film_path = format!("/api/v1/films/{}", film["id"]);
+    let document: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let samples = [
+        (reqwest::Method::GET, "/api/v1/films", "/api/v1/films", None),
+        (
+            reqwest::Method::GET,
+            film_path.as_str(),
+            "/api/v1/films/{id}",
+            None,
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/films/999999",
+            "/api/v1/films/{id}",
+            None,
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/users/me",
+            "/api/v1/users/me",
+            None,
+        ),
+        (
+            reqwest::Method::GET,
+            "/api/v1/users/me",
+            "/api/v1/users/me",
+            Some(&user.token),
+        ),
+        (reqwest::Method::GET, "/", "/", None),
+        (reqwest::Method::GET, "/health/live", "/health/live", None),
+    ];
+    // Headers every response may carry that are no part of the API's contract.
+    let transport = [
+        "content-type",
+        "content-length",
+        "date",
+        "connection",
+        "cache-control",
+        "content-security-policy",
+        "x-content-type-options",
+        "x-frame-options",
+        "referrer-policy",
+        "permissions-policy",
+        "cross-origin-opener-policy",
+        "cross-origin-resource-policy",
+        "cross-origin-embedder-policy",
+        "www-authenticate",
+        "strict-transport-security",
+    ];
+    for (method, url, path, token) in samples {
+        let mut request = app.request(method.clone(), url).header("origin", origin);
+        if let Some(token) = token {
+            request = request.bearer(token);
+        }
+        let response = request.send().await;
+        let status = response.status().as_u16().to_string();
+        let documented = document["paths"][path][method.as_str().to_lowercase()]["responses"]
+            [&status]["headers"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} {status} is not documented"))
+            .keys()
+            .map(|name| name.to_ascii_lowercase())
+            .collect::<BTreeSet<_>>();
+        assert!(
+            response
+                .headers()
+                .contains_key("access-control-allow-origin"),
+            "{method} {url}: the CORS sample did not get CORS headers"
+        );
+        for name in response.headers().keys() {
+            let name = name.as_str();
+            assert!(
+                transport.contains(&name) || documented.contains(name),
+                "{method} {path} {status} sends {name}, which the document does not describe"
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn the_token_schemes_say_how_a_token_is_validated() {
+    let (document, _) = described_operations().await;
+    let bearer = document["components"]["securitySchemes"]["bearer"]["description"]
+        .as_str()
+        .unwrap();
+    for rule in [
+        "RFC 8725", "EdDSA", "`kid`", "`iss`", "`aud`", "`exp`", "`typ`", "revoked",
+    ] {
+        assert!(
+            bearer.contains(rule),
+            "the bearer scheme does not say {rule}"
+        );
+    }
+    let api_key = document["components"]["securitySchemes"]["api_key"]["description"]
+        .as_str()
+        .unwrap();
+    for rule in ["SHA-256", "constant time", "revoked", "plain HTTP"] {
+        assert!(
+            api_key.contains(rule),
+            "the API-key scheme does not say {rule}"
+        );
+    }
+}
+
+fn number(value: &Value) -> i64 {
+    value
+        .as_i64()
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+/// The document's bounds are the code's constants: change one without the other and this
+/// fails.
+#[actix_web::test]
+async fn the_documented_bounds_are_the_constants_of_the_code() {
+    use filmvault::{
+        auth::{api_key::MAX_KEYS_PER_USER, sessions::MAX_LISTED},
+        domain::{Page, film::ReleaseYear, user::NewPassword},
+        telemetry::MAX_REQUEST_ID_LEN,
+    };
+    let (document, _) = described_operations().await;
+    let schemas = &document["components"]["schemas"];
+    let films = &document["paths"]["/api/v1/films"]["get"];
+    let parameter = |name: &str| {
+        films["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["schema"]
+            .clone()
+    };
+    assert_eq!(number(&parameter("limit")["maximum"]), Page::MAX_LIMIT);
+    assert_eq!(number(&parameter("offset")["maximum"]), Page::MAX_OFFSET);
+    for page in [
+        "Paginated_Film",
+        "Paginated_UserProfile",
+        "Paginated_StoredEvent",
+    ] {
+        let properties = &schemas[page]["properties"];
+        assert_eq!(
+            number(&properties["items"]["maxItems"]),
+            Page::MAX_LIMIT,
+            "{page}"
+        );
+        assert_eq!(
+            number(&properties["limit"]["maximum"]),
+            Page::MAX_LIMIT,
+            "{page}"
+        );
+        assert_eq!(
+            number(&properties["offset"]["maximum"]),
+            Page::MAX_OFFSET,
+            "{page}"
+        );
+    }
+    for schema in ["CreateFilmRequest", "Film"] {
+        let year = &schemas[schema]["properties"]["year"];
+        assert_eq!(number(&year["minimum"]), ReleaseYear::FIRST, "{schema}");
+        assert_eq!(number(&year["maximum"]), ReleaseYear::LAST, "{schema}");
+    }
+    let password = &schemas["RegisterRequest"]["properties"]["password"];
+    assert_eq!(
+        number(&password["minLength"]),
+        NewPassword::MIN_CHARS as i64
+    );
+    assert_eq!(
+        number(&password["maxLength"]),
+        NewPassword::MAX_CHARS as i64
+    );
+    assert_eq!(
+        number(&schemas["ApiKeyList"]["properties"]["items"]["maxItems"]),
+        MAX_KEYS_PER_USER
+    );
+    assert_eq!(
+        number(&schemas["SessionList"]["properties"]["items"]["maxItems"]),
+        MAX_LISTED
+    );
+    assert_eq!(
+        number(&schemas["Problem"]["properties"]["request_id"]["maxLength"]),
+        MAX_REQUEST_ID_LEN as i64
+    );
+    let request_id = &films["responses"]["200"]["headers"]["X-Request-Id"]["schema"];
+    assert_eq!(number(&request_id["maxLength"]), MAX_REQUEST_ID_LEN as i64);
+}
+
+/// The text bounds have no constant of their own (they live in the domain types' `validate`):
+/// the server itself is asked, at each documented bound and one past it.
+#[tokio::test]
+async fn the_server_enforces_the_documented_text_bounds_exactly() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let document: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let film = &document["components"]["schemas"]["CreateFilmRequest"]["properties"];
+    for field in ["name", "studio"] {
+        let max = usize::try_from(number(&film[field]["maxLength"])).unwrap();
+        for (length, accepted) in [(max, true), (max + 1, false)] {
+            let mut body = serde_json::json!({ "name": "Bounds", "studio": "Bounds" });
+            body[field] = Value::String("x".repeat(length));
+            let response = app
+                .post_json("/api/v1/films", &body, Some(&user.token))
+                .await;
+            if accepted {
+                assert_eq!(
+                    response.status(),
+                    StatusCode::CREATED,
+                    "{field} of {length}"
+                );
+            } else {
+                let problem =
+                    crate::helpers::assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY)
+                        .await;
+                assert_eq!(problem["errors"][0]["field"], field, "{field} of {length}");
+            }
+        }
+    }
+    let username = &document["components"]["schemas"]["RegisterRequest"]["properties"]["username"];
+    let max = usize::try_from(number(&username["maxLength"])).unwrap();
+    let too_long = app
+        .register(&"u".repeat(max + 1), "violet-kettle-umbrella")
+        .await;
+    let problem = crate::helpers::assert_problem(too_long, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["errors"][0]["field"], "username");
+    let longest = crate::helpers::unique_username("b");
+    let longest = format!("{longest}{}", "u".repeat(max - longest.len()));
+    assert_eq!(
+        app.register(&longest, "violet-kettle-umbrella")
+            .await
+            .status(),
+        StatusCode::ACCEPTED
+    );
+}

@@ -75,12 +75,20 @@ static ROUTES: [Route; 4] = [
     },
 ];
 
-/// On the plain-HTTP listener of a TLS app.
-static REDIRECTED: [Route; 1] = [Route {
-    head: "POST /api/v1/films HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
-           Transfer-Encoding: chunked\r\n\r\n",
-    answers: &[301],
-}];
+/// On the plain-HTTP listener of a TLS app: a page is redirected before any body is read; the
+/// API is refused once its body (read for a refresh token to revoke) has had its deadline.
+static ON_PLAIN_HTTP: [Route; 2] = [
+    Route {
+        head: "POST /static/index.html HTTP/1.1\r\nHost: localhost\r\n\
+               Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        answers: &[301],
+    },
+    Route {
+        head: "POST /api/v1/auth/refresh HTTP/1.1\r\nHost: localhost\r\n\
+               Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        answers: &[403],
+    },
+];
 
 /// What one trickling client saw.
 #[derive(Debug)]
@@ -218,9 +226,9 @@ async fn trickled_bodies_over_https_are_cut_off_too() {
     })
     .await;
 
-    // The plain-HTTP listener answers everything with a redirect, before any route.
+    // The plain-HTTP listener answers before any route: a redirect, or a refusal.
     let plain = app.address.trim_start_matches("http://").to_owned();
-    assert_tricklers_are_cut_off(10, &REDIRECTED, || {
+    assert_tricklers_are_cut_off(10, &ON_PLAIN_HTTP, || {
         let plain = plain.clone();
         async move { TcpStream::connect(plain).await.unwrap() }
     })
