@@ -24,7 +24,11 @@ async fn read(app: &TestApp, path: &str) -> (StatusCode, Value) {
 async fn read_kept(app: &TestApp, path: &str) -> Value {
     let (status, first) = read(app, path).await;
     assert_eq!(status, StatusCode::OK, "{path}");
-    assert_eq!(read(app, path).await, (StatusCode::OK, first.clone()), "{path}");
+    assert_eq!(
+        read(app, path).await,
+        (StatusCode::OK, first.clone()),
+        "{path}"
+    );
     first
 }
 
@@ -54,7 +58,11 @@ async fn a_change_to_a_film_is_read_at_once_on_the_same_instance() {
     let before = read_kept(&app, "/api/v1/films?limit=100").await;
 
     let response = app
-        .patch_json(&film_path(&film), &json!({ "name": "Changed" }), Some(&owner.token))
+        .patch_json(
+            &film_path(&film),
+            &json!({ "name": "Changed" }),
+            Some(&owner.token),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(read(&app, &film_path(&film)).await.1["name"], "Changed");
@@ -71,7 +79,11 @@ async fn a_change_to_a_film_is_read_at_once_on_the_same_instance() {
     assert_eq!(read(&app, &film_path(&film)).await.0, StatusCode::NOT_FOUND);
     let page = read(&app, "/api/v1/films?limit=100").await.1;
     assert!(
-        page["items"].as_array().unwrap().iter().all(|item| item["id"] != film["id"]),
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|item| item["id"] != film["id"]),
         "the deleted film is still listed"
     );
 }
@@ -98,7 +110,10 @@ async fn a_vote_changes_the_counts_a_cached_read_shows() {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let counts = read(&app, &film_path(&film)).await.1;
-    assert_eq!((&counts["likes"], &counts["dislikes"]), (&json!(0), &json!(1)));
+    assert_eq!(
+        (&counts["likes"], &counts["dislikes"]),
+        (&json!(0), &json!(1))
+    );
     assert_eq!(page_showing(&app, &film).await.1["dislikes"], 1);
 
     let response = app.delete(&vote_path, Some(&voter.token)).await;
@@ -111,14 +126,19 @@ async fn a_vote_changes_the_counts_a_cached_read_shows() {
 async fn a_deleted_account_leaves_its_films_without_author_and_its_votes_uncounted() {
     let app = spawn_app().await;
     let leaving = app.new_user().await;
-    let film = app.create_film(&leaving.token, "Orphan", "Cache Studio").await;
+    let film = app
+        .create_film(&leaving.token, "Orphan", "Cache Studio")
+        .await;
     let vote_path = format!("{}/vote", film_path(&film));
     let response = app
         .put_json(&vote_path, &json!({ "vote": "like" }), Some(&leaving.token))
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     let kept = read_kept(&app, &film_path(&film)).await;
-    assert_eq!((&kept["owner"], &kept["likes"]), (&json!(leaving.username), &json!(1)));
+    assert_eq!(
+        (&kept["owner"], &kept["likes"]),
+        (&json!(leaving.username), &json!(1))
+    );
     page_showing(&app, &film).await;
 
     let response = delete_account(&app, &leaving.token, &leaving.password).await;
@@ -126,7 +146,10 @@ async fn a_deleted_account_leaves_its_films_without_author_and_its_votes_uncount
     let now = read(&app, &film_path(&film)).await.1;
     assert_eq!((&now["owner"], &now["likes"]), (&Value::Null, &json!(0)));
     let (_, listed) = page_showing(&app, &film).await;
-    assert_eq!((&listed["owner"], &listed["likes"]), (&Value::Null, &json!(0)));
+    assert_eq!(
+        (&listed["owner"], &listed["likes"]),
+        (&Value::Null, &json!(0))
+    );
 }
 
 /// Polls `path` on `app` until `seen` holds; the broadcast takes milliseconds.
@@ -152,7 +175,9 @@ async fn instances_sharing_a_database_and_redis_see_each_others_writes() {
     };
     let (first, second) = spawn_cluster(&redis_url, &[]).await;
     let owner = first.new_user().await;
-    let film = first.create_film(&owner.token, "Shared", "Cache Studio").await;
+    let film = first
+        .create_film(&owner.token, "Shared", "Cache Studio")
+        .await;
     let path = film_path(&film);
     let list = "/api/v1/films?limit=100";
     // Both instances keep what they read.
@@ -162,12 +187,20 @@ async fn instances_sharing_a_database_and_redis_see_each_others_writes() {
     }
 
     let response = first
-        .put_json(&format!("{path}/vote"), &json!({ "vote": "like" }), Some(&owner.token))
+        .put_json(
+            &format!("{path}/vote"),
+            &json!({ "vote": "like" }),
+            Some(&owner.token),
+        )
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     seen_within(&second, &path, |(_, film)| film["likes"] == 1).await;
     seen_within(&second, list, |(_, page)| {
-        page["items"].as_array().unwrap().iter().any(|f| f["id"] == film["id"] && f["likes"] == 1)
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == film["id"] && f["likes"] == 1)
     })
     .await;
 
@@ -178,13 +211,22 @@ async fn instances_sharing_a_database_and_redis_see_each_others_writes() {
     assert_eq!(response.status(), StatusCode::OK);
     seen_within(&first, &path, |(_, film)| film["studio"] == "Moved").await;
 
-    let added = second.create_film(&owner.token, "Second's", "Cache Studio").await;
+    let added = second
+        .create_film(&owner.token, "Second's", "Cache Studio")
+        .await;
     seen_within(&first, list, |(_, page)| {
-        page["items"].as_array().unwrap().iter().any(|f| f["id"] == added["id"])
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["id"] == added["id"])
     })
     .await;
 
     let response = first.delete(&path, Some(&owner.token)).await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    seen_within(&second, &path, |(status, _)| *status == StatusCode::NOT_FOUND).await;
+    seen_within(&second, &path, |(status, _)| {
+        *status == StatusCode::NOT_FOUND
+    })
+    .await;
 }
