@@ -20,8 +20,9 @@ out = [f"Machine: {cpus} CPUs (wrk pinned to CPU 0, each server to CPU 1), {conn
        f"connections, {duration} s per measured run after a 2 s warm-up, loopback.", ""]
 out += ["| workload | server | req/s | p50 ms | p99 ms | errors | peak RSS MiB | vs Flask | vs ceiling |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-reference_of = {"read": "read", "list": "list", "like": "like", "add": "add"}
-for workload in ["read", "list", "like", "add", "login"]:
+# A revalidation (304) is compared with the references' plain read: they have no ETag.
+reference_of = {"read": "read", "revalidate": "read", "list": "list", "like": "like", "add": "add"}
+for workload in ["read", "revalidate", "list", "like", "add", "login"]:
     for server in ["flask", "ceiling", "filmvault"]:
         run = runs.get((server, workload))
         if not run:
@@ -36,12 +37,20 @@ out.append("")
 
 fv = lambda w: runs.get(("filmvault", w), {})
 targets = []
-read_share = fv("read").get("rps", 0) / max(runs.get(("ceiling", "read"), {}).get("rps", 1), 1)
-targets.append(("authenticated read ≥ 50 % of the ceiling's read", f"{read_share:.0%}", read_share >= 0.5))
-for w in ["like", "add"]:
+ceiling_read = max(runs.get(("ceiling", "read"), {}).get("rps", 1), 1)
+# Issue 18, item 7: against the ceiling's read (its only list-like route) and Flask's writes.
+for workload, name, least in [("read", "authenticated read", 1.0),
+                              ("revalidate", "304 revalidation", 1.2),
+                              ("list", "list page", 0.5)]:
+    if not fv(workload):
+        targets.append((f"{name} ≥ {least}× the ceiling's read", "not measured", False))
+        continue
+    share = fv(workload)["rps"] / ceiling_read
+    targets.append((f"{name} ≥ {least}× the ceiling's read", f"{share:.2f}×", share >= least))
+for w, least in [("like", 20), ("add", 15)]:
     times = fv(w).get("rps", 0) / max(runs.get(("flask", w), {}).get("rps", 1), 1)
     clean = fv(w).get("errors", 1) == 0
-    targets.append((f"{w} (write) ≥ 10× Flask, zero errors", f"{times:.1f}×, {fv(w).get('errors')} errors", times >= 10 and clean))
+    targets.append((f"{w} (write) ≥ {least}× Flask, zero errors", f"{times:.1f}×, {fv(w).get('errors')} errors", times >= least and clean))
 if log:
     targets.append(("no SQLITE_BUSY and no 5xx in the whole run", f"{log[2]} busy, {log[3]} 5xx", log[2] == "0" and log[3] == "0"))
 if storm:

@@ -1,10 +1,12 @@
 -- wrk script for the filmvault benchmark. Chosen by environment variables:
---   BENCH_WORKLOAD   read | list | like | add | login | spread
+--   BENCH_WORKLOAD   read | revalidate | list | like | add | login | spread
 --   BENCH_FLAVOR     filmvault (default) | reference: the seed-shaped servers (Flask, the bare
 --                    actix ceiling) have /films/{id}, /?like=, /add_film and nothing else
 --   BENCH_NFILMS     ids drawn from 1..N (default 1000)
 --   BENCH_HEADERS    extra headers, one "Name: value" per line (the bearer token)
 --   BENCH_LOGIN      JSON body of the login workload
+--   BENCH_ETAG       the ETag of film 1, which "revalidate" sends as If-None-Match (a 304);
+--                    the references, which have no ETag, answer it as a plain read
 -- Requests are pre-built and cycled, so wrk's per-request Lua cost is a table lookup, except
 -- for "spread", which gives every request a new X-Forwarded-For (100 000 distinct client keys
 -- for the rate limiter, via a trusted proxy). done() prints one machine-readable BENCH line.
@@ -45,6 +47,13 @@ function init(args)
     if workload == "read" then
       local path = flavor == "reference" and "/films/" or "/api/v1/films/"
       reqs[i] = wrk.format("GET", path .. id, with())
+    elseif workload == "revalidate" then
+      if flavor == "reference" then
+        reqs[i] = wrk.format("GET", "/films/" .. id, with())
+      else
+        reqs[i] = wrk.format("GET", "/api/v1/films/1",
+          with({ ["If-None-Match"] = os.getenv("BENCH_ETAG") }))
+      end
     elseif workload == "list" then
       local path = flavor == "reference" and ("/films/" .. id)
         or ("/api/v1/films?limit=20&offset=" .. (id % 980))

@@ -1,5 +1,12 @@
-//! The connection to Redis: one multiplexed connection that reconnects by itself, the key
-//! prefix, and the bound on every call.
+//! The connections to Redis: one multiplexed connection per thread that uses it, each
+//! reconnecting by itself; the key prefix, and the bound on every call.
+//!
+//! Per thread, because a connection's socket is driven by the runtime that opened it: one
+//! connection made on the main runtime and used by the actix workers (each a runtime of its
+//! own) had every answer taken by the main runtime's thread and handed across to the worker,
+//! a wake-up and a context switch per call. Each worker now talks to Redis on its own
+//! thread. There are as many connections as threads calling Redis: the workers, the main
+//! runtime's threads (background tasks), a handful in all.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -9,6 +16,7 @@ use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 use secrecy::{ExposeSecret, SecretString};
+use thread_local::ThreadLocal;
 
 /// The longest a request waits for Redis before it is answered 503.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -34,7 +42,8 @@ impl From<redis::RedisError> for Unavailable {
 #[derive(Clone)]
 pub struct RedisStore {
     client: Client,
-    connection: ConnectionManager,
+    config: ConnectionManagerConfig,
+    connections: Arc<ThreadLocal<ConnectionManager>>,
     prefix: Arc<str>,
 }
 
@@ -51,13 +60,24 @@ impl RedisStore {
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .context("cannot prepare the Redis connection")?;
-        Ok(Self {
+        let store = Self {
             client,
-            connection,
+            config,
+            connections: Arc::default(),
             prefix: prefix.into(),
-        })
+        };
+        store
+            .connection()
+            .context("cannot prepare the Redis connection")?;
+        Ok(store)
+    }
+
+    /// This thread's connection, prepared (not yet made) on its first use here.
+    fn connection(&self) -> Result<ConnectionManager, Unavailable> {
+        let connection = self.connections.get_or_try(|| {
+            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        })?;
+        Ok(connection.clone())
     }
 
     /// `{prefix}:{name}`: one deployment's keys and channel, whatever else shares the Redis.
@@ -84,28 +104,31 @@ impl RedisStore {
         for arg in args {
             invocation.arg(arg);
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         bounded(async move { invocation.invoke_async(&mut connection).await }).await
     }
 
     pub async fn publish(&self, channel: &str, message: &str) -> Result<(), Unavailable> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         bounded(async move { connection.publish::<_, _, ()>(channel, message).await }).await
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), Unavailable> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection()?;
         bounded(async move { connection.del::<_, ()>(key).await }).await
     }
 
     /// Redis answers a PING within the call timeout.
     pub async fn is_ready(&self) -> bool {
-        let mut connection = self.connection.clone();
-        let ping = bounded(async move {
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await
-        });
+        let ping = async {
+            let mut connection = self.connection()?;
+            bounded(async move {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+            })
+            .await
+        };
         match ping.await {
             Ok(_) => true,
             Err(error) => {
