@@ -322,6 +322,35 @@ fn add_response_headers(response: &mut openapi::Response, rate_limited: bool) {
             declared.schema = Some(schema.into());
         }
     }
+    // The same numbers in the IETF httpapi draft's structured fields.
+    for (name, pattern, description) in [
+        (
+            "RateLimit-Policy",
+            r#"^"(global|auth|write|legacy)";q=[0-9]{1,10};w=[0-9]{1,10}$"#,
+            "The strictest limit passed, as `\"name\";q=<requests>;w=<seconds>` \
+             (IETF httpapi ratelimit-headers draft)",
+        ),
+        (
+            "RateLimit",
+            r#"^"(global|auth|write|legacy)";r=[0-9]{1,10};t=[0-9]{1,10}$"#,
+            "That limit's state, as `\"name\";r=<remaining>;t=<seconds until full>`: \
+             X-RateLimit-Remaining and -Reset",
+        ),
+    ] {
+        response.headers.insert(
+            name.to_owned(),
+            HeaderBuilder::new()
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .max_length(Some(64))
+                        .pattern(Some(pattern)),
+                ))
+                .description(Some(description))
+                .build()
+                .into(),
+        );
+    }
 }
 
 /// Sent to a browser whose `Origin` is in `CORS_ALLOWED_ORIGINS` (`security::cors`).

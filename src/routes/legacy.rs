@@ -122,8 +122,10 @@ pub(crate) async fn random_film_or_vote(
     films::random_film_response(&state).await
 }
 
-/// `POST /add_film`: the seed's way to add a film; same as `POST /api/v1/films`, including
-/// `Idempotency-Key`.
+/// `POST /add_film`: the seed's way to add a film; same as `POST /api/v1/films`.
+///
+/// `Idempotency-Key` works here too, with keys of its own (a key used on the other route is
+/// another request).
 #[utoipa::path(post, path = "/add_film", tag = "seed", request_body = CreateFilmRequest,
     params(("Idempotency-Key" = Option<String>, Header, max_length = 257,
         pattern = r#"^"?[!#-\[\]-~]{1,255}"?$"#,

@@ -23,6 +23,7 @@ use crate::{
         STRONG_PASSWORD, TestApp, TestUser, assert_problem, assert_rate_limited, header_u64,
         spawn_app_on, spawn_app_with,
     },
+    rate_limit::assert_draft_fields_match,
     test_redis::test_redis_url,
 };
 
@@ -92,6 +93,7 @@ async fn the_auth_limit_trips_at_the_same_count_whichever_instance_answers() {
         );
         assert_eq!(header_u64(&response, "x-ratelimit-limit"), 5);
         assert_eq!(header_u64(&response, "x-ratelimit-remaining"), 5 - attempt);
+        assert_draft_fields_match(&response, "auth", 5, 60);
     }
     for app in [&first, &second] {
         assert_rate_limited(app.login("someone", "guess-number-n").await).await;

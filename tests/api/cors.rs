@@ -118,6 +118,29 @@ async fn an_allowed_origin_may_read_simple_responses() {
         .unwrap()
         .to_lowercase();
     assert!(exposed.contains("x-ratelimit-remaining") && exposed.contains("x-request-id"));
+    for name in [
+        "ratelimit-policy",
+        "ratelimit",
+        "sunset",
+        "idempotency-replayed",
+    ] {
+        assert!(
+            exposed.split(',').any(|exposed| exposed.trim() == name),
+            "{name} not in {exposed}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_browser_may_send_an_idempotency_key() {
+    let app = cors_app(&[]).await;
+    let response = preflight(&app, ALLOWED, "POST", "authorization, idempotency-key").await;
+    assert!(response.status().is_success());
+    let allowed = response.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_lowercase();
+    assert!(allowed.contains("idempotency-key"), "{allowed}");
 }
 
 #[tokio::test]

@@ -786,12 +786,17 @@ pub fn header_u64(response: &Response, name: &str) -> u64 {
 }
 
 /// A 429 problem whose `Retry-After` is within the minute and equals `X-RateLimit-Reset`,
-/// with nothing remaining.
+/// with nothing remaining, in the `X-` headers and the draft's `RateLimit`.
 pub async fn assert_rate_limited(response: Response) {
     let retry_after = header_u64(&response, "retry-after");
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     assert_eq!(header_u64(&response, "x-ratelimit-remaining"), 0);
     assert_eq!(header_u64(&response, "x-ratelimit-reset"), retry_after);
+    let draft_status = response.headers()["ratelimit"].to_str().unwrap();
+    assert!(
+        draft_status.ends_with(&format!(";r=0;t={retry_after}")),
+        "{draft_status}"
+    );
     let body = assert_problem(response, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(body["type"], "/problems/rate-limited");
 }

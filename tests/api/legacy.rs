@@ -10,6 +10,55 @@ async fn catalogue() -> crate::helpers::TestApp {
     spawn_app_with(&[("SEED_DEMO_DATA", "true")]).await
 }
 
+/// RFC 9745 `Deprecation` (an `@`-date) and `rel="deprecation"` (the notice, the API
+/// document's seed section), RFC 8594 `Sunset` (an HTTP-date after it) and the successor.
+fn assert_deprecated(response: &reqwest::Response) {
+    let header = |name: &str| response.headers()[name].to_str().unwrap().to_owned();
+    let deprecated_since: i64 = header("deprecation")
+        .strip_prefix('@')
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sunset = httpdate::parse_http_date(&header("sunset")).expect("an HTTP-date");
+    let sunset_secs = sunset
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(i64::try_from(sunset_secs).unwrap() > deprecated_since);
+    let link = header("link");
+    assert!(
+        link.contains("</api/v1/films>; rel=\"successor-version\""),
+        "{link}"
+    );
+    assert!(
+        link.contains("</docs/#/seed>; rel=\"deprecation\""),
+        "{link}"
+    );
+}
+
+#[tokio::test]
+async fn the_seed_routes_are_deprecated_with_a_sunset_and_a_notice() {
+    let app = catalogue().await;
+    let user = app.new_user().await;
+    let added = app
+        .post_json(
+            "/add_film",
+            &json!({ "name": "N", "studio": "S" }),
+            Some(&user.token),
+        )
+        .await;
+    assert_eq!(added.status(), StatusCode::CREATED);
+    assert_deprecated(&added);
+    let head = app.request(Method::HEAD, "/add_film").send().await;
+    assert_deprecated(&head);
+    let notice = app.get("/docs/", None).await;
+    assert_eq!(
+        notice.status(),
+        StatusCode::OK,
+        "the notice's page is served"
+    );
+}
+
 /// `curl -X GET http://127.0.0.1:3000/`
 #[tokio::test]
 async fn get_root_returns_a_random_film_as_json_with_200() {
@@ -17,11 +66,7 @@ async fn get_root_returns_a_random_film_as_json_with_200() {
     let response = app.get("/", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "application/json");
-    assert_eq!(response.headers()["deprecation"], "@1793491200");
-    assert_eq!(
-        response.headers()["link"],
-        "</api/v1/films>; rel=\"successor-version\""
-    );
+    assert_deprecated(&response);
     let film: Value = response.json().await.unwrap();
     assert!(film["name"].is_string() && film["studio"].is_string());
 }

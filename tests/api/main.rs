@@ -25,6 +25,7 @@ mod films;
 mod headers;
 mod health;
 mod helpers;
+mod idempotency;
 mod keys;
 mod legacy;
 mod limits;

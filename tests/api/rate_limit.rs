@@ -78,6 +78,52 @@ async fn the_headers_of_a_limited_route_count_down() {
     assert!((1..=60).contains(&reset), "{reset}");
 }
 
+/// The IETF httpapi draft's fields carry the same numbers as the `X-` headers, on answers and
+/// on the 429, named after the strictest limiter passed.
+#[tokio::test]
+async fn the_draft_ratelimit_fields_match_the_x_headers() {
+    let app = spawn_app_with(&[
+        ("RATE_LIMIT_GLOBAL", "10/min"),
+        ("RATE_LIMIT_WRITE", "2/min"),
+    ])
+    .await;
+    let read = app.get("/api/v1/films", None).await;
+    assert_draft_fields_match(&read, "global", 10, 60);
+    let user = app.new_user().await;
+    let film = json!({ "name": "Counted", "studio": "S" });
+    let write = app
+        .post_json("/api/v1/films", &film, Some(&user.token))
+        .await;
+    assert_eq!(write.status(), StatusCode::CREATED);
+    assert_draft_fields_match(&write, "write", 2, 60);
+    app.post_json("/api/v1/films", &film, Some(&user.token))
+        .await;
+    let refused = app
+        .post_json("/api/v1/films", &film, Some(&user.token))
+        .await;
+    assert_draft_fields_match(&refused, "write", 2, 60);
+    assert_rate_limited(refused).await;
+}
+
+pub fn assert_draft_fields_match(
+    response: &reqwest::Response,
+    policy: &str,
+    quota: u64,
+    window: u64,
+) {
+    assert_eq!(
+        response.headers()["ratelimit-policy"],
+        format!("\"{policy}\";q={quota};w={window}").as_str()
+    );
+    assert_eq!(header_u64(response, "x-ratelimit-limit"), quota);
+    let expected = format!(
+        "\"{policy}\";r={};t={}",
+        header_u64(response, "x-ratelimit-remaining"),
+        header_u64(response, "x-ratelimit-reset")
+    );
+    assert_eq!(response.headers()["ratelimit"], expected.as_str());
+}
+
 #[tokio::test]
 async fn writes_are_limited_per_user_not_per_ip() {
     let app = spawn_app_with(&[("RATE_LIMIT_WRITE", "2/min")]).await;
