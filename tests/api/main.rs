@@ -34,6 +34,7 @@ mod mail;
 mod monitoring;
 mod openapi;
 mod password;
+mod password_rules;
 #[path = "../support/private_postgres.rs"]
 mod private_postgres;
 mod rate_limit;
