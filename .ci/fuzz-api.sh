@@ -12,7 +12,7 @@ cleanup() { [ -n "${server:-}" ] && kill "$server" 2>/dev/null; rm -rf "$work"; 
 trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-password="fuzz-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+password="schema-keeper-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 # Limits high enough that the fuzzer explores behaviour rather than the limiter (a 429 would
 # still be a documented answer).
 export DATABASE_URL="sqlite://$work/filmvault.db" APP_PORT=$port SEED_DEMO_DATA=true \

@@ -53,7 +53,7 @@ RESULTS=$SCRATCH/results.tsv
 : > "$RESULTS"
 LOAD=(taskset -c 0)
 PIN=(taskset -c 1)
-PASSWORD=bench-password-violet-kettle
+PASSWORD=violet-kettle-lantern-harbor
 DATA_KEY=$(head -c 32 /dev/urandom | base64 -w0)
 declare -A PORT=([flask]=19080 [ceiling]=19081 [filmvault]=19082)
 # A server's base URL when it is not plain HTTP on PORT, and its bearer token if it needs one.

@@ -11,7 +11,7 @@ binary=${1:-${CARGO_TARGET_DIR:-$here/../target}/debug/filmvault}
 binary=$(realpath "$binary")
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-admin_password="postman-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+admin_password="postman-keeper-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 export DATABASE_URL="sqlite://$work/filmvault.db" APP_PORT=$port SEED_DEMO_DATA=true \
        DATA_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | base64 -w0)" \
        RUST_LOG=warn

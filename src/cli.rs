@@ -346,7 +346,8 @@ fn acceptable(password: String, source: &str) -> anyhow::Result<String> {
 
 fn password_rules() -> String {
     format!(
-        "{} to {} characters, not a common password; a few unrelated words make a good one",
+        "{} to {} characters, not a common password, not containing the username or the \
+         email, not easy to guess; a few unrelated words make a good one",
         NewPassword::MIN_CHARS,
         NewPassword::MAX_CHARS
     )

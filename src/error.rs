@@ -20,6 +20,11 @@ pub struct FieldError {
     pub field: String,
     #[schema(max_length = 256)]
     pub message: String,
+    /// The rule broken, for programs (e.g. `length`, `common`, `contains_username`,
+    /// `guessable`), when the rule has a name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64, pattern = "^[a-z_]+$")]
+    pub code: Option<String>,
 }
 
 impl FieldError {
@@ -27,6 +32,15 @@ impl FieldError {
         Self {
             field: field.into(),
             message: message.into(),
+            code: None,
+        }
+    }
+
+    /// The error validator (or a domain type's `parse`) reported, in our words, with its code.
+    fn of(field: impl Into<String>, error: &validator::ValidationError) -> Self {
+        Self {
+            code: Some(error.code.to_string()),
+            ..Self::new(field, describe(error))
         }
     }
 }
@@ -228,7 +242,7 @@ fn collect(errors: &ValidationErrors, prefix: &str, out: &mut Vec<FieldError>) {
         };
         match kind {
             ValidationErrorsKind::Field(list) => {
-                out.extend(list.iter().map(|e| FieldError::new(&path, describe(e))));
+                out.extend(list.iter().map(|e| FieldError::of(&path, e)));
             }
             ValidationErrorsKind::Struct(inner) => collect(inner, &path, out),
             ValidationErrorsKind::List(items) => {
@@ -247,7 +261,7 @@ pub trait ForField<T> {
 
 impl<T> ForField<T> for Result<T, validator::ValidationError> {
     fn for_field(self, field: &str) -> Result<T, ApiError> {
-        self.map_err(|error| ApiError::invalid_field(field, describe(&error)))
+        self.map_err(|error| ApiError::Validation(vec![FieldError::of(field, &error)]))
     }
 }
 

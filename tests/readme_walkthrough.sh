@@ -64,7 +64,7 @@ curl() { command curl --fail-with-body --show-error --max-time 30 "$@"; }
 }
 
 http_port=$(free_port)
-admin_password="walkthrough-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+admin_password="walkthrough-keeper-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
 env -i PATH="$PATH" DATABASE_URL="sqlite://$work/filmvault.db" RUST_LOG=warn \
   ADMIN_PASSWORD="$admin_password" \
   "$binary" create-admin --username admin --email admin@example.com > /dev/null

@@ -5,6 +5,8 @@
 //! (see `routes::account_links`), and its outcome (sent, no such account, budget spent…)
 //! reaches only the audit trail.
 
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
@@ -12,8 +14,10 @@ use crate::{
         account_tokens::{self, TokenPurpose},
         password::HashReservation,
     },
-    domain::user::{self, Email, NewPassword, UserCredentials},
-    error::{ApiError, Step},
+    crypto::Keyring,
+    db::Transaction,
+    domain::user::{self, Email, NewPassword, PasswordOwner, UserCredentials},
+    error::{ApiError, ForField, Step},
     state::AppState,
 };
 
@@ -135,10 +139,11 @@ pub async fn reset_password(
     audit: &AuditContext,
     hashing: &HashReservation,
     token: &str,
-    new_password: NewPassword,
+    new_password: SecretString,
 ) -> Result<(), ApiError> {
-    // Hashed before the transaction: a slow hash must not hold the write lock.
-    let new_hash = hashing.hash(new_password.into_secret()).await?;
+    // Hashed before the transaction, whose account the password's rules need: a slow hash
+    // must not hold the write lock. A refused password's hash is thrown away.
+    let new_hash = hashing.hash(new_password.clone()).await?;
     let mut tx = state.db.begin().await.step("begin the transaction")?;
     let account = match account_tokens::spend(&mut tx, token, TokenPurpose::PasswordReset)
         .await
@@ -157,6 +162,8 @@ pub async fn reset_password(
         state.audit.submit(event);
         return Err(ApiError::InvalidLinkToken);
     };
+    // Refused: the transaction rolls back, the token stays unspent.
+    fits_owner(&mut tx, &state.keyring, account.id, new_password).await?;
     let version = user::replace_password(&mut tx, &state.keyring, account.id, &new_hash).await?;
     let event = audit
         .event(AuditAction::PasswordReset, Outcome::Success)
@@ -167,5 +174,25 @@ pub async fn reset_password(
         .step("record the reset")?;
     tx.commit().await.step("commit")?;
     state.revocations.set_version(account.id, version).await;
+    Ok(())
+}
+
+/// Checks the rules of a new password that need its owner (`NewPassword::parse`).
+async fn fits_owner(
+    tx: &mut Transaction,
+    keyring: &Keyring,
+    user_id: i64,
+    password: SecretString,
+) -> Result<(), ApiError> {
+    let account = user::profile(tx, keyring, user_id)
+        .await
+        .step("read the account's profile")?
+        .ok_or(ApiError::InvalidLinkToken)?;
+    let owner = PasswordOwner {
+        username: &account.username,
+        email: &account.email,
+    };
+    let password = password.expose_secret().to_owned();
+    NewPassword::parse(password, owner).for_field("new_password")?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! The blocklist of common passwords that ASVS 5.0 (V6.2.4) asks registration and password
+//! The blocklist of common passwords that ASVS 5.0 (6.2.4) asks registration and password
 //! change to check: at least the 3000 most common passwords that meet our own length rule.
+//! The other rules are `domain::user::NewPassword`'s.
 //!
 //! `common_passwords.txt` holds, lower-cased, the 10 000 most frequent passwords of 12–128
 //! characters from the SecLists "10 million passwords" top-1M list, plus the long entries of

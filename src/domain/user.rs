@@ -2,19 +2,14 @@
 //! `users` table. The password hash is read only into `UserCredentials`, which is never
 //! serialized.
 
-use std::{borrow::Cow, fmt};
-
-use secrecy::SecretString;
 use serde::Serialize;
 use sqlx::prelude::FromRow;
-use validator::ValidationError;
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         Role, account_mail,
         account_tokens::{self, TokenPurpose},
-        common_passwords,
         password::HashReservation,
         refresh::{self, IssuedRefreshToken, RevokeReason},
         sessions::SessionClient,
@@ -22,49 +17,18 @@ use crate::{
     config::Settings,
     crypto::Keyring,
     db::{self, Database, Executor, Lock, Timestamp, Transaction},
-    domain::{Page, Paginated, email, text},
+    domain::{Page, Paginated, email},
     error::{ApiError, Step},
     mail::{self, Notice},
 };
 
 mod deletion;
+mod new_password;
 
 /// Found with the other parsed parts of a user; their homes are their own modules (see there).
 pub use super::{email::Email, username::Username};
 pub use deletion::delete_account;
-
-/// A new password: 12–128 characters (ASVS 5.0: at least 12, at least 64 allowed, no
-/// composition rules) and not one of the most common passwords.
-pub struct NewPassword(SecretString);
-
-impl NewPassword {
-    pub const MIN_CHARS: u64 = 12;
-    pub const MAX_CHARS: u64 = 128;
-
-    pub fn validate(value: &str) -> Result<(), ValidationError> {
-        text::check_length(value, Self::MIN_CHARS, Self::MAX_CHARS)?;
-        if common_passwords::is_common(value) {
-            return Err(ValidationError::new("common").with_message(Cow::Borrowed(
-                "is one of the most commonly used passwords; choose another",
-            )));
-        }
-        Ok(())
-    }
-
-    pub fn parse(value: String) -> Result<Self, ValidationError> {
-        Self::validate(&value).map(|()| Self(SecretString::from(value)))
-    }
-
-    pub fn into_secret(self) -> SecretString {
-        self.0
-    }
-}
-
-impl fmt::Debug for NewPassword {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("NewPassword(<redacted>)")
-    }
-}
+pub use new_password::{NewPassword, PasswordOwner};
 
 #[derive(Debug)]
 pub struct NewUser {
@@ -721,23 +685,4 @@ pub async fn list(
     let total =
         db::fetch_scalar!(db, "SELECT count(*) FROM users WHERE deleted_at IS NULL").await?;
     Ok(page.of(items, total))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_need_twelve_characters_and_must_not_be_common() {
-        assert!(NewPassword::validate("short-pass1").is_err());
-        assert!(NewPassword::validate("Password1234").is_err());
-        assert!(NewPassword::validate(&"x".repeat(129)).is_err());
-        assert!(NewPassword::validate("violet-kettle-umbrella").is_ok());
-    }
-
-    #[test]
-    fn a_new_password_never_prints_itself() {
-        let password = NewPassword::parse("violet-kettle-umbrella".into()).unwrap();
-        assert!(!format!("{password:?}").contains("violet"));
-    }
 }

@@ -23,7 +23,10 @@ use crate::{
     },
     domain::{
         text,
-        user::{self, Email, NewPassword, NewUser, StartedSession, UserCredentials, Username},
+        user::{
+            self, Email, NewPassword, NewUser, PasswordOwner, StartedSession, UserCredentials,
+            Username,
+        },
     },
     error::{ApiError, ForField, Step},
     extract::Json,
@@ -77,7 +80,10 @@ pub struct RegisterRequest {
     #[validate(custom(function = Email::validate))]
     #[schema(format = Email, max_length = 254)]
     pub email: String,
-    /// 12 to 128 characters, and not one of the most common passwords.
+    /// 12 to 128 characters; not one of the most common passwords, not containing the
+    /// username or the email's local part, and not guessable (zxcvbn score 3 or more). A
+    /// refusal's `errors[].code`: `length`, `common`, `contains_username`, `contains_email`,
+    /// `guessable`.
     #[validate(custom(function = NewPassword::validate))]
     #[schema(min_length = 12, max_length = 128, format = Password)]
     pub password: String,
@@ -96,10 +102,17 @@ impl TryFrom<RegisterRequest> for NewUser {
 
     fn try_from(request: RegisterRequest) -> Result<Self, ApiError> {
         request.validate()?;
+        let username = Username::parse(request.username).for_field("username")?;
+        let email = Email::parse(request.email).for_field("email")?;
+        let owner = PasswordOwner {
+            username: username.as_str(),
+            email: email.as_str(),
+        };
+        let password = NewPassword::parse(request.password, owner).for_field("password")?;
         Ok(Self {
-            username: Username::parse(request.username).for_field("username")?,
-            email: Email::parse(request.email).for_field("email")?,
-            password: NewPassword::parse(request.password).for_field("password")?,
+            username,
+            email,
+            password,
         })
     }
 }

@@ -22,7 +22,7 @@ use crate::{
     },
     domain::{
         text,
-        user::{self, NewPassword, UserCredentials, UserProfile},
+        user::{self, NewPassword, PasswordOwner, UserCredentials, UserProfile},
     },
     error::{ApiError, ForField, Step},
     extract::Json,
@@ -81,10 +81,11 @@ pub struct ChangePasswordRequest {
     pub new_password: String,
 }
 
-/// A password change whose new password passed its rules and differs from the current one.
+/// A password change whose new password differs from the current one and passed the rules
+/// that need no owner (the others: `new_password_for`).
 struct PasswordChange {
     current: SecretString,
-    new: NewPassword,
+    new: String,
 }
 
 impl TryFrom<ChangePasswordRequest> for PasswordChange {
@@ -99,7 +100,7 @@ impl TryFrom<ChangePasswordRequest> for PasswordChange {
             ));
         }
         Ok(Self {
-            new: NewPassword::parse(request.new_password).for_field("new_password")?,
+            new: request.new_password,
             current: SecretString::from(request.current_password),
         })
     }
@@ -128,6 +129,7 @@ pub(crate) async fn change_password(
     Json(request): Json<ChangePasswordRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let PasswordChange { current, new } = PasswordChange::try_from(request)?;
+    let new = new_password_for(&state, caller.user_id, new).await?;
     let change =
         OwnAccountChange::load(&state, &audit, caller.user_id, AuditAction::PasswordChange).await?;
     let hashing = change.check_password(client, slot, current).await?;
@@ -154,6 +156,24 @@ pub(crate) async fn change_password(
         .set_version(change.account.id, version)
         .await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// `new` if it passes every rule for the account `user_id` (checked before the current
+/// password, so a refused one spends nothing of the login budget).
+async fn new_password_for(
+    state: &AppState,
+    user_id: i64,
+    new: String,
+) -> Result<NewPassword, ApiError> {
+    let account = user::profile(&mut state.db.read().await?, &state.keyring, user_id)
+        .await
+        .step("read the account's profile")?
+        .ok_or(ApiError::Unauthenticated)?;
+    let owner = PasswordOwner {
+        username: &account.username,
+        email: &account.email,
+    };
+    NewPassword::parse(new, owner).for_field("new_password")
 }
 
 #[derive(Deserialize, Validate, ToSchema)]

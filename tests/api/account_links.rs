@@ -386,6 +386,10 @@ async fn a_reset_link_sets_a_new_password_once_and_ends_every_session() {
     // A password that breaks the rules: 422, and the link still works.
     let weak = mail_app.confirm_reset(&token, "password1234").await;
     assert_problem(weak, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let personal = format!("violet-{}-kettle", username.to_uppercase());
+    let refused = mail_app.confirm_reset(&token, &personal).await;
+    let refused = assert_problem(refused, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(refused["errors"][0]["code"], "contains_username");
     let done = mail_app.confirm_reset(&token, NEW_PASSWORD).await;
     assert_eq!(done.status(), StatusCode::NO_CONTENT);
 

@@ -213,3 +213,23 @@ fn create_admin_help_documents_the_password_sources_and_every_flag() {
         assert!(next.contains(explanation), "{flag} has no help:\n{help}");
     }
 }
+
+#[tokio::test]
+async fn create_admin_refuses_a_password_containing_the_username() {
+    let app = spawn_app().await;
+    let username = unique_username("named");
+    let password = format!("violet-{username}-kettle");
+    let output = create_admin(&app, &username, &[("ADMIN_PASSWORD", &password)], "");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("must not contain your username"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&password),
+        "the password is echoed: {stderr}"
+    );
+    let (status, _) = login_status(&app, &username, &password).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "an account was created");
+}

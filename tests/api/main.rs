@@ -37,6 +37,7 @@ mod monitoring;
 mod openapi;
 mod password;
 mod plain_http;
+mod password_rules;
 #[path = "../support/private_postgres.rs"]
 mod private_postgres;
 mod rate_limit;
