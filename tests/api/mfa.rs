@@ -8,7 +8,10 @@ use filmvault::db;
 use reqwest::{Method, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestUser, assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{
+    TEST_DATA_ENCRYPTION_KEY, TestApp, TestUser, assert_problem, spawn_app, spawn_app_on,
+    spawn_app_with,
+};
 
 /// The test's authenticator app.
 struct Authenticator {
@@ -519,4 +522,101 @@ async fn with_require_admin_mfa_an_admin_gets_403_until_enrolled() {
     assert_eq!(confirmed.status(), StatusCode::OK);
     let allowed = app.get("/api/v1/admin/users", Some(&admin.token)).await;
     assert_eq!(allowed.status(), StatusCode::OK);
+}
+
+/// The data key a TOTP secret is sealed under (bytes 1..9 of the sealed value).
+async fn sealed_key_id(app: &TestApp, user_id: i64) -> Vec<u8> {
+    let sealed: Vec<u8> = db::fetch_scalar!(
+        &mut app.db().await,
+        "SELECT secret_sealed FROM totp_credentials WHERE user_id = $1",
+        user_id
+    )
+    .await
+    .unwrap();
+    sealed[1..9].to_vec()
+}
+
+#[tokio::test]
+async fn rotate_data_key_reseals_the_totp_secrets() {
+    let app = spawn_app().await;
+    let (user, authenticator, _) = user_with_mfa(&app).await;
+    let old_id = sealed_key_id(&app, user.id).await;
+    let new_key = "L0hYQ2Ywe3Bd8Q3dJ1nEwF2mZ4l0cXQe9yT6s5bVq8A=";
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_filmvault"))
+        .arg("rotate-data-key")
+        .env_clear()
+        .env("DATABASE_URL", app.database.url())
+        .env("DATA_ENCRYPTION_KEY", new_key)
+        .env("DATA_ENCRYPTION_KEYS_PREVIOUS", TEST_DATA_ENCRYPTION_KEY)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("filmvault runs");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(printed.contains("re-sealed 1 TOTP secrets"), "{printed}");
+
+    let after = spawn_app_on(&app.database, &[("DATA_ENCRYPTION_KEY", new_key)]).await;
+    assert_ne!(
+        sealed_key_id(&after, user.id).await,
+        old_id,
+        "under the new key"
+    );
+    let token = mfa_token(&after, &user).await;
+    let login = login_mfa(&after, &token, &authenticator.code(0).await).await;
+    assert_eq!(
+        login.status(),
+        StatusCode::OK,
+        "the secret opens without the old key"
+    );
+}
+
+#[tokio::test]
+async fn wrong_codes_on_two_instances_add_up_to_one_lockout() {
+    let Some(redis_url) = crate::test_redis::test_redis_url() else {
+        return;
+    };
+    let (first, second) = crate::cluster::spawn_cluster(
+        &redis_url,
+        &[
+            ("TRUSTED_PROXIES", "127.0.0.1/32"),
+            ("SUSPICIOUS_LOGIN_IPS_PER_USERNAME", "3"),
+        ],
+    )
+    .await;
+    let (user, authenticator, _) = user_with_mfa(&first).await;
+    let spare = mfa_token(&second, &user).await;
+    for (app, client) in [
+        (&first, "203.0.113.1"),
+        (&second, "203.0.113.2"),
+        (&first, "203.0.113.3"),
+    ] {
+        let token = mfa_token(app, &user).await;
+        let response = app
+            .request(Method::POST, "/api/v1/auth/login/mfa")
+            .forwarded_for(client)
+            .json(&json!({ "mfa_token": token, "code": "not-a-code" }))
+            .send()
+            .await;
+        assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    }
+    let locked = second
+        .login_from("203.0.113.4", &user.username, &user.password)
+        .await;
+    assert_problem_type(
+        locked,
+        StatusCode::TOO_MANY_REQUESTS,
+        "/problems/login-locked",
+    )
+    .await;
+    let right_code = login_mfa(&second, &spare, &authenticator.code(0).await).await;
+    assert_problem_type(
+        right_code,
+        StatusCode::TOO_MANY_REQUESTS,
+        "/problems/login-locked",
+    )
+    .await;
 }
