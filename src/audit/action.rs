@@ -31,6 +31,10 @@ vocabulary! {
         PasswordResetRequest = "user.password_reset_request",
         /// A password was set through a reset link (or a bad link tried).
         PasswordReset = "user.password_reset",
+        /// A change of address asked for (the new address is mailed a link).
+        EmailChangeRequest = "user.email_change_request",
+        /// A change of address confirmed from the link: the account has its new address.
+        EmailChange = "user.email_change",
         RoleChange = "admin.role_change",
         UserDisable = "admin.user_disable",
         UserEnable = "admin.user_enable",

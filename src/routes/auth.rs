@@ -268,6 +268,7 @@ async fn open_session(
     }
     let started = user::start_session(
         &state.db,
+        &state.keyring,
         &verified.account,
         verified.upgraded_hash,
         state.settings.jwt.refresh_token_ttl.as_secs(),

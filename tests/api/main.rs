@@ -19,6 +19,7 @@ mod concurrency;
 mod cors;
 mod crash;
 mod database_outage;
+mod email_change;
 mod encryption;
 mod errors;
 mod films;
