@@ -34,6 +34,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 start_server() {  # [VAR=value...]
   [ -n "${server:-}" ] && { kill "$server"; wait "$server" 2>/dev/null || true; }
   env -i PATH="$PATH" HOME="$work" DATABASE_URL="sqlite://$work/filmvault.db" APP_PORT="$http_port" \
+    MAIL_OUTBOX_DIR="$work/mail-outbox" \
     "$@" "$binary" >> "$work/server.log" 2>&1 &
   server=$!
 }
@@ -52,7 +53,7 @@ run_walkthrough() {  # NAME API
   local prelude='set -euo pipefail
 curl() { command curl --fail-with-body --show-error --max-time 30 "$@"; }
 '
-  if API=$2 ADMIN_PASSWORD=$admin_password bash -c "$prelude$walkthrough" > "$work/$1.log" 2>&1; then
+  if API=$2 ADMIN_PASSWORD=$admin_password MAIL_OUTBOX_DIR=$work/mail-outbox bash -c "$prelude$walkthrough" > "$work/$1.log" 2>&1; then
     echo "walkthrough $1: passed"
   else
     echo "WALKTHROUGH $1 FAILED; its output:" >&2

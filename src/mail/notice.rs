@@ -21,6 +21,15 @@ pub enum Notice<'a> {
     CredentialExposed {
         kind: &'a str,
     },
+    /// Sent to the current address, which stays the account's until the new one is confirmed.
+    EmailChangeRequested,
+    /// Sent to the address the account just left.
+    EmailChanged,
+    /// A sign-in from a client (IP address and user agent) the account never used before.
+    NewSignIn {
+        ip: Option<&'a str>,
+        user_agent: Option<&'a str>,
+    },
 }
 
 impl Notice<'_> {
@@ -29,6 +38,9 @@ impl Notice<'_> {
             Self::PasswordChanged => MailKind::PasswordChanged,
             Self::ApiKeyCreated { .. } => MailKind::ApiKeyCreated,
             Self::CredentialExposed { .. } => MailKind::CredentialExposed,
+            Self::EmailChangeRequested => MailKind::EmailChangeRequested,
+            Self::EmailChanged => MailKind::EmailChanged,
+            Self::NewSignIn { .. } => MailKind::NewSignIn,
         }
     }
 
@@ -39,6 +51,9 @@ impl Notice<'_> {
             Self::CredentialExposed { .. } => {
                 "A filmvault credential of yours was sent unencrypted and revoked"
             }
+            Self::EmailChangeRequested => "A change of your filmvault email address was requested",
+            Self::EmailChanged => "Your filmvault email address was changed",
+            Self::NewSignIn { .. } => "New sign-in to your filmvault account",
         }
     }
 
@@ -57,6 +72,22 @@ impl Notice<'_> {
                 "your filmvault {kind} was sent over plain HTTP at {at}, where anyone \
                  on the network path could read it, so it was revoked at once.\n\
                  Sign in again, or create a new key, and make sure your client uses https://."
+            ),
+            Self::EmailChangeRequested => format!(
+                "someone signed in to your filmvault account asked at {at} to move it to \
+                 another email address. This address stays the account's until the new one is \
+                 confirmed from the link mailed there.\n\
+                 Changing your password cancels the change."
+            ),
+            Self::EmailChanged => format!(
+                "the email address of your filmvault account was changed at {at}: this \
+                 address is no longer the account's, and no more mail about it comes here."
+            ),
+            Self::NewSignIn { ip, user_agent } => format!(
+                "your filmvault account was signed in to at {at} from a device or place it \
+                 was not used from before:\n\n  IP address: {}\n  Browser or app: {}",
+                ip.unwrap_or("unknown"),
+                user_agent.unwrap_or("unknown")
             ),
         };
         format!(
@@ -87,6 +118,7 @@ pub async fn notify(
     };
     let mail = Mail {
         kind: notice.kind(),
+        user_id,
         to: Email::open(keyring, user_id, &sealed)?,
         subject: notice.subject().to_owned(),
         body: notice.body(&username, Timestamp::now()),

@@ -19,6 +19,7 @@ mod concurrency;
 mod cors;
 mod crash;
 mod database_outage;
+mod email_change;
 mod encryption;
 mod errors;
 mod films;
@@ -36,8 +37,8 @@ mod mfa;
 mod monitoring;
 mod openapi;
 mod password;
-mod plain_http;
 mod password_rules;
+mod plain_http;
 #[path = "../support/private_postgres.rs"]
 mod private_postgres;
 mod rate_limit;
