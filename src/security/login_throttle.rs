@@ -31,13 +31,17 @@ fn governor_quota(quota: Quota) -> GovernorQuota {
 pub enum LoginThrottle {
     Local(DefaultKeyedRateLimiter<String>),
     /// Keyed by a hash of the username: keys stay short whatever was submitted.
-    Shared(SharedLimiter),
+    Shared(Box<SharedLimiter>),
 }
 
 impl LoginThrottle {
     pub fn new(quota: Quota, shared: Option<&RedisStore>) -> Self {
         match shared {
-            Some(store) => Self::Shared(SharedLimiter::new(store.clone(), "login-user", quota)),
+            Some(store) => Self::Shared(Box::new(SharedLimiter::new(
+                store.clone(),
+                "login-user",
+                quota,
+            ))),
             None => Self::Local(RateLimiter::keyed(governor_quota(quota))),
         }
     }
