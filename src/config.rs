@@ -1213,6 +1213,18 @@ mod tests {
     }
 
     #[test]
+    fn admins_need_mfa_in_production_unless_told_otherwise() {
+        let public = ("PUBLIC_BASE_URL", "https://films.example.com");
+        assert!(production(&[public]).unwrap().require_admin_mfa);
+        let off = production(&[public, ("REQUIRE_ADMIN_MFA", "false")]).unwrap();
+        assert!(!off.require_admin_mfa);
+        let development = Settings::from_vars(Vec::<(String, String)>::new()).unwrap();
+        assert!(!development.require_admin_mfa);
+        let typo = Settings::from_vars([("REQUIRE_ADMIN_MFA", "yes please")]).unwrap_err();
+        assert_eq!(typo.variable, "REQUIRE_ADMIN_MFA");
+    }
+
+    #[test]
     fn production_refuses_a_wildcard_origin() {
         let err = production(&[("CORS_ALLOWED_ORIGINS", "https://a.example, *")]).unwrap_err();
         assert_eq!(err.variable, "CORS_ALLOWED_ORIGINS");

@@ -252,8 +252,10 @@ pub(crate) async fn register(
     Ok(HttpResponse::Accepted().json(REGISTRATION_ACCEPTED))
 }
 
-/// Log in: an access token and a refresh token for a new session, or, for an account with
-/// MFA, `{mfa_required: true, mfa_token, expires_in}` and no tokens (see `/auth/login/mfa`).
+/// Log in: the tokens of a new session, or a second-factor challenge.
+///
+/// An account with TOTP on gets `{mfa_required: true, mfa_token, expires_in}` and no tokens
+/// (see `/auth/login/mfa`).
 ///
 /// Unknown user, wrong password and disabled account take the same path (one argon2
 /// verification) and get the same 401 body; only the audit trail (admins) tells them apart.
@@ -396,9 +398,9 @@ async fn second_factor_due(
     Ok(PasswordChecked::SecondFactorDue(issued))
 }
 
-/// Second step of a login with MFA: the `mfa_token` and a TOTP or recovery code for the
-/// session's tokens.
+/// Log in, second step: the `mfa_token` and a code for the session's tokens.
 ///
+/// The code is the authenticator's (TOTP) or an unused recovery code.
 /// Each code is charged to the account's login budget and a wrong one counts as a failed
 /// login (lockout included), like a wrong password. The token is single use, and the fifth
 /// wrong code kills it; a TOTP code (time step) is never accepted twice; a recovery code

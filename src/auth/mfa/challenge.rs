@@ -12,8 +12,8 @@ use crate::{
     db::{self, Database, Executor, Transaction},
 };
 
-pub const LIFETIME: Duration = Duration::from_secs(300);
-pub const MAX_WRONG_CODES: i64 = 5;
+const LIFETIME: Duration = Duration::from_secs(300);
+const MAX_WRONG_CODES: i64 = 5;
 /// Tells the token apart from every other secret of the API in a log or a bug report.
 const PREFIX: &str = "mfa_";
 

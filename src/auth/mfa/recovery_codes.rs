@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// How many codes a confirmation issues.
-pub const COUNT: usize = 10;
+const COUNT: usize = 10;
 /// 32 letters and digits without the look-alikes 0/o and 1/l: five bits each.
 const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
 const CODE_CHARS: usize = 16;

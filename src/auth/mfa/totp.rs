@@ -121,7 +121,8 @@ pub async fn accept(
     let secret = keyring
         .open(&sealed_purpose(user_id), &sealed)
         .with_context(|| format!("cannot open the TOTP secret of user {user_id}"))?;
-    let totp = authenticator(&secret, "-")?;
+    // The account name only labels the otpauth URI; checking a code does not use it.
+    let totp = authenticator(&secret, "")?;
     let Some(step) = totp.check(code, unix_now()) else {
         return Ok(false);
     };
