@@ -142,7 +142,7 @@ mod tests {
             code_of("violet-kettle-m.durand").as_deref(),
             Some("contains_email")
         );
-        assert_eq!(code_of("aaaaaaaaaaaaaaaa").as_deref(), Some("guessable"));
+        assert_eq!(code_of("abcdefabcdefabcdef").as_deref(), Some("guessable"));
         assert_eq!(code_of("violet-kettle-umbrella"), None);
     }
 
