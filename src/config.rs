@@ -250,6 +250,9 @@ pub struct Settings {
     pub internal_client_ca_path: Option<PathBuf>,
     pub limits: LimitSettings,
     pub seed_demo_data: bool,
+    /// Film reads kept in memory (`read_cache`); off only for instances that share a database
+    /// without sharing `REDIS_URL`, whose writes could not reach each other's caches.
+    pub read_cache: bool,
     /// Login waits until the account's email is verified (the mailed link).
     pub require_email_verification: bool,
     /// Admin routes refuse an administrator without confirmed MFA (403 `/problems/mfa-required`).
@@ -417,6 +420,7 @@ impl Settings {
             internal_client_ca_path,
             limits: LimitSettings::from_vars(&vars)?,
             seed_demo_data: vars.parse_or("SEED_DEMO_DATA", !production)?,
+            read_cache: vars.parse_or("READ_CACHE", true)?,
             require_email_verification: vars.parse_or("REQUIRE_EMAIL_VERIFICATION", production)?,
             require_admin_mfa: vars.parse_or("REQUIRE_ADMIN_MFA", production)?,
             logging: LogSettings::from_vars(&vars, production)?,

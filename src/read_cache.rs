@@ -95,6 +95,8 @@ pub struct CachedBody {
 pub struct Ticket(Option<u64>);
 
 pub struct ReadCache {
+    /// `READ_CACHE=false`: every read goes to the database, nothing is kept.
+    enabled: bool,
     films: Mutex<Store<i64>>,
     /// Each page with the ids it shows (first to last: pages are ordered by id).
     pages: Mutex<Store<PageKey>>,
@@ -103,8 +105,9 @@ pub struct ReadCache {
 }
 
 impl ReadCache {
-    pub fn new(channel: Option<Arc<RevocationChannel>>) -> Self {
+    pub fn new(enabled: bool, channel: Option<Arc<RevocationChannel>>) -> Self {
         Self {
+            enabled,
             films: Mutex::new(Store::new(FILM_BUDGET_BYTES)),
             pages: Mutex::new(Store::new(PAGE_BUDGET_BYTES)),
             channel,
@@ -180,9 +183,11 @@ impl ReadCache {
     }
 
     fn is_trusted(&self) -> bool {
-        self.channel
-            .as_ref()
-            .is_none_or(|channel| channel.is_fresh())
+        self.enabled
+            && self
+                .channel
+                .as_ref()
+                .is_none_or(|channel| channel.is_fresh())
     }
 }
 

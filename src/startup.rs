@@ -251,7 +251,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
             channel.clone(),
         )
         .await?,
-        reads: ReadCache::new(channel),
+        reads: ReadCache::new(settings.read_cache, channel),
         session_activity: SessionActivity::new(IdlePolicy::new(settings.jwt.session_idle_timeout)),
         login_throttle: LoginThrottle::new(settings.rate_limits.login_per_username, redis.as_ref()),
         login_monitor: LoginMonitor::new(settings.suspicious_logins, redis.as_ref()),

@@ -41,10 +41,15 @@ impl From<redis::RedisError> for Unavailable {
 
 #[derive(Clone)]
 pub struct RedisStore {
+    connections: Arc<Connections>,
+    prefix: Arc<str>,
+}
+
+/// How to connect, and each thread's connection once it has one.
+struct Connections {
     client: Client,
     config: ConnectionManagerConfig,
-    connections: Arc<ThreadLocal<ConnectionManager>>,
-    prefix: Arc<str>,
+    per_thread: ThreadLocal<ConnectionManager>,
 }
 
 impl RedisStore {
@@ -61,9 +66,11 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let store = Self {
-            client,
-            config,
-            connections: Arc::default(),
+            connections: Arc::new(Connections {
+                client,
+                config,
+                per_thread: ThreadLocal::new(),
+            }),
             prefix: prefix.into(),
         };
         store
@@ -74,8 +81,13 @@ impl RedisStore {
 
     /// This thread's connection, prepared (not yet made) on its first use here.
     fn connection(&self) -> Result<ConnectionManager, Unavailable> {
-        let connection = self.connections.get_or_try(|| {
-            ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone())
+        let Connections {
+            client,
+            config,
+            per_thread,
+        } = &*self.connections;
+        let connection = per_thread.get_or_try(|| {
+            ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
         })?;
         Ok(connection.clone())
     }
@@ -87,7 +99,7 @@ impl RedisStore {
 
     /// For the dedicated pub/sub connection.
     pub(crate) fn client(&self) -> &Client {
-        &self.client
+        &self.connections.client
     }
 
     /// Runs `script` (by its SHA, loading it once) within the call timeout.

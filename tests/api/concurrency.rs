@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use crate::{
     account_deletion::delete_account,
     helpers::{
-        STRONG_PASSWORD, TestApp, TestDatabase, TestUser, spawn_app, spawn_app_on, unique_username,
+        STRONG_PASSWORD, TestApp, TestDatabase, TestUser, spawn_app_on, spawn_app_with,
+        unique_username,
     },
 };
 
@@ -23,9 +24,12 @@ use crate::{
 const ROUNDS: usize = 8;
 
 /// Two instances of the service on one fresh database.
+/// Without `REDIS_URL` (the storage's own guarantees are under test), so without the read
+/// cache, which needs the broadcast to hear the other instance's writes.
 async fn two_instances() -> [TestApp; 2] {
-    let first = spawn_app().await;
-    let second = spawn_app_on(&first.database, &[]).await;
+    let no_cache = [("READ_CACHE", "false")];
+    let first = spawn_app_with(&no_cache).await;
+    let second = spawn_app_on(&first.database, &no_cache).await;
     [first, second]
 }
 
