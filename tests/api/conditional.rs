@@ -242,3 +242,16 @@ async fn without_conditions_reads_and_writes_behave_as_before() {
         StatusCode::NO_CONTENT
     );
 }
+
+#[tokio::test]
+async fn a_stranger_is_refused_403_before_any_precondition_is_compared() {
+    let app = spawn_app().await;
+    let (_, path, tag) = owned_film(&app).await;
+    let stranger = app.new_user().await;
+    for condition in [tag.as_str(), "\"stale\""] {
+        let response =
+            patch_if_match(&app, &stranger, &path, condition, &json!({"year": 2006})).await;
+        assert_problem(response, StatusCode::FORBIDDEN).await;
+    }
+    assert_eq!(etag(&app.get(&path, None).await), tag, "nothing changed");
+}
