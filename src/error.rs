@@ -101,6 +101,9 @@ pub enum ApiError {
     /// The first request with this `Idempotency-Key` has not answered yet: 409.
     #[error("idempotency key in flight")]
     IdempotencyKeyInFlight,
+    /// `If-Match` named none of the resource's current entity tags: 412, nothing changed.
+    #[error("precondition failed")]
+    PreconditionFailed,
     #[error("payload too large")]
     PayloadTooLarge { limit: usize },
     #[error("unsupported media type")]

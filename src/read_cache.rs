@@ -1,4 +1,5 @@
-//! The film reads, kept in memory as the JSON bodies they are answered with: one film
+//! The film reads, kept in memory as the JSON bodies they are answered with and their strong
+//! `ETag`s (`Representation`, computed once per version, so a 304 costs a comparison): one film
 //! (`GET /api/v1/films/{id}`) and list pages (`GET /api/v1/films`). A read served from here
 //! costs no query.
 //!
@@ -29,9 +30,10 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
-use actix_web::web::Bytes;
-
-use crate::cluster::revocation_channel::{Notice, RevocationChannel};
+use crate::{
+    cluster::revocation_channel::{Notice, RevocationChannel},
+    web::conditional::Representation,
+};
 
 /// Single films: about 300 bytes each, so ~6 000 films.
 const FILM_BUDGET_BYTES: usize = 2 << 20;
@@ -78,15 +80,8 @@ pub struct PageKey {
     pub search: Option<Box<str>>,
     pub limit: i64,
     pub offset: i64,
-}
-
-/// One version of a resource, serialized once.
-///
-/// The strong `ETag` of this version (issue 18, item 1) belongs here, computed once when the
-/// entry is made, so a revalidation (`If-None-Match` → 304) costs a comparison.
-#[derive(Debug, Clone)]
-pub struct CachedBody {
-    pub json: Bytes,
+    /// The cursor's position (keyset paging), if the page was asked for by cursor.
+    pub after_id: Option<i64>,
 }
 
 /// Taken before the query; lets its answer in only if nothing was invalidated meanwhile.
@@ -115,15 +110,15 @@ impl ReadCache {
     }
 
     /// The film's body if kept, else a ticket to keep the one about to be read.
-    pub fn film(&self, id: i64) -> Result<CachedBody, Ticket> {
+    pub fn film(&self, id: i64) -> Result<Representation, Ticket> {
         self.lookup(&self.films, &id)
     }
 
-    pub fn keep_film(&self, id: i64, ticket: Ticket, body: CachedBody) {
+    pub fn keep_film(&self, id: i64, ticket: Ticket, body: Representation) {
         keep(&self.films, ticket, id, body, None);
     }
 
-    pub fn page(&self, key: &PageKey) -> Result<CachedBody, Ticket> {
+    pub fn page(&self, key: &PageKey) -> Result<Representation, Ticket> {
         self.lookup(&self.pages, key)
     }
 
@@ -132,7 +127,7 @@ impl ReadCache {
         &self,
         key: PageKey,
         ticket: Ticket,
-        body: CachedBody,
+        body: Representation,
         ids: Option<RangeInclusive<i64>>,
     ) {
         keep(&self.pages, ticket, key, body, ids);
@@ -171,7 +166,11 @@ impl ReadCache {
         self.forget(&FilmChange::Everything);
     }
 
-    fn lookup<K: Eq + Hash>(&self, store: &Mutex<Store<K>>, key: &K) -> Result<CachedBody, Ticket> {
+    fn lookup<K: Eq + Hash>(
+        &self,
+        store: &Mutex<Store<K>>,
+        key: &K,
+    ) -> Result<Representation, Ticket> {
         if !self.is_trusted() {
             return Err(Ticket(None));
         }
@@ -199,7 +198,7 @@ fn keep<K: Eq + Hash + Clone>(
     store: &Mutex<Store<K>>,
     ticket: Ticket,
     key: K,
-    body: CachedBody,
+    body: Representation,
     shown: Option<RangeInclusive<i64>>,
 ) {
     let Ticket(Some(epoch)) = ticket else { return };
@@ -210,13 +209,13 @@ fn keep<K: Eq + Hash + Clone>(
 }
 
 struct Entry {
-    body: CachedBody,
+    body: Representation,
     shown: Option<RangeInclusive<i64>>,
 }
 
 impl Entry {
     fn cost(&self) -> usize {
-        self.body.json.len() + ENTRY_OVERHEAD_BYTES
+        self.body.body_len() + ENTRY_OVERHEAD_BYTES
     }
 }
 

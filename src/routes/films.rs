@@ -2,25 +2,35 @@
 
 use std::{cell::Cell, rc::Rc};
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
-use serde::Deserialize;
+use actix_web::{
+    HttpRequest, HttpResponse,
+    http::{StatusCode, header},
+    web,
+};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use validator::Validate;
 
 use crate::{
     audit::AuditContext,
     auth::{Authenticated, Write},
+    crypto::Keyring,
     domain::{
-        Page, Paginated,
-        film::{self, Film, FilmChanges, FilmName, NewFilm, ReleaseYear, StudioName},
+        Page,
+        cursor::ListCursor,
+        film::{self, Film, FilmChanges, FilmList, FilmName, NewFilm, ReleaseYear, StudioName},
         text,
         vote::{self, Vote},
     },
-    error::{ApiError, ForField},
+    error::{ApiError, FieldError, ForField},
     extract::{Json, Query},
-    read_cache::{CachedBody, FilmChange, PageKey},
+    read_cache::{FilmChange, PageKey},
     state::AppState,
-    web::idempotency::{self, IdempotencyKey},
+    web::{
+        conditional::{IfMatch, IfMatchHeader, IfNoneMatch, IfNoneMatchHeader, Representation},
+        idempotency::{self, IdempotencyKey},
+        problem::Problem,
+    },
 };
 
 pub const MAX_SEARCH_CHARS: u64 = 100;
@@ -148,9 +158,14 @@ pub struct ListFilmsQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// Items to skip, 0 to 100 000.
+    /// Items to skip, 0 to 100 000. Not together with `cursor`.
     #[param(minimum = 0, maximum = 100_000)]
     pub offset: Option<i64>,
+    /// The `next_cursor` of the previous page, unchanged, sent with the same `q`: the page
+    /// after it, however many films were added or deleted meanwhile. Not together with
+    /// `offset`.
+    #[param(min_length = 34, max_length = 34, pattern = "^[A-Za-z0-9_-]{34}$")]
+    pub cursor: Option<String>,
     /// Case-insensitive substring of the name; `%` and `_` match literally.
     #[param(max_length = 100)]
     pub q: Option<String>,
@@ -158,7 +173,22 @@ pub struct ListFilmsQuery {
 
 impl ListFilmsQuery {
     fn page(&self) -> Result<Page, ApiError> {
+        if self.cursor.is_some() && self.offset.is_some() {
+            return Err(ApiError::BadRequest {
+                detail: "Send either `cursor` or `offset`, not both.".into(),
+                errors: ["cursor", "offset"]
+                    .map(|field| FieldError::new(field, "not together with the other"))
+                    .into(),
+            });
+        }
         Page::new(self.limit, self.offset)
+    }
+
+    fn cursor(&self, keyring: &Keyring, search: Option<&str>) -> Result<Option<i64>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|raw| ListCursor::decode(keyring, raw, search).map(|c| c.after_id))
+            .transpose()
     }
 
     fn search(&self) -> Result<Option<&str>, ApiError> {
@@ -177,43 +207,86 @@ pub struct VoteRequest {
     pub vote: Vote,
 }
 
+/// A page of films in id order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FilmPage {
+    #[schema(max_items = 100)]
+    pub items: Vec<Film>,
+    /// Films matching `q`, on every page.
+    #[schema(minimum = 0, format = Int64)]
+    pub total: i64,
+    #[schema(minimum = 1, maximum = 100, format = Int64)]
+    pub limit: i64,
+    /// As sent; 0 with a cursor.
+    #[schema(minimum = 0, maximum = 100_000, format = Int64)]
+    pub offset: i64,
+    /// Send it back as `cursor` (with the same `q`) for the next page; `null` on the last.
+    #[schema(min_length = 34, max_length = 34, pattern = "^[A-Za-z0-9_-]{34}$")]
+    pub next_cursor: Option<String>,
+}
+
+impl FilmPage {
+    /// The page to send: `next_cursor` continues after its last film, if more follow.
+    fn of(films: FilmList, keyring: &Keyring, search: Option<&str>) -> Self {
+        let next_cursor = films
+            .page
+            .items
+            .last()
+            .filter(|_| films.has_more)
+            .map(|last| ListCursor { after_id: last.id }.encode(keyring, search));
+        Self {
+            items: films.page.items,
+            total: films.page.total,
+            limit: films.page.limit,
+            offset: films.page.offset,
+            next_cursor,
+        }
+    }
+}
+
 /// List films, optionally searching names.
-#[utoipa::path(get, path = "/api/v1/films", tag = "films", params(ListFilmsQuery),
-    responses((status = 200, description = "A page of films", body = Paginated<Film>)))]
+///
+/// Paged by `offset`, or by `cursor` (keyset: a walk sees every film that exists throughout
+/// it exactly once). The list has one order, by id; a cursor continues the walk of the same
+/// `q` only.
+#[utoipa::path(get, path = "/api/v1/films", tag = "films", params(ListFilmsQuery, IfNoneMatchHeader),
+    responses(
+        (status = 200, description = "A page of films", body = FilmPage, headers(
+            ("ETag" = String, description = "Strong entity tag of this page"),
+            ("Cache-Control" = String, description = "`private, no-cache`"))),
+        (status = 304, description = "Unchanged since the `ETag` sent in `If-None-Match`", headers(
+            ("ETag" = String, description = "Strong entity tag of the page"))),
+        (status = 400, description = "A bad query: a cursor not issued for this search, \
+            `cursor` with `offset`, or a malformed `If-None-Match`", body = Problem)))]
 pub(crate) async fn list_films(
     state: web::Data<AppState>,
     query: Query<ListFilmsQuery>,
+    if_none_match: IfNoneMatch,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.0.page()?;
     let search = query.0.search()?;
+    let after_id = query.0.cursor(&state.keyring, search)?;
     let key = PageKey {
         search: search.map(Into::into),
         limit: page.limit,
         offset: page.offset,
+        after_id,
     };
-    let body = match state.reads.page(&key) {
+    let representation = match state.reads.page(&key) {
         Ok(kept) => kept,
         Err(ticket) => {
-            let films = film::list(&mut state.db.read().await?, search, page).await?;
-            let shown = films.items.first().zip(films.items.last());
-            let body = serialized(&films)?;
-            let ids = shown.map(|(first, last)| first.id..=last.id);
-            state.reads.keep_page(key, ticket, body.clone(), ids);
-            body
+            let films = film::list(&mut state.db.read().await?, search, page, after_id).await?;
+            let shown = films.page.items.first().zip(films.page.items.last());
+            let shown = shown.map(|(first, last)| first.id..=last.id);
+            let representation =
+                Representation::json(&FilmPage::of(films, &state.keyring, search))?;
+            state
+                .reads
+                .keep_page(key, ticket, representation.clone(), shown);
+            representation
         }
     };
-    Ok(json_response(body))
-}
-
-fn serialized(value: &impl serde::Serialize) -> Result<CachedBody, ApiError> {
-    let json = serde_json::to_vec(value).map_err(anyhow::Error::from)?;
-    Ok(CachedBody { json: json.into() })
-}
-
-fn json_response(body: CachedBody) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header(header::ContentType::json())
-        .body(body.json)
+    Ok(representation.read_response(&if_none_match))
 }
 
 /// A random film.
@@ -232,29 +305,43 @@ pub async fn random_film_response(state: &AppState) -> Result<HttpResponse, ApiE
 }
 
 /// One film with its like and dislike counts.
-#[utoipa::path(get, path = "/api/v1/films/{id}", tag = "films", params(("id" = i64, Path)),
-    responses((status = 200, description = "The film", body = Film)))]
+#[utoipa::path(get, path = "/api/v1/films/{id}", tag = "films",
+    params(("id" = i64, Path), IfNoneMatchHeader),
+    responses(
+        (status = 200, description = "The film", body = Film, headers(
+            ("ETag" = String, description = "Strong entity tag of the film as sent"),
+            ("Cache-Control" = String, description = "`private, no-cache`"))),
+        (status = 304, description = "Unchanged since the `ETag` sent in `If-None-Match`", headers(
+            ("ETag" = String, description = "Strong entity tag of the film"))),
+        (status = 400, description = "A malformed `If-None-Match`", body = Problem)))]
 pub(crate) async fn get_film(
     state: web::Data<AppState>,
     id: web::Path<i64>,
+    if_none_match: IfNoneMatch,
 ) -> Result<HttpResponse, ApiError> {
-    film_response(&state, *id).await
+    Ok(film_representation(&state, *id)
+        .await?
+        .read_response(&if_none_match))
 }
 
-/// From the read cache, or read and kept there.
-async fn film_response(state: &AppState, id: i64) -> Result<HttpResponse, ApiError> {
-    let body = match state.reads.film(id) {
-        Ok(kept) => kept,
+/// The film as stored now, with its entity tag: from the read cache, or read and kept there.
+async fn film_representation(state: &AppState, id: i64) -> Result<Representation, ApiError> {
+    match state.reads.film(id) {
+        Ok(kept) => Ok(kept),
         Err(ticket) => {
             let film = film::get(&mut state.db.read().await?, id)
                 .await?
                 .ok_or(ApiError::NotFound)?;
-            let body = serialized(&film)?;
-            state.reads.keep_film(id, ticket, body.clone());
-            body
+            let representation = Representation::json(&film)?;
+            state.reads.keep_film(id, ticket, representation.clone());
+            Ok(representation)
         }
-    };
-    Ok(json_response(body))
+    }
+}
+
+/// `If-Match` against the film as it is inside the write's transaction.
+fn matching(if_match: &IfMatch) -> impl FnOnce(&Film) -> Result<(), ApiError> + '_ {
+    move |current| if_match.check(&Representation::json(current)?)
 }
 
 /// Add a film, owned by the caller.
@@ -318,33 +405,58 @@ fn new_film_fingerprint(path: &str, film: &NewFilm) -> [Vec<u8>; 4] {
 }
 
 /// Change a film: its owner or an admin.
-#[utoipa::path(patch, path = "/api/v1/films/{id}", tag = "films", params(("id" = i64, Path)),
+///
+/// With `If-Match`, only if the film is still the one the client read.
+#[utoipa::path(patch, path = "/api/v1/films/{id}", tag = "films",
+    params(("id" = i64, Path), IfMatchHeader),
     request_body = UpdateFilmRequest, security(("bearer" = []), ("api_key" = [])),
-    responses((status = 200, description = "The changed film", body = Film)))]
+    responses(
+        (status = 200, description = "The changed film", body = Film, headers(
+            ("ETag" = String, description = "Strong entity tag of the changed film"))),
+        (status = 400, description = "A malformed `If-Match`", body = Problem),
+        (status = 412, description = "`If-Match` names none of the film's current tags; \
+            nothing changed", body = Problem)))]
 pub(crate) async fn update_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,
     id: web::Path<i64>,
+    if_match: IfMatch,
     Json(request): Json<UpdateFilmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let changes = FilmChanges::try_from(request)?;
-    let film = film::update(&state.db, *id, &changes, &caller, &audit).await?;
+    let film = film::update(
+        &state.db,
+        *id,
+        &changes,
+        &caller,
+        &audit,
+        matching(&if_match),
+    )
+    .await?;
     state.reads.changed(FilmChange::Film(film.id)).await;
-    Ok(HttpResponse::Ok().json(film))
+    Ok(Representation::json(&film)?.write_response(StatusCode::OK))
 }
 
 /// Delete a film and its votes: its owner or an admin.
-#[utoipa::path(delete, path = "/api/v1/films/{id}", tag = "films", params(("id" = i64, Path)),
+///
+/// With `If-Match`, only if the film is still the one the client read.
+#[utoipa::path(delete, path = "/api/v1/films/{id}", tag = "films",
+    params(("id" = i64, Path), IfMatchHeader),
     security(("bearer" = []), ("api_key" = [])),
-    responses((status = 204, description = "Deleted")))]
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A malformed `If-Match`", body = Problem),
+        (status = 412, description = "`If-Match` names none of the film's current tags; \
+            nothing was deleted", body = Problem)))]
 pub(crate) async fn delete_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,
     id: web::Path<i64>,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
-    film::delete(&state.db, *id, &caller, &audit).await?;
+    film::delete(&state.db, *id, &caller, &audit, matching(&if_match)).await?;
     state.reads.changed(FilmChange::Film(*id)).await;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -352,7 +464,8 @@ pub(crate) async fn delete_film(
 /// Like or dislike a film: one vote per user, so repeating it changes nothing.
 #[utoipa::path(put, path = "/api/v1/films/{id}/vote", tag = "films", params(("id" = i64, Path)),
     request_body = VoteRequest, security(("bearer" = []), ("api_key" = [])),
-    responses((status = 200, description = "The film with its new counts", body = Film)))]
+    responses((status = 200, description = "The film with its new counts", body = Film,
+        headers(("ETag" = String, description = "Strong entity tag of the film now")))))]
 pub(crate) async fn cast_vote(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
@@ -362,13 +475,16 @@ pub(crate) async fn cast_vote(
     vote::cast(&state.db, caller.user_id, *id, request.vote).await?;
     state.reads.changed(FilmChange::Votes(*id)).await;
     // The committed vote is visible to the reader pool at once (WAL).
-    film_response(&state, *id).await
+    Ok(film_representation(&state, *id)
+        .await?
+        .write_response(StatusCode::OK))
 }
 
 /// Withdraw the caller's vote, if any.
 #[utoipa::path(delete, path = "/api/v1/films/{id}/vote", tag = "films",
     params(("id" = i64, Path)), security(("bearer" = []), ("api_key" = [])),
-    responses((status = 200, description = "The film with its new counts", body = Film)))]
+    responses((status = 200, description = "The film with its new counts", body = Film,
+        headers(("ETag" = String, description = "Strong entity tag of the film now")))))]
 pub(crate) async fn withdraw_vote(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
@@ -376,5 +492,7 @@ pub(crate) async fn withdraw_vote(
 ) -> Result<HttpResponse, ApiError> {
     vote::withdraw(&state.db, caller.user_id, *id).await?;
     state.reads.changed(FilmChange::Votes(*id)).await;
-    film_response(&state, *id).await
+    Ok(film_representation(&state, *id)
+        .await?
+        .write_response(StatusCode::OK))
 }

@@ -3,5 +3,6 @@
 
 pub mod audit;
 pub mod body;
+pub mod conditional;
 pub mod idempotency;
 pub mod problem;
