@@ -150,6 +150,8 @@ fn header_schema(name: &str) -> Option<ObjectBuilder> {
         "Location" | "Access-Control-Allow-Origin" => text(MAX_URI_BYTES),
         "Link" | "Allow" | "Vary" | "Access-Control-Expose-Headers" | "Sunset" => text(512),
         "ETag" | "RateLimit" | "RateLimit-Policy" => text(256),
+        "Cache-Control" => text(64),
+        "Idempotency-Replayed" => text(4).pattern(Some("^true$")),
         _ => return None,
     })
 }

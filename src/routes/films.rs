@@ -213,7 +213,7 @@ pub struct FilmPage {
     #[schema(max_items = 100)]
     pub items: Vec<Film>,
     /// Films matching `q`, on every page.
-    #[schema(minimum = 0, format = Int64)]
+    #[schema(minimum = 0, maximum = 9_223_372_036_854_775_807_i64, format = Int64)]
     pub total: i64,
     #[schema(minimum = 1, maximum = 100, format = Int64)]
     pub limit: i64,

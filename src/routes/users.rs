@@ -194,6 +194,7 @@ pub struct ChangeEmailRequest {
 /// The answer to every accepted email change, whether or not the new address is taken.
 #[derive(Serialize, ToSchema)]
 pub struct EmailChangeRequested {
+    #[schema(max_length = 256)]
     pub detail: &'static str,
 }
 
