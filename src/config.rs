@@ -164,6 +164,8 @@ pub struct JwtSettings {
     pub refresh_token_ttl: Duration,
     /// A session unused for longer ends (`auth::sessions`), within its refresh lifetime.
     pub session_idle_timeout: Duration,
+    /// Sensitive actions need a login (`auth_time`) at most this old (`auth::StepUp`).
+    pub step_up_max_age: Duration,
 }
 
 /// What one request, and all of them together, may take of the server.
@@ -444,6 +446,7 @@ impl JwtSettings {
                 3 * 86_400,
                 2..=90 * 86_400,
             )?,
+            step_up_max_age: vars.seconds_in_range("STEP_UP_MAX_AGE_SECS", 600, 1..=86_400)?,
         })
     }
 }

@@ -48,6 +48,10 @@ pub enum ApiError {
     InvalidCredentials,
     #[error("forbidden")]
     Forbidden,
+    /// Step-up (`auth::StepUp`): the action needs a login at most `max_age` old, and the
+    /// caller's session is older. 401 with RFC 9470's challenge: log in again, then retry.
+    #[error("reauthentication required")]
+    ReauthenticationRequired { max_age: Duration },
     /// The password was right, but the account's email is not verified yet and
     /// `REQUIRE_EMAIL_VERIFICATION` is on: 403, told only after a correct password.
     #[error("email not verified")]

@@ -1,8 +1,9 @@
 //! The one place that decides who is calling. Handlers declare what they need in their
 //! signature (`Authenticated<Write>`, `Authenticated<AdminRead>`, `Session<Write>` for the
-//! login session only, `MaybeAuthenticated`) and never read an auth header themselves.
+//! login session only, `StepUp<Write>` for a recent login, `MaybeAuthenticated`) and never
+//! read an auth header themselves.
 
-use std::{future::Future, marker::PhantomData, pin::Pin};
+use std::{future::Future, marker::PhantomData, pin::Pin, time::Duration};
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 
@@ -11,8 +12,9 @@ use crate::{
         api_key,
         credentials::{self, Credential},
         jwt::Claims,
-        principal::{Access, AuthMethod, Principal, Read, Scopes},
+        principal::{Access, AuthMethod, Principal, Read, Scopes, Write},
         sessions::{SessionToken, SessionUse},
+        unix_now,
     },
     error::ApiError,
     state::AppState,
@@ -51,6 +53,21 @@ impl<A: Access> std::ops::Deref for Session<A> {
     }
 }
 
+/// A caller on their login session (`Session<A>`) whose user proved their credentials less
+/// than `STEP_UP_MAX_AGE_SECS` ago (the access token's `auth_time`, which refreshes keep): for
+/// what a stolen or long-lived session must not do alone (change the password, create an API
+/// key, delete the account). 401 `reauthentication-required` for an older login, which a new
+/// login cures; otherwise as `Session` (401 without credentials, 403 for an API key, which
+/// proves no recent login and can never step up).
+pub struct StepUp<A: Access = Write>(pub Session<A>);
+
+impl<A: Access> std::ops::Deref for StepUp<A> {
+    type Target = Principal;
+    fn deref(&self) -> &Principal {
+        &self.0.principal
+    }
+}
+
 /// Anonymous is fine, but credentials that are present must be valid: a bad token is a 401,
 /// never silently "anonymous".
 pub struct MaybeAuthenticated(pub Option<Principal>);
@@ -79,18 +96,59 @@ impl<A: Access + 'static> FromRequest for Session<A> {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
-        Box::pin(async move {
-            let principal = MaybeAuthenticated(authenticate(&req).await?).require::<A>()?;
-            let AuthMethod::AccessToken { session } = &principal.method else {
-                return Err(ApiError::Forbidden);
-            };
-            Ok(Self {
-                id: session.clone(),
-                principal,
-                access: PhantomData,
-            })
+        Box::pin(async move { Session::of(&req).await })
+    }
+}
+
+impl<A: Access> Session<A> {
+    async fn of(req: &HttpRequest) -> Result<Self, ApiError> {
+        let principal = MaybeAuthenticated(authenticate(req).await?).require::<A>()?;
+        let AuthMethod::AccessToken { session, .. } = &principal.method else {
+            return Err(ApiError::Forbidden);
+        };
+        Ok(Self {
+            id: session.clone(),
+            principal,
+            access: PhantomData,
         })
     }
+
+    /// When the session's user last proved their credentials.
+    fn auth_time(&self) -> u64 {
+        match self.principal.method {
+            AuthMethod::AccessToken { auth_time, .. } => auth_time,
+            AuthMethod::ApiKey { .. } => 0,
+        }
+    }
+}
+
+impl<A: Access + 'static> FromRequest for StepUp<A> {
+    type Error = ApiError;
+    type Future = LocalFuture<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let session = Session::<A>::of(&req).await?;
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| anyhow::anyhow!("AppState is not registered"))?;
+            let max_age = state.settings.jwt.step_up_max_age;
+            if !is_recent(session.auth_time(), max_age) {
+                tracing::info!(
+                    user_id = session.user_id,
+                    "refused: the action needs a more recent login"
+                );
+                return Err(ApiError::ReauthenticationRequired { max_age });
+            }
+            Ok(Self(session))
+        })
+    }
+}
+
+/// Proven at most `max_age` ago (a time ahead of our clock counts as now).
+fn is_recent(auth_time: u64, max_age: Duration) -> bool {
+    unix_now().saturating_sub(auth_time) <= max_age.as_secs()
 }
 
 impl FromRequest for MaybeAuthenticated {
@@ -211,6 +269,7 @@ async fn verify_credential(
                 scopes: Scopes::ALL,
                 method: AuthMethod::AccessToken {
                     session: claims.sid,
+                    auth_time: claims.auth_time,
                 },
             }
         }

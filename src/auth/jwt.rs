@@ -35,6 +35,11 @@ pub struct Claims {
     /// The session (refresh-token family) this token belongs to; logging out of it, or reuse
     /// of one of its refresh tokens, makes this token worthless.
     pub sid: String,
+    /// When the user last proved a credential (OIDC's `auth_time`): the start of the session,
+    /// kept by every refresh, so step-up (`auth::StepUp`) can ask for a recent one. Absent in
+    /// a token of an older release: read as 0, never recent.
+    #[serde(default)]
+    pub auth_time: u64,
 }
 
 impl Claims {
@@ -103,6 +108,7 @@ impl JwtCodec {
         keyring: &Keyring,
         subject: TokenSubject<'_>,
         session: &str,
+        auth_time: u64,
     ) -> anyhow::Result<IssuedToken> {
         let signer = self.keys.current_signer(keyring).await?;
         let now = unix_now();
@@ -118,6 +124,7 @@ impl JwtCodec {
             jti: uuid::Uuid::new_v4().to_string(),
             ver: subject.token_version,
             sid: session.to_owned(),
+            auth_time,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(signer.kid.clone());

@@ -26,7 +26,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::db::{self, Transaction};
 
-pub use extractor::{Authenticated, MaybeAuthenticated, Session};
+pub use extractor::{Authenticated, MaybeAuthenticated, Session, StepUp};
 pub use principal::{Access, AdminRead, AdminWrite, Principal, Read, Write};
 pub use roles::Role;
 

@@ -18,9 +18,11 @@ impl Scopes {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMethod {
-    /// A bearer access token of the login session (refresh-token family) `session`.
+    /// A bearer access token of the login session (refresh-token family) `session`, whose
+    /// user proved their credentials at `auth_time` (unix seconds).
     AccessToken {
         session: String,
+        auth_time: u64,
     },
     ApiKey {
         key_id: i64,

@@ -52,6 +52,9 @@ fn unix_now_i64() -> i64 {
 pub struct IssuedRefreshToken {
     pub token: String,
     pub family_id: String,
+    /// When the session's user proved their credentials (unix seconds): its access tokens'
+    /// `auth_time`, the same for every token of the family.
+    pub authenticated_at: i64,
 }
 
 /// Starts a family (a session) for a fresh login from `client`.
@@ -63,9 +66,13 @@ pub async fn start_family(
 ) -> sqlx::Result<IssuedRefreshToken> {
     let family_id = uuid::Uuid::new_v4().to_string();
     let expires_at = unix_now_i64().saturating_add(i64::try_from(ttl_secs).unwrap_or(i64::MAX));
-    sessions::record_start(db, &family_id, user_id, client).await?;
+    let authenticated_at = sessions::record_start(db, &family_id, user_id, client).await?;
     let token = insert(db, user_id, &family_id, expires_at).await?;
-    Ok(IssuedRefreshToken { token, family_id })
+    Ok(IssuedRefreshToken {
+        token,
+        family_id,
+        authenticated_at,
+    })
 }
 
 async fn insert(
@@ -185,13 +192,15 @@ pub async fn rotate(
         None => {
             let session = &stored.family_id;
             let (client, idle) = (refresh_use.client, refresh_use.idle);
-            if !sessions::use_for_refresh(&mut tx, session, client, idle, audit).await? {
+            let Some(authenticated_at) =
+                sessions::use_for_refresh(&mut tx, session, client, idle, audit).await?
+            else {
                 tx.commit().await.step("commit")?;
                 return Ok(Rotation::Idle {
                     family_id: stored.family_id,
                 });
-            }
-            exchange(tx, audit, account, stored).await
+            };
+            exchange(tx, audit, account, stored, authenticated_at).await
         }
     }
 }
@@ -218,12 +227,14 @@ async fn revoke_reused_family(
     Ok(Rotation::ReuseDetected { user_id, family_id })
 }
 
-/// Spends the live token `stored` and issues its successor, which expires with the family.
+/// Spends the live token `stored` and issues its successor, which expires with the family and
+/// keeps its `authenticated_at`: a refresh proves possession of a token, not of a credential.
 async fn exchange(
     mut tx: Transaction,
     audit: &AuditContext,
     account: RefreshedAccount,
     stored: StoredToken,
+    authenticated_at: i64,
 ) -> Result<Rotation, ApiError> {
     db::execute!(
         &mut tx,
@@ -255,6 +266,7 @@ async fn exchange(
         issued: IssuedRefreshToken {
             token,
             family_id: stored.family_id,
+            authenticated_at,
         },
     })
 }

@@ -5,6 +5,10 @@
 //! `SESSION_IDLE_TIMEOUT_SECS`. Ending revokes its refresh tokens in the database and its
 //! access tokens through `auth::revocation` (every instance, same staleness rules).
 //!
+//! A session starts when its user proves their credentials (a login), and none is asked again
+//! within it: its `created_at` is the `auth_time` of all its access tokens, which refreshes
+//! keep (step-up, `auth::StepUp`).
+//!
 //! "Used" means a login, a refresh, or a request with one of its access tokens. Access-token
 //! use is written to the database at most once per touch interval (a minute, or a quarter of
 //! the idle timeout if that is shorter), so `last_used_at` is that coarse and a session ends
@@ -109,13 +113,14 @@ fn now_i64() -> i64 {
     i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
-/// Records a new session (`tx` also inserts its first refresh token).
+/// Records a new session (`tx` also inserts its first refresh token), and returns when it
+/// started.
 pub async fn record_start(
     db: &mut impl Executor,
     session_id: &str,
     user_id: i64,
     client: &SessionClient,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<i64> {
     let now = now_i64();
     db::execute!(
         db,
@@ -128,27 +133,28 @@ pub async fn record_start(
         &client.user_agent
     )
     .await?;
-    Ok(())
+    Ok(now)
 }
 
-/// A refresh: ends the session if it went idle (`false`), records the use otherwise.
+/// A refresh: ends the session if it went idle (`None`), records the use otherwise and
+/// returns when the session started (its `auth_time`).
 pub async fn use_for_refresh(
     tx: &mut Transaction,
     session_id: &str,
     client: &SessionClient,
     idle: IdlePolicy,
     audit: &AuditContext,
-) -> Result<bool, ApiError> {
+) -> Result<Option<i64>, ApiError> {
     let now = now_i64();
-    let last_used: Option<i64> = db::fetch_optional_scalar!(
+    let session: Option<(i64, i64)> = db::fetch_optional!(
         tx,
-        "SELECT last_used_at FROM sessions WHERE id = $1",
+        "SELECT last_used_at, created_at FROM sessions WHERE id = $1",
         session_id
     )
     .await
     .step("read the session")?;
-    match last_used {
-        Some(last_used) if !idle.is_idle(last_used, now) => {
+    match session {
+        Some((last_used, started)) if !idle.is_idle(last_used, now) => {
             db::execute!(
                 tx,
                 "UPDATE sessions SET last_used_at = $2, ip = $3, user_agent = $4 WHERE id = $1",
@@ -159,11 +165,11 @@ pub async fn use_for_refresh(
             )
             .await
             .step("record the session's use")?;
-            Ok(true)
+            Ok(Some(started))
         }
         _ => {
             end_idle_in(tx, session_id, audit).await?;
-            Ok(false)
+            Ok(None)
         }
     }
 }

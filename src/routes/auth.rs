@@ -131,9 +131,10 @@ async fn token_response(
     subject: TokenSubject<'_>,
     refresh: IssuedRefreshToken,
 ) -> Result<HttpResponse, ApiError> {
+    let auth_time = u64::try_from(refresh.authenticated_at).unwrap_or(0);
     let access = state
         .jwt
-        .issue(&state.keyring, subject, &refresh.family_id)
+        .issue(&state.keyring, subject, &refresh.family_id, auth_time)
         .await?;
     Ok(HttpResponse::Ok().json(TokenResponse {
         access_token: access.token,

@@ -1,7 +1,9 @@
 //! `/api/v1/users/me`: the caller's own account, password and API keys.
 //!
 //! Changing the password and managing API keys need the login session itself (`Session<…>`):
-//! an API key can neither mint more keys nor lock its owner out.
+//! an API key can neither mint more keys nor lock its owner out. Changing the password,
+//! creating a key and deleting the account also need a recent login (`StepUp<…>`): a stolen
+//! session that is kept alive by refreshing cannot take the account over.
 
 use actix_web::{HttpResponse, web};
 use secrecy::SecretString;
@@ -12,7 +14,7 @@ use validator::Validate;
 use crate::{
     audit::{AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
-        Authenticated, Read, Session, Write,
+        Authenticated, Read, Session, StepUp, Write,
         api_key::{self, ApiKeyView, Scope},
         password::{HashReservation, Verification},
         principal::Scopes,
@@ -103,14 +105,21 @@ impl TryFrom<ChangePasswordRequest> for PasswordChange {
 
 /// Change the password. Every session of the user ends (API keys stay).
 ///
+/// Step-up: needs a login at most `STEP_UP_MAX_AGE_SECS` old (refreshing does not count).
+///
 /// The current password is checked within the account's login budget, spent before it is
 /// looked at, and a wrong one counts as a failed login (see `OwnAccountChange`).
 #[utoipa::path(put, path = "/api/v1/users/me/password", tag = "users",
     request_body = ChangePasswordRequest, security(("bearer" = [])),
-    responses((status = 204, description = "Changed; log in again")))]
+    responses((status = 204, description = "Changed; log in again"),
+        (status = 401, description = "Not authenticated, or the login is older than \
+            `STEP_UP_MAX_AGE_SECS` (`/problems/reauthentication-required`: log in again)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "An API key: only the login session may",
+            body = Problem, content_type = "application/problem+json")))]
 pub(crate) async fn change_password(
     state: web::Data<AppState>,
-    caller: Session<Write>,
+    caller: StepUp<Write>,
     audit: AuditContext,
     client: ClientKey,
     slot: InFlightSlot,
@@ -162,17 +171,21 @@ pub struct DeleteAccountRequest {
 /// freed. The last active administrator cannot delete their account (409).
 ///
 /// The password is checked within the same budget as a password change: a wrong one counts
-/// as a failed login.
+/// as a failed login. Step-up: needs a login at most `STEP_UP_MAX_AGE_SECS` old.
 #[utoipa::path(delete, path = "/api/v1/users/me", tag = "users",
     request_body = DeleteAccountRequest, security(("bearer" = [])),
     responses((status = 204, description = "Deleted"),
-        (status = 401, description = "Wrong password", body = Problem,
+        (status = 401, description = "Wrong password (`/problems/invalid-credentials`), not \
+            authenticated, or the login is older than `STEP_UP_MAX_AGE_SECS` \
+            (`/problems/reauthentication-required`: log in again)", body = Problem,
             content_type = "application/problem+json"),
+        (status = 403, description = "An API key: only the login session may",
+            body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The last active administrator", body = Problem,
             content_type = "application/problem+json")))]
 pub(crate) async fn delete_account(
     state: web::Data<AppState>,
-    caller: Session<Write>,
+    caller: StepUp<Write>,
     audit: AuditContext,
     client: ClientKey,
     slot: InFlightSlot,
@@ -305,14 +318,21 @@ fn validate_key_name(name: &str) -> Result<(), validator::ValidationError> {
 }
 
 /// Create an API key for scripts, with `read` and/or `write` scope.
+///
+/// Step-up: needs a login at most `STEP_UP_MAX_AGE_SECS` old (refreshing does not count).
 #[utoipa::path(post, path = "/api/v1/users/me/api-keys", tag = "users",
     request_body = CreateApiKeyRequest, security(("bearer" = [])),
     responses((status = 201, description = "The key, shown once", body = CreatedApiKey),
+        (status = 401, description = "Not authenticated, or the login is older than \
+            `STEP_UP_MAX_AGE_SECS` (`/problems/reauthentication-required`: log in again)",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "An API key: only the login session may",
+            body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Too many active keys", body = Problem,
             content_type = "application/problem+json")))]
 pub(crate) async fn create_api_key(
     state: web::Data<AppState>,
-    caller: Session<Write>,
+    caller: StepUp<Write>,
     audit: AuditContext,
     Json(request): Json<CreateApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {

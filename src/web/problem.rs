@@ -88,6 +88,22 @@ impl<'a> Description<'a> {
         }
     }
 
+    /// RFC 9470 (OAuth 2.0 Step Up Authentication Challenge): the token is valid, but its
+    /// authentication is older than `max_age`.
+    fn step_up_challenge(self, max_age: Duration) -> Self {
+        let challenge = format!(
+            "Bearer realm=\"filmvault\", error=\"insufficient_user_authentication\", \
+             error_description=\"A more recent authentication is required\", max_age={}",
+            max_age.as_secs()
+        );
+        Self {
+            header: HeaderValue::try_from(challenge)
+                .ok()
+                .map(|challenge| (header::WWW_AUTHENTICATE, challenge)),
+            ..self
+        }
+    }
+
     fn into_response(self) -> HttpResponse {
         let problem = Problem {
             kind: format!("/problems/{}", self.slug),
@@ -144,6 +160,17 @@ fn describe(error: &ApiError) -> Description<'_> {
             "Forbidden",
             "You are not allowed to perform this action.",
         ),
+        E::ReauthenticationRequired { max_age } => Description::new(
+            StatusCode::UNAUTHORIZED,
+            "reauthentication-required",
+            "Re-authentication required",
+            format!(
+                "This action needs a login at most {} seconds old; \
+                 log in again (`POST /api/v1/auth/login`) and retry with the new access token.",
+                max_age.as_secs()
+            ),
+        )
+        .step_up_challenge(*max_age),
         E::EmailNotVerified => Description::new(
             StatusCode::FORBIDDEN,
             "email-not-verified",

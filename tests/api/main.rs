@@ -43,6 +43,7 @@ mod slow_clients;
 #[path = "../support/smtp_sink.rs"]
 mod smtp_sink;
 mod startup;
+mod step_up;
 #[path = "../support/test_redis.rs"]
 mod test_redis;
 mod tls;
