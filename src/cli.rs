@@ -13,7 +13,7 @@ use validator::ValidationError;
 
 use crate::{
     audit::AuditContext,
-    auth::{password::PasswordHasher, signing_keys},
+    auth::{mfa, password::PasswordHasher, signing_keys},
     config::Settings,
     crypto::{self, Keyring},
     db::Database,
@@ -264,7 +264,7 @@ pub async fn rotate_data_key(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// Every kind of sealed value, re-sealed under the keyring's current key: each kind that is
-/// stored sealed (emails, private signing keys, queued mails; TOTP secrets when they arrive) has its step.
+/// stored sealed (emails, private signing keys, queued mails, TOTP secrets) has its step.
 async fn reseal_stored_values(
     db: &Database,
     keyring: &Keyring,
@@ -278,10 +278,14 @@ async fn reseal_stored_values(
     let mails = mail::reseal(db, keyring)
         .await
         .context("cannot re-seal the mails waiting in the outbox")?;
+    let totp_secrets = mfa::totp::reseal_secrets(db, keyring)
+        .await
+        .context("cannot re-seal the TOTP secrets")?;
     Ok(vec![
         ("emails", emails),
         ("private signing keys", signing_keys),
         ("mails waiting in the outbox", mails),
+        ("TOTP secrets", totp_secrets),
     ])
 }
 

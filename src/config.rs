@@ -252,6 +252,8 @@ pub struct Settings {
     pub seed_demo_data: bool,
     /// Login waits until the account's email is verified (the mailed link).
     pub require_email_verification: bool,
+    /// Admin routes refuse an administrator without confirmed MFA (403 `/problems/mfa-required`).
+    pub require_admin_mfa: bool,
     pub logging: LogSettings,
     pub backup: BackupSettings,
     pub mail: MailSettings,
@@ -416,6 +418,7 @@ impl Settings {
             limits: LimitSettings::from_vars(&vars)?,
             seed_demo_data: vars.parse_or("SEED_DEMO_DATA", !production)?,
             require_email_verification: vars.parse_or("REQUIRE_EMAIL_VERIFICATION", production)?,
+            require_admin_mfa: vars.parse_or("REQUIRE_ADMIN_MFA", production)?,
             logging: LogSettings::from_vars(&vars, production)?,
             backup: BackupSettings::from_vars(&vars)?,
             mail: MailSettings::from_vars(&vars, production)?,

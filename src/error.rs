@@ -56,6 +56,17 @@ pub enum ApiError {
     /// `REQUIRE_EMAIL_VERIFICATION` is on: 403, told only after a correct password.
     #[error("email not verified")]
     EmailNotVerified,
+    /// An administrator without confirmed MFA on an admin route, with `REQUIRE_ADMIN_MFA`: 403
+    /// until they enrol (the enrolment routes stay open to them).
+    #[error("MFA required")]
+    MfaRequired,
+    /// A second-factor code that is neither the current TOTP code (unused) nor an unused
+    /// recovery code.
+    #[error("invalid MFA code")]
+    InvalidMfaCode,
+    /// An `mfa_token` that is unknown, expired, used or killed by wrong codes: log in again.
+    #[error("invalid MFA token")]
+    InvalidMfaToken,
     /// A mailed token (verification, reset) that is unknown, expired, used, superseded or
     /// no longer bound to the account: one answer for all, so none can be told apart.
     #[error("invalid or expired link")]

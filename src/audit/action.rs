@@ -31,6 +31,18 @@ vocabulary! {
         PasswordResetRequest = "user.password_reset_request",
         /// A password was set through a reset link (or a bad link tried).
         PasswordReset = "user.password_reset",
+        /// A correct password of an account with MFA: a second-factor challenge was issued.
+        MfaChallenge = "auth.mfa_challenge",
+        /// A wrong TOTP or recovery code (login, confirmation, disable).
+        MfaCodeFailure = "auth.mfa_code_failure",
+        /// A recovery code was spent; the reason says how many are left.
+        RecoveryCodeUse = "auth.recovery_code_use",
+        /// A TOTP enrolment started (pending until confirmed).
+        MfaEnrol = "user.mfa_enrol",
+        /// A TOTP enrolment was confirmed with a code: MFA is on, recovery codes issued.
+        MfaConfirm = "user.mfa_confirm",
+        /// TOTP was turned off (with the password and a code).
+        MfaDisable = "user.mfa_disable",
         RoleChange = "admin.role_change",
         UserDisable = "admin.user_disable",
         UserEnable = "admin.user_enable",

@@ -12,6 +12,7 @@ use crate::{
         api_key,
         credentials::{self, Credential},
         jwt::Claims,
+        mfa,
         principal::{Access, AuthMethod, Principal, Read, Scopes, Write},
         sessions::{SessionToken, SessionUse},
         unix_now,
@@ -82,6 +83,7 @@ impl<A: Access + 'static> FromRequest for Authenticated<A> {
         let req = req.clone();
         Box::pin(async move {
             let principal = MaybeAuthenticated(authenticate(&req).await?).require::<A>()?;
+            require_admin_mfa::<A>(&req, &principal).await?;
             Ok(Self {
                 principal,
                 access: PhantomData,
@@ -106,6 +108,7 @@ impl<A: Access> Session<A> {
         let AuthMethod::AccessToken { session, .. } = &principal.method else {
             return Err(ApiError::Forbidden);
         };
+        require_admin_mfa::<A>(req, &principal).await?;
         Ok(Self {
             id: session.clone(),
             principal,
@@ -180,6 +183,30 @@ pub async fn identify(req: &HttpRequest) {
     // A refused credential is remembered for the extractor; an internal error is met again
     // (answered and logged) when the extractor asks.
     let _ = authenticate(req).await;
+}
+
+/// With `REQUIRE_ADMIN_MFA`, an administrator's access needs MFA on for the account (whatever
+/// the credential: an API key of such an admin is refused the same): 403 `mfa-required`
+/// until they enrol. Read from the database on each admin request, so confirming MFA opens
+/// the admin routes at once, and turning it off closes them.
+async fn require_admin_mfa<A: Access>(
+    req: &HttpRequest,
+    principal: &Principal,
+) -> Result<(), ApiError> {
+    if !A::ADMINISTRATION {
+        return Ok(());
+    }
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| anyhow::anyhow!("AppState is not registered"))?;
+    if !state.settings.require_admin_mfa {
+        return Ok(());
+    }
+    if mfa::is_enabled(&mut state.db.read().await?, principal.user_id).await? {
+        Ok(())
+    } else {
+        Err(ApiError::MfaRequired)
+    }
 }
 
 /// Marks a request whose credential was refused, so it is not checked twice.

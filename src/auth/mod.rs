@@ -11,6 +11,7 @@ mod eddsa;
 pub mod extractor;
 pub mod jwt;
 pub mod login;
+pub mod mfa;
 pub mod password;
 pub mod principal;
 pub mod refresh;

@@ -41,6 +41,9 @@ pub struct Principal {
 
 /// What a route requires of its caller, checked by the extractor before the handler runs.
 pub trait Access {
+    /// An administrator's access: with `REQUIRE_ADMIN_MFA`, only once they have MFA on.
+    const ADMINISTRATION: bool = false;
+
     fn permits(principal: &Principal) -> bool;
 }
 
@@ -66,12 +69,16 @@ impl Access for Write {
 }
 
 impl Access for AdminRead {
+    const ADMINISTRATION: bool = true;
+
     fn permits(principal: &Principal) -> bool {
         principal.role.is_admin() && principal.scopes.read
     }
 }
 
 impl Access for AdminWrite {
+    const ADMINISTRATION: bool = true;
+
     fn permits(principal: &Principal) -> bool {
         principal.role.is_admin() && principal.scopes.write
     }

@@ -500,6 +500,25 @@ pub async fn start_session(
     Ok(Some(StartedSession { account, refresh }))
 }
 
+/// Stores `upgraded_hash`, a fresh hash of the password of `verified` at today's parameters,
+/// if that is still the account's password (see `still_verified`): for a login that does not
+/// start its session yet (a second factor is due).
+pub async fn upgrade_password_hash(
+    db: &Database,
+    verified: &UserCredentials,
+    upgraded_hash: &str,
+) -> Result<(), ApiError> {
+    let mut tx = db.begin().await.step("begin the transaction")?;
+    let still = still_verified(&mut tx, verified).await;
+    if still.step("lock the account")?.is_some() {
+        update_password_hash(&mut tx, verified.id, upgraded_hash)
+            .await
+            .step("store the upgraded password hash")?;
+        tx.commit().await.step("commit")?;
+    }
+    Ok(())
+}
+
 /// What an administrator may change about an account.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AccountChanges {

@@ -14,6 +14,10 @@ use crate::{
         Session,
         jwt::TokenSubject,
         login::{self, CredentialCheck},
+        mfa::{
+            self, ChallengeOutcome,
+            challenge::{self, IssuedChallenge},
+        },
         refresh::{self, IssuedRefreshToken, RefreshUse, Rotation},
         sessions::SessionClient,
     },
@@ -44,6 +48,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
         web::resource("/login")
             .wrap(strict())
             .route(web::post().to(login)),
+    )
+    .service(
+        web::resource("/login/mfa")
+            .wrap(strict())
+            .route(web::post().to(login_mfa)),
     )
     .service(
         web::resource("/refresh")
@@ -144,6 +153,42 @@ async fn token_response(
     }))
 }
 
+/// A correct password of an account with MFA: no tokens yet. Send `mfa_token` with a code to
+/// `POST /api/v1/auth/login/mfa`.
+#[derive(Serialize, ToSchema)]
+pub struct MfaChallengeResponse {
+    /// Always `true`.
+    pub mfa_required: bool,
+    /// Single use, for `POST /api/v1/auth/login/mfa` only (not a bearer token); dies after 5
+    /// wrong codes.
+    #[schema(max_length = 64)]
+    pub mfa_token: String,
+    /// Seconds until `mfa_token` expires.
+    #[schema(format = Int64, minimum = 1, maximum = 3600)]
+    pub expires_in: u64,
+}
+
+/// What a correct password earns: the session's tokens, or a second-factor challenge.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum LoginResponse {
+    Tokens(TokenResponse),
+    MfaRequired(MfaChallengeResponse),
+}
+
+#[derive(Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginMfaRequest {
+    /// From the login's answer.
+    #[validate(length(min = 1, max = 128))]
+    #[schema(min_length = 1, max_length = 128)]
+    pub mfa_token: String,
+    /// The authenticator's 6 digits, or an unused recovery code.
+    #[validate(length(min = 1, max = 32))]
+    #[schema(min_length = 1, max_length = 32, example = "123456")]
+    pub code: String,
+}
+
 /// The one answer to a registration that was not refused: whether the address already had an
 /// account is told only to its owner, by mail.
 #[derive(Serialize, ToSchema)]
@@ -188,12 +233,14 @@ pub(crate) async fn register(
     Ok(HttpResponse::Accepted().json(REGISTRATION_ACCEPTED))
 }
 
-/// Log in: an access token and a refresh token for a new session.
+/// Log in: an access token and a refresh token for a new session, or, for an account with
+/// MFA, `{mfa_required: true, mfa_token, expires_in}` and no tokens (see `/auth/login/mfa`).
 ///
 /// Unknown user, wrong password and disabled account take the same path (one argon2
 /// verification) and get the same 401 body; only the audit trail (admins) tells them apart.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, description = "The session's tokens", body = TokenResponse)))]
+    responses((status = 200, description = "The session's tokens, or a second-factor challenge",
+        body = LoginResponse)))]
 pub(crate) async fn login(
     state: web::Data<AppState>,
     audit: AuditContext,
@@ -210,8 +257,25 @@ pub(crate) async fn login(
         password,
         session_client,
     };
-    let session = open_session(&state, &audit, client, slot, login).await?;
-    token_response(&state, subject_of(&session.account), session.refresh).await
+    match open_session(&state, &audit, client, slot, login).await? {
+        PasswordChecked::SessionStarted(session) => {
+            token_response(&state, subject_of(&session.account), session.refresh).await
+        }
+        PasswordChecked::SecondFactorDue(issued) => Ok(HttpResponse::Ok().json(
+            LoginResponse::MfaRequired(MfaChallengeResponse {
+                mfa_required: true,
+                mfa_token: issued.token,
+                expires_in: issued.expires_in.as_secs(),
+            }),
+        )),
+    }
+}
+
+/// What a right password led to.
+enum PasswordChecked {
+    SessionStarted(StartedSession),
+    /// The account has MFA: no session until a code answers the challenge.
+    SecondFactorDue(IssuedChallenge),
 }
 
 /// What a login presents, and from where.
@@ -221,16 +285,16 @@ struct Login<'a> {
     session_client: SessionClient,
 }
 
-/// Charges the attempt to the username's budget, checks the password and starts the session.
-/// Each refusal is recorded in the audit trail with its reason; the client sees only the 401
-/// (or the 429 of the budget).
+/// Charges the attempt to the username's budget, checks the password and starts the session,
+/// or issues a second-factor challenge for an account with MFA. Each refusal is recorded in
+/// the audit trail with its reason; the client sees only the 401 (or the 429 of the budget).
 async fn open_session(
     state: &AppState,
     audit: &AuditContext,
     client: ClientKey,
     slot: InFlightSlot,
     login: Login<'_>,
-) -> Result<StartedSession, ApiError> {
+) -> Result<PasswordChecked, ApiError> {
     let Login {
         username,
         password,
@@ -267,6 +331,10 @@ async fn open_session(
         let reason = "email not verified";
         return Err(refuse(Outcome::Denied, reason, ApiError::EmailNotVerified));
     }
+    if mfa::is_enabled(&mut state.db.read().await?, verified.account.id).await? {
+        // Not a success yet: the username's failures stay counted until a code passes.
+        return second_factor_due(state, audit, verified).await;
+    }
     let started = user::start_session(
         &state.db,
         &verified.account,
@@ -283,7 +351,109 @@ async fn open_session(
         return Err(rejected("the account changed during the login"));
     };
     attempt.succeeded().await;
-    Ok(session)
+    Ok(PasswordChecked::SessionStarted(session))
+}
+
+/// Issues the challenge that a code must answer before the session of `verified` starts.
+async fn second_factor_due(
+    state: &AppState,
+    audit: &AuditContext,
+    verified: login::VerifiedAccount,
+) -> Result<PasswordChecked, ApiError> {
+    let account = &verified.account;
+    if let Some(upgraded) = verified.upgraded_hash {
+        user::upgrade_password_hash(&state.db, account, &upgraded).await?;
+    }
+    let issued = challenge::issue(&state.db, account.id, account.token_version)
+        .await
+        .step("issue the second-factor challenge")?;
+    let event = audit
+        .event(AuditAction::MfaChallenge, Outcome::Success)
+        .actor(account.id)
+        .target(AuditTarget::User(account.id))
+        .reason("password accepted; second factor due");
+    state.audit.submit(event);
+    Ok(PasswordChecked::SecondFactorDue(issued))
+}
+
+/// Second step of a login with MFA: the `mfa_token` and a TOTP or recovery code for the
+/// session's tokens.
+///
+/// Each code is charged to the account's login budget and a wrong one counts as a failed
+/// login (lockout included), like a wrong password. The token is single use, and the fifth
+/// wrong code kills it; a TOTP code (time step) is never accepted twice; a recovery code
+/// works once.
+#[utoipa::path(post, path = "/api/v1/auth/login/mfa", tag = "auth", request_body = LoginMfaRequest,
+    responses((status = 200, description = "The session's tokens", body = TokenResponse),
+        (status = 401, description = "Wrong code, or a dead `mfa_token`", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited or locked", body = Problem,
+            content_type = "application/problem+json")))]
+pub(crate) async fn login_mfa(
+    state: web::Data<AppState>,
+    audit: AuditContext,
+    client: ClientKey,
+    session_client: SessionClient,
+    Json(request): Json<LoginMfaRequest>,
+) -> Result<HttpResponse, ApiError> {
+    request.validate()?;
+    let found = challenge::find(&mut state.db.read().await?, &request.mfa_token).await;
+    let challenge = found
+        .step("read the challenge")?
+        .ok_or(ApiError::InvalidMfaToken)?;
+    let account = user::credentials_by_id(&mut state.db.read().await?, challenge.user_id)
+        .await
+        .step("read the account")?
+        .ok_or(ApiError::InvalidMfaToken)?;
+    let user_id = account.id;
+    let refuse = |outcome, reason: &'static str, error: ApiError| {
+        let event = audit
+            .event(AuditAction::Login, outcome)
+            .target(AuditTarget::User(user_id))
+            .reason(reason);
+        state.audit.submit(event);
+        error
+    };
+    let username = account.username.clone();
+    let attempt = PasswordAttempt::start(&state, &audit, client, &username)
+        .await
+        .map_err(|refused| refuse(Outcome::Denied, refused.reason, refused.error))?;
+    let code = request.code.trim();
+    match mfa::answer_challenge(&state.db, &state.keyring, &challenge, code, &audit).await? {
+        ChallengeOutcome::Passed(_) => {}
+        ChallengeOutcome::Gone => return Err(ApiError::InvalidMfaToken),
+        ChallengeOutcome::WrongCode => {
+            let event = audit
+                .event(AuditAction::MfaCodeFailure, Outcome::Failure)
+                .target(AuditTarget::User(user_id))
+                .reason("wrong code at login");
+            state.audit.submit(event);
+            attempt.failed().await?;
+            return Err(ApiError::InvalidMfaCode);
+        }
+    }
+    // The session is for the account as it was when the password was checked: a password
+    // change, disable or role change since then wins (see `user::start_session`).
+    let as_checked = UserCredentials {
+        token_version: challenge.token_version,
+        ..account
+    };
+    let started = user::start_session(
+        &state.db,
+        &as_checked,
+        None,
+        state.settings.jwt.refresh_token_ttl.as_secs(),
+        &session_client,
+        &audit,
+    )
+    .await
+    .step("start the session")?;
+    let Some(session) = started else {
+        let reason = "the account changed during the login";
+        return Err(refuse(Outcome::Failure, reason, ApiError::InvalidMfaToken));
+    };
+    attempt.succeeded().await;
+    token_response(&state, subject_of(&session.account), session.refresh).await
 }
 
 fn subject_of(account: &UserCredentials) -> TokenSubject<'_> {

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod films;
 pub mod health;
 pub mod legacy;
+pub mod mfa;
 pub mod static_files;
 pub mod users;
 pub mod well_known;

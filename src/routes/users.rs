@@ -49,7 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list_sessions))
             .route(web::delete().to(end_other_sessions)),
     )
-    .service(web::resource("/me/sessions/{id}").route(web::delete().to(end_session)));
+    .service(web::resource("/me/sessions/{id}").route(web::delete().to(end_session)))
+    .configure(super::mfa::configure);
 }
 
 /// The caller's own profile.
@@ -216,15 +217,15 @@ pub(crate) async fn delete_account(
 
 /// A change to the caller's own account that their current password must confirm; every
 /// refusal is recorded under `action`.
-struct OwnAccountChange<'a> {
+pub(super) struct OwnAccountChange<'a> {
     state: &'a AppState,
     audit: &'a AuditContext,
-    account: UserCredentials,
+    pub(super) account: UserCredentials,
     action: AuditAction,
 }
 
 impl<'a> OwnAccountChange<'a> {
-    async fn load(
+    pub(super) async fn load(
         state: &'a AppState,
         audit: &'a AuditContext,
         user_id: i64,
@@ -243,7 +244,12 @@ impl<'a> OwnAccountChange<'a> {
     }
 
     /// Records the refusal and returns the error to answer with.
-    fn refuse(&self, outcome: Outcome, reason: &'static str, error: ApiError) -> ApiError {
+    pub(super) fn refuse(
+        &self,
+        outcome: Outcome,
+        reason: &'static str,
+        error: ApiError,
+    ) -> ApiError {
         let event = self
             .audit
             .event(self.action, outcome)
@@ -260,7 +266,7 @@ impl<'a> OwnAccountChange<'a> {
     /// Checks `password` within the account's login budget, spent before it is looked at; a
     /// wrong one counts as a failed login: no route is a side door for guessing with a
     /// stolen access token. Returns the place in the hashing queue, for a hash still to make.
-    async fn check_password(
+    pub(super) async fn check_password(
         &self,
         client: ClientKey,
         slot: InFlightSlot,

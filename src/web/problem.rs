@@ -178,6 +178,27 @@ fn describe(error: &ApiError) -> Description<'_> {
             "Open the link mailed to your address first; \
              `POST /api/v1/auth/verify-email/resend` sends a new one.",
         ),
+        E::MfaRequired => Description::new(
+            StatusCode::FORBIDDEN,
+            "mfa-required",
+            "Multi-factor authentication required",
+            "Administrators must turn on TOTP first: `POST /api/v1/users/me/mfa/totp`, then \
+             `POST /api/v1/users/me/mfa/totp/confirm` with a code.",
+        ),
+        E::InvalidMfaCode => Description::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-mfa-code",
+            "Invalid code",
+            "The code is neither the authenticator's current code (unused) nor an unused \
+             recovery code.",
+        ),
+        E::InvalidMfaToken => Description::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid-mfa-token",
+            "Invalid or expired MFA token",
+            "The MFA token is unknown, expired, used, or had too many wrong codes: log in again \
+             with the password.",
+        ),
         E::InvalidLinkToken => Description::new(
             StatusCode::BAD_REQUEST,
             "invalid-link-token",

@@ -31,6 +31,7 @@ mod limits;
 mod logging;
 mod login_storm;
 mod mail;
+mod mfa;
 mod monitoring;
 mod openapi;
 mod password;

@@ -12,10 +12,12 @@
 //!   can register again), the password hash, and the username, which becomes `deleted-<id>`
 //!   (unregistrable: `-` is not a username character). Nothing shows the old name any more,
 //!   so a newcomer who takes it inherits no films and no authorship.
-//! * Refresh tokens and API keys are deleted with it.
+//! * Refresh tokens, API keys and the second factor (TOTP secret, recovery codes) are deleted
+//!   with it.
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
+    auth::mfa,
     db::{self, Database, Lock, Timestamp, Transaction},
     error::{ApiError, Step},
 };
@@ -107,6 +109,9 @@ async fn erase_account(tx: &mut Transaction, user_id: i64) -> Result<(), ApiErro
     db::execute!(&mut *tx, "DELETE FROM api_keys WHERE user_id = $1", user_id)
         .await
         .step("delete the user's API keys")?;
+    mfa::remove_all(tx, user_id)
+        .await
+        .step("delete the user's second factor")?;
     let now = Timestamp::now();
     db::execute!(
         tx,
