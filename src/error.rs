@@ -75,6 +75,9 @@ pub enum ApiError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// `If-Match` named none of the resource's current entity tags: 412, nothing changed.
+    #[error("precondition failed")]
+    PreconditionFailed,
     #[error("payload too large")]
     PayloadTooLarge { limit: usize },
     #[error("unsupported media type")]

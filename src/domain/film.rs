@@ -1,8 +1,8 @@
 //! Films: validated names, studios and years, and the queries on the `films` table.
 //!
 //! Ownership is enforced here, inside the transaction that changes the film: the film is read
-//! with its row locked for writing (see `lock`), its owner compared with the caller, and only
-//! then changed. There is no window between the check and the write, on any instance.
+//! with its row locked for writing (see `lock`), its owner compared with the caller, the
+//! client's precondition (`If-Match`) checked against it, and only then changed. There is no window between the check and the write, on any instance.
 
 use serde::Serialize;
 use sqlx::prelude::FromRow;
@@ -140,26 +140,46 @@ pub async fn random(db: &mut impl Executor) -> sqlx::Result<Option<Film>> {
     .await
 }
 
-/// A page of films, optionally those whose name contains `search` in any letter case
-/// (SQLite's LIKE ignores the case of ASCII letters; PostgreSQL's ILIKE of every letter).
+/// A page of films, and whether more follow it.
+#[derive(Debug)]
+pub struct FilmList {
+    pub page: Paginated<Film>,
+    pub has_more: bool,
+}
+
+/// Ids start at 1: "after 0" is the start of the list.
+const START: i64 = 0;
+
+/// A page of films in id order, optionally those whose name contains `search` in any letter
+/// case (SQLite's LIKE ignores the case of ASCII letters; PostgreSQL's ILIKE of every letter).
+/// `after_id` (keyset paging) starts the page after that film, seeking on the primary key:
+/// films added or deleted meanwhile never shift what a walk sees, unlike `page.offset`.
 #[tracing::instrument(skip(db))]
 pub async fn list(
     db: &mut impl Executor,
     search: Option<&str>,
     page: Page,
-) -> sqlx::Result<Paginated<Film>> {
+    after_id: Option<i64>,
+) -> sqlx::Result<FilmList> {
     let pattern = search.map(text::like_pattern);
-    let items = db::fetch_all!(
+    // One row past the page tells whether another page follows.
+    let mut items: Vec<Film> = db::fetch_all!(
         db,
-        sqlite: "SELECT * FROM film_view WHERE $1 IS NULL OR name LIKE $1 ESCAPE '\\'
+        sqlite: "SELECT * FROM film_view
+                 WHERE ($1 IS NULL OR name LIKE $1 ESCAPE '\\') AND id > $4
                  ORDER BY id LIMIT $2 OFFSET $3",
-        postgres: "SELECT * FROM film_view WHERE $1 IS NULL OR name ILIKE $1 ESCAPE '\\'
+        postgres: "SELECT * FROM film_view
+                   WHERE ($1 IS NULL OR name ILIKE $1 ESCAPE '\\') AND id > $4
                    ORDER BY id LIMIT $2 OFFSET $3",
         pattern.as_deref(),
-        page.limit,
-        page.offset
+        page.limit + 1,
+        page.offset,
+        after_id.unwrap_or(START)
     )
     .await?;
+    let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+    let has_more = items.len() > limit;
+    items.truncate(limit);
     let total = db::fetch_scalar!(
         db,
         sqlite: "SELECT count(*) FROM films WHERE $1 IS NULL OR name LIKE $1 ESCAPE '\\'",
@@ -167,7 +187,10 @@ pub async fn list(
         pattern.as_deref()
     )
     .await?;
-    Ok(page.of(items, total))
+    Ok(FilmList {
+        page: page.of(items, total),
+        has_more,
+    })
 }
 
 /// Stores a film and returns it as stored; `RETURNING` gives it back without a second query.
@@ -215,19 +238,35 @@ fn may_modify(film: &Film, principal: &Principal) -> bool {
     principal.role.is_admin() || film.owner_id == Some(principal.user_id)
 }
 
-#[tracing::instrument(skip(db, changes, audit), fields(user_id = principal.user_id))]
+/// The film, locked, if it exists, the caller may change it, and `precondition` holds for it
+/// as it is now. Checked inside `tx`: nothing can change the film between the check and the
+/// caller's write (the precondition is the client's `If-Match`, compared here so that two
+/// editors who read the same version cannot both write).
+async fn lock_for_change(
+    tx: &mut Transaction,
+    id: i64,
+    principal: &Principal,
+    precondition: impl FnOnce(&Film) -> Result<(), ApiError>,
+) -> Result<Film, ApiError> {
+    let film = lock(tx, id).await?.ok_or(ApiError::NotFound)?;
+    if !may_modify(&film, principal) {
+        return Err(ApiError::Forbidden);
+    }
+    precondition(&film)?;
+    Ok(film)
+}
+
+#[tracing::instrument(skip(db, changes, audit, precondition), fields(user_id = principal.user_id))]
 pub async fn update(
     db: &Database,
     id: i64,
     changes: &FilmChanges,
     principal: &Principal,
     audit: &AuditContext,
+    precondition: impl FnOnce(&Film) -> Result<(), ApiError>,
 ) -> Result<Film, ApiError> {
     let mut tx = db.begin().await?;
-    let film = lock(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
-    if !may_modify(&film, principal) {
-        return Err(ApiError::Forbidden);
-    }
+    lock_for_change(&mut tx, id, principal, precondition).await?;
     db::execute!(
         &mut tx,
         "UPDATE films
@@ -253,18 +292,16 @@ pub async fn update(
     Ok(updated)
 }
 
-#[tracing::instrument(skip(db, audit), fields(user_id = principal.user_id))]
+#[tracing::instrument(skip(db, audit, precondition), fields(user_id = principal.user_id))]
 pub async fn delete(
     db: &Database,
     id: i64,
     principal: &Principal,
     audit: &AuditContext,
+    precondition: impl FnOnce(&Film) -> Result<(), ApiError>,
 ) -> Result<Film, ApiError> {
     let mut tx = db.begin().await?;
-    let film = lock(&mut tx, id).await?.ok_or(ApiError::NotFound)?;
-    if !may_modify(&film, principal) {
-        return Err(ApiError::Forbidden);
-    }
+    let film = lock_for_change(&mut tx, id, principal, precondition).await?;
     db::execute!(&mut tx, "DELETE FROM films WHERE id = $1", id).await?;
     let event = audit
         .event(AuditAction::FilmDelete, Outcome::Success)

@@ -1,6 +1,7 @@
 //! Domain types and their queries. A value of a domain type has passed its rules: the fields
 //! are private and the only way in is `parse`.
 
+pub mod cursor;
 pub mod email;
 pub mod film;
 pub mod seed;

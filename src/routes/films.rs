@@ -1,22 +1,32 @@
 //! `/api/v1/films`: the catalogue, open to read, authenticated to write.
 
-use actix_web::{HttpResponse, http::header, web};
-use serde::Deserialize;
+use actix_web::{
+    HttpResponse,
+    http::{StatusCode, header},
+    web,
+};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use validator::Validate;
 
 use crate::{
     audit::AuditContext,
     auth::{Authenticated, Write},
+    crypto::Keyring,
     domain::{
-        Page, Paginated,
+        Page,
+        cursor::ListCursor,
         film::{self, Film, FilmChanges, FilmName, NewFilm, ReleaseYear, StudioName},
         text,
         vote::{self, Vote},
     },
-    error::{ApiError, ForField},
+    error::{ApiError, FieldError, ForField},
     extract::{Json, Query},
     state::AppState,
+    web::{
+        conditional::{IfMatch, IfMatchHeader, IfNoneMatch, IfNoneMatchHeader, Representation},
+        problem::Problem,
+    },
 };
 
 pub const MAX_SEARCH_CHARS: u64 = 100;
@@ -144,9 +154,14 @@ pub struct ListFilmsQuery {
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
-    /// Items to skip, 0 to 100 000.
+    /// Items to skip, 0 to 100 000. Not together with `cursor`.
     #[param(minimum = 0, maximum = 100_000)]
     pub offset: Option<i64>,
+    /// The `next_cursor` of the previous page, unchanged, sent with the same `q`: the page
+    /// after it, however many films were added or deleted meanwhile. Not together with
+    /// `offset`.
+    #[param(min_length = 34, max_length = 34, pattern = "^[A-Za-z0-9_-]{34}$")]
+    pub cursor: Option<String>,
     /// Case-insensitive substring of the name; `%` and `_` match literally.
     #[param(max_length = 100)]
     pub q: Option<String>,
@@ -154,7 +169,22 @@ pub struct ListFilmsQuery {
 
 impl ListFilmsQuery {
     fn page(&self) -> Result<Page, ApiError> {
+        if self.cursor.is_some() && self.offset.is_some() {
+            return Err(ApiError::BadRequest {
+                detail: "Send either `cursor` or `offset`, not both.".into(),
+                errors: ["cursor", "offset"]
+                    .map(|field| FieldError::new(field, "not together with the other"))
+                    .into(),
+            });
+        }
         Page::new(self.limit, self.offset)
+    }
+
+    fn cursor(&self, keyring: &Keyring, search: Option<&str>) -> Result<Option<i64>, ApiError> {
+        self.cursor
+            .as_deref()
+            .map(|raw| ListCursor::decode(keyring, raw, search).map(|c| c.after_id))
+            .transpose()
     }
 
     fn search(&self) -> Result<Option<&str>, ApiError> {
@@ -173,16 +203,58 @@ pub struct VoteRequest {
     pub vote: Vote,
 }
 
-/// List films, optionally searching names.
-#[utoipa::path(get, path = "/api/v1/films", tag = "films", params(ListFilmsQuery),
-    responses((status = 200, description = "A page of films", body = Paginated<Film>)))]
+/// A page of films in id order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FilmPage {
+    #[schema(max_items = 100)]
+    pub items: Vec<Film>,
+    /// Films matching `q`, on every page.
+    #[schema(minimum = 0, format = Int64)]
+    pub total: i64,
+    #[schema(minimum = 1, maximum = 100, format = Int64)]
+    pub limit: i64,
+    /// As sent; 0 with a cursor.
+    #[schema(minimum = 0, maximum = 100_000, format = Int64)]
+    pub offset: i64,
+    /// Send it back as `cursor` (with the same `q`) for the next page; `null` on the last.
+    #[schema(min_length = 34, max_length = 34, pattern = "^[A-Za-z0-9_-]{34}$")]
+    pub next_cursor: Option<String>,
+}
+
+/// List films, optionally searching names. Paged by `offset`, or by `cursor` (keyset: a
+/// walk sees every film that exists throughout it exactly once).
+#[utoipa::path(get, path = "/api/v1/films", tag = "films", params(ListFilmsQuery, IfNoneMatchHeader),
+    responses(
+        (status = 200, description = "A page of films", body = FilmPage, headers(
+            ("ETag" = String, description = "Strong entity tag of this page"),
+            ("Cache-Control" = String, description = "`private, no-cache`"))),
+        (status = 304, description = "Unchanged since the `ETag` sent in `If-None-Match`", headers(
+            ("ETag" = String, description = "Strong entity tag of the page"))),
+        (status = 400, description = "A bad query: a cursor not issued for this search, \
+            `cursor` with `offset`, or a malformed `If-None-Match`", body = Problem)))]
 pub(crate) async fn list_films(
     state: web::Data<AppState>,
     query: Query<ListFilmsQuery>,
+    if_none_match: IfNoneMatch,
 ) -> Result<HttpResponse, ApiError> {
     let page = query.0.page()?;
-    let films = film::list(&mut state.db.read().await?, query.0.search()?, page).await?;
-    Ok(HttpResponse::Ok().json(films))
+    let search = query.0.search()?;
+    let after_id = query.0.cursor(&state.keyring, search)?;
+    let films = film::list(&mut state.db.read().await?, search, page, after_id).await?;
+    let next_cursor = films
+        .page
+        .items
+        .last()
+        .filter(|_| films.has_more)
+        .map(|last| ListCursor { after_id: last.id }.encode(&state.keyring, search));
+    let body = FilmPage {
+        items: films.page.items,
+        total: films.page.total,
+        limit: films.page.limit,
+        offset: films.page.offset,
+        next_cursor,
+    };
+    Ok(Representation::json(&body)?.read_response(&if_none_match))
 }
 
 /// A random film.
@@ -201,20 +273,36 @@ pub async fn random_film_response(state: &AppState) -> Result<HttpResponse, ApiE
 }
 
 /// One film with its like and dislike counts.
-#[utoipa::path(get, path = "/api/v1/films/{id}", tag = "films", params(("id" = i64, Path)),
-    responses((status = 200, description = "The film", body = Film)))]
+#[utoipa::path(get, path = "/api/v1/films/{id}", tag = "films",
+    params(("id" = i64, Path), IfNoneMatchHeader),
+    responses(
+        (status = 200, description = "The film", body = Film, headers(
+            ("ETag" = String, description = "Strong entity tag of the film as sent"),
+            ("Cache-Control" = String, description = "`private, no-cache`"))),
+        (status = 304, description = "Unchanged since the `ETag` sent in `If-None-Match`", headers(
+            ("ETag" = String, description = "Strong entity tag of the film"))),
+        (status = 400, description = "A malformed `If-None-Match`", body = Problem)))]
 pub(crate) async fn get_film(
     state: web::Data<AppState>,
     id: web::Path<i64>,
+    if_none_match: IfNoneMatch,
 ) -> Result<HttpResponse, ApiError> {
-    film_response(&state, *id).await
+    Ok(film_representation(&state, *id)
+        .await?
+        .read_response(&if_none_match))
 }
 
-async fn film_response(state: &AppState, id: i64) -> Result<HttpResponse, ApiError> {
+/// The film as stored now, with its entity tag.
+async fn film_representation(state: &AppState, id: i64) -> Result<Representation, ApiError> {
     let film = film::get(&mut state.db.read().await?, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(film))
+    Representation::json(&film)
+}
+
+/// `If-Match` against the film as it is inside the write's transaction.
+fn matching(if_match: &IfMatch) -> impl FnOnce(&Film) -> Result<(), ApiError> + '_ {
+    move |current| if_match.check(&Representation::json(current)?)
 }
 
 /// Add a film, owned by the caller.
@@ -235,40 +323,64 @@ pub async fn create_film(
         .json(film))
 }
 
-/// Change a film: its owner or an admin.
-#[utoipa::path(patch, path = "/api/v1/films/{id}", tag = "films", params(("id" = i64, Path)),
+/// Change a film: its owner or an admin. With `If-Match`, only if the film is still the one
+/// the client read.
+#[utoipa::path(patch, path = "/api/v1/films/{id}", tag = "films",
+    params(("id" = i64, Path), IfMatchHeader),
     request_body = UpdateFilmRequest, security(("bearer" = []), ("api_key" = [])),
-    responses((status = 200, description = "The changed film", body = Film)))]
+    responses(
+        (status = 200, description = "The changed film", body = Film, headers(
+            ("ETag" = String, description = "Strong entity tag of the changed film"))),
+        (status = 400, description = "A malformed `If-Match`", body = Problem),
+        (status = 412, description = "`If-Match` names none of the film's current tags; \
+            nothing changed", body = Problem)))]
 pub(crate) async fn update_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,
     id: web::Path<i64>,
+    if_match: IfMatch,
     Json(request): Json<UpdateFilmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let changes = FilmChanges::try_from(request)?;
-    let film = film::update(&state.db, *id, &changes, &caller, &audit).await?;
-    Ok(HttpResponse::Ok().json(film))
+    let film = film::update(
+        &state.db,
+        *id,
+        &changes,
+        &caller,
+        &audit,
+        matching(&if_match),
+    )
+    .await?;
+    Ok(Representation::json(&film)?.write_response(StatusCode::OK))
 }
 
-/// Delete a film and its votes: its owner or an admin.
-#[utoipa::path(delete, path = "/api/v1/films/{id}", tag = "films", params(("id" = i64, Path)),
+/// Delete a film and its votes: its owner or an admin. With `If-Match`, only if the film is
+/// still the one the client read.
+#[utoipa::path(delete, path = "/api/v1/films/{id}", tag = "films",
+    params(("id" = i64, Path), IfMatchHeader),
     security(("bearer" = []), ("api_key" = [])),
-    responses((status = 204, description = "Deleted")))]
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "A malformed `If-Match`", body = Problem),
+        (status = 412, description = "`If-Match` names none of the film's current tags; \
+            nothing was deleted", body = Problem)))]
 pub(crate) async fn delete_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     audit: AuditContext,
     id: web::Path<i64>,
+    if_match: IfMatch,
 ) -> Result<HttpResponse, ApiError> {
-    film::delete(&state.db, *id, &caller, &audit).await?;
+    film::delete(&state.db, *id, &caller, &audit, matching(&if_match)).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
 /// Like or dislike a film: one vote per user, so repeating it changes nothing.
 #[utoipa::path(put, path = "/api/v1/films/{id}/vote", tag = "films", params(("id" = i64, Path)),
     request_body = VoteRequest, security(("bearer" = []), ("api_key" = [])),
-    responses((status = 200, description = "The film with its new counts", body = Film)))]
+    responses((status = 200, description = "The film with its new counts", body = Film,
+        headers(("ETag" = String, description = "Strong entity tag of the film now")))))]
 pub(crate) async fn cast_vote(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
@@ -277,18 +389,23 @@ pub(crate) async fn cast_vote(
 ) -> Result<HttpResponse, ApiError> {
     vote::cast(&state.db, caller.user_id, *id, request.vote).await?;
     // The committed vote is visible to the reader pool at once (WAL).
-    film_response(&state, *id).await
+    Ok(film_representation(&state, *id)
+        .await?
+        .write_response(StatusCode::OK))
 }
 
 /// Withdraw the caller's vote, if any.
 #[utoipa::path(delete, path = "/api/v1/films/{id}/vote", tag = "films",
     params(("id" = i64, Path)), security(("bearer" = []), ("api_key" = [])),
-    responses((status = 200, description = "The film with its new counts", body = Film)))]
+    responses((status = 200, description = "The film with its new counts", body = Film,
+        headers(("ETag" = String, description = "Strong entity tag of the film now")))))]
 pub(crate) async fn withdraw_vote(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, ApiError> {
     vote::withdraw(&state.db, caller.user_id, *id).await?;
-    film_response(&state, *id).await
+    Ok(film_representation(&state, *id)
+        .await?
+        .write_response(StatusCode::OK))
 }

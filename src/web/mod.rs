@@ -3,4 +3,5 @@
 
 pub mod audit;
 pub mod body;
+pub mod conditional;
 pub mod problem;

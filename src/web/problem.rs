@@ -214,6 +214,13 @@ fn describe(error: &ApiError) -> Description<'_> {
         E::Conflict(detail) => {
             Description::new(StatusCode::CONFLICT, "conflict", "Conflict", *detail)
         }
+        E::PreconditionFailed => Description::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition-failed",
+            "Precondition failed",
+            "The resource has changed since you read it (`If-Match`); nothing was changed. \
+             Read it again, then retry with its new `ETag`.",
+        ),
         E::PayloadTooLarge { limit } => Description::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
