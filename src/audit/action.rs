@@ -43,6 +43,10 @@ vocabulary! {
         MfaConfirm = "user.mfa_confirm",
         /// TOTP was turned off (with the password and a code).
         MfaDisable = "user.mfa_disable",
+        /// A change of address asked for (the new address is mailed a link).
+        EmailChangeRequest = "user.email_change_request",
+        /// A change of address confirmed from the link: the account has its new address.
+        EmailChange = "user.email_change",
         RoleChange = "admin.role_change",
         UserDisable = "admin.user_disable",
         UserEnable = "admin.user_enable",

@@ -1,5 +1,6 @@
 //! What the mailed links do: ask for a link (verification or password reset), verify an
-//! email, reset a password. The tokens are `account_tokens`; the mails `account_mail`.
+//! email, reset a password. The tokens are `account_tokens`; the mails `account_mail`. A
+//! link works only while the address it was mailed to is still its account's.
 //!
 //! Asking for a link answers the same whatever the address: the work runs after the answer
 //! (see `routes::account_links`), and its outcome (sent, no such account, budget spent…)
@@ -9,37 +10,58 @@ use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         account_mail,
-        account_tokens::{self, TokenPurpose},
+        account_tokens::{self, SpentToken, TokenPurpose, TokenRequest},
         password::HashReservation,
     },
-    domain::user::{self, Email, NewPassword, UserCredentials},
+    domain::{
+        email,
+        user::{self, Email, NewPassword, UserCredentials},
+    },
     error::{ApiError, Step},
     state::AppState,
 };
 
+/// The links anyone may ask for by address (an email change is asked for by the signed-in
+/// owner, see `domain::user::request_email_change`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestedLink {
+    EmailVerification,
+    PasswordReset,
+}
+
+impl RequestedLink {
+    pub fn purpose(self) -> TokenPurpose {
+        match self {
+            Self::EmailVerification => TokenPurpose::EmailVerification,
+            Self::PasswordReset => TokenPurpose::PasswordReset,
+        }
+    }
+}
+
 /// Why no link was sent; the audit trail's words.
-fn unsent_reason(account: &UserCredentials, purpose: TokenPurpose) -> Option<&'static str> {
+fn unsent_reason(account: &UserCredentials, link: RequestedLink) -> Option<&'static str> {
     if account.disabled {
         return Some("account disabled");
     }
-    if purpose == TokenPurpose::EmailVerification && account.email_verified {
+    if link == RequestedLink::EmailVerification && account.email_verified {
         return Some("email already verified");
     }
     None
 }
 
-/// Mails a link of `purpose` to `email` if an account has that address, may be sent one,
-/// and has not spent its mail budget. Records what happened in the audit trail.
+/// Mails `link` to `email` if an account has that address, may be sent one, and has not
+/// spent its mail budget. Records what happened in the audit trail.
 pub async fn request_link(
     state: &AppState,
     audit: &AuditContext,
     email: Email,
-    purpose: TokenPurpose,
+    link: RequestedLink,
 ) -> Result<(), ApiError> {
-    let action = match purpose {
-        TokenPurpose::EmailVerification => AuditAction::EmailVerificationResend,
-        TokenPurpose::PasswordReset => AuditAction::PasswordResetRequest,
+    let action = match link {
+        RequestedLink::EmailVerification => AuditAction::EmailVerificationResend,
+        RequestedLink::PasswordReset => AuditAction::PasswordResetRequest,
     };
+    let purpose = link.purpose();
     let mut tx = state.db.begin().await.step("begin the transaction")?;
     let account = user::lock_account_by_email(&mut tx, &state.keyring, &email)
         .await
@@ -57,13 +79,13 @@ pub async fn request_link(
     let within_budget = account_tokens::within_budget(&mut tx, account.id, purpose)
         .await
         .step("count the recent links")?;
-    let event = match unsent_reason(&account, purpose) {
+    let event = match unsent_reason(&account, link) {
         Some(reason) => audit.event(action, Outcome::Failure).reason(reason),
         None if !within_budget => audit
             .event(action, Outcome::Denied)
             .reason("mail budget of the account spent"),
         None => {
-            send_link(state, &mut tx, &account, email, purpose).await?;
+            send_link(state, &mut tx, &account, email, link).await?;
             audit.event(action, Outcome::Success)
         }
     };
@@ -78,37 +100,65 @@ async fn send_link(
     tx: &mut crate::db::Transaction,
     account: &UserCredentials,
     email: Email,
-    purpose: TokenPurpose,
+    link: RequestedLink,
 ) -> Result<(), ApiError> {
     let (keyring, settings) = (&state.keyring, &state.settings);
-    match purpose {
-        TokenPurpose::EmailVerification => {
-            let token = account_tokens::issue(tx, account.id, purpose, None).await?;
-            account_mail::verify_email(tx, keyring, settings, email, &token).await?;
+    let request = TokenRequest {
+        user_id: account.id,
+        purpose: link.purpose(),
+        token_version: (link == RequestedLink::PasswordReset).then_some(account.token_version),
+        email: &email,
+    };
+    let token = account_tokens::issue(tx, keyring, request).await?;
+    let user_id = account.id;
+    match link {
+        RequestedLink::EmailVerification => {
+            account_mail::verify_email(tx, keyring, settings, user_id, email, &token).await?
         }
-        TokenPurpose::PasswordReset => {
-            let version = Some(account.token_version);
-            let token = account_tokens::issue(tx, account.id, purpose, version).await?;
-            account_mail::password_reset(tx, keyring, settings, email, &token).await?;
+        RequestedLink::PasswordReset => {
+            account_mail::password_reset(tx, keyring, settings, user_id, email, &token).await?
         }
     }
     Ok(())
 }
 
-/// Spends a verification token and marks the account's address verified.
+/// `spent` if the address it was mailed to is still its account's: a link mailed to an
+/// address the account has left (or bound to none) is refused like an unknown one.
+async fn bound_to_current_address(
+    state: &AppState,
+    tx: &mut crate::db::Transaction,
+    spent: SpentToken,
+) -> Result<Option<SpentToken>, ApiError> {
+    let current = email::of_account(tx, &state.keyring, spent.user_id)
+        .await
+        .step("read the account's address")?;
+    let bound = match (&spent.email, &current) {
+        (Some(bound), Some(current)) => bound.is_same_address(current),
+        _ => false,
+    };
+    Ok(bound.then_some(spent))
+}
+
+/// Spends a verification token and marks the account's address verified, if the token was
+/// mailed to the account's address as it is now.
 pub async fn verify_email(
     state: &AppState,
     audit: &AuditContext,
     token: &str,
 ) -> Result<(), ApiError> {
     let mut tx = state.db.begin().await.step("begin the transaction")?;
-    let spent = account_tokens::spend(&mut tx, token, TokenPurpose::EmailVerification)
+    let purpose = TokenPurpose::EmailVerification;
+    let spent = account_tokens::spend(&mut tx, &state.keyring, token, purpose)
         .await
         .step("spend the token")?;
+    let spent = match spent {
+        Some(spent) => bound_to_current_address(state, &mut tx, spent).await?,
+        None => None,
+    };
     let Some(spent) = spent else {
         let event = audit
             .event(AuditAction::EmailVerify, Outcome::Failure)
-            .reason("unknown, expired or used token");
+            .reason("unknown, expired or used token, or one for another address");
         state.audit.submit(event);
         return Err(ApiError::InvalidLinkToken);
     };
@@ -140,10 +190,14 @@ pub async fn reset_password(
     // Hashed before the transaction: a slow hash must not hold the write lock.
     let new_hash = hashing.hash(new_password.into_secret()).await?;
     let mut tx = state.db.begin().await.step("begin the transaction")?;
-    let account = match account_tokens::spend(&mut tx, token, TokenPurpose::PasswordReset)
+    let spent = account_tokens::spend(&mut tx, &state.keyring, token, TokenPurpose::PasswordReset)
         .await
-        .step("spend the token")?
-    {
+        .step("spend the token")?;
+    let spent = match spent {
+        Some(spent) => bound_to_current_address(state, &mut tx, spent).await?,
+        None => None,
+    };
+    let account = match spent {
         Some(spent) => user::lock_account(&mut tx, spent.user_id)
             .await
             .step("lock the account")?

@@ -1,7 +1,7 @@
-//! The mails of registration, email verification and password reset, one function per
-//! message, each written to the outbox in the caller's transaction (`mail::enqueue`), so a
-//! mail goes out if and only if the change that caused it commits. (The notice that a
-//! password changed is `mail::notify`'s, as for every other way to change it.)
+//! The mails of registration, email verification, password reset and email change, one
+//! function per message, each written to the outbox in the caller's transaction
+//! (`mail::enqueue`), so a mail goes out if and only if the change that caused it commits.
+//! (The notices to an account's own address are `mail::notify`'s.)
 
 use crate::{
     config::Settings,
@@ -25,15 +25,40 @@ fn minutes(purpose: TokenPurpose) -> u64 {
     purpose.lifetime().as_secs() / 60
 }
 
-async fn send(tx: &mut Transaction, keyring: &Keyring, mail: Mail) -> sqlx::Result<()> {
+/// One mail to `to` about the account `user_id`.
+struct Letter {
+    kind: MailKind,
+    user_id: i64,
+    to: Email,
+    subject: &'static str,
+    body: String,
+}
+
+async fn send(tx: &mut Transaction, keyring: &Keyring, letter: Letter) -> sqlx::Result<()> {
+    let Letter {
+        kind,
+        user_id,
+        to,
+        subject,
+        body,
+    } = letter;
+    let subject = subject.to_owned();
+    let mail = Mail {
+        kind,
+        user_id,
+        to,
+        subject,
+        body,
+    };
     mail::enqueue(tx, keyring, mail).await.map(drop)
 }
 
-/// The link that proves the owner reads mail at `to`.
+/// The link that proves the owner of account `user_id` reads mail at `to`.
 pub async fn verify_email(
     tx: &mut Transaction,
     keyring: &Keyring,
     settings: &Settings,
+    user_id: i64,
     to: Email,
     token: &IssuedToken,
 ) -> sqlx::Result<()> {
@@ -44,13 +69,14 @@ pub async fn verify_email(
          The link works once and expires in {hours} hours. If you did not create a filmvault \
          account, ignore this mail.\n"
     );
-    let subject = "Confirm your email address".to_owned();
+    let subject = "Confirm your email address";
     let kind = MailKind::VerifyEmail;
     send(
         tx,
         keyring,
-        Mail {
+        Letter {
             kind,
+            user_id,
             to,
             subject,
             body,
@@ -59,24 +85,26 @@ pub async fn verify_email(
     .await
 }
 
-/// To the owner of an address someone just tried to register again: the registration's
-/// answer does not say the address is taken, this mail does, to its owner only.
+/// To the owner (account `holder`) of an address someone just tried to register again: the
+/// registration's answer does not say the address is taken, this mail does, to its owner only.
 pub async fn registration_attempt(
     tx: &mut Transaction,
     keyring: &Keyring,
+    holder: i64,
     to: Email,
 ) -> sqlx::Result<()> {
     let body = "Someone tried to create a filmvault account with this email address, which \
                 already has one. If it was you, log in, or reset your password if you forgot \
                 it. If it was not you, you need not do anything: your account is unchanged.\n"
         .to_owned();
-    let subject = "Somebody tried to register with your address".to_owned();
+    let subject = "Somebody tried to register with your address";
     let kind = MailKind::RegistrationAttempt;
     send(
         tx,
         keyring,
-        Mail {
+        Letter {
             kind,
+            user_id: holder,
             to,
             subject,
             body,
@@ -90,6 +118,7 @@ pub async fn password_reset(
     tx: &mut Transaction,
     keyring: &Keyring,
     settings: &Settings,
+    user_id: i64,
     to: Email,
     token: &IssuedToken,
 ) -> sqlx::Result<()> {
@@ -101,13 +130,76 @@ pub async fn password_reset(
          minutes, and stops working if your password changes meanwhile. If you did not ask, \
          ignore this mail: your password stays as it is.\n"
     );
-    let subject = "Reset your password".to_owned();
+    let subject = "Reset your password";
     let kind = MailKind::PasswordReset;
     send(
         tx,
         keyring,
-        Mail {
+        Letter {
             kind,
+            user_id,
+            to,
+            subject,
+            body,
+        },
+    )
+    .await
+}
+
+/// The link that makes `to` the address of account `user_id`.
+pub async fn confirm_new_email(
+    tx: &mut Transaction,
+    keyring: &Keyring,
+    settings: &Settings,
+    user_id: i64,
+    to: Email,
+    token: &IssuedToken,
+) -> sqlx::Result<()> {
+    let link = mail::link(&base_url(settings), "confirm-email", token.as_str());
+    let hours = minutes(TokenPurpose::EmailChange) / 60;
+    let body = format!(
+        "Someone asked to make this the email address of their filmvault account. To confirm \
+         it, open this link:\n\n{link}\n\nThe link works once, expires in {hours} hours, and \
+         stops working if the account's password changes meanwhile. If you did not ask, \
+         ignore this mail: nothing changes.\n"
+    );
+    let subject = "Confirm your new email address";
+    let kind = MailKind::ConfirmNewEmail;
+    send(
+        tx,
+        keyring,
+        Letter {
+            kind,
+            user_id,
+            to,
+            subject,
+            body,
+        },
+    )
+    .await
+}
+
+/// To the owner (account `holder`) of an address another account asked to move to: the
+/// request's answer does not say the address is taken, this mail does, to its owner only.
+pub async fn email_change_attempt(
+    tx: &mut Transaction,
+    keyring: &Keyring,
+    holder: i64,
+    to: Email,
+) -> sqlx::Result<()> {
+    let body = "Someone asked to move another filmvault account to this email address, which \
+                already has an account. Nothing changed: an address belongs to one account. \
+                If it was you, delete or change the other account first. If it was not you, \
+                you need not do anything.\n"
+        .to_owned();
+    let subject = "Somebody tried to move an account to your address";
+    let kind = MailKind::EmailChangeAttempt;
+    send(
+        tx,
+        keyring,
+        Letter {
+            kind,
+            user_id: holder,
             to,
             subject,
             body,

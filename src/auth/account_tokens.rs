@@ -1,6 +1,9 @@
-//! The single-use tokens mailed in links: email verification and password reset.
+//! The single-use tokens mailed in links: email verification, password reset and email
+//! change.
 //!
 //! A token is 256 random bits, shown once (in the mail) and stored only as its SHA-256. It is
+//! bound to the address it was mailed to, sealed with the token (for an email change, the
+//! new address it confirms): the caller checks the binding when it spends the token. It is
 //! spent by one atomic `UPDATE … RETURNING`, so two instances handed the same link at once
 //! cannot both use it. Issuing a token spends the account's older ones of the same purpose:
 //! only the newest link works. The tokens issued recently are also the per-account mail
@@ -12,7 +15,9 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     auth::{random_token, unix_now},
+    crypto::Keyring,
     db::{self, Database, Transaction},
+    domain::email::Email,
     vocabulary::vocabulary,
 };
 
@@ -21,6 +26,8 @@ vocabulary! {
     pub enum TokenPurpose {
         EmailVerification = "email_verification",
         PasswordReset = "password_reset",
+        /// Proves the owner reads mail at the new address of an email change.
+        EmailChange = "email_change",
     }
 }
 
@@ -29,7 +36,7 @@ impl TokenPurpose {
     /// the account, so it lives minutes.
     pub fn lifetime(self) -> Duration {
         match self {
-            Self::EmailVerification => Duration::from_secs(24 * 3600),
+            Self::EmailVerification | Self::EmailChange => Duration::from_secs(24 * 3600),
             Self::PasswordReset => Duration::from_secs(30 * 60),
         }
     }
@@ -49,14 +56,27 @@ impl IssuedToken {
     }
 }
 
-/// The account a spent token belonged to, and the token version it was bound to.
+/// The account a spent token belonged to, and the token version and address it was bound
+/// to. `email` is `None` for a token bound to no address (issued before tokens were bound).
 pub struct SpentToken {
     pub user_id: i64,
     pub token_version: Option<i64>,
+    pub email: Option<Email>,
 }
 
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// The address is sealed for its token's row, found by the token's hash.
+fn email_purpose(token_hash: &[u8]) -> Vec<u8> {
+    [b"account_tokens.email:".as_slice(), token_hash].concat()
+}
+
+fn open_email(keyring: &Keyring, token_hash: &[u8], sealed: &[u8]) -> Option<Email> {
+    let address = keyring.open(&email_purpose(token_hash), sealed).ok()?;
+    let address = String::from_utf8(address.to_vec()).ok()?;
+    Email::parse(address).ok()
 }
 
 fn unix_now_i64() -> i64 {
@@ -82,14 +102,28 @@ pub async fn within_budget(
     Ok(recent < MAIL_BUDGET)
 }
 
-/// Issues a token for `user_id` and spends its older ones of the same purpose. A reset
-/// token carries `token_version`, the account's at issue (see `spend`).
+/// What a new token is for, whose, and what it is bound to.
+pub struct TokenRequest<'a> {
+    pub user_id: i64,
+    pub purpose: TokenPurpose,
+    /// The account's token version at issue, for a reset or an email change (see `spend`).
+    pub token_version: Option<i64>,
+    /// The address the token is mailed to.
+    pub email: &'a Email,
+}
+
+/// Issues a token and spends the account's older ones of the same purpose.
 pub async fn issue(
     tx: &mut Transaction,
-    user_id: i64,
-    purpose: TokenPurpose,
-    token_version: Option<i64>,
+    keyring: &Keyring,
+    request: TokenRequest<'_>,
 ) -> sqlx::Result<IssuedToken> {
+    let TokenRequest {
+        user_id,
+        purpose,
+        token_version,
+        email,
+    } = request;
     let now = unix_now_i64();
     db::execute!(
         &mut *tx,
@@ -101,45 +135,64 @@ pub async fn issue(
     )
     .await?;
     let token = random_token(32);
+    let hash = token_hash(&token);
+    let email_sealed = keyring.seal(&email_purpose(&hash), email.as_str().as_bytes());
     let expires_at = now + purpose.lifetime().as_secs() as i64;
     db::execute!(
         tx,
         "INSERT INTO account_tokens (user_id, purpose, token_hash, token_version, created_at,
-                                     expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+                                     expires_at, email_sealed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         user_id,
         purpose,
-        token_hash(&token),
+        &hash,
         token_version,
         now,
-        expires_at
+        expires_at,
+        email_sealed
     )
     .await?;
     Ok(IssuedToken(token))
 }
 
 /// Spends `token` if it is a live token of `purpose`: unknown, expired, spent and
-/// superseded tokens are all `None`, alike. The caller checks the binding (the token
-/// version) against the account, in the same transaction, and rolls back on a mismatch.
+/// superseded tokens are all `None`, alike. The caller checks the bindings (token version,
+/// address) against the account, in the same transaction, and rolls back on a mismatch.
 pub async fn spend(
     tx: &mut Transaction,
+    keyring: &Keyring,
     token: &str,
     purpose: TokenPurpose,
 ) -> sqlx::Result<Option<SpentToken>> {
-    let row: Option<(i64, Option<i64>)> = db::fetch_optional!(
+    let hash = token_hash(token);
+    let row: Option<(i64, Option<i64>, Option<Vec<u8>>)> = db::fetch_optional!(
         tx,
         "UPDATE account_tokens SET spent_at = $3
          WHERE token_hash = $1 AND purpose = $2 AND spent_at IS NULL AND expires_at > $3
-         RETURNING user_id, token_version",
-        token_hash(token),
+         RETURNING user_id, token_version, email_sealed",
+        &hash,
         purpose,
         unix_now_i64()
     )
     .await?;
-    Ok(row.map(|(user_id, token_version)| SpentToken {
+    Ok(row.map(|(user_id, token_version, sealed)| SpentToken {
         user_id,
         token_version,
+        email: sealed.and_then(|sealed| open_email(keyring, &hash, &sealed)),
     }))
+}
+
+/// Spends every live token of the account, whatever its purpose: once its address changes,
+/// no link mailed before works.
+pub async fn spend_all_of(tx: &mut Transaction, user_id: i64) -> sqlx::Result<()> {
+    db::execute!(
+        tx,
+        "UPDATE account_tokens SET spent_at = $2 WHERE user_id = $1 AND spent_at IS NULL",
+        user_id,
+        unix_now_i64()
+    )
+    .await?;
+    Ok(())
 }
 
 /// Deletes tokens that expired more than `retention_days` ago; returns how many went.

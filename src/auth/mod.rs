@@ -8,6 +8,7 @@ pub mod api_key;
 pub mod common_passwords;
 pub mod credentials;
 mod eddsa;
+pub mod email_change;
 pub mod extractor;
 pub mod jwt;
 pub mod login;
@@ -18,6 +19,7 @@ pub mod refresh;
 pub mod revocation;
 pub mod roles;
 pub mod sessions;
+pub mod sign_ins;
 pub mod signing_keys;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};

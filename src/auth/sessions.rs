@@ -66,6 +66,14 @@ impl SessionClient {
             user_agent,
         }
     }
+
+    pub fn ip(&self) -> Option<&str> {
+        self.ip.as_deref()
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_deref()
+    }
 }
 
 impl FromRequest for SessionClient {

@@ -74,6 +74,11 @@ impl Email {
         Self(normal_email(&stored).unwrap_or(stored))
     }
 
+    /// The same address as `other`, as uniqueness counts it (see `comparison_form`).
+    pub fn is_same_address(&self, other: &Email) -> bool {
+        self.comparison_form() == other.comparison_form()
+    }
+
     /// What uniqueness compares: the normal form without case (the local part is ASCII).
     fn comparison_form(&self) -> String {
         self.0.to_ascii_lowercase()
@@ -155,6 +160,35 @@ pub(crate) async fn holder(
         }
     }
     Ok(None)
+}
+
+/// The address of user `user_id` as stored now; `None` for an account without a sealed one
+/// (deleted, or an old row an administrator must settle).
+pub(crate) async fn of_account(
+    tx: &mut Transaction,
+    keyring: &Keyring,
+    user_id: i64,
+) -> anyhow::Result<Option<Email>> {
+    let sealed: Option<Vec<u8>> = db::fetch_optional_scalar!(
+        tx,
+        "SELECT email_sealed FROM users WHERE id = $1 AND email_sealed IS NOT NULL",
+        user_id
+    )
+    .await?;
+    sealed
+        .map(|sealed| Email::open(keyring, user_id, &sealed))
+        .transpose()
+}
+
+/// Makes `email` the address of user `user_id`, sealed and indexed; `tx` holds
+/// `Lock::EmailIndex` and has checked that no other account holds it (`holder`).
+pub(crate) async fn replace(
+    tx: &mut Transaction,
+    keyring: &Keyring,
+    user_id: i64,
+    email: &Email,
+) -> sqlx::Result<()> {
+    store(tx, keyring, user_id, email, true).await
 }
 
 /// Stores `email` in user `user_id`'s row, sealed, with its index unless `indexed` is false

@@ -13,11 +13,12 @@ use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         Role, account_mail,
-        account_tokens::{self, TokenPurpose},
+        account_tokens::{self, TokenPurpose, TokenRequest},
         common_passwords,
         password::HashReservation,
         refresh::{self, IssuedRefreshToken, RevokeReason},
         sessions::SessionClient,
+        sign_ins,
     },
     config::Settings,
     crypto::Keyring,
@@ -157,7 +158,7 @@ pub async fn register(
             if username_taken(&mut tx, &username).await? {
                 return Err(TAKEN);
             }
-            account_mail::registration_attempt(&mut tx, keyring, email).await?;
+            account_mail::registration_attempt(&mut tx, keyring, holder, email).await?;
             let event = audit
                 .event(AuditAction::Register, Outcome::Failure)
                 .target(AuditTarget::User(holder))
@@ -175,9 +176,15 @@ pub async fn register(
                 Role::User,
             )
             .await?;
-            let purpose = TokenPurpose::EmailVerification;
-            let token = account_tokens::issue(&mut tx, profile.id, purpose, None).await?;
-            account_mail::verify_email(&mut tx, keyring, settings, email, &token).await?;
+            let request = TokenRequest {
+                user_id: profile.id,
+                purpose: TokenPurpose::EmailVerification,
+                token_version: None,
+                email: &email,
+            };
+            let token = account_tokens::issue(&mut tx, keyring, request).await?;
+            account_mail::verify_email(&mut tx, keyring, settings, profile.id, email, &token)
+                .await?;
             let event = audit
                 .event(AuditAction::Register, Outcome::Success)
                 .actor(profile.id)
@@ -391,7 +398,7 @@ async fn bump_token_version(tx: &mut Transaction, user_id: i64) -> sqlx::Result<
 /// not hold the write lock), if that password is still its password: enabled, and at the
 /// same token version, which every password change (and disable, and role change) bumps.
 /// `None`: such a change committed meanwhile, and it wins.
-async fn still_verified(
+pub(crate) async fn still_verified(
     tx: &mut Transaction,
     verified: &UserCredentials,
 ) -> sqlx::Result<Option<UserCredentials>> {
@@ -464,11 +471,12 @@ pub struct StartedSession {
 /// the account's password (see `still_verified`), in the transaction that starts the session,
 /// so that a password change or disable committed meanwhile, which ended every session it
 /// saw, cannot be outlived by this one. The tokens carry the role and token version read
-/// there. `upgraded_hash`, a fresh hash of the same password at today's parameters, replaces
+/// there. A sign-in from a client the account never used mails a notice (`sign_ins`). `upgraded_hash`, a fresh hash of the same password at today's parameters, replaces
 /// the stored one in the same transaction.
 #[tracing::instrument(skip_all, fields(user_id = verified.id))]
 pub async fn start_session(
     db: &Database,
+    keyring: &Keyring,
     verified: &UserCredentials,
     upgraded_hash: Option<String>,
     refresh_ttl_secs: u64,
@@ -489,6 +497,7 @@ pub async fn start_session(
     let refresh = refresh::start_family(&mut tx, account.id, refresh_ttl_secs, client)
         .await
         .step("issue the refresh token")?;
+    sign_ins::record(&mut tx, keyring, account.id, client).await?;
     let event = audit
         .event(AuditAction::Login, Outcome::Success)
         .actor(account.id)

@@ -16,12 +16,21 @@ vocabulary! {
         EmailChanged = "email_changed",
         NewSignIn = "new_sign_in",
         ApiKeyCreated = "api_key_created",
+        /// To the current address: a change to another address was asked for.
+        EmailChangeRequested = "email_change_requested",
+        /// The link that confirms the new address of an email change.
+        ConfirmNewEmail = "confirm_new_email",
+        /// Someone asked to move their account to an address that already has one.
+        EmailChangeAttempt = "email_change_attempt",
     }
 }
 
-/// One plain-text mail to one address. `Debug` shows neither the address nor the body.
+/// One plain-text mail to one address, about one account (the recipient's, or the one a
+/// new address is being confirmed for). `Debug` shows neither the address nor the body.
 pub struct Mail {
     pub kind: MailKind,
+    /// Deleting this account removes the mail if it is not sent yet.
+    pub user_id: i64,
     pub to: Email,
     pub subject: String,
     pub body: String,
@@ -31,6 +40,7 @@ impl fmt::Debug for Mail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mail")
             .field("kind", &self.kind)
+            .field("user_id", &self.user_id)
             .field("to", &self.to)
             .field("subject", &self.subject)
             .finish_non_exhaustive()
@@ -39,7 +49,8 @@ impl fmt::Debug for Mail {
 
 /// `{public_base_url}/static/index.html#/{page}?token={token}`: the token rides in the
 /// fragment, which browsers never send, so no server log or `Referer` sees it. `page` is a
-/// route of the browser client (`verify-email`, `reset-password`); tokens are URL-safe.
+/// route of the browser client (`verify-email`, `reset-password`, `confirm-email`); tokens
+/// are URL-safe.
 pub fn link(public_base_url: &str, page: &str, token: &str) -> String {
     let base = public_base_url.trim_end_matches('/');
     format!("{base}/static/index.html#/{page}?token={token}")
@@ -64,6 +75,7 @@ mod tests {
     fn a_mail_never_prints_its_address_or_body() {
         let mail = Mail {
             kind: MailKind::PasswordReset,
+            user_id: 1,
             to: Email::parse("secret.person@example.com".into()).unwrap(),
             subject: "Reset your password".into(),
             body: "token=SECRET-TOKEN".into(),

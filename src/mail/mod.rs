@@ -20,5 +20,5 @@ pub use self::{
     delivery::Postman,
     message::{Mail, MailKind, link},
     notice::{Notice, notify},
-    outbox::{MailRecord, MailState, enqueue, list, reseal},
+    outbox::{MailRecord, MailState, discard_unsent, enqueue, list, reseal},
 };

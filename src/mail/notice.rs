@@ -17,6 +17,15 @@ pub enum Notice<'a> {
         name: &'a str,
         scopes: &'a [&'a str],
     },
+    /// Sent to the current address, which stays the account's until the new one is confirmed.
+    EmailChangeRequested,
+    /// Sent to the address the account just left.
+    EmailChanged,
+    /// A sign-in from a client (IP address and user agent) the account never used before.
+    NewSignIn {
+        ip: Option<&'a str>,
+        user_agent: Option<&'a str>,
+    },
 }
 
 impl Notice<'_> {
@@ -24,6 +33,9 @@ impl Notice<'_> {
         match self {
             Self::PasswordChanged => MailKind::PasswordChanged,
             Self::ApiKeyCreated { .. } => MailKind::ApiKeyCreated,
+            Self::EmailChangeRequested => MailKind::EmailChangeRequested,
+            Self::EmailChanged => MailKind::EmailChanged,
+            Self::NewSignIn { .. } => MailKind::NewSignIn,
         }
     }
 
@@ -31,6 +43,9 @@ impl Notice<'_> {
         match self {
             Self::PasswordChanged => "Your filmvault password was changed",
             Self::ApiKeyCreated { .. } => "A new API key was created for your filmvault account",
+            Self::EmailChangeRequested => "A change of your filmvault email address was requested",
+            Self::EmailChanged => "Your filmvault email address was changed",
+            Self::NewSignIn { .. } => "New sign-in to your filmvault account",
         }
     }
 
@@ -44,6 +59,22 @@ impl Notice<'_> {
                 "an API key named \"{name}\" (scopes: {}) was created for your filmvault \
                  account at {at}.",
                 scopes.join(", ")
+            ),
+            Self::EmailChangeRequested => format!(
+                "someone signed in to your filmvault account asked at {at} to move it to \
+                 another email address. This address stays the account's until the new one is \
+                 confirmed from the link mailed there.\n\
+                 Changing your password cancels the change."
+            ),
+            Self::EmailChanged => format!(
+                "the email address of your filmvault account was changed at {at}: this \
+                 address is no longer the account's, and no more mail about it comes here."
+            ),
+            Self::NewSignIn { ip, user_agent } => format!(
+                "your filmvault account was signed in to at {at} from a device or place it \
+                 was not used from before:\n\n  IP address: {}\n  Browser or app: {}",
+                ip.unwrap_or("unknown"),
+                user_agent.unwrap_or("unknown")
             ),
         };
         format!(
@@ -74,6 +105,7 @@ pub async fn notify(
     };
     let mail = Mail {
         kind: notice.kind(),
+        user_id,
         to: Email::open(keyring, user_id, &sealed)?,
         subject: notice.subject().to_owned(),
         body: notice.body(&username, Timestamp::now()),

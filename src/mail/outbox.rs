@@ -23,9 +23,11 @@ pub async fn enqueue(tx: &mut Transaction, keyring: &Keyring, mail: Mail) -> sql
     // The seals bind the row id, which the insert gives: insert, then seal.
     let id: i64 = db::fetch_scalar!(
         &mut *tx,
-        "INSERT INTO mail_outbox (kind, subject, next_attempt_at, created_at, updated_at)
-         VALUES ($1, $2, $3, $3, $3) RETURNING id",
+        "INSERT INTO mail_outbox (kind, user_id, subject, next_attempt_at, created_at,
+                                  updated_at)
+         VALUES ($1, $2, $3, $4, $4, $4) RETURNING id",
         mail.kind,
+        mail.user_id,
         &mail.subject,
         now
     )
@@ -199,6 +201,18 @@ pub async fn list(
     )
     .await?;
     Ok(page.of(items, total))
+}
+
+/// Removes the mails about `user_id` not sent yet (pending or dead): the account is being
+/// deleted, and its mails must not reach anyone after it (a mail a worker is handing to the
+/// SMTP server at this very moment may still arrive). Returns how many.
+pub async fn discard_unsent(tx: &mut Transaction, user_id: i64) -> sqlx::Result<u64> {
+    db::execute!(
+        tx,
+        "DELETE FROM mail_outbox WHERE user_id = $1 AND state <> 'sent'",
+        user_id
+    )
+    .await
 }
 
 /// Re-seals, under the keyring's current key, the recipients and bodies of mails not yet

@@ -1,5 +1,5 @@
-//! `/api/v1/auth/verify-email…` and `/api/v1/auth/password-reset…`: asking for a mailed link,
-//! and what its token does.
+//! `/api/v1/auth/verify-email…`, `/api/v1/auth/password-reset…` and
+//! `/api/v1/auth/confirm-email`: asking for a mailed link, and what its token does.
 //!
 //! Asking answers 202 before any work is done, the same body for every address, then does the
 //! work in the background: the answer's timing cannot tell an address with an account from one
@@ -16,7 +16,10 @@ use validator::Validate;
 
 use crate::{
     audit::AuditContext,
-    auth::{account_links, account_tokens::TokenPurpose},
+    auth::{
+        account_links::{self, RequestedLink},
+        email_change,
+    },
     domain::{
         text,
         user::{Email, NewPassword},
@@ -38,6 +41,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
         web::resource("/verify-email/resend")
             .wrap(strict())
             .route(web::post().to(resend_verification)),
+    )
+    .service(
+        web::resource("/confirm-email")
+            .wrap(strict())
+            .route(web::post().to(confirm_email)),
     )
     .service(
         web::resource("/password-reset")
@@ -111,11 +119,11 @@ fn request_in_background(
     state: web::Data<AppState>,
     audit: AuditContext,
     email: Email,
-    purpose: TokenPurpose,
+    link: RequestedLink,
 ) -> HttpResponse {
     actix_web::rt::spawn(async move {
-        if let Err(error) = account_links::request_link(&state, &audit, email, purpose).await {
-            tracing::error!(?error, purpose = purpose.as_str(), "a mailed link failed");
+        if let Err(error) = account_links::request_link(&state, &audit, email, link).await {
+            tracing::error!(?error, ?link, "a mailed link failed");
         }
     });
     HttpResponse::Accepted().json(LINK_REQUESTED)
@@ -142,6 +150,29 @@ pub(crate) async fn verify_email(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Confirm the new address of an email change.
+///
+/// With the token of the link mailed to the new address (`#/confirm-email?token=…`). No
+/// login needed: the token proves the caller reads mail at the new address. The old
+/// address is told. A token is refused (400) once used, superseded by a newer request, after
+/// 24 hours, or once the account's password changed.
+#[utoipa::path(post, path = "/api/v1/auth/confirm-email", tag = "auth",
+    request_body = TokenRequest,
+    responses((status = 204, description = "The account has its new address, verified"),
+        (status = 400, description = "Unknown, expired, used or outdated token",
+            body = crate::web::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another account took the address since the request",
+            body = crate::web::problem::Problem, content_type = "application/problem+json")))]
+pub(crate) async fn confirm_email(
+    state: web::Data<AppState>,
+    audit: AuditContext,
+    Json(request): Json<TokenRequest>,
+) -> Result<HttpResponse, ApiError> {
+    request.validate()?;
+    email_change::confirm(&state, &audit, &request.token).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
 /// Mail a new verification link, if an unverified account has this address.
 ///
 /// 202 either way.
@@ -159,7 +190,7 @@ pub(crate) async fn resend_verification(
         state,
         audit,
         email,
-        TokenPurpose::EmailVerification,
+        RequestedLink::EmailVerification,
     ))
 }
 
@@ -180,7 +211,7 @@ pub(crate) async fn request_password_reset(
         state,
         audit,
         email,
-        TokenPurpose::PasswordReset,
+        RequestedLink::PasswordReset,
     ))
 }
 

@@ -337,6 +337,7 @@ async fn open_session(
     }
     let started = user::start_session(
         &state.db,
+        &state.keyring,
         &verified.account,
         verified.upgraded_hash,
         state.settings.jwt.refresh_token_ttl.as_secs(),
@@ -440,6 +441,7 @@ pub(crate) async fn login_mfa(
     };
     let started = user::start_session(
         &state.db,
+        &state.keyring,
         &as_checked,
         None,
         state.settings.jwt.refresh_token_ttl.as_secs(),

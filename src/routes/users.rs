@@ -1,9 +1,9 @@
-//! `/api/v1/users/me`: the caller's own account, password and API keys.
+//! `/api/v1/users/me`: the caller's own account, password, email, API keys and sessions.
 //!
-//! Changing the password and managing API keys need the login session itself (`Session<…>`):
-//! an API key can neither mint more keys nor lock its owner out. Changing the password,
-//! creating a key and deleting the account also need a recent login (`StepUp<…>`): a stolen
-//! session that is kept alive by refreshing cannot take the account over.
+//! Changing the password or email and managing API keys need the login session itself
+//! (`Session<…>`): an API key can neither mint more keys nor lock its owner out. Changing the
+//! password, creating a key and deleting the account also need a recent login (`StepUp<…>`):
+//! a stolen session that is kept alive by refreshing cannot take the account over.
 
 use actix_web::{HttpResponse, web};
 use secrecy::SecretString;
@@ -16,13 +16,14 @@ use crate::{
     auth::{
         Authenticated, Read, Session, StepUp, Write,
         api_key::{self, ApiKeyView, Scope},
+        email_change,
         password::{HashReservation, Verification},
         principal::Scopes,
         sessions::{self, EndedBy, SessionView, Which},
     },
     domain::{
         text,
-        user::{self, NewPassword, UserCredentials, UserProfile},
+        user::{self, Email, NewPassword, UserCredentials, UserProfile},
     },
     error::{ApiError, ForField, Step},
     extract::Json,
@@ -38,6 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(delete_account)),
     )
     .service(web::resource("/me/password").route(web::put().to(change_password)))
+    .service(web::resource("/me/email").route(web::put().to(change_email)))
     .service(
         web::resource("/me/api-keys")
             .route(web::get().to(list_api_keys))
@@ -153,6 +155,75 @@ pub(crate) async fn change_password(
         .set_version(change.account.id, version)
         .await;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, Validate, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeEmailRequest {
+    #[serde(deserialize_with = "text::trimmed")]
+    #[validate(custom(function = Email::validate))]
+    #[schema(format = Email, max_length = 254)]
+    pub new_email: String,
+    /// The current password.
+    #[validate(length(min = 1, max = NewPassword::MAX_CHARS))]
+    #[schema(min_length = 1, max_length = 128, format = Password)]
+    pub password: String,
+}
+
+/// The answer to every accepted email change, whether or not the new address is taken.
+#[derive(Serialize, ToSchema)]
+pub struct EmailChangeRequested {
+    pub detail: &'static str,
+}
+
+const EMAIL_CHANGE_REQUESTED: EmailChangeRequested = EmailChangeRequested {
+    detail: "A link is on its way to the new address if it may be used; the account keeps its \
+             current address until the link is opened.",
+};
+
+/// Change the email address: the new address is mailed a link to confirm it.
+///
+/// The account keeps its current address (for login mails, resets and notices) until the link
+/// is opened (`POST /api/v1/auth/confirm-email` with the token from the link's fragment,
+/// `#/confirm-email?token=…`). The current address is told of the request. The answer is the
+/// same 202 whether or not another account holds the new address (that account's owner is
+/// told instead, and no link is sent): it does not tell which addresses are registered. A
+/// newer request supersedes an older one; changing the password cancels it. At most 3 links
+/// an hour per account; beyond that the request is accepted and recorded, and nothing is sent.
+///
+/// The password is checked within the same budget as a password change: a wrong one counts as
+/// a failed login.
+#[utoipa::path(put, path = "/api/v1/users/me/email", tag = "users",
+    request_body = ChangeEmailRequest, security(("bearer" = [])),
+    responses((status = 202, description = "Accepted, whether or not the address is taken",
+            body = EmailChangeRequested),
+        (status = 401, description = "Wrong password", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 422, description = "Not an address, or already the account's", body = Problem,
+            content_type = "application/problem+json")))]
+pub(crate) async fn change_email(
+    state: web::Data<AppState>,
+    caller: Session<Write>,
+    audit: AuditContext,
+    client: ClientKey,
+    slot: InFlightSlot,
+    Json(request): Json<ChangeEmailRequest>,
+) -> Result<HttpResponse, ApiError> {
+    request.validate()?;
+    let new_email = Email::parse(request.new_email).for_field("new_email")?;
+    let change = OwnAccountChange::load(
+        &state,
+        &audit,
+        caller.user_id,
+        AuditAction::EmailChangeRequest,
+    )
+    .await?;
+    let password = SecretString::from(request.password);
+    change.check_password(client, slot, password).await?;
+    if !email_change::request(&state, &audit, &change.account, new_email).await? {
+        return Err(change.rejected("the password changed during the check"));
+    }
+    Ok(HttpResponse::Accepted().json(EMAIL_CHANGE_REQUESTED))
 }
 
 #[derive(Deserialize, Validate, ToSchema)]

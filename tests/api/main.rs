@@ -21,6 +21,7 @@ mod cors;
 mod crash;
 mod cursors;
 mod database_outage;
+mod email_change;
 mod encryption;
 mod errors;
 mod films;

@@ -12,14 +12,16 @@
 //!   can register again), the password hash, and the username, which becomes `deleted-<id>`
 //!   (unregistrable: `-` is not a username character). Nothing shows the old name any more,
 //!   so a newcomer who takes it inherits no films and no authorship.
-//! * Refresh tokens, API keys and the second factor (TOTP secret, recovery codes) are deleted
-//!   with it.
+//! * Refresh tokens, API keys, the second factor (TOTP secret, recovery codes), mailed links,
+//!   known sign-in clients and the mails not sent yet (which carry the address) are deleted
+//!   with it. No mail is sent about the deletion: the address is gone with the account.
 
 use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::mfa,
     db::{self, Database, Lock, Timestamp, Transaction},
     error::{ApiError, Step},
+    mail,
 };
 
 use super::{UserCredentials, bump_token_version, ensure_another_active_admin, still_verified};
@@ -106,6 +108,18 @@ async fn erase_account(tx: &mut Transaction, user_id: i64) -> Result<(), ApiErro
     )
     .await
     .step("delete the user's verification and reset links")?;
+    // Where the user signed in from, as keyed hashes: personal all the same.
+    db::execute!(
+        &mut *tx,
+        "DELETE FROM known_sign_ins WHERE user_id = $1",
+        user_id
+    )
+    .await
+    .step("delete the user's known sign-in clients")?;
+    // Unsent mails hold the address (and links) of an account that no longer exists.
+    mail::discard_unsent(&mut *tx, user_id)
+        .await
+        .step("discard the user's unsent mails")?;
     db::execute!(&mut *tx, "DELETE FROM api_keys WHERE user_id = $1", user_id)
         .await
         .step("delete the user's API keys")?;
