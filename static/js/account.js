@@ -1,6 +1,6 @@
 // Signing in and out, registration, the mailed links, and the account's own settings.
 
-import { call, forget, logIn, logInSecondStep, logOut } from "./api.js";
+import { call, forget, logIn, logInSecondStep, logOut, signedIn } from "./api.js";
 import { $, act, confirmAction, onSubmit, say } from "./ui.js";
 
 let pendingMfaToken = null;
@@ -117,6 +117,7 @@ export function followMailedLink() {
   act(origin, async () => {
     await call("POST", path, { body: { token: link.token }, auth: false });
     say(origin, done);
+    if (signedIn() && link.page === "confirm-email") await loadCurrentUser();
   });
 }
 

@@ -38,7 +38,7 @@ export function wireMfa() {
     const { recovery_codes } = await call("POST", "/users/me/mfa/totp/confirm", { body: { code: code.trim() } });
     showEnabled(true);
     form.reset();
-    say($("#mfa"), "Two-factor sign-in is on.",
+    say($("#mfa"), "Done: from now on, signing in asks for a code from the app.",
       secretBox("Your recovery codes, each good for one sign-in. Keep them safe: they are shown only this once.",
         recovery_codes.join("\n")));
   });
