@@ -233,8 +233,10 @@ pub(crate) async fn register(
     Ok(HttpResponse::Accepted().json(REGISTRATION_ACCEPTED))
 }
 
-/// Log in: an access token and a refresh token for a new session, or, for an account with
-/// MFA, `{mfa_required: true, mfa_token, expires_in}` and no tokens (see `/auth/login/mfa`).
+/// Log in: an access token and a refresh token for a new session (or an MFA challenge).
+///
+/// An account with MFA gets `{mfa_required: true, mfa_token, expires_in}` and no tokens (see
+/// `/auth/login/mfa`).
 ///
 /// Unknown user, wrong password and disabled account take the same path (one argon2
 /// verification) and get the same 401 body; only the audit trail (admins) tells them apart.
@@ -377,8 +379,9 @@ async fn second_factor_due(
     Ok(PasswordChecked::SecondFactorDue(issued))
 }
 
-/// Second step of a login with MFA: the `mfa_token` and a TOTP or recovery code for the
-/// session's tokens.
+/// Second step of a login with MFA: the `mfa_token` and a code for the session's tokens.
+///
+/// The code is a TOTP code or a recovery code.
 ///
 /// Each code is charged to the account's login budget and a wrong one counts as a failed
 /// login (lockout included), like a wrong password. The token is single use, and the fifth

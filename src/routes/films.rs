@@ -221,8 +221,10 @@ pub struct FilmPage {
     pub next_cursor: Option<String>,
 }
 
-/// List films, optionally searching names. Paged by `offset`, or by `cursor` (keyset: a
-/// walk sees every film that exists throughout it exactly once).
+/// List films, optionally searching names.
+///
+/// Paged by `offset`, or by `cursor` (keyset: a walk sees every film that exists throughout
+/// it exactly once).
 #[utoipa::path(get, path = "/api/v1/films", tag = "films", params(ListFilmsQuery, IfNoneMatchHeader),
     responses(
         (status = 200, description = "A page of films", body = FilmPage, headers(
@@ -323,8 +325,9 @@ pub async fn create_film(
         .json(film))
 }
 
-/// Change a film: its owner or an admin. With `If-Match`, only if the film is still the one
-/// the client read.
+/// Change a film: its owner or an admin.
+///
+/// With `If-Match`, only if the film is still the one the client read.
 #[utoipa::path(patch, path = "/api/v1/films/{id}", tag = "films",
     params(("id" = i64, Path), IfMatchHeader),
     request_body = UpdateFilmRequest, security(("bearer" = []), ("api_key" = [])),
@@ -355,8 +358,9 @@ pub(crate) async fn update_film(
     Ok(Representation::json(&film)?.write_response(StatusCode::OK))
 }
 
-/// Delete a film and its votes: its owner or an admin. With `If-Match`, only if the film is
-/// still the one the client read.
+/// Delete a film and its votes: its owner or an admin.
+///
+/// With `If-Match`, only if the film is still the one the client read.
 #[utoipa::path(delete, path = "/api/v1/films/{id}", tag = "films",
     params(("id" = i64, Path), IfMatchHeader),
     security(("bearer" = []), ("api_key" = [])),
