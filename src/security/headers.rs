@@ -11,13 +11,16 @@ use actix_web::{
 
 /// A JSON API is never rendered: no sources at all, and never framed.
 pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
-/// The browser test page and the API docs: own scripts, styles and fetches only; no inline
-/// script or style, no plugins, no framing, no form posts elsewhere.
+/// The browser page: own scripts, styles and fetches only; no inline script or style, no
+/// plugins, no framing. `data:` images for the MFA enrolment's QR code. Its forms are sent by
+/// script, never submitted: `form-action 'none'` keeps a password out of a URL if a script
+/// fails. Trusted Types make any HTML-parsing sink (`innerHTML`, …) throw: server strings
+/// can only ever become text.
 pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'self'; \
-     frame-ancestors 'none'";
-/// Swagger UI (`/docs/`): the page policy, plus the one `<style>` element Swagger UI 5.32.6
-/// injects, allowed by its hash rather than by `'unsafe-inline'`. (A Swagger UI upgrade that
+     img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'; require-trusted-types-for 'script'; trusted-types 'none'";
+/// Swagger UI (`/docs/`): own scripts, styles and fetches (it renders with innerHTML, so no
+/// Trusted Types), plus the one `<style>` element Swagger UI 5.32.6 injects, allowed by its hash rather than by `'unsafe-inline'`. (A Swagger UI upgrade that
 /// changes it is caught by the browser test, which fails on any CSP violation.)
 pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; \

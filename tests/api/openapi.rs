@@ -205,6 +205,21 @@ async fn the_test_page_has_no_inline_script_or_style_and_renders_values_as_text(
     let app = spawn_app().await;
     let page = app.get("/static/index.html", None).await;
     assert_eq!(page.status(), StatusCode::OK);
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self';",
+        "style-src 'self';",
+        "connect-src 'self';",
+        "form-action 'none'",
+        "require-trusted-types-for 'script'",
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
+    assert!(!csp.contains("unsafe"), "{csp}");
     let html = page.text().await.unwrap();
     assert!(!html.contains("<script>") && !html.contains("<style") && !html.contains(" style="));
     let handler_attribute = html.split(" on").skip(1).any(|rest| {
@@ -212,9 +227,55 @@ async fn the_test_page_has_no_inline_script_or_style_and_renders_values_as_text(
         name_len > 0 && rest[name_len..].starts_with('=')
     });
     assert!(!handler_attribute, "inline event handler attribute");
-    let script = app.get("/static/app.js", None).await.text().await.unwrap();
-    assert!(!script.contains("innerHTML") && !script.contains("insertAdjacentHTML"));
-    assert!(!script.contains("localStorage"), "tokens stay in memory");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "another origin"
+    );
+    // Every module the page loads, found by following the imports from its entry point.
+    let mut modules = vec!["main.js".to_owned()];
+    let mut read = 0;
+    while read < modules.len() {
+        let response = app
+            .get(&format!("/static/js/{}", modules[read]), None)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{}", modules[read]);
+        let script = response.text().await.unwrap();
+        for forbidden in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+        ] {
+            assert!(
+                !script.contains(forbidden),
+                "{forbidden} in {}",
+                modules[read]
+            );
+        }
+        for storage in [
+            "localStorage",
+            "sessionStorage",
+            "document.cookie",
+            "indexedDB",
+        ] {
+            assert!(
+                !script.contains(storage),
+                "tokens stay in memory: {}",
+                modules[read]
+            );
+        }
+        for import in script.split("from \"./").skip(1) {
+            let name = import.split('"').next().unwrap().to_owned();
+            if !modules.contains(&name) {
+                modules.push(name);
+            }
+        }
+        read += 1;
+    }
+    assert!(
+        modules.len() >= 5,
+        "the imports were not followed: {modules:?}"
+    );
 }
 
 #[tokio::test]
