@@ -1,4 +1,5 @@
-//! Step-up: changing the password, creating an API key and deleting the account need a login
+//! Step-up: changing the password or the email, creating an API key and deleting the account
+//! (and turning MFA off: `mfa::turning_mfa_off_needs_a_recent_login`) need a login
 //! at most `STEP_UP_MAX_AGE_SECS` old (the access token's `auth_time`). Refreshing keeps the
 //! login's time; only a new login renews it.
 
@@ -26,7 +27,7 @@ fn auth_time(access_token: &str) -> u64 {
     claims["auth_time"].as_u64().expect("an auth_time claim")
 }
 
-/// The three step-up actions, each with a body that would succeed on a recent login.
+/// The step-up actions, each with a body that would succeed on a recent login.
 async fn step_up_actions(app: &TestApp, user: &TestUser, token: &str) -> Vec<Response> {
     let password = json!({ "current_password": user.password,
         "new_password": "an-entirely-different-passphrase" });
@@ -41,6 +42,13 @@ async fn step_up_actions(app: &TestApp, user: &TestUser, token: &str) -> Vec<Res
             .json(&json!({ "password": user.password }))
             .send()
             .await,
+        app.put_json(
+            "/api/v1/users/me/email",
+            &json!({ "new_email": format!("moved-{}@example.org", user.username),
+                "password": user.password }),
+            Some(token),
+        )
+        .await,
     ]
 }
 

@@ -94,7 +94,7 @@ const environment = {
 };
 const admin = { username: "browser_admin", password: "admin-lantern-harbour-97" };
 const createAdmin = spawnSync(binary,
-  ["create-admin", "--username", admin.username, "--email", "admin@example.com"],
+  ["create-admin", "--username", admin.username, "--email", "keeper@example.com"],
   { cwd: work, env: { ...environment, ADMIN_PASSWORD: admin.password }, encoding: "utf8" });
 if (createAdmin.status !== 0) fail(`create-admin failed: ${createAdmin.stderr}`);
 
