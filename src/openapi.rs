@@ -64,6 +64,7 @@ use crate::{
         routes::films::delete_film,
         routes::films::cast_vote,
         routes::films::withdraw_vote,
+        routes::my_votes::my_votes,
         routes::admin::list_users,
         routes::admin::update_user,
         routes::admin::list_audit_events,

@@ -50,6 +50,8 @@ pub struct UserProfile {
     pub role: Role,
     pub disabled: bool,
     pub created_at: Timestamp,
+    /// A second factor (TOTP) is on: confirmed, so every login asks for a code.
+    pub mfa_enabled: bool,
 }
 
 /// A profile as stored: the email sealed (see `Email::open`).
@@ -61,6 +63,7 @@ struct ProfileRow {
     role: Role,
     disabled: bool,
     created_at: Timestamp,
+    mfa_enabled: bool,
 }
 
 impl ProfileRow {
@@ -75,6 +78,7 @@ impl ProfileRow {
             role: self.role,
             disabled: self.disabled,
             created_at: self.created_at,
+            mfa_enabled: self.mfa_enabled,
         })
     }
 }
@@ -275,7 +279,8 @@ async fn insert(
     let row: ProfileRow = db::fetch_one!(
         tx,
         "UPDATE users SET email_sealed = $2 WHERE id = $1
-         RETURNING id, username, email_sealed, role, disabled, created_at",
+         RETURNING id, username, email_sealed, role, disabled, created_at,
+                   false AS mfa_enabled",
         user_id,
         email.seal(keyring, user_id)
     )
@@ -666,8 +671,10 @@ pub async fn profile(
 ) -> anyhow::Result<Option<UserProfile>> {
     let row: Option<ProfileRow> = db::fetch_optional!(
         db,
-        "SELECT id, username, email_sealed, role, disabled, created_at FROM users
-         WHERE id = $1 AND deleted_at IS NULL",
+        "SELECT id, username, email_sealed, role, disabled, created_at,
+                EXISTS (SELECT 1 FROM totp_credentials t
+                        WHERE t.user_id = users.id AND t.confirmed_at IS NOT NULL) AS mfa_enabled
+         FROM users WHERE id = $1 AND deleted_at IS NULL",
         user_id
     )
     .await?;
@@ -682,8 +689,10 @@ pub async fn list(
 ) -> anyhow::Result<Paginated<UserProfile>> {
     let rows: Vec<ProfileRow> = db::fetch_all!(
         db,
-        "SELECT id, username, email_sealed, role, disabled, created_at FROM users
-         WHERE deleted_at IS NULL ORDER BY id LIMIT $1 OFFSET $2",
+        "SELECT id, username, email_sealed, role, disabled, created_at,
+                EXISTS (SELECT 1 FROM totp_credentials t
+                        WHERE t.user_id = users.id AND t.confirmed_at IS NOT NULL) AS mfa_enabled
+         FROM users WHERE deleted_at IS NULL ORDER BY id LIMIT $1 OFFSET $2",
         page.limit,
         page.offset
     )

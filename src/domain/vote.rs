@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    db::{self, Database, Timestamp},
+    db::{self, Database, Executor, Timestamp},
     error::ApiError,
 };
 
@@ -28,6 +28,45 @@ impl Vote {
             Self::Dislike => -1,
         }
     }
+}
+
+/// A caller's vote on one film.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FilmVote {
+    #[schema(minimum = 1, maximum = 9_223_372_036_854_775_807_i64, format = Int64)]
+    pub film_id: i64,
+    pub vote: Vote,
+}
+
+/// `user_id`'s votes among `film_ids`, in film id order (films without one are left out).
+#[tracing::instrument(skip(db))]
+pub async fn of_user(
+    db: &mut impl Executor,
+    user_id: i64,
+    film_ids: &[i64],
+) -> sqlx::Result<Vec<FilmVote>> {
+    // One statement for any number of ids: they travel as one JSON array parameter.
+    let ids = serde_json::Value::from(film_ids).to_string();
+    let rows: Vec<(i64, i64)> = db::fetch_all!(
+        db,
+        sqlite: "SELECT film_id, value FROM votes
+                 WHERE user_id = $1 AND film_id IN (SELECT value FROM json_each($2))
+                 ORDER BY film_id",
+        postgres: "SELECT film_id, value::bigint FROM votes
+                   WHERE user_id = $1
+                     AND film_id IN (SELECT value::bigint FROM json_array_elements_text($2::json))
+                   ORDER BY film_id",
+        user_id,
+        ids
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(film_id, value)| FilmVote {
+            film_id,
+            vote: if value > 0 { Vote::Like } else { Vote::Dislike },
+        })
+        .collect())
 }
 
 /// Records `vote`; 404 if there is no such film.

@@ -72,7 +72,7 @@ const MAX_ID_DIGITS: usize = 19;
 
 /// The seed accepted `str.isdigit()`; here an id is 1–19 ASCII digits that fit an i64 (no
 /// sign, no spaces, no Unicode digits).
-fn parse_film_id(field: &str, raw: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_film_id(field: &str, raw: &str) -> Result<i64, ApiError> {
     let digits_only =
         !raw.is_empty() && raw.len() <= MAX_ID_DIGITS && raw.bytes().all(|b| b.is_ascii_digit());
     digits_only

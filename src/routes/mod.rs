@@ -8,6 +8,7 @@ pub mod films;
 pub mod health;
 pub mod legacy;
 pub mod mfa;
+pub mod my_votes;
 pub mod static_files;
 pub mod users;
 pub mod well_known;

@@ -6,7 +6,8 @@ import { $, button, confirmAction, el, onSubmit, say } from "./ui.js";
 
 const PAGE_SIZE = 20;
 const view = { offset: 0, q: "", user: null };
-// The API answers counts, not who voted: the page remembers the votes cast in this session.
+// Film answers carry counts, shared by everyone; the caller's own votes on the films shown
+// come from GET /users/me/votes, and follow the caller's clicks.
 const myVotes = new Map();
 
 const mayChange = (film) =>
@@ -51,6 +52,7 @@ export async function loadFilms() {
   const query = new URLSearchParams({ limit: String(PAGE_SIZE), offset: String(view.offset) });
   if (view.q) query.set("q", view.q);
   const page = await call("GET", `/films?${query}`, { auth: false });
+  if (view.user && page.items.length > 0) await loadMyVotes(page.items);
   $("#films-table").replaceChildren(...page.items.map(filmRow));
   const first = page.total === 0 ? 0 : page.offset + 1;
   $("#page-info").textContent = page.total === 0
@@ -58,6 +60,13 @@ export async function loadFilms() {
     : `Films ${first}–${page.offset + page.items.length} of ${page.total}`;
   $("#previous-page").disabled = page.offset === 0;
   $("#next-page").disabled = page.offset + page.items.length >= page.total;
+}
+
+async function loadMyVotes(films) {
+  const ids = films.map((film) => film.id).join(",");
+  const { items } = await call("GET", `/users/me/votes?film_ids=${ids}`);
+  for (const film of films) myVotes.delete(film.id);
+  for (const { film_id: id, vote } of items) myVotes.set(id, vote);
 }
 
 async function deleteFilm(film) {

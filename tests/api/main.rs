@@ -37,6 +37,7 @@ mod login_storm;
 mod mail;
 mod mfa;
 mod monitoring;
+mod my_votes;
 mod openapi;
 mod password;
 mod password_rules;

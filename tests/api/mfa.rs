@@ -481,6 +481,33 @@ async fn turning_mfa_off_needs_the_password_and_a_code() {
 }
 
 #[tokio::test]
+async fn the_profile_says_whether_mfa_is_on() {
+    let app = spawn_app().await;
+    let mfa_enabled = |token: String| {
+        let app = &app;
+        async move {
+            json_of(
+                app.get("/api/v1/users/me", Some(&token)).await,
+                StatusCode::OK,
+            )
+            .await["mfa_enabled"]
+                .clone()
+        }
+    };
+    let plain = app.new_user().await;
+    assert_eq!(mfa_enabled(plain.token.clone()).await, false);
+    let pending = app.new_user().await;
+    enrol(&app, &pending.token).await;
+    assert_eq!(
+        mfa_enabled(pending.token.clone()).await,
+        false,
+        "not before it is confirmed"
+    );
+    let (user, _, _) = user_with_mfa(&app).await;
+    assert_eq!(mfa_enabled(user.token.clone()).await, true);
+}
+
+#[tokio::test]
 async fn turning_mfa_off_needs_a_recent_login() {
     let app = spawn_app_with(&[("STEP_UP_MAX_AGE_SECS", "2")]).await;
     let (user, authenticator, _) = user_with_mfa(&app).await;
