@@ -30,6 +30,7 @@ use std::{
     sync::{Arc, Mutex, PoisonError},
 };
 
+pub use crate::cluster::revocation_channel::FilmChange;
 use crate::{
     cluster::revocation_channel::{Notice, RevocationChannel},
     web::conditional::Representation,
@@ -41,38 +42,6 @@ const FILM_BUDGET_BYTES: usize = 2 << 20;
 const PAGE_BUDGET_BYTES: usize = 6 << 20;
 /// What an entry costs beside its body: the key, the map's slot, the `Bytes` header.
 const ENTRY_OVERHEAD_BYTES: usize = 96;
-
-/// What a write changed, as narrowly as the cache needs to know.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FilmChange {
-    /// A film's counts moved (a vote cast or withdrawn): the film, and the pages that show it.
-    Votes(i64),
-    /// A film was created, changed or deleted: the film, and every page (totals, order,
-    /// search matches may all move).
-    Film(i64),
-    /// Many films at once (an account deleted: its votes withdrawn, its films without an
-    /// author): everything.
-    Everything,
-}
-
-impl FilmChange {
-    pub(crate) fn encode(&self) -> String {
-        match self {
-            Self::Votes(id) => format!("votes:{id}"),
-            Self::Film(id) => format!("film:{id}"),
-            Self::Everything => "films".to_owned(),
-        }
-    }
-
-    pub(crate) fn decode(message: &str) -> Option<Self> {
-        match message.split_once(':') {
-            None if message == "films" => Some(Self::Everything),
-            Some(("votes", id)) => Some(Self::Votes(id.parse().ok()?)),
-            Some(("film", id)) => Some(Self::Film(id.parse().ok()?)),
-            _ => None,
-        }
-    }
-}
 
 /// A list page as asked for: the same query gives the same body.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

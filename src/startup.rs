@@ -542,7 +542,8 @@ pub fn mount_routes(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
         .service(
             web::scope("/users")
                 .wrap(writes())
-                .configure(routes::users::configure),
+                .configure(routes::users::configure)
+                .configure(routes::mfa::configure),
         )
         .service(
             web::scope("/films")

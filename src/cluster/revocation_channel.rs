@@ -20,12 +20,9 @@ use std::{
 
 use futures_util::{FutureExt, StreamExt};
 
-use crate::{
-    cluster::{
-        RedisStore, Unavailable,
-        store::{CONNECT_TIMEOUT, bounded, bounded_by},
-    },
-    read_cache::FilmChange,
+use crate::cluster::{
+    RedisStore, Unavailable,
+    store::{CONNECT_TIMEOUT, bounded, bounded_by},
 };
 
 /// A periodic full re-read from the database: the bound for a change whose instance could
@@ -201,6 +198,39 @@ impl RevocationChannel {
                 tracing::warn!("an unreadable message on the revocation channel was ignored");
                 Ok(())
             }
+        }
+    }
+}
+
+/// What a write changed, as narrowly as the read cache (`read_cache`) needs to know; sent
+/// to every instance as a `Notice::Films`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilmChange {
+    /// A film's counts moved (a vote cast or withdrawn): the film, and the pages that show it.
+    Votes(i64),
+    /// A film was created, changed or deleted: the film, and every page (totals, order,
+    /// search matches may all move).
+    Film(i64),
+    /// Many films at once (an account deleted: its votes withdrawn, its films without an
+    /// author): everything.
+    Everything,
+}
+
+impl FilmChange {
+    pub(crate) fn encode(&self) -> String {
+        match self {
+            Self::Votes(id) => format!("votes:{id}"),
+            Self::Film(id) => format!("film:{id}"),
+            Self::Everything => "films".to_owned(),
+        }
+    }
+
+    pub(crate) fn decode(message: &str) -> Option<Self> {
+        match message.split_once(':') {
+            None if message == "films" => Some(Self::Everything),
+            Some(("votes", id)) => Some(Self::Votes(id.parse().ok()?)),
+            Some(("film", id)) => Some(Self::Film(id.parse().ok()?)),
+            _ => None,
         }
     }
 }

@@ -53,8 +53,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(end_other_sessions)),
     )
     .service(web::resource("/me/sessions/{id}").route(web::delete().to(end_session)))
-    .service(web::resource("/me/votes").route(web::get().to(super::my_votes::my_votes)))
-    .configure(super::mfa::configure);
+    .service(web::resource("/me/votes").route(web::get().to(super::my_votes::my_votes)));
 }
 
 /// The caller's own profile.
