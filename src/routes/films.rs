@@ -257,7 +257,8 @@ impl FilmPage {
         (status = 304, description = "Unchanged since the `ETag` sent in `If-None-Match`", headers(
             ("ETag" = String, description = "Strong entity tag of the page"))),
         (status = 400, description = "A bad query: a cursor not issued for this search, \
-            `cursor` with `offset`, or a malformed `If-None-Match`", body = Problem)))]
+            `cursor` with `offset`, or a malformed `If-None-Match`", body = Problem,
+            content_type = "application/problem+json")))]
 pub(crate) async fn list_films(
     state: web::Data<AppState>,
     query: Query<ListFilmsQuery>,
@@ -313,7 +314,8 @@ pub async fn random_film_response(state: &AppState) -> Result<HttpResponse, ApiE
             ("Cache-Control" = String, description = "`private, no-cache`"))),
         (status = 304, description = "Unchanged since the `ETag` sent in `If-None-Match`", headers(
             ("ETag" = String, description = "Strong entity tag of the film"))),
-        (status = 400, description = "A malformed `If-None-Match`", body = Problem)))]
+        (status = 400, description = "A malformed `If-None-Match`", body = Problem,
+            content_type = "application/problem+json")))]
 pub(crate) async fn get_film(
     state: web::Data<AppState>,
     id: web::Path<i64>,
@@ -413,9 +415,11 @@ fn new_film_fingerprint(path: &str, film: &NewFilm) -> [Vec<u8>; 4] {
     responses(
         (status = 200, description = "The changed film", body = Film, headers(
             ("ETag" = String, description = "Strong entity tag of the changed film"))),
-        (status = 400, description = "A malformed `If-Match`", body = Problem),
+        (status = 400, description = "A malformed `If-Match`", body = Problem,
+            content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` names none of the film's current tags; \
-            nothing changed", body = Problem)))]
+            nothing changed", body = Problem,
+            content_type = "application/problem+json")))]
 pub(crate) async fn update_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,
@@ -446,9 +450,11 @@ pub(crate) async fn update_film(
     security(("bearer" = []), ("api_key" = [])),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "A malformed `If-Match`", body = Problem),
+        (status = 400, description = "A malformed `If-Match`", body = Problem,
+            content_type = "application/problem+json"),
         (status = 412, description = "`If-Match` names none of the film's current tags; \
-            nothing was deleted", body = Problem)))]
+            nothing was deleted", body = Problem,
+            content_type = "application/problem+json")))]
 pub(crate) async fn delete_film(
     state: web::Data<AppState>,
     caller: Authenticated<Write>,

@@ -107,7 +107,10 @@ impl Representation {
 pub struct IfNoneMatchHeader {
     /// `*` or entity tags from `ETag` (weak comparison): 304 if one is current.
     #[serde(rename = "If-None-Match")]
-    #[param(max_length = 2048)]
+    #[param(
+        max_length = 2048,
+        pattern = r#"^(\*|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*")*)$"#
+    )]
     pub if_none_match: Option<String>,
 }
 
@@ -118,7 +121,10 @@ pub struct IfMatchHeader {
     /// `*` or entity tags from `ETag` (strong comparison): 412, and nothing changes, unless
     /// one is current.
     #[serde(rename = "If-Match")]
-    #[param(max_length = 2048)]
+    #[param(
+        max_length = 2048,
+        pattern = r#"^(\*|(W/)?"[!#-~]*"( *, *(W/)?"[!#-~]*")*)$"#
+    )]
     pub if_match: Option<String>,
 }
 

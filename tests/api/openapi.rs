@@ -106,6 +106,27 @@ async fn every_operation_has_a_one_line_summary() {
 }
 
 #[actix_web::test]
+async fn every_problem_body_is_documented_as_problem_json() {
+    let (document, operations) = described_operations().await;
+    let mut wrong = Vec::new();
+    for (path, method) in operations {
+        let responses = &document["paths"][&path][method.to_lowercase()]["responses"];
+        for (status, response) in responses.as_object().into_iter().flatten() {
+            for (content_type, content) in response["content"].as_object().into_iter().flatten() {
+                let is_problem = content["schema"]["$ref"] == "#/components/schemas/Problem";
+                if is_problem && content_type != "application/problem+json" {
+                    wrong.push(format!("{method} {path} {status}: {content_type}"));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "a problem documented as another type: {wrong:#?}"
+    );
+}
+
+#[actix_web::test]
 async fn the_document_is_openapi_3_1_with_both_security_schemes_and_problem_errors() {
     let (document, _) = described_operations().await;
     assert_eq!(document["openapi"], "3.1.0");
