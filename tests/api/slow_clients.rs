@@ -469,14 +469,18 @@ async fn request_heads_trickled_over_https_are_cut_off_too() {
 
 #[tokio::test]
 async fn a_connection_kept_busy_with_a_request_every_half_second_is_never_cut() {
-    let app = spawn_app_with(&SHORT_IDLE).await;
+    // A keep-alive four times the pause between requests: a loaded machine's late answer must
+    // not look like an idle client (with 1 s, one slow answer under CI's load closed it).
+    let keep_alive = Duration::from_secs(2);
+    let idle_limit = keep_alive + Duration::from_secs(1);
+    let app = spawn_app_with(&[("KEEP_ALIVE_SECS", "2"), ("REQUEST_TIMEOUT_MS", "1000")]).await;
     let mut stream = TcpStream::connect(app.address.trim_start_matches("http://"))
         .await
         .unwrap();
     let started = Instant::now();
     let mut answered = 0;
     // Well past the idle limit, counted from when the connection opened.
-    while started.elapsed() < 2 * IDLE_LIMIT + Duration::from_secs(1) {
+    while started.elapsed() < 2 * idle_limit + Duration::from_secs(1) {
         stream.write_all(GOOD_REQUEST).await.unwrap();
         let answer = read_answer(&mut stream).await;
         assert_eq!(status_code(&answer), Some(200), "request {answered}");
