@@ -343,7 +343,7 @@ async fn film_representation(state: &AppState, id: i64) -> Result<Representation
 
 /// `If-Match` against the film as it is inside the write's transaction.
 fn matching(if_match: &IfMatch) -> impl FnOnce(&Film) -> Result<(), ApiError> + '_ {
-    move |current| if_match.check(&Representation::json(current)?)
+    move |current| if_match.check(current)
 }
 
 /// Add a film, owned by the caller.
