@@ -1,7 +1,12 @@
 //! The SQLite backend: connection settings, its embedded migrations, and the split into one
 //! writer and many readers (see the module above for why).
 
-use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use sqlx::{
@@ -16,6 +21,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// starting together on a new file apply every migration one after the other, which on a
 /// loaded machine takes longer than one request's `BUSY_TIMEOUT`.
 const WAIT_LONGER_TO_MIGRATE: &str = "PRAGMA busy_timeout = 60000";
+/// How long a start keeps trying to open a file that other instances are opening too.
+const KEEP_TRYING_TO_OPEN: Duration = Duration::from_secs(30);
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -75,6 +82,39 @@ async fn migrate(writer: &SqlitePool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the one writing connection. Instances starting together on a new file all switch it
+/// to WAL, and SQLite answers all but one "database is locked" at once, without waiting out
+/// the busy timeout (its busy handler is not called for that lock), so a start tries again
+/// for a while.
+async fn open_writer(options: SqliteConnectOptions) -> sqlx::Result<SqlitePool> {
+    let deadline = Instant::now() + KEEP_TRYING_TO_OPEN;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let opened = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await;
+        match opened {
+            Err(error) if is_locked(&error) && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(500));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// SQLITE_BUSY, or one of its extended codes (the low byte is the primary code).
+fn is_locked(error: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    error
+        .as_database_error()
+        .and_then(|error| error.code())
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| code & 0xff == SQLITE_BUSY)
+}
+
 impl SqliteDatabase {
     /// Opens (creating if missing) the database at `url` and applies pending migrations.
     pub(super) async fn connect(url: &str) -> anyhow::Result<Self> {
@@ -97,10 +137,7 @@ impl SqliteDatabase {
             // thousand commits. Costs disk for the WAL file, not durability.
             .pragma("wal_autocheckpoint", "10000");
 
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options.clone().create_if_missing(true))
+        let writer = open_writer(options.clone().create_if_missing(true))
             .await
             .with_context(|| {
                 format!(
