@@ -13,7 +13,12 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::{eddsa, signing_keys::SigningKeys, unix_now};
+use super::{
+    eddsa,
+    signing_keys::SigningKeys,
+    unix_now,
+    verified_tokens::{Fingerprint, Verified, VerifiedTokens},
+};
 use crate::{auth::Role, config::JwtSettings, crypto::Keyring, db::Database};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +70,7 @@ pub struct IssuedToken {
 
 pub struct JwtCodec {
     keys: SigningKeys,
+    verified: VerifiedTokens,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -89,6 +95,7 @@ impl JwtCodec {
         validation.leeway = 0;
         Ok(Self {
             keys: SigningKeys::load(db, keyring, settings.access_token_ttl).await?,
+            verified: VerifiedTokens::default(),
             validation,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
@@ -136,16 +143,33 @@ impl JwtCodec {
     }
 
     /// `None` for any token we did not issue or that is no longer valid; the reason is
-    /// deliberately not told to the caller.
+    /// deliberately not told to the caller. A token verified before is taken from memory
+    /// while it is valid and its key still verifies (`verified_tokens`).
     pub async fn verify(&self, token: &str) -> Option<Claims> {
+        let fingerprint = Fingerprint::of(token);
+        let now = unix_now();
+        if let Some(known) = self.verified.get(&fingerprint, now) {
+            return self.keys.still_verifies(&known.kid).then_some(known.claims);
+        }
+        let verified = self.verify_signature(token).await?;
+        let claims = verified.claims.clone();
+        self.verified.insert(fingerprint, verified, now);
+        Some(claims)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Option<Verified> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::EdDSA {
             tracing::debug!(alg = ?header.alg, "access token rejected: not EdDSA");
             return None;
         }
-        let key = self.keys.verifying_key(header.kid.as_deref()?).await?;
+        let kid = header.kid?;
+        let key = self.keys.verifying_key(&kid).await?;
         match jsonwebtoken::decode::<Claims>(token, &key, &self.validation) {
-            Ok(data) => Some(data.claims),
+            Ok(data) => Some(Verified {
+                claims: data.claims,
+                kid,
+            }),
             Err(error) => {
                 tracing::debug!(reason = ?error.kind(), "access token rejected");
                 None

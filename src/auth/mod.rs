@@ -22,6 +22,7 @@ pub mod roles;
 pub mod sessions;
 pub mod sign_ins;
 pub mod signing_keys;
+mod verified_tokens;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};

@@ -147,6 +147,15 @@ impl SigningKeys {
         self.find(kid)
     }
 
+    /// Whether `kid` is one of ours and still verifies (for a token verified before).
+    pub(super) fn still_verifies(&self, kid: &str) -> bool {
+        let now = unix_now();
+        let published = self.published.read().unwrap_or_else(|e| e.into_inner());
+        published
+            .iter()
+            .any(|key| key.kid == kid && key.verifies_at(now))
+    }
+
     fn find(&self, kid: &str) -> Option<DecodingKey> {
         let now = unix_now();
         let published = self.published.read().unwrap_or_else(|e| e.into_inner());

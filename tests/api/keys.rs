@@ -394,3 +394,27 @@ fn no_key_password_or_passphrase_reaches_the_log_or_an_error() {
         }
     }
 }
+
+/// A token this instance verified before (and remembers, to skip the signature check) stops
+/// with its key: once the key set no longer verifies the key, the remembered token is a 401.
+#[tokio::test]
+async fn a_token_verified_before_its_key_retired_stops_with_the_key() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    assert_eq!(me(&app, &user.token).await, StatusCode::OK);
+    let old_kid = kid_of(&user.token);
+    rotate_signing_key(&app);
+    db::execute!(
+        &mut app.db().await,
+        "UPDATE signing_keys SET retired_at = retired_at - 100000 WHERE kid = $1",
+        &old_kid
+    )
+    .await
+    .unwrap();
+    // An unknown kid makes the instance re-read its key set now, not at its next refresh.
+    let made_up = SigningKey::stranger();
+    let unknown = made_up.sign(&made_up.header(), &claims_for(user.id));
+    assert_eq!(me(&app, &unknown).await, StatusCode::UNAUTHORIZED);
+    assert!(!kids(&jwks(&app).await).contains(&old_kid));
+    assert_eq!(me(&app, &user.token).await, StatusCode::UNAUTHORIZED);
+}

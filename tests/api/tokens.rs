@@ -123,6 +123,46 @@ async fn a_token_forged_exactly_like_ours_works_so_the_refusals_below_mean_somet
     assert_eq!(me_with(&app, &token).await.status(), StatusCode::OK);
 }
 
+/// A token verified once is remembered (the signature check is skipped when it comes again),
+/// but only while it is valid: the remembered token still stops at its `exp`.
+#[tokio::test]
+async fn a_token_verified_once_still_stops_at_its_expiry() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let key = SigningKey::of(&app).await;
+    let mut claims = claims_for(user.id);
+    claims["exp"] = json!(now() + 2);
+    let token = key.sign(&key.header(), &claims);
+    assert_eq!(me_with(&app, &token).await.status(), StatusCode::OK);
+    assert_eq!(me_with(&app, &token).await.status(), StatusCode::OK);
+    while now() <= claims["exp"].as_i64().unwrap() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        me_with(&app, &token).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// What is remembered is the token byte for byte: the same header and claims under another
+/// signature are checked afresh, and refused.
+#[tokio::test]
+async fn a_verified_token_is_remembered_byte_for_byte_only() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    assert_eq!(me_with(&app, &user.token).await.status(), StatusCode::OK);
+    let (signed, signature) = user.token.rsplit_once('.').unwrap();
+    let mut forged = signature.as_bytes().to_vec();
+    // A character in the middle carries six bits of the signature (the last one has padding).
+    forged[10] = if forged[10] == b'A' { b'B' } else { b'A' };
+    let forged = format!("{signed}.{}", String::from_utf8(forged).unwrap());
+    assert_eq!(
+        me_with(&app, &forged).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(me_with(&app, &user.token).await.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn requests_without_a_token_are_refused_with_a_bearer_challenge() {
     let app = spawn_app().await;
