@@ -557,11 +557,14 @@ pub fn mount_routes(cfg: &mut web::ServiceConfig, limiters: &Limiters) {
         );
     cfg.service(api)
         .service(web::scope("/health").configure(routes::health::configure))
-        .route("/metrics", web::get().to(monitoring::metrics_for_admins))
-        .route("/openapi.json", web::get().to(openapi::serve_document))
+        .route(
+            "/metrics",
+            routes::read().to(monitoring::metrics_for_admins),
+        )
+        .route("/openapi.json", routes::read().to(openapi::serve_document))
         .route(
             "/.well-known/jwks.json",
-            web::get().to(routes::well_known::jwks),
+            routes::read().to(routes::well_known::jwks),
         )
         .service(
             SwaggerUi::new("/docs/{_:.*}").config(utoipa_swagger_ui::Config::from("/openapi.json")),

@@ -24,15 +24,15 @@ use crate::{
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/users").route(web::get().to(list_users)))
+    cfg.service(web::resource("/users").route(super::read().to(list_users)))
         .service(web::resource("/users/{id}").route(web::patch().to(update_user)))
         .service(
             web::resource("/users/{id}/sessions")
-                .route(web::get().to(list_user_sessions))
+                .route(super::read().to(list_user_sessions))
                 .route(web::delete().to(end_user_sessions)),
         )
-        .service(web::resource("/audit-events").route(web::get().to(list_audit_events)))
-        .service(web::resource("/mails").route(web::get().to(list_mails)));
+        .service(web::resource("/audit-events").route(super::read().to(list_audit_events)))
+        .service(web::resource("/mails").route(super::read().to(list_mails)));
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -38,13 +38,13 @@ pub const MAX_SEARCH_CHARS: u64 = 100;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("")
-            .route(web::get().to(list_films))
+            .route(super::read().to(list_films))
             .route(web::post().to(create_film)),
     )
-    .service(web::resource("/random").route(web::get().to(random_film)))
+    .service(web::resource("/random").route(super::read().to(random_film)))
     .service(
         web::resource("/{id}")
-            .route(web::get().to(get_film))
+            .route(super::read().to(get_film))
             .route(web::patch().to(update_film))
             .route(web::delete().to(delete_film)),
     )

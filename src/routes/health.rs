@@ -12,8 +12,8 @@ pub struct Health {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/live").route(web::get().to(live)))
-        .service(web::resource("/ready").route(web::get().to(ready)));
+    cfg.service(web::resource("/live").route(super::read().to(live)))
+        .service(web::resource("/ready").route(super::read().to(ready)));
 }
 
 /// The process is up.

@@ -36,24 +36,24 @@ use crate::{
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/me")
-            .route(web::get().to(me))
+            .route(super::read().to(me))
             .route(web::delete().to(delete_account)),
     )
     .service(web::resource("/me/password").route(web::put().to(change_password)))
     .service(web::resource("/me/email").route(web::put().to(change_email)))
     .service(
         web::resource("/me/api-keys")
-            .route(web::get().to(list_api_keys))
+            .route(super::read().to(list_api_keys))
             .route(web::post().to(create_api_key)),
     )
     .service(web::resource("/me/api-keys/{id}").route(web::delete().to(revoke_api_key)))
     .service(
         web::resource("/me/sessions")
-            .route(web::get().to(list_sessions))
+            .route(super::read().to(list_sessions))
             .route(web::delete().to(end_other_sessions)),
     )
     .service(web::resource("/me/sessions/{id}").route(web::delete().to(end_session)))
-    .service(web::resource("/me/votes").route(web::get().to(super::my_votes::my_votes)));
+    .service(web::resource("/me/votes").route(super::read().to(super::my_votes::my_votes)));
 }
 
 /// The caller's own profile.

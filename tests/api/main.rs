@@ -25,6 +25,7 @@ mod email_change;
 mod encryption;
 mod errors;
 mod films;
+mod head;
 mod headers;
 mod health;
 mod helpers;

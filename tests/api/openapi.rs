@@ -37,7 +37,7 @@ async fn mounted_routes() -> BTreeSet<(String, String)> {
         .uri("/__introspection")
         .to_request();
     let report: Vec<Value> = test::call_and_read_body_json(&app, request).await;
-    report
+    let routes: BTreeSet<(String, String)> = report
         .iter()
         .filter(|item| item["full_path"] != "/__introspection")
         .flat_map(|item| {
@@ -49,6 +49,15 @@ async fn mounted_routes() -> BTreeSet<(String, String)> {
                 .map(move |m| (path.clone(), m.as_str().unwrap().to_owned()))
         })
         .filter(|(path, _)| !is_documentation(path))
+        .collect();
+    // A HEAD beside a GET is that GET without its body (RFC 9110 §9.3.2): the GET's
+    // description is its description.
+    routes
+        .iter()
+        .filter(|(path, method)| {
+            method != "HEAD" || !routes.contains(&(path.clone(), "GET".to_owned()))
+        })
+        .cloned()
         .collect()
 }
 
