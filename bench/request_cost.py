@@ -145,7 +145,7 @@ def main():
     user = f"cost{int(time.time())}"
     client.call("POST", "/api/v1/auth/register",
                 {"username": user, "email": f"{user}@example.com", "password": password},
-                expect=201)
+                expect=202)
     client.token = client.call("POST", "/api/v1/auth/login",
                                {"username": user, "password": password})["access_token"]
     time.sleep(FLUSH_WAIT)  # the registration's transactions are reported
