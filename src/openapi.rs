@@ -233,10 +233,10 @@ fn add_security_schemes(components: &mut openapi::Components) {
                      chosen by `kid` from our own key set only (`jku`, `x5u`, `jwk` headers \
                      are ignored, an unknown `kid` is refused); `exp`, `nbf`, `iat`, `iss`, \
                      `aud` and `sub` are required and checked, and the token's session and \
-                     token version must not be revoked. The header's `typ` is `JWT` and is not \
-                     relied on: no other kind of JWT is signed with these keys or for this \
-                     `iss`/`aud`, which is what keeps tokens from being confused (RFC 8725 \
-                     3.11). The public keys are at /.well-known/jwks.json.",
+                     token version must not be revoked. The header's `typ` must be `at+jwt` \
+                     (RFC 9068's explicit typing, RFC 8725 3.11): a JWT of any other type \
+                     is refused, even signed by our key for our `iss`/`aud`. The public keys \
+                     are at /.well-known/jwks.json.",
                 ))
                 .build(),
         ),

@@ -21,6 +21,19 @@ use super::{
 };
 use crate::{auth::Role, config::JwtSettings, crypto::Keyring, db::Database};
 
+/// RFC 9068's media type of a JWT access token, in the header's `typ`: explicit typing
+/// (RFC 8725 3.11), so no other kind of JWT, whoever signed it, passes for an access token.
+const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// `at+jwt`, or its full form `application/at+jwt`; media types compare without case.
+fn is_access_token_type(typ: &str) -> bool {
+    let short = typ
+        .get(..12)
+        .filter(|prefix| prefix.eq_ignore_ascii_case("application/"))
+        .map_or(typ, |_| &typ[12..]);
+    short.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The user id: what authorization uses.
@@ -134,6 +147,7 @@ impl JwtCodec {
             auth_time,
         };
         let mut header = Header::new(Algorithm::EdDSA);
+        header.typ = Some(ACCESS_TOKEN_TYPE.to_owned());
         header.kid = Some(signer.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &signer.encoding)?;
         Ok(IssuedToken {
@@ -163,6 +177,10 @@ impl JwtCodec {
             tracing::debug!(alg = ?header.alg, "access token rejected: not EdDSA");
             return None;
         }
+        if !header.typ.as_deref().is_some_and(is_access_token_type) {
+            tracing::debug!(typ = ?header.typ, "access token rejected: not typed at+jwt");
+            return None;
+        }
         let kid = header.kid?;
         let key = self.keys.verifying_key(&kid).await?;
         match jsonwebtoken::decode::<Claims>(token, &key, &self.validation) {
@@ -174,6 +192,34 @@ impl JwtCodec {
                 tracing::debug!(reason = ?error.kind(), "access token rejected");
                 None
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_access_token_type_is_one() {
+        for typ in [
+            "at+jwt",
+            "AT+JWT",
+            "application/at+jwt",
+            "Application/AT+JWT",
+        ] {
+            assert!(is_access_token_type(typ), "{typ}");
+        }
+        for typ in [
+            "JWT",
+            "jwt",
+            "",
+            "at+jwt ",
+            "application/jwt",
+            "application/",
+            "secevent+jwt",
+        ] {
+            assert!(!is_access_token_type(typ), "{typ}");
         }
     }
 }

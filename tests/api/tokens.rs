@@ -56,7 +56,7 @@ impl SigningKey {
     }
 
     pub fn header(&self) -> Value {
-        json!({ "alg": "EdDSA", "typ": "JWT", "kid": self.kid })
+        json!({ "alg": "EdDSA", "typ": "at+jwt", "kid": self.kid })
     }
 
     pub fn sign(&self, header: &Value, claims: &Value) -> String {
@@ -262,6 +262,14 @@ async fn every_invalid_token_gets_the_same_401() {
                 &with_header(json!({ "jwk": stranger.public_jwk() })),
                 &claims,
             ),
+        ),
+        (
+            "typed as a plain JWT, not an access token",
+            ours.sign(&with_header(json!({ "typ": "JWT" })), &claims),
+        ),
+        (
+            "without a typ",
+            ours.sign(&with_header(json!({ "typ": null })), &claims),
         ),
         ("HS256 keyed with our public key", hs256_with_public_key),
         ("HS256 keyed with our JWKS x", hs256_with_x),
