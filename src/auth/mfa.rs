@@ -16,6 +16,7 @@ use crate::{
     db::{self, Database, Executor, Transaction},
     domain::user::{self, UserCredentials},
     error::{ApiError, Step},
+    mail::{self, Notice},
 };
 
 use self::{challenge::Challenge, totp::Enrolment};
@@ -103,6 +104,9 @@ pub async fn confirm(
         .await
         .step("issue the recovery codes")?;
     record(&mut tx, audit, AuditAction::MfaConfirm, user_id, None).await?;
+    mail::notify(&mut tx, keyring, user_id, Notice::MfaEnabled)
+        .await
+        .step("write the MFA-enabled notice")?;
     tx.commit().await.step("commit")?;
     Ok(Some(codes))
 }
@@ -199,6 +203,9 @@ pub async fn disable(
         .await
         .step("remove the second factor")?;
     record(&mut tx, audit, AuditAction::MfaDisable, user_id, None).await?;
+    mail::notify(&mut tx, keyring, user_id, Notice::MfaDisabled)
+        .await
+        .step("write the MFA-disabled notice")?;
     tx.commit().await.step("commit")?;
     Ok(true)
 }

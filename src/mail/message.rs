@@ -15,6 +15,8 @@ vocabulary! {
         PasswordChanged = "password_changed",
         EmailChanged = "email_changed",
         NewSignIn = "new_sign_in",
+        MfaEnabled = "mfa_enabled",
+        MfaDisabled = "mfa_disabled",
         ApiKeyCreated = "api_key_created",
         /// A credential of the account crossed plain HTTP and was revoked.
         CredentialExposed = "credential_exposed",

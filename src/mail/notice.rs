@@ -25,6 +25,11 @@ pub enum Notice<'a> {
     EmailChangeRequested,
     /// Sent to the address the account just left.
     EmailChanged,
+    /// The second factor was turned on: an account taken over and "protected" by its thief
+    /// locks its owner out.
+    MfaEnabled,
+    /// The second factor was turned off.
+    MfaDisabled,
     /// A sign-in from a client (IP address and user agent) the account never used before.
     NewSignIn {
         ip: Option<&'a str>,
@@ -40,6 +45,8 @@ impl Notice<'_> {
             Self::CredentialExposed { .. } => MailKind::CredentialExposed,
             Self::EmailChangeRequested => MailKind::EmailChangeRequested,
             Self::EmailChanged => MailKind::EmailChanged,
+            Self::MfaEnabled => MailKind::MfaEnabled,
+            Self::MfaDisabled => MailKind::MfaDisabled,
             Self::NewSignIn { .. } => MailKind::NewSignIn,
         }
     }
@@ -53,6 +60,8 @@ impl Notice<'_> {
             }
             Self::EmailChangeRequested => "A change of your filmvault email address was requested",
             Self::EmailChanged => "Your filmvault email address was changed",
+            Self::MfaEnabled => "Two-step sign-in was turned on for your filmvault account",
+            Self::MfaDisabled => "Two-step sign-in was turned off for your filmvault account",
             Self::NewSignIn { .. } => "New sign-in to your filmvault account",
         }
     }
@@ -82,6 +91,15 @@ impl Notice<'_> {
             Self::EmailChanged => format!(
                 "the email address of your filmvault account was changed at {at}: this \
                  address is no longer the account's, and no more mail about it comes here."
+            ),
+            Self::MfaEnabled => format!(
+                "two-step sign-in (an authenticator app's code after the password) was turned \
+                 on for your filmvault account at {at}. Signing in now needs a code from the \
+                 device that was enrolled, or one of the recovery codes shown then."
+            ),
+            Self::MfaDisabled => format!(
+                "two-step sign-in was turned off for your filmvault account at {at}: from now \
+                 on the password alone signs in."
             ),
             Self::NewSignIn { ip, user_agent } => format!(
                 "your filmvault account was signed in to at {at} from a device or place it \

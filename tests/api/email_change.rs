@@ -1,5 +1,5 @@
-//! Changing the email address, the new-sign-in notice, and what happens to the mails of a
-//! deleted account: over real HTTP, with the mails read from a real SMTP server
+//! Changing the email address, the new-sign-in and second-factor notices, and what happens
+//! to the mails of a deleted account: over real HTTP, with the mails read from a real SMTP server
 //! (`smtp_sink`) as their recipients would read them.
 
 use std::time::{Duration, Instant};
@@ -18,6 +18,8 @@ const CHANGED_SUBJECT: &str = "Subject: Your filmvault email address was changed
 const ATTEMPT_SUBJECT: &str = "Subject: Somebody tried to move an account to your address";
 const VERIFY_SUBJECT: &str = "Subject: Confirm your email address";
 const SIGN_IN_SUBJECT: &str = "Subject: New sign-in to your filmvault account";
+const MFA_ON_SUBJECT: &str = "Subject: Two-step sign-in was turned on for your filmvault account";
+const MFA_OFF_SUBJECT: &str = "Subject: Two-step sign-in was turned off for your filmvault account";
 const NEW_PASSWORD: &str = "copper-meadow-lantern-42";
 
 /// An app that delivers its mails to `sink` at once.
@@ -360,6 +362,34 @@ async fn a_sign_in_from_a_new_client_is_told_once_and_a_known_one_never() {
     login_with_agent(&app, &user, "FilmvaultTablet/1.0").await;
     mail(&sink, &to, SIGN_IN_SUBJECT, 2).await;
     assert_eq!(count_after_a_while(&sink, &to, SIGN_IN_SUBJECT).await, 2);
+}
+
+/// Turning the second factor on or off is told to the account's address, once each: a thief
+/// who turns it off, or on to lock the owner out, cannot do it unnoticed.
+#[tokio::test]
+async fn turning_mfa_on_and_off_is_told_to_the_owner_once_each() {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let app = spawn_mail_app(&sink).await;
+    let (user, authenticator, _) = crate::mfa::user_with_mfa(&app).await;
+    let to = address(&user);
+    let on = mail(&sink, &to, MFA_ON_SUBJECT, 1).await;
+    assert!(on.contains(&format!("Hello {}", user.username)), "{on}");
+    assert!(on.contains("was turned on"), "{on}");
+    assert!(received(&sink, &to, MFA_OFF_SUBJECT).is_empty());
+
+    let off = app
+        .request(Method::DELETE, "/api/v1/users/me/mfa/totp")
+        .bearer(&user.token)
+        .json(&json!({ "password": user.password, "code": authenticator.code(0).await }))
+        .send()
+        .await;
+    assert_eq!(off.status(), StatusCode::NO_CONTENT);
+    let off = mail(&sink, &to, MFA_OFF_SUBJECT, 1).await;
+    assert!(off.contains("the password alone signs in"), "{off}");
+    assert_eq!(count_after_a_while(&sink, &to, MFA_OFF_SUBJECT).await, 1);
+    assert_eq!(received(&sink, &to, MFA_ON_SUBJECT).len(), 1);
 }
 
 /// How many mails wait in the outbox, as an administrator sees it.

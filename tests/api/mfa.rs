@@ -14,7 +14,7 @@ use crate::helpers::{
 };
 
 /// The test's authenticator app.
-struct Authenticator {
+pub(crate) struct Authenticator {
     secret: Vec<u8>,
     base32: String,
 }
@@ -66,7 +66,7 @@ impl Authenticator {
     /// The code of the step `steps` away from the current one (the service takes one step of
     /// skew either way), computed at least two seconds before a step ends, so the request
     /// arrives in the step the code was computed in.
-    async fn code(&self, steps: i64) -> String {
+    pub(crate) async fn code(&self, steps: i64) -> String {
         if unix_now() % 30 >= 28 {
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
@@ -98,7 +98,7 @@ async fn confirm(app: &TestApp, token: &str, code: &str) -> Response {
 
 /// A user with TOTP on: their authenticator (whose code of the previous step confirmed it)
 /// and their recovery codes.
-async fn user_with_mfa(app: &TestApp) -> (TestUser, Authenticator, Vec<String>) {
+pub(crate) async fn user_with_mfa(app: &TestApp) -> (TestUser, Authenticator, Vec<String>) {
     let user = app.new_user().await;
     let authenticator = Authenticator::from_enrolment(&enrol(app, &user.token).await);
     let confirmed = confirm(app, &user.token, &authenticator.code(-1).await).await;
