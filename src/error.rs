@@ -206,7 +206,7 @@ impl From<sqlx::Error> for ApiError {
 /// a 409) passes through unchanged.
 ///
 /// ```ignore
-/// refresh::revoke_family(&mut tx, session, reason).await.step("revoke the session's tokens")?;
+/// refresh_families::revoke_family(&mut tx, session, reason).await.step("revoke the session's tokens")?;
 /// ```
 pub trait Step<T> {
     fn step(self, step: &'static str) -> Result<T, ApiError>;

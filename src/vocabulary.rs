@@ -68,7 +68,7 @@ mod tests {
 
     use crate::{
         audit::AuditAction,
-        auth::{api_key::Scope, refresh::RevokeReason},
+        auth::{api_key::Scope, refresh_families::RevokeReason},
         mail::MailKind,
     };
 

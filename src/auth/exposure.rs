@@ -12,7 +12,7 @@ use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         api_key, lock_account,
-        refresh::{RevokeReason, revoke_family},
+        refresh_families::{RevokeReason, revoke_family},
         unix_now,
     },
     db::{self, Timestamp},

@@ -83,7 +83,7 @@ pub struct IssuedToken {
 
 pub struct JwtCodec {
     keys: SigningKeys,
-    verified: VerifiedTokens,
+    verified: VerifiedTokens<Claims>,
     validation: Validation,
     issuer: String,
     audience: String,
@@ -171,7 +171,7 @@ impl JwtCodec {
         Some(claims)
     }
 
-    async fn verify_signature(&self, token: &str) -> Option<Verified> {
+    async fn verify_signature(&self, token: &str) -> Option<Verified<Claims>> {
         let header = jsonwebtoken::decode_header(token).ok()?;
         if header.alg != Algorithm::EdDSA {
             tracing::debug!(alg = ?header.alg, "access token rejected: not EdDSA");
@@ -185,6 +185,8 @@ impl JwtCodec {
         let key = self.keys.verifying_key(&kid).await?;
         match jsonwebtoken::decode::<Claims>(token, &key, &self.validation) {
             Ok(data) => Some(Verified {
+                not_before: data.claims.nbf,
+                expires_at: data.claims.exp,
                 claims: data.claims,
                 kid,
             }),

@@ -17,6 +17,7 @@ pub mod mfa;
 pub mod password;
 pub mod principal;
 pub mod refresh;
+pub mod refresh_families;
 pub mod revocation;
 pub mod roles;
 pub mod sessions;

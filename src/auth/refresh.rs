@@ -13,34 +13,16 @@ use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         Role, lock_account, random_token,
+        refresh_families::{RevokeReason, revoke_family},
         sessions::{self, IdlePolicy, SessionClient},
         unix_now,
     },
     db::{self, Database, Executor, Transaction},
     error::{ApiError, Step},
-    vocabulary::vocabulary,
 };
 
 /// Sessions deleted per transaction when pruning.
 const PRUNE_BATCH: i64 = 500;
-
-vocabulary! {
-    /// Why a refresh token stopped working (`refresh_tokens.revoked_reason`).
-    pub enum RevokeReason {
-        /// Exchanged for its successor; presenting it again is reuse.
-        Rotated = "rotated",
-        /// Someone else may hold the family's tokens: a rotated one came back, or one of its
-        /// tokens was sent over plain HTTP (`auth::exposure`).
-        Reuse = "reuse",
-        Logout = "logout",
-        PasswordChange = "password_change",
-        /// An administrator changed the account's role.
-        Admin = "admin",
-        Disabled = "disabled",
-        /// Unused for longer than `SESSION_IDLE_TIMEOUT_SECS` (`auth::sessions`).
-        Idle = "idle",
-    }
-}
 
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
@@ -294,41 +276,6 @@ pub async fn end_session(
         .await
         .step("record the audit event")?;
     tx.commit().await.step("commit")
-}
-
-/// Revokes every live token of a family, and returns how many; `tx` holds its account's lock.
-pub(crate) async fn revoke_family(
-    tx: &mut Transaction,
-    family_id: &str,
-    reason: RevokeReason,
-) -> sqlx::Result<u64> {
-    db::execute!(
-        tx,
-        "UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3
-         WHERE family_id = $1 AND revoked_at IS NULL",
-        family_id,
-        unix_now_i64(),
-        reason
-    )
-    .await
-}
-
-/// Revokes every live token of every family of a user; `tx` holds the account's lock.
-pub async fn revoke_all_of_user(
-    tx: &mut Transaction,
-    user_id: i64,
-    reason: RevokeReason,
-) -> sqlx::Result<()> {
-    db::execute!(
-        tx,
-        "UPDATE refresh_tokens SET revoked_at = $2, revoked_reason = $3
-         WHERE user_id = $1 AND revoked_at IS NULL",
-        user_id,
-        unix_now_i64(),
-        reason
-    )
-    .await?;
-    Ok(())
 }
 
 /// Deletes the sessions whose every token has been spent (revoked or expired) for more than

@@ -26,7 +26,7 @@ use std::{
 };
 
 use crate::{
-    auth::{refresh::RevokeReason, unix_now},
+    auth::{refresh_families::RevokeReason, unix_now},
     cluster::revocation_channel::{Notice, RevocationChannel},
     db::{self, Database},
     read_cache::ReadCache,

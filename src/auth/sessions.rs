@@ -28,7 +28,7 @@ use crate::{
     audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
     auth::{
         lock_account,
-        refresh::{RevokeReason, revoke_family},
+        refresh_families::{RevokeReason, revoke_family},
         unix_now,
     },
     db::{self, Database, Executor, Timestamp, Transaction},

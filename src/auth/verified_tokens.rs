@@ -19,8 +19,6 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
-use super::jwt::Claims;
-
 /// About 1 KB each (claims and key id): at most ~10 MB, far more live tokens than one
 /// instance's clients hold at once.
 const CAPACITY: usize = 10_000;
@@ -35,28 +33,38 @@ impl Fingerprint {
     }
 }
 
-/// A token that verified: its claims, and the key that verified it.
+/// A token that verified: its claims `C`, the key that verified it, and its validity window
+/// (`nbf` and `exp`, Unix seconds).
 #[derive(Clone)]
-pub(super) struct Verified {
-    pub(super) claims: Claims,
+pub(super) struct Verified<C> {
+    pub(super) claims: C,
     pub(super) kid: String,
+    pub(super) not_before: u64,
+    pub(super) expires_at: u64,
 }
 
-impl Verified {
+impl<C> Verified<C> {
     /// The validity window of RFC 7519 as the full check applies it (no leeway).
     fn is_valid_at(&self, now: u64) -> bool {
-        self.claims.nbf <= now && now <= self.claims.exp
+        self.not_before <= now && now <= self.expires_at
     }
 }
 
-#[derive(Default)]
-pub(super) struct VerifiedTokens {
-    entries: Mutex<HashMap<Fingerprint, Verified>>,
+pub(super) struct VerifiedTokens<C> {
+    entries: Mutex<HashMap<Fingerprint, Verified<C>>>,
 }
 
-impl VerifiedTokens {
+impl<C> Default for VerifiedTokens<C> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<C: Clone> VerifiedTokens<C> {
     /// The token's claims and key id if it verified before and is inside its validity window.
-    pub(super) fn get(&self, fingerprint: &Fingerprint, now: u64) -> Option<Verified> {
+    pub(super) fn get(&self, fingerprint: &Fingerprint, now: u64) -> Option<Verified<C>> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries
             .get(fingerprint)
@@ -64,7 +72,7 @@ impl VerifiedTokens {
             .cloned()
     }
 
-    pub(super) fn insert(&self, fingerprint: Fingerprint, verified: Verified, now: u64) {
+    pub(super) fn insert(&self, fingerprint: Fingerprint, verified: Verified<C>, now: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= CAPACITY {
             entries.retain(|_, kept| kept.is_valid_at(now));
@@ -79,25 +87,13 @@ impl VerifiedTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Role;
 
-    fn verified(nbf: u64, exp: u64) -> Verified {
+    fn verified(nbf: u64, exp: u64) -> Verified<&'static str> {
         Verified {
-            claims: Claims {
-                sub: "1".into(),
-                name: "ann".into(),
-                role: Role::User,
-                iss: "i".into(),
-                aud: "a".into(),
-                iat: nbf,
-                nbf,
-                exp,
-                jti: "j".into(),
-                ver: 0,
-                sid: "s".into(),
-                auth_time: nbf,
-            },
+            claims: "claims",
             kid: "k".into(),
+            not_before: nbf,
+            expires_at: exp,
         }
     }
 

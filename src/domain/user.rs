@@ -11,7 +11,8 @@ use crate::{
         Role, account_mail,
         account_tokens::{self, TokenPurpose, TokenRequest},
         password::HashReservation,
-        refresh::{self, IssuedRefreshToken, RevokeReason},
+        refresh::{self, IssuedRefreshToken},
+        refresh_families::{self, RevokeReason},
         sessions::SessionClient,
         sign_ins,
     },
@@ -424,7 +425,7 @@ pub(crate) async fn replace_password(
     let version = bump_token_version(tx, user_id)
         .await
         .step("bump the token version")?;
-    refresh::revoke_all_of_user(tx, user_id, RevokeReason::PasswordChange)
+    refresh_families::revoke_all_of_user(tx, user_id, RevokeReason::PasswordChange)
         .await
         .step("revoke the user's refresh tokens")?;
     mail::notify(tx, keyring, user_id, Notice::PasswordChanged)
@@ -606,7 +607,7 @@ async fn end_every_session(
     } else {
         RevokeReason::Admin
     };
-    refresh::revoke_all_of_user(tx, user_id, reason)
+    refresh_families::revoke_all_of_user(tx, user_id, reason)
         .await
         .step("revoke the user's refresh tokens")?;
     bump_token_version(tx, user_id)

@@ -10,32 +10,22 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestApp, spawn_app, unique_username,
+    STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestApp, output_of, spawn_app, unique_username,
 };
 
 /// `create-admin` on the app's database, with nothing else in its environment but `env`, the
 /// password lines (if any) on a pipe.
-fn create_admin(app: &TestApp, username: &str, env: &[(&str, &str)], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_filmvault"))
+async fn create_admin(app: &TestApp, username: &str, env: &[(&str, &str)], stdin: &str) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_filmvault"));
+    command
         .args(["create-admin", "--username", username, "--email"])
         .arg(format!("{username}@example.com"))
         .env_clear()
         .env("DATABASE_URL", app.database.url())
         .env("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY)
         .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("create-admin runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+        .envs(env.iter().copied());
+    output_of(command, stdin).await
 }
 
 async fn login_status(app: &TestApp, username: &str, password: &str) -> (StatusCode, Value) {
@@ -69,7 +59,8 @@ async fn create_admin_reads_the_password_from_one_line_of_a_pipe() {
         &username,
         &[],
         &format!("{STRONG_PASSWORD}\nignored\n"),
-    );
+    )
+    .await;
     assert!(
         output.status.success(),
         "{}",
@@ -102,7 +93,7 @@ async fn create_admin_refuses_a_weak_password_naming_its_source_and_the_rules() 
     ];
     for (env, stdin, source, password) in cases {
         let username = unique_username("weak");
-        let output = create_admin(&app, &username, &env, stdin);
+        let output = create_admin(&app, &username, &env, stdin).await;
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{source}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -121,7 +112,7 @@ async fn create_admin_refuses_a_weak_password_naming_its_source_and_the_rules() 
 #[tokio::test]
 async fn create_admin_with_nothing_on_standard_input_says_how_to_give_the_password() {
     let app = spawn_app().await;
-    let output = create_admin(&app, &unique_username("empty"), &[], "");
+    let output = create_admin(&app, &unique_username("empty"), &[], "").await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("standard input is empty"), "{stderr}");
@@ -219,7 +210,7 @@ async fn create_admin_refuses_a_password_containing_the_username() {
     let app = spawn_app().await;
     let username = unique_username("named");
     let password = format!("violet-{username}-kettle");
-    let output = create_admin(&app, &username, &[("ADMIN_PASSWORD", &password)], "");
+    let output = create_admin(&app, &username, &[("ADMIN_PASSWORD", &password)], "").await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(

@@ -85,16 +85,16 @@ async fn own_email(app: &TestApp, username: &str) -> String {
 
 /// The binary itself, on the app's database, logging everything, with the tests' settings
 /// and `env` (which wins) in its environment, and nothing else.
-fn filmvault(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_filmvault"))
+async fn filmvault(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_filmvault"));
+    command
         .args(args)
         .env_clear()
         .env("DATABASE_URL", database_url)
         .env("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY)
         .env("RUST_LOG", "trace")
-        .envs(env.iter().copied())
-        .output()
-        .expect("filmvault runs")
+        .envs(env.iter().copied());
+    crate::helpers::output_of(command, "").await
 }
 
 fn succeeded(output: &Output, what: &str) -> Vec<u8> {
@@ -176,7 +176,8 @@ async fn no_email_reaches_the_database_files_the_audit_trail_or_the_log_in_clear
                 &admin_email,
             ],
             &[("ADMIN_PASSWORD", STRONG_PASSWORD)],
-        ),
+        )
+        .await,
         "create-admin",
     );
 
@@ -261,9 +262,9 @@ async fn rotate_data_key_reseals_every_email_and_signing_key_while_the_service_s
     let rotation = {
         let url = during.database.url().to_owned();
         let both = both.map(|(name, value)| (name, value.to_owned()));
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             let both = both.each_ref().map(|(name, value)| (*name, value.as_str()));
-            filmvault(&url, &["rotate-data-key"], &both)
+            filmvault(&url, &["rotate-data-key"], &both).await
         })
     };
     // The service keeps serving meanwhile.
@@ -291,7 +292,7 @@ async fn rotate_data_key_reseals_every_email_and_signing_key_while_the_service_s
     assert!(new_ids.windows(2).all(|pair| pair[0] == pair[1]), "one key");
 
     // Run again (as after an interruption): nothing is left to do.
-    let again = filmvault(during.database.url(), &["rotate-data-key"], &both);
+    let again = filmvault(during.database.url(), &["rotate-data-key"], &both).await;
     assert!(String::from_utf8_lossy(&succeeded(&again, "rotate-data-key")).contains("re-sealed 0"));
 
     // Without the old key: every address opens, every index is under the new key, and the

@@ -416,6 +416,30 @@ pub async fn spawn_app_on(database: &Arc<TestDatabase>, overrides: &[(&str, &str
     }
 }
 
+/// Runs `command` to its end, its stdin written with `stdin`, on a blocking thread: the test's
+/// runtime keeps serving the in-process app meanwhile. Waiting on the runtime's own thread
+/// would deadlock whenever one of the app's tasks had just begun a write: its transaction
+/// holds the database's write lock until the runtime polls it again, and the binary (a
+/// migration, `create-admin`) waits for that lock.
+pub async fn output_of(mut command: Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let stdin = stdin.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        let mut pipe = child.stdin.take().expect("a stdin pipe");
+        pipe.write_all(stdin.as_bytes()).expect("stdin is written");
+        drop(pipe);
+        child.wait_with_output().expect("the binary ends")
+    })
+    .await
+    .expect("the blocking thread ends")
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -696,15 +720,15 @@ impl TestApp {
     /// An administrator made the supported way: the binary's `create-admin` subcommand.
     pub async fn new_admin(&self) -> TestUser {
         let username = unique_username("admin");
-        let output = Command::new(env!("CARGO_BIN_EXE_filmvault"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_filmvault"));
+        command
             .args(["create-admin", "--username", &username, "--email"])
             .arg(format!("{username}@example.com"))
             .env("DATABASE_URL", self.database.url())
             .env("ADMIN_PASSWORD", STRONG_PASSWORD)
             .env("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("create-admin runs");
+            .env("RUST_LOG", "warn");
+        let output = output_of(command, "").await;
         assert!(
             output.status.success(),
             "create-admin failed: {}",

@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::{
     helpers::{
-        LOGS, TEST_DATA_ENCRYPTION_KEY, TestApp, TestDatabase, TestUser, spawn_app, spawn_app_on,
+        LOGS, TEST_DATA_ENCRYPTION_KEY, TestApp, TestDatabase, TestUser, output_of, spawn_app,
+        spawn_app_on,
     },
     tokens::{SigningKey, claims_for},
 };
@@ -171,15 +172,15 @@ async fn instances_starting_together_on_an_empty_database_share_one_signing_key(
     assert_eq!(kids(&jwks(&c).await), published);
 }
 
-fn rotate_signing_key(app: &TestApp) -> String {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_filmvault"))
+async fn rotate_signing_key(app: &TestApp) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_filmvault"));
+    command
         .arg("rotate-signing-key")
         .env_clear()
         .env("DATABASE_URL", app.database.url())
         .env("DATA_ENCRYPTION_KEY", TEST_DATA_ENCRYPTION_KEY)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("rotate-signing-key runs");
+        .env("RUST_LOG", "warn");
+    let output = output_of(command, "").await;
     assert!(
         output.status.success(),
         "rotate-signing-key failed: {}",
@@ -196,7 +197,7 @@ async fn after_a_rotation_every_instance_signs_with_the_new_key_and_old_tokens_s
     let old_token = user.token.clone();
     let old_kid = kid_of(&old_token);
 
-    let said = rotate_signing_key(&first);
+    let said = rotate_signing_key(&first).await;
     assert!(said.contains(&old_kid), "{said}");
 
     // The instance that has not signed since learns of the new key at its next token...
@@ -231,7 +232,7 @@ async fn a_retired_key_stops_verifying_once_its_tokens_have_expired() {
     let app = spawn_app().await;
     let user = app.new_user().await;
     let old_kid = kid_of(&user.token);
-    rotate_signing_key(&app);
+    rotate_signing_key(&app).await;
     // As if the access-token lifetime (and its margin) had passed since the rotation.
     db::execute!(
         &mut app.db().await,
@@ -403,7 +404,7 @@ async fn a_token_verified_before_its_key_retired_stops_with_the_key() {
     let user = app.new_user().await;
     assert_eq!(me(&app, &user.token).await, StatusCode::OK);
     let old_kid = kid_of(&user.token);
-    rotate_signing_key(&app);
+    rotate_signing_key(&app).await;
     db::execute!(
         &mut app.db().await,
         "UPDATE signing_keys SET retired_at = retired_at - 100000 WHERE kid = $1",

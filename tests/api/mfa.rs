@@ -569,15 +569,15 @@ async fn rotate_data_key_reseals_the_totp_secrets() {
     let (user, authenticator, _) = user_with_mfa(&app).await;
     let old_id = sealed_key_id(&app, user.id).await;
     let new_key = "L0hYQ2Ywe3Bd8Q3dJ1nEwF2mZ4l0cXQe9yT6s5bVq8A=";
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_filmvault"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_filmvault"));
+    command
         .arg("rotate-data-key")
         .env_clear()
         .env("DATABASE_URL", app.database.url())
         .env("DATA_ENCRYPTION_KEY", new_key)
         .env("DATA_ENCRYPTION_KEYS_PREVIOUS", TEST_DATA_ENCRYPTION_KEY)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("filmvault runs");
+        .env("RUST_LOG", "warn");
+    let output = crate::helpers::output_of(command, "").await;
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
