@@ -14,7 +14,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    auth::{random_token, unix_now},
+    auth::{random_token, unix_now_i64},
     crypto::Keyring,
     db::{self, Database, Transaction},
     domain::email::Email,
@@ -77,10 +77,6 @@ fn open_email(keyring: &Keyring, token_hash: &[u8], sealed: &[u8]) -> Option<Ema
     let address = keyring.open(&email_purpose(token_hash), sealed).ok()?;
     let address = String::from_utf8(address.to_vec()).ok()?;
     Email::parse(address).ok()
-}
-
-fn unix_now_i64() -> i64 {
-    i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
 /// Whether `user_id` may be sent another mail of `purpose` now.

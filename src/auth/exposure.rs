@@ -13,7 +13,7 @@ use crate::{
     auth::{
         api_key, lock_account,
         refresh_families::{RevokeReason, revoke_family},
-        unix_now,
+        unix_now_i64,
     },
     db::{self, Timestamp},
     error::{ApiError, Step},
@@ -166,7 +166,7 @@ async fn genuine(state: &AppState, exposed: Exposed<'_>) -> Result<Option<Revoca
 
 /// The owner and session of `token` if it is a live refresh token of an enabled account.
 async fn live_refresh_token(state: &AppState, token: &str) -> sqlx::Result<Option<(i64, String)>> {
-    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let now = unix_now_i64();
     db::fetch_optional!(
         &mut state.db.read().await?,
         "SELECT r.user_id, r.family_id FROM refresh_tokens r JOIN users u ON u.id = r.user_id

@@ -43,6 +43,11 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `unix_now` as the databases store it (BIGINT / INTEGER seconds).
+pub fn unix_now_i64() -> i64 {
+    i64::try_from(unix_now()).unwrap_or(i64::MAX)
+}
+
 /// `N` bytes from the operating system's CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut buffer = [0u8; N];

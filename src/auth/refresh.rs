@@ -15,7 +15,7 @@ use crate::{
         Role, lock_account, random_token,
         refresh_families::{RevokeReason, revoke_family},
         sessions::{self, IdlePolicy, SessionClient},
-        unix_now,
+        unix_now_i64,
     },
     db::{self, Database, Executor, Transaction},
     error::{ApiError, Step},
@@ -26,10 +26,6 @@ const PRUNE_BATCH: i64 = 500;
 
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
-}
-
-fn unix_now_i64() -> i64 {
-    i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
 /// A newly issued refresh token; the plaintext exists only here and in the response.

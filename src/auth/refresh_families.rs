@@ -4,7 +4,7 @@
 //! `sessions` (which lists and ends them), so neither depends on the other for it.
 
 use crate::{
-    auth::unix_now,
+    auth::unix_now_i64,
     db::{self, Transaction},
     vocabulary::vocabulary,
 };
@@ -25,10 +25,6 @@ vocabulary! {
         /// Unused for longer than `SESSION_IDLE_TIMEOUT_SECS` (`auth::sessions`).
         Idle = "idle",
     }
-}
-
-fn unix_now_i64() -> i64 {
-    i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
 /// Revokes every live token of a family, and returns how many; `tx` holds its account's lock.

@@ -29,7 +29,7 @@ use crate::{
     auth::{
         lock_account,
         refresh_families::{RevokeReason, revoke_family},
-        unix_now,
+        unix_now_i64,
     },
     db::{self, Database, Executor, Timestamp, Transaction},
     error::{ApiError, Step},
@@ -119,10 +119,6 @@ impl IdlePolicy {
     }
 }
 
-fn now_i64() -> i64 {
-    i64::try_from(unix_now()).unwrap_or(i64::MAX)
-}
-
 /// Records a new session (`tx` also inserts its first refresh token), and returns when it
 /// started.
 pub async fn record_start(
@@ -131,7 +127,7 @@ pub async fn record_start(
     user_id: i64,
     client: &SessionClient,
 ) -> sqlx::Result<i64> {
-    let now = now_i64();
+    let now = unix_now_i64();
     db::execute!(
         db,
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, ip, user_agent)
@@ -155,7 +151,7 @@ pub async fn use_for_refresh(
     idle: IdlePolicy,
     audit: &AuditContext,
 ) -> Result<Option<i64>, ApiError> {
-    let now = now_i64();
+    let now = unix_now_i64();
     let session: Option<(i64, i64)> = db::fetch_optional!(
         tx,
         "SELECT last_used_at, created_at FROM sessions WHERE id = $1",
@@ -244,7 +240,7 @@ pub async fn list(
     current: Option<&str>,
     idle: IdlePolicy,
 ) -> sqlx::Result<Vec<SessionView>> {
-    let now = now_i64();
+    let now = unix_now_i64();
     let stored: Vec<StoredSession> = db::fetch_all!(
         &mut db.read().await?,
         "SELECT id, created_at, last_used_at, ip, user_agent FROM sessions s
@@ -314,7 +310,7 @@ pub async fn end(
         "SELECT DISTINCT family_id FROM refresh_tokens
          WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
         user_id,
-        now_i64()
+        unix_now_i64()
     )
     .await
     .step("read the live sessions")?;
@@ -401,7 +397,7 @@ impl SessionActivity {
         token: SessionToken<'_>,
         audit: &AuditContext,
     ) -> Result<SessionUse, ApiError> {
-        let now = now_i64();
+        let now = unix_now_i64();
         let session_id = token.session_id;
         let (mut seen, mut written) = self
             .known(session_id)

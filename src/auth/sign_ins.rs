@@ -11,7 +11,7 @@
 //! the keyring does, once: one extra notice per client, docs/security.md).
 
 use crate::{
-    auth::{sessions::SessionClient, unix_now},
+    auth::{sessions::SessionClient, unix_now_i64},
     crypto::Keyring,
     db::{self, Transaction},
     error::{ApiError, Step},
@@ -28,10 +28,6 @@ fn fingerprint(client: &SessionClient) -> Vec<u8> {
     [ip.as_bytes(), b"\n", agent.as_bytes()].concat()
 }
 
-fn now_i64() -> i64 {
-    i64::try_from(unix_now()).unwrap_or(i64::MAX)
-}
-
 /// Records that `user_id` signed in from `client`, in `tx`, the transaction that starts the
 /// session (which has the account locked), and mails the notice if the client is new and the
 /// account had signed in before.
@@ -42,7 +38,7 @@ pub async fn record(
     client: &SessionClient,
 ) -> Result<(), ApiError> {
     let fingerprint = fingerprint(client);
-    let now = now_i64();
+    let now = unix_now_i64();
     for index in keyring.blind_indexes(INDEX_PURPOSE, &fingerprint) {
         let known = db::execute!(
             &mut *tx,

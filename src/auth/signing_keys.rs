@@ -20,7 +20,7 @@ use ring::{rand::SystemRandom, signature::Ed25519KeyPair};
 
 use super::{
     eddsa::{decoding_key, encoding_key, public_key},
-    random_token, unix_now,
+    random_token, unix_now, unix_now_i64,
 };
 use crate::{
     audit::{self, AuditAction, AuditContext, Outcome},
@@ -149,20 +149,21 @@ impl SigningKeys {
 
     /// Whether `kid` is one of ours and still verifies (for a token verified before).
     pub(super) fn still_verifies(&self, kid: &str) -> bool {
-        let now = unix_now();
-        let published = self.published.read().unwrap_or_else(|e| e.into_inner());
-        published
-            .iter()
-            .any(|key| key.kid == kid && key.verifies_at(now))
+        self.with_key(kid, |_| ()).is_some()
     }
 
     fn find(&self, kid: &str) -> Option<DecodingKey> {
+        self.with_key(kid, |key| key.decoding.clone())
+    }
+
+    /// `read` applied to the published key `kid`, if it still verifies.
+    fn with_key<T>(&self, kid: &str, read: impl FnOnce(&PublishedKey) -> T) -> Option<T> {
         let now = unix_now();
         let published = self.published.read().unwrap_or_else(|e| e.into_inner());
         published
             .iter()
             .find(|key| key.kid == kid && key.verifies_at(now))
-            .map(|key| key.decoding.clone())
+            .map(read)
     }
 
     /// Whether an unknown kid may cause a re-read now (one at a time, one per interval).
@@ -369,10 +370,6 @@ pub async fn reseal_private_keys(db: &Database, keyring: &Keyring) -> anyhow::Re
         .await?;
     }
     Ok(resealed)
-}
-
-fn unix_now_i64() -> i64 {
-    i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]

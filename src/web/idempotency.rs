@@ -34,7 +34,7 @@ use actix_web::{
 use sha2::{Digest, Sha256};
 
 use crate::{
-    auth::unix_now,
+    auth::unix_now_i64,
     db::{self, Database, Transaction},
     error::{ApiError, FieldError},
 };
@@ -159,10 +159,6 @@ fn digest(parts: &[&[u8]]) -> Vec<u8> {
         hasher.update(part);
     }
     hasher.finalize().to_vec()
-}
-
-fn unix_now_i64() -> i64 {
-    i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
 fn secs(duration: Duration) -> i64 {

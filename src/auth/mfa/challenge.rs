@@ -8,7 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    auth::{random_token, unix_now},
+    auth::{random_token, unix_now_i64},
     db::{self, Database, Executor, Transaction},
 };
 
@@ -33,10 +33,6 @@ pub struct Challenge {
 
 fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
-}
-
-fn unix_now_i64() -> i64 {
-    i64::try_from(unix_now()).unwrap_or(i64::MAX)
 }
 
 /// Issues a challenge for `user_id`, and deletes every expired one (of anyone: the index on

@@ -11,7 +11,7 @@ use totp_rs::{Builder, Totp};
 use zeroize::Zeroizing;
 
 use crate::{
-    auth::{random_bytes, unix_now},
+    auth::{random_bytes, unix_now, unix_now_i64},
     crypto::Keyring,
     db::{self, Database, Transaction},
 };
@@ -70,7 +70,7 @@ pub async fn store_pending(
     user_id: i64,
     secret: &[u8],
 ) -> sqlx::Result<bool> {
-    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let now = unix_now_i64();
     let stored = db::execute!(
         tx,
         "INSERT INTO totp_credentials (user_id, secret_sealed, created_at) VALUES ($1, $2, $3)
@@ -127,7 +127,7 @@ pub async fn accept(
         return Ok(false);
     };
     let step = i64::try_from(step).context("a time step past 2⁶³")?;
-    let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+    let now = unix_now_i64();
     let accepted = db::execute!(
         tx,
         "UPDATE totp_credentials
