@@ -379,12 +379,13 @@ async fn turning_mfa_on_and_off_is_told_to_the_owner_once_each() {
     assert!(on.contains("was turned on"), "{on}");
     assert!(received(&sink, &to, MFA_OFF_SUBJECT).is_empty());
 
-    let off = app
-        .request(Method::DELETE, "/api/v1/users/me/mfa/totp")
-        .bearer(&user.token)
-        .json(&json!({ "password": user.password, "code": authenticator.code(0).await }))
-        .send()
-        .await;
+    let off = crate::mfa::turn_off(
+        &app,
+        &user.token,
+        &user.password,
+        &authenticator.code(0).await,
+    )
+    .await;
     assert_eq!(off.status(), StatusCode::NO_CONTENT);
     let off = mail(&sink, &to, MFA_OFF_SUBJECT, 1).await;
     assert!(off.contains("the password alone signs in"), "{off}");

@@ -227,20 +227,25 @@ async fn after_a_rotation_every_instance_signs_with_the_new_key_and_old_tokens_s
     assert_eq!(private_keys, 1);
 }
 
+/// Rotates the signing key with the real CLI, then ages the retirement of `kid` as if the
+/// access-token lifetime (and its margin) had passed since.
+async fn retire_long_ago(app: &TestApp, kid: &str) {
+    rotate_signing_key(app).await;
+    db::execute!(
+        &mut app.db().await,
+        "UPDATE signing_keys SET retired_at = retired_at - 100000 WHERE kid = $1",
+        kid
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn a_retired_key_stops_verifying_once_its_tokens_have_expired() {
     let app = spawn_app().await;
     let user = app.new_user().await;
     let old_kid = kid_of(&user.token);
-    rotate_signing_key(&app).await;
-    // As if the access-token lifetime (and its margin) had passed since the rotation.
-    db::execute!(
-        &mut app.db().await,
-        "UPDATE signing_keys SET retired_at = retired_at - 100000 WHERE kid = $1",
-        &old_kid
-    )
-    .await
-    .unwrap();
+    retire_long_ago(&app, &old_kid).await;
     let later = spawn_app_on(&app.database, &[]).await;
     assert!(!kids(&jwks(&later).await).contains(&old_kid));
     assert_eq!(me(&later, &user.token).await, StatusCode::UNAUTHORIZED);
@@ -404,14 +409,7 @@ async fn a_token_verified_before_its_key_retired_stops_with_the_key() {
     let user = app.new_user().await;
     assert_eq!(me(&app, &user.token).await, StatusCode::OK);
     let old_kid = kid_of(&user.token);
-    rotate_signing_key(&app).await;
-    db::execute!(
-        &mut app.db().await,
-        "UPDATE signing_keys SET retired_at = retired_at - 100000 WHERE kid = $1",
-        &old_kid
-    )
-    .await
-    .unwrap();
+    retire_long_ago(&app, &old_kid).await;
     // An unknown kid makes the instance re-read its key set now, not at its next refresh.
     let made_up = SigningKey::stranger();
     let unknown = made_up.sign(&made_up.header(), &claims_for(user.id));

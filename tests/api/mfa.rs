@@ -96,6 +96,15 @@ async fn confirm(app: &TestApp, token: &str, code: &str) -> Response {
     .await
 }
 
+/// `DELETE /users/me/mfa/totp`: TOTP off, with the password and a code.
+pub(crate) async fn turn_off(app: &TestApp, token: &str, password: &str, code: &str) -> Response {
+    app.request(Method::DELETE, "/api/v1/users/me/mfa/totp")
+        .bearer(token)
+        .json(&json!({ "password": password, "code": code }))
+        .send()
+        .await
+}
+
 /// A user with TOTP on: their authenticator (whose code of the previous step confirmed it)
 /// and their recovery codes.
 pub(crate) async fn user_with_mfa(app: &TestApp) -> (TestUser, Authenticator, Vec<String>) {
@@ -402,12 +411,13 @@ async fn wrong_codes_count_as_failed_logins_and_trip_the_lockout() {
         "/problems/login-locked",
     )
     .await;
-    let disable = app
-        .request(Method::DELETE, "/api/v1/users/me/mfa/totp")
-        .bearer(&user.token)
-        .json(&json!({ "password": user.password, "code": authenticator.code(0).await }))
-        .send()
-        .await;
+    let disable = turn_off(
+        &app,
+        &user.token,
+        &user.password,
+        &authenticator.code(0).await,
+    )
+    .await;
     assert_problem_type(
         disable,
         StatusCode::TOO_MANY_REQUESTS,
@@ -420,20 +430,20 @@ async fn wrong_codes_count_as_failed_logins_and_trip_the_lockout() {
 async fn turning_mfa_off_needs_the_password_and_a_code() {
     let app = spawn_app().await;
     let (user, authenticator, codes) = user_with_mfa(&app).await;
-    let disable = |password: String, code: String| {
-        app.request(Method::DELETE, "/api/v1/users/me/mfa/totp")
-            .bearer(&user.token)
-            .json(&json!({ "password": password, "code": code }))
-            .send()
-    };
-    let wrong_password = disable("wrong-password-123".into(), authenticator.code(0).await).await;
+    let wrong_password = turn_off(
+        &app,
+        &user.token,
+        "wrong-password-123",
+        &authenticator.code(0).await,
+    )
+    .await;
     assert_problem_type(
         wrong_password,
         StatusCode::UNAUTHORIZED,
         "/problems/invalid-credentials",
     )
     .await;
-    let wrong_code = disable(user.password.clone(), "000-not-a-code".into()).await;
+    let wrong_code = turn_off(&app, &user.token, &user.password, "000-not-a-code").await;
     assert_problem_type(
         wrong_code,
         StatusCode::UNAUTHORIZED,
@@ -450,7 +460,7 @@ async fn turning_mfa_off_needs_the_password_and_a_code() {
         "still on"
     );
 
-    let off = disable(user.password.clone(), codes[0].clone()).await;
+    let off = turn_off(&app, &user.token, &user.password, &codes[0]).await;
     assert_eq!(off.status(), StatusCode::NO_CONTENT);
     let body = json_of(
         app.login(&user.username, &user.password).await,
@@ -461,7 +471,13 @@ async fn turning_mfa_off_needs_the_password_and_a_code() {
         body["access_token"].is_string(),
         "a password alone logs in again"
     );
-    let again = disable(user.password.clone(), authenticator.code(1).await).await;
+    let again = turn_off(
+        &app,
+        &user.token,
+        &user.password,
+        &authenticator.code(1).await,
+    )
+    .await;
     assert_problem(again, StatusCode::CONFLICT).await;
     let events = app.wait_for_audit("user.mfa_disable", 2).await;
     let outcomes: Vec<_> = events.iter().map(|e| e.outcome.as_str()).collect();
@@ -512,12 +528,13 @@ async fn turning_mfa_off_needs_a_recent_login() {
     let app = spawn_app_with(&[("STEP_UP_MAX_AGE_SECS", "2")]).await;
     let (user, authenticator, _) = user_with_mfa(&app).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let late = app
-        .request(Method::DELETE, "/api/v1/users/me/mfa/totp")
-        .bearer(&user.token)
-        .json(&json!({ "password": user.password, "code": authenticator.code(0).await }))
-        .send()
-        .await;
+    let late = turn_off(
+        &app,
+        &user.token,
+        &user.password,
+        &authenticator.code(0).await,
+    )
+    .await;
     assert_problem_type(
         late,
         StatusCode::UNAUTHORIZED,
