@@ -16,32 +16,24 @@ use age::secrecy::ExposeSecret;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDatabase, spawn_app_on};
+use crate::helpers::{TestApp, TestDatabase, output_of, spawn_app_on};
 
 const PASSPHRASE: &str = "tidal-orchard-lantern-93";
 
 /// The binary with `args` on the database at `database_url`, with nothing else in its
-/// environment but `env`, in a directory with no `.env`; run off the test's runtime, so the
-/// app under test keeps serving meanwhile.
+/// environment but `env`, in a directory with no `.env` (`output_of`: the app under test keeps
+/// serving meanwhile).
 async fn filmvault(args: &[&str], database_url: &str, env: &[(&str, &str)]) -> Output {
-    let args: Vec<String> = args.iter().map(|&a| a.to_owned()).collect();
-    let mut vars = vec![
-        ("DATABASE_URL".to_owned(), database_url.to_owned()),
-        ("RUST_LOG".to_owned(), "warn".to_owned()),
-    ];
-    vars.extend(env.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())));
-    tokio::task::spawn_blocking(move || {
-        let empty = tempfile::tempdir().unwrap();
-        Command::new(env!("CARGO_BIN_EXE_filmvault"))
-            .args(args)
-            .env_clear()
-            .envs(vars)
-            .current_dir(empty.path())
-            .output()
-            .expect("filmvault runs")
-    })
-    .await
-    .unwrap()
+    let empty = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_filmvault"));
+    command
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .current_dir(empty.path());
+    output_of(command, "").await
 }
 
 fn stderr(output: &Output) -> String {
