@@ -11,6 +11,7 @@ use filmvault::{
     startup::Application,
     telemetry,
 };
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
 
 fn main() -> ExitCode {
@@ -42,8 +43,8 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Flushes the log file when dropped at the end of `run`.
-    let _log_file_guard = match start_logging(&settings) {
+    // Write out the last log lines when dropped at the end of `run`.
+    let _log_guards = match start_logging(&settings) {
         Ok(guard) => guard,
         Err(error) => {
             eprintln!("filmvault: cannot start logging: {error:#}");
@@ -65,23 +66,18 @@ async fn run() -> ExitCode {
     })
 }
 
-fn start_logging(
-    settings: &Settings,
-) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+fn start_logging(settings: &Settings) -> anyhow::Result<Vec<WorkerGuard>> {
     let (filter, format) = (&settings.logging.filter, settings.logging.format);
+    let (stdout, stdout_guard) = telemetry::stdout_writer();
     match &settings.logging.file {
         Some(path) => {
-            let (file, guard) = telemetry::file_writer(path)?;
-            telemetry::init(telemetry::subscriber(
-                filter,
-                format,
-                std::io::stdout.and(file),
-            )?)?;
-            Ok(Some(guard))
+            let (file, file_guard) = telemetry::file_writer(path)?;
+            telemetry::init(telemetry::subscriber(filter, format, stdout.and(file))?)?;
+            Ok(vec![stdout_guard, file_guard])
         }
         None => {
-            telemetry::init(telemetry::subscriber(filter, format, std::io::stdout)?)?;
-            Ok(None)
+            telemetry::init(telemetry::subscriber(filter, format, stdout)?)?;
+            Ok(vec![stdout_guard])
         }
     }
 }

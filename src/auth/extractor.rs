@@ -19,7 +19,6 @@ use crate::{
     },
     error::ApiError,
     state::AppState,
-    telemetry,
     web::audit,
 };
 
@@ -226,7 +225,6 @@ async fn authenticate(req: &HttpRequest) -> Result<Option<Principal>, ApiError> 
         .ok_or_else(|| anyhow::anyhow!("AppState is not registered"))?;
     match verify_credential(req, state).await {
         Ok(Some(principal)) => {
-            telemetry::record_user(req, principal.user_id);
             audit::trail_of(req).authenticated(principal.user_id);
             req.extensions_mut().insert(principal.clone());
             Ok(Some(principal))
