@@ -31,7 +31,7 @@ use crate::{
 /// Asks to move the account of `verified` (whose password was checked) to `new_email`.
 /// `false` if a password change or disable committed since the check: the password checked
 /// is no longer the account's (the caller answers as for a wrong one).
-#[tracing::instrument(skip_all, fields(user_id = verified.id))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = verified.id))]
 pub async fn request(
     state: &AppState,
     audit: &AuditContext,

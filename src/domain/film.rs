@@ -122,7 +122,7 @@ pub struct Film {
     pub updated_at: Timestamp,
 }
 
-#[tracing::instrument(skip(db))]
+#[tracing::instrument(level = "debug", skip(db))]
 pub async fn get(db: &mut impl Executor, id: i64) -> sqlx::Result<Option<Film>> {
     db::fetch_optional!(db, "SELECT * FROM film_view WHERE id = $1", id).await
 }
@@ -145,7 +145,7 @@ async fn lock(tx: &mut Transaction, id: i64) -> sqlx::Result<Option<Film>> {
 
 /// One film picked uniformly by id position: a single index seek, and gaps left by deleted
 /// films are skipped by taking the next id up.
-#[tracing::instrument(skip(db))]
+#[tracing::instrument(level = "debug", skip(db))]
 pub async fn random(db: &mut impl Executor) -> sqlx::Result<Option<Film>> {
     db::fetch_optional!(
         db,
@@ -173,7 +173,7 @@ const START: i64 = 0;
 /// case (SQLite's LIKE ignores the case of ASCII letters; PostgreSQL's ILIKE of every letter).
 /// `after_id` (keyset paging) starts the page after that film, seeking on the primary key:
 /// films added or deleted meanwhile never shift what a walk sees, unlike `page.offset`.
-#[tracing::instrument(skip(db))]
+#[tracing::instrument(level = "debug", skip(db))]
 pub async fn list(
     db: &mut impl Executor,
     search: Option<&str>,
@@ -214,7 +214,7 @@ pub async fn list(
 
 /// Stores a film and returns it as stored; `RETURNING` gives it back without a second query.
 /// `owner` is left empty: the owner's name is the caller's to fill in.
-#[tracing::instrument(skip_all, fields(owner_id))]
+#[tracing::instrument(level = "debug", skip_all, fields(owner_id))]
 pub async fn insert(
     db: &mut impl Executor,
     film: &NewFilm,
@@ -274,7 +274,7 @@ async fn lock_for_change(
     Ok(film)
 }
 
-#[tracing::instrument(skip(db, changes, audit, precondition), fields(user_id = principal.user_id))]
+#[tracing::instrument(level = "debug", skip(db, changes, audit, precondition), fields(user_id = principal.user_id))]
 pub async fn update(
     db: &Database,
     id: i64,
@@ -310,7 +310,7 @@ pub async fn update(
     Ok(updated)
 }
 
-#[tracing::instrument(skip(db, audit, precondition), fields(user_id = principal.user_id))]
+#[tracing::instrument(level = "debug", skip(db, audit, precondition), fields(user_id = principal.user_id))]
 pub async fn delete(
     db: &Database,
     id: i64,

@@ -258,7 +258,7 @@ pub async fn mark_email_verified(tx: &mut Transaction, user_id: i64) -> sqlx::Re
 
 /// Two statements in one transaction: the sealed email is bound to the row's id, which the
 /// insert makes.
-#[tracing::instrument(skip_all, fields(username = %username.as_str()))]
+#[tracing::instrument(level = "debug", skip_all, fields(username = %username.as_str()))]
 async fn insert(
     tx: &mut Transaction,
     keyring: &Keyring,
@@ -289,7 +289,7 @@ async fn insert(
     row.open(keyring)
 }
 
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(level = "debug", skip_all)]
 pub async fn find_credentials(
     db: &mut impl Executor,
     username: &str,
@@ -304,7 +304,7 @@ pub async fn find_credentials(
     .await
 }
 
-#[tracing::instrument(skip(db))]
+#[tracing::instrument(level = "debug", skip(db))]
 pub async fn credentials_by_id(
     db: &mut impl Executor,
     user_id: i64,
@@ -384,7 +384,7 @@ pub(crate) async fn still_verified(
 /// session of the user, in one transaction: other devices must log in again with the new
 /// password. API keys stay; they are revoked one by one. Returns the new token version, or
 /// `None` if another change committed since the check (see `still_verified`).
-#[tracing::instrument(skip_all, fields(user_id = verified.id))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = verified.id))]
 pub async fn change_password(
     db: &Database,
     keyring: &Keyring,
@@ -447,7 +447,7 @@ pub struct StartedSession {
 /// there. A sign-in from a client the account never used mails a notice (`sign_ins`).
 /// `upgraded_hash`, a fresh hash of the same password at today's parameters, replaces the
 /// stored one in the same transaction.
-#[tracing::instrument(skip_all, fields(user_id = verified.id))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = verified.id))]
 pub async fn start_session(
     db: &Database,
     keyring: &Keyring,
@@ -522,7 +522,7 @@ pub struct AccountUpdate {
 /// The last-admin rule spans every admin's row, which no row lock covers: account changes
 /// queue on `Lock::AccountAdministration` instead, so two instances demoting the last two
 /// admins at once count one after the other.
-#[tracing::instrument(skip(db, keyring, audit))]
+#[tracing::instrument(level = "debug", skip(db, keyring, audit))]
 pub async fn update_account(
     db: &Database,
     keyring: &Keyring,
@@ -664,7 +664,7 @@ async fn update_password_hash(
     Ok(())
 }
 
-#[tracing::instrument(skip(db, keyring))]
+#[tracing::instrument(level = "debug", skip(db, keyring))]
 pub async fn profile(
     db: &mut impl Executor,
     keyring: &Keyring,
@@ -682,7 +682,7 @@ pub async fn profile(
     row.map(|row| row.open(keyring)).transpose()
 }
 
-#[tracing::instrument(skip(db, keyring))]
+#[tracing::instrument(level = "debug", skip(db, keyring))]
 pub async fn list(
     db: &mut impl Executor,
     keyring: &Keyring,

@@ -39,7 +39,7 @@ pub struct FilmVote {
 }
 
 /// `user_id`'s votes among `film_ids`, in film id order (films without one are left out).
-#[tracing::instrument(skip(db))]
+#[tracing::instrument(level = "debug", skip(db))]
 pub async fn of_user(
     db: &mut impl Executor,
     user_id: i64,
@@ -70,7 +70,7 @@ pub async fn of_user(
 }
 
 /// Records `vote`; 404 if there is no such film.
-#[tracing::instrument(skip(db))]
+#[tracing::instrument(level = "debug", skip(db))]
 pub async fn cast(db: &Database, user_id: i64, film_id: i64, vote: Vote) -> Result<(), ApiError> {
     let result = db::execute!(
         &mut db.write().await?,
@@ -92,7 +92,7 @@ pub async fn cast(db: &Database, user_id: i64, film_id: i64, vote: Vote) -> Resu
 }
 
 /// Removes the caller's vote, if any.
-#[tracing::instrument(skip(db))]
+#[tracing::instrument(level = "debug", skip(db))]
 pub async fn withdraw(db: &Database, user_id: i64, film_id: i64) -> Result<(), ApiError> {
     db::execute!(
         &mut db.write().await?,

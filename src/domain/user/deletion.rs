@@ -34,7 +34,7 @@ use super::{UserCredentials, bump_token_version, ensure_another_active_admin, st
 /// The last-admin rule is the one `update_account` keeps, under the same advisory lock taken
 /// before the account's row, so a deletion and a demotion (or two deletions) on two instances
 /// count one after the other.
-#[tracing::instrument(skip_all, fields(user_id = verified.id))]
+#[tracing::instrument(level = "debug", skip_all, fields(user_id = verified.id))]
 pub async fn delete_account(
     db: &Database,
     verified: &UserCredentials,
