@@ -64,6 +64,8 @@ pub struct ReadCache {
     films: Mutex<Store<i64>>,
     /// Each page with the ids it shows (first to last: pages are ordered by id).
     pages: Mutex<Store<PageKey>>,
+    /// Lets `GET /` pick a random film without a query.
+    highest_film_id: Mutex<HighestId>,
     /// Several instances: where changes are announced, and whether they are being heard.
     channel: Option<Arc<RevocationChannel>>,
 }
@@ -74,6 +76,7 @@ impl ReadCache {
             enabled,
             films: Mutex::new(Store::new(FILM_BUDGET_BYTES)),
             pages: Mutex::new(Store::new(PAGE_BUDGET_BYTES)),
+            highest_film_id: Mutex::new(HighestId::default()),
             channel,
         }
     }
@@ -102,6 +105,23 @@ impl ReadCache {
         keep(&self.pages, ticket, key, body, ids);
     }
 
+    /// The highest film id if kept, else a ticket to keep the one about to be read.
+    pub fn highest_film_id(&self) -> Result<i64, Ticket> {
+        if !self.is_trusted() {
+            return Err(Ticket(None));
+        }
+        let highest = lock(&self.highest_film_id);
+        highest.value.ok_or(Ticket(Some(highest.epoch)))
+    }
+
+    pub fn keep_highest_film_id(&self, ticket: Ticket, id: i64) {
+        let Ticket(Some(epoch)) = ticket else { return };
+        let mut highest = lock(&self.highest_film_id);
+        if highest.epoch == epoch {
+            highest.value = Some(id);
+        }
+    }
+
     /// A write committed: forgotten here at once, and announced to the other instances.
     pub async fn changed(&self, change: FilmChange) {
         self.forget(&change);
@@ -122,10 +142,12 @@ impl ReadCache {
             FilmChange::Film(id) => {
                 films.invalidate(&id);
                 pages.remove_where(|_, _| true);
+                lock(&self.highest_film_id).forget();
             }
             FilmChange::Everything => {
                 films.remove_where(|_, _| true);
                 pages.remove_where(|_, _| true);
+                lock(&self.highest_film_id).forget();
             }
         }
     }
@@ -174,6 +196,21 @@ fn keep<K: Eq + Hash + Clone>(
     let mut store = lock(store);
     if store.epoch == epoch {
         store.insert(key, Entry { body, shown });
+    }
+}
+
+/// The highest film id as read, with the same epoch rule as a `Store`: a film added or
+/// deleted (`FilmChange::Film`) forgets it, and a read that raced that change is not kept.
+#[derive(Default)]
+struct HighestId {
+    value: Option<i64>,
+    epoch: u64,
+}
+
+impl HighestId {
+    fn forget(&mut self) {
+        self.epoch += 1;
+        self.value = None;
     }
 }
 

@@ -143,18 +143,30 @@ async fn lock(tx: &mut Transaction, id: i64) -> sqlx::Result<Option<Film>> {
     .await
 }
 
-/// One film picked uniformly by id position: a single index seek, and gaps left by deleted
-/// films are skipped by taking the next id up.
+/// The highest film id, `None` when there is no film: with it, `GET /` picks an id at random.
+pub async fn highest_id(db: &mut impl Executor) -> sqlx::Result<Option<i64>> {
+    db::fetch_scalar!(db, "SELECT max(id) FROM films").await
+}
+
+/// An id from 1 to `highest`, every one equally likely (the remainder's bias is below
+/// `highest / 2^64`).
+pub fn random_id_up_to(highest: i64) -> Result<i64, ApiError> {
+    let random: [u8; 8] = ring::rand::generate(&ring::rand::SystemRandom::new())
+        .map_err(|_| anyhow::anyhow!("the system's random source failed"))?
+        .expose();
+    let ids = u64::try_from(highest).unwrap_or(0).max(1);
+    let offset = u64::from_le_bytes(random) % ids;
+    Ok(i64::try_from(offset).unwrap_or(0) + 1)
+}
+
+/// The film with the lowest id from `id` up: a single index seek, which skips the ids left
+/// by deleted films.
 #[tracing::instrument(level = "debug", skip(db))]
-pub async fn random(db: &mut impl Executor) -> sqlx::Result<Option<Film>> {
+pub async fn first_from(db: &mut impl Executor, id: i64) -> sqlx::Result<Option<Film>> {
     db::fetch_optional!(
         db,
-        sqlite: "SELECT * FROM film_view
-                 WHERE id >= (SELECT abs(random()) % max(id) + 1 FROM films)
-                 ORDER BY id LIMIT 1",
-        postgres: "SELECT * FROM film_view
-                   WHERE id >= (SELECT floor(random() * max(id))::bigint + 1 FROM films)
-                   ORDER BY id LIMIT 1"
+        "SELECT * FROM film_view WHERE id >= $1 ORDER BY id LIMIT 1",
+        id
     )
     .await
 }

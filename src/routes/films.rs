@@ -299,10 +299,32 @@ pub(crate) async fn random_film(state: web::Data<AppState>) -> Result<HttpRespon
 
 /// 404 only when the catalogue is empty.
 pub async fn random_film_response(state: &AppState) -> Result<HttpResponse, ApiError> {
-    let film = film::random(&mut state.db.read().await?)
-        .await?
-        .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(film))
+    let highest = match state.reads.highest_film_id() {
+        Ok(kept) => kept,
+        Err(ticket) => {
+            let highest = film::highest_id(&mut state.db.read().await?)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            state.reads.keep_highest_film_id(ticket, highest);
+            highest
+        }
+    };
+    let pick = film::random_id_up_to(highest)?;
+    let representation = match state.reads.film(pick) {
+        Ok(kept) => kept,
+        Err(ticket) => {
+            // The first film from the pick: ids left by deleted films are skipped.
+            let film = film::first_from(&mut state.db.read().await?, pick)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            let representation = Representation::json(&film)?;
+            if film.id == pick {
+                state.reads.keep_film(pick, ticket, representation.clone());
+            }
+            representation
+        }
+    };
+    Ok(representation.untagged_response())
 }
 
 /// One film with its like and dislike counts.

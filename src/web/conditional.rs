@@ -92,6 +92,14 @@ impl Representation {
             .body(self.body.clone())
     }
 
+    /// A 200 with the body alone: for an answer that is not this resource's state (`GET /`'s
+    /// random film), which no tag may name.
+    pub fn untagged_response(&self) -> HttpResponse {
+        HttpResponse::Ok()
+            .content_type("application/json")
+            .body(self.body.clone())
+    }
+
     /// The answer to a write that returns the resource's new state, with its new tag.
     pub fn write_response(&self, status: StatusCode) -> HttpResponse {
         HttpResponse::build(status)

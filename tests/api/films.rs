@@ -72,6 +72,64 @@ async fn the_random_film_comes_from_the_catalogue() {
     .await;
 }
 
+/// The draw comes from memory once the highest id is known (`read_cache`): a film added
+/// since must be in it at once, and a deleted one out of it, its id skipped.
+#[tokio::test]
+async fn the_random_film_draws_from_films_just_added_and_never_from_films_deleted() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let drawn = || async {
+        let response = app.get("/api/v1/films/random", None).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<Value>().await.unwrap()["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let first = app.create_film(&user.token, "First", "Studio").await["id"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(
+        drawn().await,
+        first,
+        "the only film, now kept with the highest id"
+    );
+
+    let second = app.create_film(&user.token, "Second", "Studio").await["id"]
+        .as_i64()
+        .unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    // Each draw is one of two films: 64 draws missing one would be a 1-in-10^19 chance.
+    for _ in 0..64 {
+        seen.insert(drawn().await);
+    }
+    assert_eq!(
+        seen,
+        [first, second].into(),
+        "the film just added is drawn too"
+    );
+
+    let deleted = app
+        .delete(&format!("/api/v1/films/{first}"), Some(&user.token))
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    for _ in 0..32 {
+        assert_eq!(
+            drawn().await,
+            second,
+            "a draw of the deleted id moves on to the next film"
+        );
+    }
+    let deleted = app
+        .delete(&format!("/api/v1/films/{second}"), Some(&user.token))
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_problem(
+        app.get("/api/v1/films/random", None).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn the_list_pages_through_the_catalogue_and_caps_the_page_size() {
     let app = spawn_app_with(&[("SEED_DEMO_DATA", "true")]).await;
