@@ -49,6 +49,10 @@ impl SharedLimiter {
     }
 
     /// Counts one request against `bucket`.
+    pub fn store(&self) -> &RedisStore {
+        &self.store
+    }
+
     pub async fn check(&self, bucket: &str) -> Result<Decision, Unavailable> {
         let key = self.store.key(&format!("rl:{}:{bucket}", self.name));
         let (allowed, value): (u8, u64) = self

@@ -1,13 +1,12 @@
 //! The suspicious-login monitor's counters and locks in Redis (`login_failures.lua`), so a
 //! guess spread over instances counts once and a lock made on one instance holds on all.
 //!
-//! Usernames appear in keys only as a hash: keys stay short whatever was submitted, and
-//! Redis holds no list of the names people tried.
+//! Usernames appear in keys only as a keyed hash (`RedisStore::username_pseudonym`): keys
+//! stay short whatever was submitted, and Redis holds no list of the names people tried.
 
 use std::{sync::LazyLock, time::Duration};
 
 use redis::Script;
-use sha2::{Digest, Sha256};
 
 use crate::{
     cluster::{RedisStore, Unavailable},
@@ -39,19 +38,13 @@ pub struct SharedLoginFailures {
     settings: SuspiciousLoginSettings,
 }
 
-/// How a username appears in Redis keys; `username` is already lowercased.
-pub(crate) fn hashed_username(username: &str) -> String {
-    let digest = Sha256::digest(username.as_bytes());
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
 impl SharedLoginFailures {
     pub fn new(store: RedisStore, settings: SuspiciousLoginSettings) -> Self {
         Self { store, settings }
     }
 
     fn keys(&self, username: &str, client: ClientKey) -> [String; 4] {
-        let user = hashed_username(username);
+        let user = self.store.username_pseudonym(username);
         [
             self.store.key(&format!("login:failures:user:{user}")),
             self.store.key(&format!("login:failures:client:{client}")),
@@ -84,7 +77,7 @@ impl SharedLoginFailures {
         let settings = &self.settings;
         let args = [
             client.to_string(),
-            hashed_username(username),
+            self.store.username_pseudonym(username),
             settings.window.as_millis().to_string(),
             settings.clients_per_username.to_string(),
             settings.usernames_per_client.to_string(),

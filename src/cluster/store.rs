@@ -18,6 +18,8 @@ use redis::{
 use secrecy::{ExposeSecret, SecretString};
 use thread_local::ThreadLocal;
 
+use crate::crypto::Pseudonyms;
+
 /// The longest a request waits for Redis before it is answered 503.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -43,6 +45,8 @@ impl From<redis::RedisError> for Unavailable {
 pub struct RedisStore {
     connections: Arc<Connections>,
     prefix: Arc<str>,
+    /// How a username appears in a key name.
+    usernames: Pseudonyms,
 }
 
 /// How to connect, and each thread's connection once it has one.
@@ -55,7 +59,7 @@ struct Connections {
 impl RedisStore {
     /// Prepares the connection without making it: an instance starts (not ready) while
     /// Redis is down, and becomes ready when Redis is back.
-    pub fn new(url: &SecretString, prefix: &str) -> anyhow::Result<Self> {
+    pub fn new(url: &SecretString, prefix: &str, usernames: Pseudonyms) -> anyhow::Result<Self> {
         let client = Client::open(url.expose_secret())
             .map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid redis:// URL"))?;
         // Commands wait for a reconnection in progress; one quick retry keeps that wait
@@ -72,6 +76,7 @@ impl RedisStore {
                 per_thread: ThreadLocal::new(),
             }),
             prefix: prefix.into(),
+            usernames,
         };
         store
             .connection()
@@ -95,6 +100,12 @@ impl RedisStore {
     /// `{prefix}:{name}`: one deployment's keys and channel, whatever else shares the Redis.
     pub fn key(&self, name: &str) -> String {
         format!("{}:{name}", self.prefix)
+    }
+
+    /// A username as key names carry it (lowercase it first: usernames ignore case): the same
+    /// on every instance, and without the data key Redis holds no list of the names tried.
+    pub fn username_pseudonym(&self, username: &str) -> String {
+        self.usernames.of(username)
     }
 
     /// For the dedicated pub/sub connection.
@@ -177,6 +188,8 @@ mod test_redis;
 pub(crate) fn test_store() -> Option<RedisStore> {
     let url = test_redis::test_redis_url()?;
     let prefix = format!("filmvault-test-{}", uuid::Uuid::new_v4().simple());
-    let store = RedisStore::new(&SecretString::from(url), &prefix);
+    let keyring = crate::crypto::Keyring::new(&crate::crypto::DataKey::generate(), &[]);
+    let usernames = keyring.pseudonyms(b"test usernames");
+    let store = RedisStore::new(&SecretString::from(url), &prefix, usernames);
     Some(store.expect("TEST_REDIS_URL is a redis:// URL"))
 }

@@ -11,7 +11,7 @@
 //! labels, the AES key, the blind-index key and the public key id. The id identifies a key
 //! without revealing anything of it, and no subkey can be computed from another.
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use aes_gcm::{
     Aes256Gcm, KeyInit, Nonce,
@@ -100,17 +100,48 @@ impl DerivedKeys {
     }
 
     fn blind_index(&self, purpose: &[u8], normalized: &[u8]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.blind_index.as_ref())
-            .expect("HMAC takes a key of any length");
-        // The purpose's length first: ("ab", "c") and ("a", "bc") must not collide.
-        mac.update(
-            &u64::try_from(purpose.len())
-                .unwrap_or(u64::MAX)
-                .to_be_bytes(),
-        );
-        mac.update(purpose);
-        mac.update(normalized);
-        mac.finalize().into_bytes().into()
+        keyed_digest(&self.blind_index, purpose, normalized)
+    }
+}
+
+fn keyed_digest(key: &[u8; 32], purpose: &[u8], normalized: &[u8]) -> [u8; 32] {
+    let mut mac =
+        <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
+    // The purpose's length first: ("ab", "c") and ("a", "bc") must not collide.
+    mac.update(
+        &u64::try_from(purpose.len())
+            .unwrap_or(u64::MAX)
+            .to_be_bytes(),
+    );
+    mac.update(purpose);
+    mac.update(normalized);
+    mac.finalize().into_bytes().into()
+}
+
+/// Blind indexes of one purpose under the current key, as a handle that opens and seals
+/// nothing: for names that leave the database (Redis keys), which then reveal no more than a
+/// blind index does, where a plain hash of a username is reversed with a list of usernames.
+#[derive(Clone)]
+pub struct Pseudonyms {
+    key: Arc<Zeroizing<[u8; 32]>>,
+    purpose: &'static [u8],
+}
+
+impl Pseudonyms {
+    /// Lowercase hex, 64 characters, whatever the length of `value`.
+    pub fn of(&self, value: &str) -> String {
+        keyed_digest(&self.key, self.purpose, value.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Pseudonyms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pseudonyms")
+            .field("purpose", &String::from_utf8_lossy(self.purpose))
+            .finish_non_exhaustive()
     }
 }
 
@@ -207,6 +238,17 @@ impl Keyring {
     /// or guessed from one. `purpose` separates the indexes of different columns.
     pub fn blind_index(&self, purpose: &[u8], normalized: &[u8]) -> [u8; 32] {
         self.current.blind_index(purpose, normalized)
+    }
+
+    /// `blind_index(purpose, …)` for values kept outside the database. They change when the
+    /// data key does (nothing is re-indexed there): what they name is forgotten, and while a
+    /// rotation rolls through the instances, those on the old key and those on the new one
+    /// count apart.
+    pub fn pseudonyms(&self, purpose: &'static [u8]) -> Pseudonyms {
+        Pseudonyms {
+            key: Arc::new(self.current.blind_index.clone()),
+            purpose,
+        }
     }
 
     /// The index under every key, the current one first: a lookup during a rotation matches

@@ -8,5 +8,5 @@ mod keyring;
 pub use self::{
     data_key::{DataKey, MAKE_DATA_KEY},
     key_file::{DataKeySettings, load_keyring},
-    keyring::{KeyId, Keyring, OpenError},
+    keyring::{KeyId, Keyring, OpenError, Pseudonyms},
 };

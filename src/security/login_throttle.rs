@@ -13,7 +13,6 @@ use crate::{
     cluster::{
         RedisStore,
         gcra::{Decision, SharedLimiter},
-        login_failures::hashed_username,
     },
     config::Quota,
     error::ApiError,
@@ -30,7 +29,8 @@ fn governor_quota(quota: Quota) -> GovernorQuota {
 /// this many guesses at one account.
 pub enum LoginThrottle {
     Local(DefaultKeyedRateLimiter<String>),
-    /// Keyed by a hash of the username: keys stay short whatever was submitted.
+    /// Keyed by the username's pseudonym: keys stay short whatever was submitted, and name
+    /// no one.
     Shared(Box<SharedLimiter>),
 }
 
@@ -54,10 +54,13 @@ impl LoginThrottle {
                 Ok(_) => return Ok(()),
                 Err(not_until) => not_until.wait_time_from(DefaultClock::default().now()),
             },
-            Self::Shared(limiter) => match limiter.check(&hashed_username(&username)).await? {
-                Decision::Allowed { .. } => return Ok(()),
-                Decision::Limited { retry_after } => retry_after,
-            },
+            Self::Shared(limiter) => {
+                let bucket = limiter.store().username_pseudonym(&username);
+                match limiter.check(&bucket).await? {
+                    Decision::Allowed { .. } => return Ok(()),
+                    Decision::Limited { retry_after } => retry_after,
+                }
+            }
         };
         Err(ApiError::RateLimited { retry_after })
     }

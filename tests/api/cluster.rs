@@ -16,6 +16,7 @@ use std::{
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::{
     account_deletion::delete_account,
@@ -206,6 +207,61 @@ async fn the_per_username_login_budget_is_shared_across_instances_and_clients() 
         .await
         .status();
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Usernames reach Redis key names only as keyed hashes (`Pseudonyms`, from the data key):
+/// Redis, or a copy of it, names no account, even to someone hashing a list of usernames,
+/// which reverses a plain SHA-256.
+#[tokio::test]
+async fn redis_key_names_reveal_no_username_even_to_a_list_of_usernames() {
+    let Some(redis_url) = test_redis_url() else {
+        return;
+    };
+    let prefix = format!("filmvault-test-{}", uuid::Uuid::new_v4().simple());
+    let app = spawn_app_with(&[
+        ("REDIS_URL", redis_url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("TRUSTED_PROXIES", "127.0.0.1/32"),
+        // Slow enough that the username's bucket is still in Redis when the keys are read.
+        ("RATE_LIMIT_LOGIN_PER_USERNAME", "5/hour"),
+    ])
+    .await;
+    let user = app.new_user().await;
+    for client in ["203.0.113.1", "203.0.113.2"] {
+        let status = app
+            .login_from(client, &user.username, "not-the-password")
+            .await
+            .status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "from {client}");
+    }
+
+    let mut redis = redis::Client::open(redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let per_username = |kind: &str| keys.iter().filter(|key| key.contains(kind)).count();
+    assert!(
+        per_username(":login:failures:user:") == 1 && per_username(":rl:login-user:") == 1,
+        "the failures were counted per username: {keys:?}"
+    );
+    let username = user.username.to_lowercase();
+    let plain_hash: String = Sha256::digest(username.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    for key in &keys {
+        assert!(!key.to_lowercase().contains(&username), "{key}");
+        assert!(
+            !key.contains(&plain_hash),
+            "a plain SHA-256 of the username: {key}"
+        );
+    }
 }
 
 /// A fresh user's token, already accepted (and so remembered) by `other`.
