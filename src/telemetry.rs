@@ -206,12 +206,18 @@ where
     Ok(Registry::default().with(filter).with(layer))
 }
 
+/// How many lines may wait for a log writer's thread. Past it a request waits to log (no line
+/// is dropped): the queue is back-pressure, not a store. (tracing-appender's default, 128 000
+/// lines, let a saturated server hold 20 MiB of lines not yet written.)
+const QUEUED_LINES_LIMIT: usize = 4096;
+
 /// Standard output, written off the request path in blocks: a thread drains the queued lines
 /// into a buffer and writes it when the queue is empty, one `write` for many lines where
 /// stdout's own line buffering makes one per line (a tenth of a cached read's cost).
 pub fn stdout_writer() -> (NonBlocking, WorkerGuard) {
     tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES_LIMIT)
         .thread_name("log-stdout")
         .finish(std::io::BufWriter::with_capacity(
             64 * 1024,
@@ -251,6 +257,7 @@ pub fn file_writer(path: &std::path::Path) -> anyhow::Result<(NonBlocking, Worke
     Ok(
         tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(false)
+            .buffered_lines_limit(QUEUED_LINES_LIMIT)
             .thread_name("log-file")
             .finish(appender),
     )
