@@ -131,7 +131,7 @@ impl Database {
     pub async fn close(&self) {
         match self {
             Self::Sqlite(db) => db.close().await,
-            Self::Postgres(db) => db.pool.close().await,
+            Self::Postgres(db) => db.close().await,
         }
     }
 }

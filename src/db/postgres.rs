@@ -29,6 +29,10 @@ const LOCK_TIMEOUT: &str = "5s";
 #[derive(Clone, Debug)]
 pub struct PgDatabase {
     pub(super) pool: PgPool,
+    /// The readiness probe's own connection: when every pooled connection is busy, the
+    /// instance is loaded, not unready, and a probe queued behind the requests would time out
+    /// and have the load balancer take a busy instance out, piling its load on the others.
+    probe: PgPool,
     reachability: Arc<Reachability>,
 }
 
@@ -63,8 +67,14 @@ impl PgDatabase {
             .run(&pool)
             .await
             .context("cannot apply the database migrations")?;
+        let probe = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(PROBE_TIMEOUT)
+            .test_before_acquire(true)
+            .connect_lazy_with(options.clone());
         Ok(Self {
             pool,
+            probe,
             reachability: Arc::new(Reachability::new(options)),
         })
     }
@@ -79,10 +89,15 @@ impl PgDatabase {
         self.reachability.unless_refused(self.pool.begin()).await
     }
 
-    /// A connection answers now, and every migration has been applied.
+    pub(super) async fn close(&self) {
+        self.probe.close().await;
+        self.pool.close().await;
+    }
+
+    /// The probe's connection answers now, and every migration has been applied.
     pub(super) async fn is_ready(&self) -> bool {
         let probe = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&self.pool);
+            .fetch_one(&self.probe);
         super::probe_outcome(
             tokio::time::timeout(PROBE_TIMEOUT, probe).await,
             MIGRATOR.iter().count(),

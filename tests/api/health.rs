@@ -1,5 +1,9 @@
+use std::time::Duration;
+
+use filmvault::db;
+use futures_util::future::join_all;
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::spawn_app;
 
@@ -19,4 +23,54 @@ async fn readiness_answers_ready_once_migrations_are_applied() {
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ready");
+}
+
+/// A busy pool is load, not an outage: with every pooled connection (and more requests)
+/// waiting on a lock the test holds, readiness still answers 200, as it probes on a
+/// connection of its own. Queued behind the requests, it would time out into a 503, and a
+/// load balancer would take a busy instance out and pile its load on the others.
+#[tokio::test]
+async fn readiness_stays_ready_while_every_pooled_connection_waits_on_a_lock() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    let film = app.create_film(&user.token, "Contended", "Studio").await;
+    let (id, path) = (
+        film["id"].as_i64().unwrap(),
+        format!("/api/v1/films/{}", film["id"]),
+    );
+
+    let mut holder = app.db().await;
+    db::execute!(&mut holder, sqlite: "BEGIN IMMEDIATE", postgres: "BEGIN")
+        .await
+        .unwrap();
+    db::execute!(
+        &mut holder,
+        "UPDATE films SET year = 1900 WHERE id = $1",
+        id
+    )
+    .await
+    .unwrap();
+    // More edits than the pool has connections (8 on two cores; SQLite writes through one).
+    let bodies: Vec<Value> = (0..24).map(|i| json!({ "year": 1950 + i })).collect();
+    let edits = join_all(
+        bodies
+            .iter()
+            .map(|body| app.patch_json(&path, body, Some(&user.token))),
+    );
+    let probe_then_release = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let readiness = app.get("/health/ready", None).await.status();
+        db::execute!(&mut holder, "ROLLBACK").await.unwrap();
+        readiness
+    };
+    let (edits, readiness) = tokio::join!(edits, probe_then_release);
+
+    assert_eq!(readiness, StatusCode::OK, "ready while the pool is busy");
+    for edit in edits {
+        assert_eq!(
+            edit.status(),
+            StatusCode::OK,
+            "each edit waited, then went through"
+        );
+    }
 }
