@@ -18,19 +18,6 @@ fn main() -> ExitCode {
     // Everything this process creates (the database and its WAL, log files, certificates) is
     // readable by its own user only. Set before any thread exists: the umask is per process.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(error) => {
-            eprintln!("filmvault: cannot start the async runtime: {error}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run() -> ExitCode {
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     // Needs no configuration, so it works before any is written.
     if let Command::DevCert { out_dir, force } = &command {
@@ -43,9 +30,10 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Write out the last log lines when dropped at the end of `run`.
+    // Dropped last, after the runtime: its background tasks may log until it is gone, and
+    // the guards write out what is still queued.
     let _log_guards = match start_logging(&settings) {
-        Ok(guard) => guard,
+        Ok(guards) => guards,
         Err(error) => {
             eprintln!("filmvault: cannot start logging: {error:#}");
             return ExitCode::from(2);
@@ -53,6 +41,19 @@ async fn run() -> ExitCode {
     };
     telemetry::install_panic_hook();
     warn_about_unknown_variables(&settings);
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run(command, settings)),
+        Err(error) => {
+            eprintln!("filmvault: cannot start the async runtime: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> ExitCode {
     report(match command {
         Command::CreateAdmin { username, email } => {
             cli::create_admin(&settings, username, email).await
