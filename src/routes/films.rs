@@ -299,24 +299,20 @@ pub(crate) async fn random_film(state: web::Data<AppState>) -> Result<HttpRespon
 
 /// 404 only when the catalogue is empty.
 pub async fn random_film_response(state: &AppState) -> Result<HttpResponse, ApiError> {
-    let highest = match state.reads.highest_film_id() {
-        Ok(kept) => kept,
-        Err(ticket) => {
-            let highest = film::highest_id(&mut state.db.read().await?)
-                .await?
-                .ok_or(ApiError::NotFound)?;
-            state.reads.keep_highest_film_id(ticket, highest);
-            highest
-        }
-    };
-    let pick = film::random_id_up_to(highest)?;
+    let pick = film::random_id_up_to(highest_film_id(state).await?)?;
     let representation = match state.reads.film(pick) {
         Ok(kept) => kept,
         Err(ticket) => {
-            // The first film from the pick: ids left by deleted films are skipped.
-            let film = film::first_from(&mut state.db.read().await?, pick)
-                .await?
-                .ok_or(ApiError::NotFound)?;
+            let mut db = state.db.read().await?;
+            // The first film from the pick: ids left by deleted films are skipped. Nothing
+            // from there on when the highest id is newer than a deletion this instance has not
+            // heard of yet: the draw wraps around to the first film.
+            let film = match film::first_from(&mut db, pick).await? {
+                Some(film) => film,
+                None => film::first_from(&mut db, 1)
+                    .await?
+                    .ok_or(ApiError::NotFound)?,
+            };
             let representation = Representation::json(&film)?;
             if film.id == pick {
                 state.reads.keep_film(pick, ticket, representation.clone());
@@ -325,6 +321,20 @@ pub async fn random_film_response(state: &AppState) -> Result<HttpResponse, ApiE
         }
     };
     Ok(representation.untagged_response())
+}
+
+/// The highest film id, from the read cache or read (and kept there).
+async fn highest_film_id(state: &AppState) -> Result<i64, ApiError> {
+    match state.reads.highest_film_id() {
+        Ok(kept) => Ok(kept),
+        Err(ticket) => {
+            let highest = film::highest_id(&mut state.db.read().await?)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            state.reads.keep_highest_film_id(ticket, highest);
+            Ok(highest)
+        }
+    }
 }
 
 /// One film with its like and dislike counts.
