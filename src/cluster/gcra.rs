@@ -48,11 +48,11 @@ impl SharedLimiter {
         self.burst
     }
 
-    /// Counts one request against `bucket`.
     pub fn store(&self) -> &RedisStore {
         &self.store
     }
 
+    /// Counts one request against `bucket`.
     pub async fn check(&self, bucket: &str) -> Result<Decision, Unavailable> {
         let key = self.store.key(&format!("rl:{}:{bucket}", self.name));
         let (allowed, value): (u8, u64) = self

@@ -43,8 +43,8 @@ impl SharedLoginFailures {
         Self { store, settings }
     }
 
-    fn keys(&self, username: &str, client: ClientKey) -> [String; 4] {
-        let user = self.store.username_pseudonym(username);
+    /// `user`: the username's pseudonym.
+    fn keys(&self, user: &str, client: ClientKey) -> [String; 4] {
         [
             self.store.key(&format!("login:failures:user:{user}")),
             self.store.key(&format!("login:failures:client:{client}")),
@@ -59,7 +59,8 @@ impl SharedLoginFailures {
         username: &str,
         client: ClientKey,
     ) -> Result<Option<Duration>, Unavailable> {
-        let [_, _, user_lock, client_lock] = self.keys(username, client);
+        let user = self.store.username_pseudonym(username);
+        let [_, _, user_lock, client_lock] = self.keys(&user, client);
         let remaining_ms: u64 = self
             .store
             .run_script(&LOCK_REMAINING, &[&user_lock, &client_lock], &[])
@@ -72,12 +73,13 @@ impl SharedLoginFailures {
         username: &str,
         client: ClientKey,
     ) -> Result<FailureCount, Unavailable> {
-        let keys = self.keys(username, client);
+        let user = self.store.username_pseudonym(username);
+        let keys = self.keys(&user, client);
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let settings = &self.settings;
         let args = [
             client.to_string(),
-            self.store.username_pseudonym(username),
+            user,
             settings.window.as_millis().to_string(),
             settings.clients_per_username.to_string(),
             settings.usernames_per_client.to_string(),
@@ -96,7 +98,8 @@ impl SharedLoginFailures {
     /// A successful login forgets the username's failures (not its lock, which the login
     /// could not have passed).
     pub async fn forget_username(&self, username: &str) -> Result<(), Unavailable> {
-        let [failures, ..] = self.keys(username, ClientKey::V4([0, 0, 0, 0].into()));
+        let user = self.store.username_pseudonym(username);
+        let [failures, ..] = self.keys(&user, ClientKey::V4([0, 0, 0, 0].into()));
         self.store.delete(&failures).await
     }
 }

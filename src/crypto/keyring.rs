@@ -36,6 +36,7 @@ const HKDF_SALT: &[u8] = b"filmvault data key v1";
 const ENCRYPTION_LABEL: &[u8] = b"aes-256-gcm";
 const BLIND_INDEX_LABEL: &[u8] = b"blind-index hmac-sha256";
 const KEY_ID_LABEL: &[u8] = b"key id";
+const PSEUDONYM_LABEL: &[u8] = b"pseudonym hmac-sha256";
 
 /// Names a data key in sealed values and logs; derived from the key, reveals nothing of it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -72,11 +73,14 @@ pub enum OpenError {
 }
 
 /// One data key's derived keys. `Aes256Gcm` wipes its key schedule on drop (aes-gcm's
-/// `zeroize` feature); the blind-index key is wiped by `Zeroizing`.
+/// `zeroize` feature); the HMAC keys are wiped by `Zeroizing`.
 struct DerivedKeys {
     id: KeyId,
     cipher: Aes256Gcm,
     blind_index: Zeroizing<[u8; 32]>,
+    /// For names kept outside the database (`Pseudonyms`): a key of their own, so a copy of
+    /// Redis's memory holds nothing that indexes the database's columns.
+    pseudonym: Arc<Zeroizing<[u8; 32]>>,
 }
 
 impl DerivedKeys {
@@ -90,12 +94,15 @@ impl DerivedKeys {
         expand(ENCRYPTION_LABEL, encryption.as_mut());
         let mut blind_index = Zeroizing::new([0; 32]);
         expand(BLIND_INDEX_LABEL, blind_index.as_mut());
+        let mut pseudonym = Zeroizing::new([0; 32]);
+        expand(PSEUDONYM_LABEL, pseudonym.as_mut());
         let mut id = [0; KEY_ID_LEN];
         expand(KEY_ID_LABEL, &mut id);
         Self {
             id: KeyId(id),
             cipher: Aes256Gcm::new(&(*encryption).into()),
             blind_index,
+            pseudonym: Arc::new(pseudonym),
         }
     }
 
@@ -118,9 +125,10 @@ fn keyed_digest(key: &[u8; 32], purpose: &[u8], normalized: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Blind indexes of one purpose under the current key, as a handle that opens and seals
-/// nothing: for names that leave the database (Redis keys), which then reveal no more than a
-/// blind index does, where a plain hash of a username is reversed with a list of usernames.
+/// Keyed digests of one purpose under the current data key's pseudonym key, as a handle that
+/// opens, seals and indexes nothing: for names that leave the database (Redis keys), which then
+/// reveal no more than a blind index does, where a plain hash of a username is reversed with a
+/// list of usernames.
 #[derive(Clone)]
 pub struct Pseudonyms {
     key: Arc<Zeroizing<[u8; 32]>>,
@@ -240,13 +248,12 @@ impl Keyring {
         self.current.blind_index(purpose, normalized)
     }
 
-    /// `blind_index(purpose, …)` for values kept outside the database. They change when the
-    /// data key does (nothing is re-indexed there): what they name is forgotten, and while a
-    /// rotation rolls through the instances, those on the old key and those on the new one
-    /// count apart.
+    /// Pseudonyms for values kept outside the database. They change when the data key does
+    /// (nothing is re-indexed there): what they name is forgotten, and while a rotation rolls
+    /// through the instances, those on the old key and those on the new one count apart.
     pub fn pseudonyms(&self, purpose: &'static [u8]) -> Pseudonyms {
         Pseudonyms {
-            key: Arc::new(self.current.blind_index.clone()),
+            key: Arc::clone(&self.current.pseudonym),
             purpose,
         }
     }
