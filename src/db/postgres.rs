@@ -32,6 +32,8 @@ pub struct PgDatabase {
     /// The readiness probe's own connection: when every pooled connection is busy, the
     /// instance is loaded, not unready, and a probe queued behind the requests would time out
     /// and have the load balancer take a busy instance out, piling its load on the others.
+    /// The price: a pool whose connections are all stuck still reports ready; its requests
+    /// time out after `ACQUIRE_TIMEOUT` with a 503 each.
     probe: PgPool,
     reachability: Arc<Reachability>,
 }

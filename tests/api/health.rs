@@ -1,11 +1,11 @@
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use filmvault::db;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, spawn_app};
 
 #[tokio::test]
 async fn liveness_answers_ok() {
@@ -28,7 +28,8 @@ async fn readiness_answers_ready_once_migrations_are_applied() {
 /// A busy pool is load, not an outage: with every pooled connection (and more requests)
 /// waiting on a lock the test holds, readiness still answers 200, as it probes on a
 /// connection of its own. Queued behind the requests, it would time out into a 503, and a
-/// load balancer would take a busy instance out and pile its load on the others.
+/// load balancer would take a busy instance out and pile its load on the others. (PostgreSQL
+/// is the case that can regress; SQLite's probe always opened a connection of its own.)
 #[tokio::test]
 async fn readiness_stays_ready_while_every_pooled_connection_waits_on_a_lock() {
     let app = spawn_app().await;
@@ -38,6 +39,10 @@ async fn readiness_stays_ready_while_every_pooled_connection_waits_on_a_lock() {
         film["id"].as_i64().unwrap(),
         format!("/api/v1/films/{}", film["id"]),
     );
+    // The app's PostgreSQL pool: four connections per core, at least eight.
+    let pool_size = std::thread::available_parallelism()
+        .map_or(8, |n| n.get() * 4)
+        .max(8);
 
     let mut holder = app.db().await;
     db::execute!(&mut holder, sqlite: "BEGIN IMMEDIATE", postgres: "BEGIN")
@@ -50,15 +55,20 @@ async fn readiness_stays_ready_while_every_pooled_connection_waits_on_a_lock() {
     )
     .await
     .unwrap();
-    // More edits than the pool has connections (8 on two cores; SQLite writes through one).
-    let bodies: Vec<Value> = (0..24).map(|i| json!({ "year": 1950 + i })).collect();
+    let bodies: Vec<Value> = (0..pool_size + 16)
+        .map(|i| json!({ "year": 1950 + i }))
+        .collect();
     let edits = join_all(
         bodies
             .iter()
             .map(|body| app.patch_json(&path, body, Some(&user.token))),
     );
     let probe_then_release = async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if app.database.is_postgres() {
+            wait_for_lock_waiters(&app, pool_size).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let readiness = app.get("/health/ready", None).await.status();
         db::execute!(&mut holder, "ROLLBACK").await.unwrap();
         readiness
@@ -72,5 +82,27 @@ async fn readiness_stays_ready_while_every_pooled_connection_waits_on_a_lock() {
             StatusCode::OK,
             "each edit waited, then went through"
         );
+    }
+}
+
+/// Until `count` sessions wait on a lock: every connection of the app's pool is taken.
+async fn wait_for_lock_waiters(app: &TestApp, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = db::fetch_scalar!(
+            &mut app.db().await,
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        .await
+        .unwrap();
+        if usize::try_from(waiting).unwrap() >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} of {count} connections wait on the lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
