@@ -5,7 +5,7 @@ import { call } from "./api.js";
 import { $, button, confirmAction, el, onSubmit, say } from "./ui.js";
 
 const PAGE_SIZE = 20;
-const view = { offset: 0, q: "", user: null, page: null };
+const view = { offset: 0, q: "", user: null };
 // Film answers carry counts, shared by everyone; the caller's own votes on the films shown
 // come from GET /users/me/votes, and follow the caller's clicks.
 const myVotes = new Map();
@@ -53,12 +53,6 @@ export async function loadFilms() {
   if (view.q) query.set("q", view.q);
   const page = await call("GET", `/films?${query}`, { auth: false });
   if (view.user && page.items.length > 0) await loadMyVotes(page.items);
-  view.page = page;
-  showPage(page);
-}
-
-/** Draws `page` for the current caller (their votes and what they may change). */
-function showPage(page) {
   $("#films-table").replaceChildren(...page.items.map(filmRow));
   const first = page.total === 0 ? 0 : page.offset + 1;
   $("#page-info").textContent = page.total === 0
@@ -144,8 +138,6 @@ export function wireFilms() {
     view.user = event.detail;
     if (!view.user) myVotes.clear();
     stopEditing();
-    // At once, before the reload: no control of the previous caller stays on screen.
-    if (view.page) showPage(view.page);
     loadFilms().catch(() => {});
   });
 }

@@ -366,6 +366,8 @@ try {
   // One's votes come from the server (GET /users/me/votes): signing out forgets them on the
   // page, and a new sign-in still shows the like.
   await signOut(page);
+  // Signed out, the table is drawn again without vote buttons (once the list is reloaded).
+  await filmRow(page, "Frozen").locator("span.muted").waitFor();
   check(await filmRow(page, "Frozen").locator("[aria-pressed=true]").count() === 0,
     "a vote is shown to nobody signed in");
   await signIn(page, username, password);
