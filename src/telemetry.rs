@@ -211,18 +211,26 @@ where
 /// lines, let a saturated server hold 20 MiB of lines not yet written.)
 const QUEUED_LINES_LIMIT: usize = 4096;
 
+/// `writer`, fed by a thread of its own (`thread_name`) through the bounded queue above.
+fn off_the_request_path(
+    thread_name: &str,
+    writer: impl std::io::Write + Send + 'static,
+) -> (NonBlocking, WorkerGuard) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES_LIMIT)
+        .thread_name(thread_name)
+        .finish(writer)
+}
+
 /// Standard output, written off the request path in blocks: a thread drains the queued lines
 /// into a buffer and writes it when the queue is empty, one `write` for many lines where
 /// stdout's own line buffering makes one per line (a tenth of a cached read's cost).
 pub fn stdout_writer() -> (NonBlocking, WorkerGuard) {
-    tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(QUEUED_LINES_LIMIT)
-        .thread_name("log-stdout")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stdout(),
-        ))
+    off_the_request_path(
+        "log-stdout",
+        std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+    )
 }
 
 /// A daily-rotated log file (`LOG_FILE` is the path prefix: `logs/filmvault.log` writes
@@ -254,13 +262,7 @@ pub fn file_writer(path: &std::path::Path) -> anyhow::Result<(NonBlocking, Worke
                 directory.display()
             )
         })?;
-    Ok(
-        tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(false)
-            .buffered_lines_limit(QUEUED_LINES_LIMIT)
-            .thread_name("log-file")
-            .finish(appender),
-    )
+    Ok(off_the_request_path("log-file", appender))
 }
 
 /// Installs `subscriber` globally and bridges the `log` records of actix and rustls into it.
