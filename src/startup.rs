@@ -51,7 +51,7 @@ use crate::{
     config::{RetentionSettings, Settings},
     crypto::{self, Keyring},
     db::Database,
-    domain::{email, seed},
+    domain::{email, seed, vote::Ballots},
     error::ApiError,
     extract::BodyLimits,
     mail, monitoring, openapi,
@@ -261,6 +261,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
         login_monitor: LoginMonitor::new(settings.suspicious_logins, redis.as_ref()),
         redis,
         audit: AuditQueue::start(db.clone(), settings.audit_denial_window),
+        ballots: Ballots::start(db.clone()),
         db,
         settings,
     }))

@@ -2,17 +2,31 @@
 //! idempotent; the film's counters follow in the same statement (triggers on `votes`).
 //!
 //! Each change is a single statement, atomic on its own: no explicit transaction, and a vote
-//! for a film that does not exist fails on the foreign key rather than on a prior lookup.
-//! From any number of instances at once, the counters stay exact: the primary key admits one
-//! vote per user and film (a concurrent second insert becomes the update), and the triggers
-//! move the counters by the difference each vote makes, under the film's row lock.
+//! for a film that does not exist is left out by the statement's join (or fails on the
+//! foreign key) rather than by a prior lookup. From any number of instances at once, the
+//! counters stay exact: the primary key admits one vote per user and film (a concurrent
+//! second insert becomes the update), and the triggers move the counters by the difference
+//! each vote makes, under the film's row lock.
+//!
+//! Votes cast at the same moment are written together ([`Ballots`]): one statement records
+//! a whole queue of them, so a burst costs one trip to the database (on SQLite, one hand-over
+//! to its thread and one commit) instead of one per vote.
+
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     db::{self, Database, Executor, Timestamp},
     error::ApiError,
 };
+
+/// Ballots written by one statement at most: bounds the statement's JSON parameter (about
+/// 40 bytes a ballot) and the time the first of them waits for the last.
+const BATCH: usize = 256;
+/// Ballots waiting for the writer; a caller beyond them waits for room (back-pressure).
+const QUEUE: usize = 4 * BATCH;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -69,9 +83,184 @@ pub async fn of_user(
         .collect())
 }
 
-/// Records `vote`; 404 if there is no such film.
+/// What a recorded vote did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cast {
+    /// The vote is new or replaced the other one: the film's counters moved.
+    Changed,
+    /// The caller had already cast this vote; nothing was written.
+    Unchanged,
+}
+
+/// The queue of votes waiting to be written, shared by every worker of an instance.
+#[derive(Clone)]
+pub struct Ballots {
+    queue: mpsc::Sender<Ballot>,
+}
+
+struct Ballot {
+    user_id: i64,
+    film_id: i64,
+    vote: Vote,
+    outcome: oneshot::Sender<Result<Cast, ApiError>>,
+}
+
+impl Ballots {
+    /// Starts the writer; it stops when the last handle is dropped.
+    pub fn start(db: Database) -> Self {
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(write_queued(db, waiting));
+        Self { queue }
+    }
+
+    /// Records `vote` with the others waiting; 404 if there is no such film.
+    pub async fn cast(&self, user_id: i64, film_id: i64, vote: Vote) -> Result<Cast, ApiError> {
+        let (outcome, answer) = oneshot::channel();
+        let ballot = Ballot {
+            user_id,
+            film_id,
+            vote,
+            outcome,
+        };
+        let stopped = || ApiError::Internal(anyhow::anyhow!("the vote writer has stopped"));
+        self.queue.send(ballot).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn write_queued(db: Database, mut waiting: mpsc::Receiver<Ballot>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while waiting.recv_many(&mut batch, BATCH).await > 0 {
+        let outcomes = cast_together(&db, &batch).await;
+        for (ballot, outcome) in batch.drain(..).zip(outcomes) {
+            // A caller that went away (its connection closed) needs no answer.
+            let _ = ballot.outcome.send(outcome);
+        }
+    }
+}
+
+/// Each ballot's outcome, in order. One statement records every ballot whose film exists;
+/// if it fails (a film deleted under it on PostgreSQL, the database away), each ballot is
+/// cast alone, so one ballot's failure is its own.
+async fn cast_together(db: &Database, batch: &[Ballot]) -> Vec<Result<Cast, ApiError>> {
+    let ballots = Tally::of(batch);
+    match ballots.record(db).await {
+        Ok(recorded) => batch
+            .iter()
+            .map(|ballot| recorded.outcome(ballot))
+            .collect(),
+        Err(error) => {
+            tracing::debug!(%error, ballots = batch.len(), "votes are cast one by one");
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for ballot in batch {
+                outcomes.push(cast(db, ballot.user_id, ballot.film_id, ballot.vote).await);
+            }
+            outcomes
+        }
+    }
+}
+
+/// A batch's ballots as one statement writes them: one per user and film (the last one
+/// cast; PostgreSQL refuses to change a row twice in a statement), in film order, so that
+/// statements from several instances lock films in the same order and cannot deadlock.
+struct Tally {
+    ballots: Vec<(i64, i64, i64)>,
+}
+
+/// What the batch's statements found: the votes they changed, and the votes in place.
+struct Recorded {
+    changed: HashSet<(i64, i64)>,
+    in_place: HashSet<(i64, i64)>,
+}
+
+impl Tally {
+    fn of(batch: &[Ballot]) -> Self {
+        let last: HashMap<(i64, i64), i64> = batch
+            .iter()
+            .map(|b| ((b.film_id, b.user_id), b.vote.value()))
+            .collect();
+        let mut ballots: Vec<(i64, i64, i64)> = last
+            .into_iter()
+            .map(|((film_id, user_id), value)| (user_id, film_id, value))
+            .collect();
+        ballots.sort_unstable_by_key(|&(user_id, film_id, _)| (film_id, user_id));
+        Self { ballots }
+    }
+
+    /// Writes the ballots whose film exists (the join leaves the others out), then reads
+    /// which of the rest are in place: a ballot neither written nor in place had no film.
+    async fn record(&self, db: &Database) -> sqlx::Result<Recorded> {
+        let ballots = serde_json::to_string(&self.ballots).expect("integers serialize");
+        let changed: Vec<(i64, i64)> = db::fetch_all!(
+            &mut db.write().await?,
+            sqlite: "INSERT INTO votes (user_id, film_id, value)
+                     SELECT json_extract(ballot.value, '$[0]'), films.id,
+                            json_extract(ballot.value, '$[2]')
+                     FROM json_each($1) AS ballot
+                     JOIN films ON films.id = json_extract(ballot.value, '$[1]')
+                     WHERE true
+                     ORDER BY ballot.key
+                     ON CONFLICT (user_id, film_id) DO UPDATE
+                     SET value = excluded.value, updated_at = $2
+                     WHERE votes.value <> excluded.value
+                     RETURNING user_id, film_id",
+            postgres: "INSERT INTO votes (user_id, film_id, value)
+                       SELECT (ballot.value->>0)::bigint, films.id, (ballot.value->>2)::smallint
+                       FROM json_array_elements($1::json) WITH ORDINALITY AS ballot (value, key)
+                       JOIN films ON films.id = (ballot.value->>1)::bigint
+                       ORDER BY ballot.key
+                       ON CONFLICT (user_id, film_id) DO UPDATE
+                       SET value = excluded.value, updated_at = $2
+                       WHERE votes.value <> excluded.value
+                       RETURNING user_id, film_id",
+            ballots,
+            Timestamp::now()
+        )
+        .await?;
+        let changed: HashSet<(i64, i64)> = changed.into_iter().collect();
+        let in_place = if changed.len() == self.ballots.len() {
+            HashSet::new()
+        } else {
+            self.in_place(db).await?
+        };
+        Ok(Recorded { changed, in_place })
+    }
+
+    async fn in_place(&self, db: &Database) -> sqlx::Result<HashSet<(i64, i64)>> {
+        let ballots = serde_json::to_string(&self.ballots).expect("integers serialize");
+        let rows: Vec<(i64, i64)> = db::fetch_all!(
+            &mut db.read().await?,
+            sqlite: "SELECT votes.user_id, votes.film_id
+                     FROM json_each($1) AS ballot
+                     JOIN votes ON votes.user_id = json_extract(ballot.value, '$[0]')
+                               AND votes.film_id = json_extract(ballot.value, '$[1]')",
+            postgres: "SELECT votes.user_id, votes.film_id
+                       FROM json_array_elements($1::json) AS ballot (value)
+                       JOIN votes ON votes.user_id = (ballot.value->>0)::bigint
+                                 AND votes.film_id = (ballot.value->>1)::bigint",
+            ballots
+        )
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+}
+
+impl Recorded {
+    fn outcome(&self, ballot: &Ballot) -> Result<Cast, ApiError> {
+        let key = (ballot.user_id, ballot.film_id);
+        if self.changed.contains(&key) {
+            Ok(Cast::Changed)
+        } else if self.in_place.contains(&key) {
+            Ok(Cast::Unchanged)
+        } else {
+            Err(ApiError::NotFound)
+        }
+    }
+}
+
+/// Records `vote` on its own; 404 if there is no such film.
 #[tracing::instrument(level = "debug", skip(db))]
-pub async fn cast(db: &Database, user_id: i64, film_id: i64, vote: Vote) -> Result<(), ApiError> {
+pub async fn cast(db: &Database, user_id: i64, film_id: i64, vote: Vote) -> Result<Cast, ApiError> {
     let result = db::execute!(
         &mut db.write().await?,
         "INSERT INTO votes (user_id, film_id, value) VALUES ($1, $2, $3)
@@ -85,7 +274,8 @@ pub async fn cast(db: &Database, user_id: i64, film_id: i64, vote: Vote) -> Resu
     )
     .await;
     match result {
-        Ok(_) => Ok(()),
+        Ok(0) => Ok(Cast::Unchanged),
+        Ok(_) => Ok(Cast::Changed),
         Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(ApiError::NotFound),
         Err(e) => Err(e.into()),
     }

@@ -20,7 +20,7 @@ use crate::{
         cursor::ListCursor,
         film::{self, Film, FilmChanges, FilmList, FilmName, NewFilm, ReleaseYear, StudioName},
         text,
-        vote::{self, Vote},
+        vote::{self, Cast, Vote},
     },
     error::{ApiError, FieldError, ForField},
     extract::{Json, Query},
@@ -510,8 +510,14 @@ pub(crate) async fn cast_vote(
     id: web::Path<i64>,
     Json(request): Json<VoteRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    vote::cast(&state.db, caller.user_id, *id, request.vote).await?;
-    state.reads.changed(FilmChange::Votes(*id)).await;
+    if state
+        .ballots
+        .cast(caller.user_id, *id, request.vote)
+        .await?
+        == Cast::Changed
+    {
+        state.reads.changed(FilmChange::Votes(*id)).await;
+    }
     // The committed vote is visible to the reader pool at once (WAL).
     Ok(film_representation(&state, *id)
         .await?

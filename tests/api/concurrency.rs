@@ -227,6 +227,85 @@ async fn concurrent_votes_from_many_users_on_two_instances_give_exact_counts() {
     assert_eq!(stored, (8, 8), "the counters match the votes");
 }
 
+/// Votes arriving together are written together (one statement for a queue of them); a vote
+/// that cannot be recorded must still fail alone: a vote for a film that never existed, or
+/// for one deleted while the votes are in flight, is a 404 or (deleted after it counted) a
+/// 200, and the votes beside it in the same statement count exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_vote_that_cannot_count_fails_alone_among_votes_cast_at_once() {
+    const VOTERS: usize = 12;
+    let [a, b] = two_instances().await;
+    let users = users_on(&a, &b, VOTERS).await;
+    let film = |name: &'static str| {
+        let token = users[0].token.clone();
+        let app = &a;
+        async move {
+            app.create_film(&token, name, "Crowded House").await["id"]
+                .as_i64()
+                .unwrap()
+        }
+    };
+    let (kept, doomed, later) = (
+        film("Kept").await,
+        film("Doomed").await,
+        film("Later").await,
+    );
+    a.delete(&format!("/api/v1/films/{later}"), Some(&users[0].token))
+        .await
+        .error_for_status()
+        .unwrap();
+    let missing = later + 1_000_000;
+    let instance = |i: usize| alternate(i, &a, &b);
+
+    for round in 0..ROUNDS {
+        let doomed = if round == 0 {
+            doomed
+        } else {
+            film("Doomed again").await
+        };
+        let votes = users.iter().enumerate().flat_map(|(i, user)| {
+            let like = if round % 2 == 0 { "like" } else { "dislike" };
+            [
+                vote(instance(i), user, kept, Some(like)),
+                vote(instance(i + 1), user, later, Some("like")),
+                vote(instance(i), user, missing, Some("dislike")),
+                vote(instance(i + 1), user, doomed, Some("like")),
+            ]
+        });
+        let deletion = async {
+            a.delete(&format!("/api/v1/films/{doomed}"), Some(&users[0].token))
+                .await
+                .status()
+        };
+        let (statuses, deleted) = futures_util::join!(join_all(votes), deletion);
+        assert_eq!(deleted, StatusCode::NO_CONTENT, "round {round}");
+        for (i, chunk) in statuses.chunks(4).enumerate() {
+            let [on_kept, on_later, on_missing, on_doomed] = chunk else {
+                unreachable!("four votes per user")
+            };
+            let context = format!("round {round}, user {i}: {chunk:?}");
+            assert_eq!(*on_kept, StatusCode::OK, "{context}");
+            assert_eq!(*on_later, StatusCode::NOT_FOUND, "{context}");
+            assert_eq!(*on_missing, StatusCode::NOT_FOUND, "{context}");
+            assert!(
+                [StatusCode::OK, StatusCode::NOT_FOUND].contains(on_doomed),
+                "{context}"
+            );
+        }
+        let expected = if round % 2 == 0 { (12, 0) } else { (0, 12) };
+        assert_eq!(counters(&a, kept).await, expected, "round {round}");
+        assert_eq!(counters(&b, kept).await, expected, "round {round}");
+    }
+    let stray: i64 = db::fetch_scalar!(
+        &mut a.db().await,
+        "SELECT count(*) FROM votes WHERE film_id <> $1",
+        kept
+    )
+    .await
+    .unwrap();
+    assert_eq!(stray, 0, "no vote is kept for a film that is gone");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_refresh_token_presented_on_two_instances_at_once_has_one_winner_and_ends_the_session()
 {
