@@ -180,21 +180,49 @@ impl AuditContext {
 
 /// Writes `event` with `db` (the transaction of the change it records) and logs it.
 pub async fn record(db: &mut impl Executor, event: &AuditEvent) -> sqlx::Result<()> {
+    record_all(db, std::slice::from_ref(event)).await
+}
+
+/// Writes `events` with one statement and logs them.
+pub async fn record_all(db: &mut impl Executor, events: &[AuditEvent]) -> sqlx::Result<()> {
+    let rows: Vec<_> = events
+        .iter()
+        .map(|event| {
+            (
+                &event.request_id,
+                event.actor_id,
+                &event.client_ip,
+                event.action.as_str(),
+                event.target.as_ref().map(AuditTarget::to_string),
+                event.outcome.as_str(),
+                &event.reason,
+            )
+        })
+        .collect();
+    // The rows travel as one JSON array: one static statement for any number of events.
+    let rows = serde_json::to_string(&rows).expect("strings and integers serialize");
     db::execute!(
         db,
-        "INSERT INTO audit_events
-             (request_id, actor_id, client_ip, action, target, outcome, reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        &event.request_id,
-        event.actor_id,
-        &event.client_ip,
-        event.action,
-        event.target.as_ref().map(AuditTarget::to_string),
-        event.outcome,
-        &event.reason
+        sqlite: "INSERT INTO audit_events
+                     (request_id, actor_id, client_ip, action, target, outcome, reason)
+                 SELECT given.value ->> 0, given.value ->> 1, given.value ->> 2,
+                        given.value ->> 3, given.value ->> 4, given.value ->> 5,
+                        given.value ->> 6
+                 FROM json_each($1) AS given
+                 ORDER BY given.key",
+        postgres: "INSERT INTO audit_events
+                       (request_id, actor_id, client_ip, action, target, outcome, reason)
+                   SELECT given.value ->> 0, (given.value ->> 1)::bigint, given.value ->> 2,
+                          given.value ->> 3, given.value ->> 4, given.value ->> 5,
+                          given.value ->> 6
+                   FROM json_array_elements($1::json) WITH ORDINALITY AS given (value, key)
+                   ORDER BY given.key",
+        rows
     )
     .await?;
-    event.log();
+    for event in events {
+        event.log();
+    }
     Ok(())
 }
 
@@ -282,11 +310,7 @@ fn log_unstored(events: &[AuditEvent], cause: &dyn std::fmt::Display) {
 }
 
 async fn write_batch(db: &Database, batch: &[AuditEvent]) -> sqlx::Result<()> {
-    let mut tx = db.begin().await?;
-    for event in batch {
-        record(&mut tx, event).await?;
-    }
-    tx.commit().await
+    record_all(&mut db.write().await?, batch).await
 }
 
 /// Deletes the events older than `retention_days`, oldest first and in batches, and records

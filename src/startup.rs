@@ -51,7 +51,7 @@ use crate::{
     config::{RetentionSettings, Settings},
     crypto::{self, Keyring},
     db::Database,
-    domain::{email, seed, vote::Ballots},
+    domain::{email, film::Creations, seed, vote::Ballots},
     error::ApiError,
     extract::BodyLimits,
     mail, monitoring, openapi,
@@ -262,6 +262,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
         redis,
         audit: AuditQueue::start(db.clone(), settings.audit_denial_window),
         ballots: Ballots::start(db.clone()),
+        creations: Creations::start(db.clone()),
         db,
         settings,
     }))

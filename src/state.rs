@@ -9,7 +9,7 @@ use crate::{
     config::Settings,
     crypto::Keyring,
     db::Database,
-    domain::vote::Ballots,
+    domain::{film::Creations, vote::Ballots},
     read_cache::ReadCache,
     security::{login_monitor::LoginMonitor, login_throttle::LoginThrottle},
 };
@@ -23,8 +23,9 @@ pub struct AppState {
     /// Seals stored secrets and personal data; computes their blind indexes.
     pub keyring: Keyring,
     pub revocations: Revocations,
-    /// Votes waiting to be written together (`vote::Ballots`).
+    /// Votes and new films waiting to be written together (`domain::group_commit`).
     pub ballots: Ballots,
+    pub creations: Creations,
     /// Film reads as answered, forgotten by every write (`read_cache`).
     pub reads: ReadCache,
     /// Access-token use of each session, for the idle timeout.

@@ -9,10 +9,14 @@ use sqlx::prelude::FromRow;
 use validator::ValidationError;
 
 use crate::{
-    audit::{self, AuditAction, AuditContext, AuditTarget, Outcome},
+    audit::{self, AuditAction, AuditContext, AuditEvent, AuditTarget, Outcome},
     auth::Principal,
     db::{self, Database, Executor, Timestamp, Transaction},
-    domain::{Page, Paginated, text},
+    domain::{
+        Page, Paginated,
+        group_commit::{Batch, GroupCommit},
+        text,
+    },
     error::ApiError,
 };
 
@@ -224,43 +228,127 @@ pub async fn list(
     })
 }
 
-/// Stores a film and returns it as stored; `RETURNING` gives it back without a second query.
-/// `owner` is left empty: the owner's name is the caller's to fill in.
-#[tracing::instrument(level = "debug", skip_all, fields(owner_id))]
-pub async fn insert(
+/// Inserts `films` (each with its owner, `None` for the curated catalogue) with one
+/// statement, and returns them in the same order.
+pub async fn insert_all(
     db: &mut impl Executor,
-    film: &NewFilm,
-    owner_id: Option<i64>,
-) -> sqlx::Result<Film> {
-    db::fetch_one!(
+    films: &[(&NewFilm, Option<i64>)],
+) -> sqlx::Result<Vec<Film>> {
+    // The rows travel as one JSON array: one static statement for any number of films.
+    let rows: Vec<_> = films
+        .iter()
+        .map(|(film, owner_id)| {
+            (
+                film.name.as_str(),
+                film.studio.as_str(),
+                film.year.map(ReleaseYear::value),
+                owner_id,
+            )
+        })
+        .collect();
+    let rows = serde_json::to_string(&rows).expect("strings and integers serialize");
+    let mut inserted: Vec<Film> = db::fetch_all!(
         db,
-        "INSERT INTO films (name, studio, year, owner_id) VALUES ($1, $2, $3, $4)
-         RETURNING id, name, studio, year, NULL AS owner, owner_id, likes, dislikes,
-                   created_at, updated_at",
-        &film.name.0,
-        &film.studio.0,
-        film.year.map(|y| y.0),
-        owner_id
+        sqlite: "INSERT INTO films (name, studio, year, owner_id)
+                 SELECT given.value ->> 0, given.value ->> 1, given.value ->> 2, given.value ->> 3
+                 FROM json_each($1) AS given
+                 ORDER BY given.key
+                 RETURNING id, name, studio, year, NULL AS owner, owner_id, likes, dislikes,
+                           created_at, updated_at",
+        postgres: "INSERT INTO films (name, studio, year, owner_id)
+                   SELECT given.value ->> 0, given.value ->> 1, (given.value ->> 2)::bigint,
+                          (given.value ->> 3)::bigint
+                   FROM json_array_elements($1::json) WITH ORDINALITY AS given (value, key)
+                   ORDER BY given.key
+                   RETURNING id, name, studio, year, NULL AS owner, owner_id, likes, dislikes,
+                             created_at, updated_at",
+        rows
     )
-    .await
+    .await?;
+    // Rows are inserted in the order selected, and ids only grow (SQLite's AUTOINCREMENT,
+    // PostgreSQL's identity sequence), while RETURNING promises no order.
+    inserted.sort_unstable_by_key(|film| film.id);
+    Ok(inserted)
 }
 
-/// Inserts the film and its audit row in the caller's transaction (which may also record the
-/// answer, `web::idempotency`). The owner's name comes from the caller's credentials, so no
-/// lookup.
-pub async fn create(
+/// A film to create: what the caller sent, who they are, and the request's audit event.
+pub struct Creation {
+    pub film: NewFilm,
+    pub owner_id: i64,
+    pub owner: String,
+    pub event: AuditEvent,
+}
+
+impl Creation {
+    pub fn new(film: NewFilm, owner: &Principal, audit: &AuditContext) -> Self {
+        Self {
+            film,
+            owner_id: owner.user_id,
+            owner: owner.username.clone(),
+            event: audit.event(AuditAction::FilmCreate, Outcome::Success),
+        }
+    }
+}
+
+/// Inserts the films and their audit rows in the caller's transaction (which may also record
+/// the answer, `web::idempotency`), one statement for each table. The owner's name comes from
+/// the caller's credentials, so no lookup.
+pub async fn create_all(
     tx: &mut Transaction,
-    film: &NewFilm,
-    owner: &Principal,
-    audit: &AuditContext,
-) -> Result<Film, ApiError> {
-    let mut stored = insert(tx, film, Some(owner.user_id)).await?;
-    stored.owner = Some(owner.username.clone());
-    let event = audit
-        .event(AuditAction::FilmCreate, Outcome::Success)
-        .target(AuditTarget::Film(stored.id));
-    audit::record(tx, &event).await?;
+    creations: &[Creation],
+) -> Result<Vec<Film>, ApiError> {
+    let films: Vec<_> = creations
+        .iter()
+        .map(|creation| (&creation.film, Some(creation.owner_id)))
+        .collect();
+    let mut stored = insert_all(tx, &films).await?;
+    if stored.len() != creations.len() {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "{} films inserted for {} creations",
+            stored.len(),
+            creations.len()
+        )));
+    }
+    let events: Vec<AuditEvent> = stored
+        .iter_mut()
+        .zip(creations)
+        .map(|(film, creation)| {
+            film.owner = Some(creation.owner.clone());
+            creation.event.clone().target(AuditTarget::Film(film.id))
+        })
+        .collect();
+    audit::record_all(tx, &events).await?;
     Ok(stored)
+}
+
+/// Films created at the same moment, written together.
+pub type Creations = GroupCommit<NewFilms>;
+
+/// Film creations as a [`Batch`]: one transaction for a queue of them.
+pub struct NewFilms;
+
+impl Batch for NewFilms {
+    type Item = Creation;
+    type Output = Film;
+
+    async fn write_together(
+        db: &Database,
+        creations: &[Creation],
+    ) -> Result<Vec<Result<Film, ApiError>>, ApiError> {
+        let mut tx = db.begin().await?;
+        let films = create_all(&mut tx, creations).await?;
+        tx.commit().await?;
+        Ok(films.into_iter().map(Ok).collect())
+    }
+
+    async fn write_alone(db: &Database, creation: &Creation) -> Result<Film, ApiError> {
+        let mut tx = db.begin().await?;
+        let mut films = create_all(&mut tx, std::slice::from_ref(creation)).await?;
+        tx.commit().await?;
+        films
+            .pop()
+            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no film inserted")))
+    }
 }
 
 /// Who may change a film: its owner, or an admin. Curated films (no owner) are admin-only.

@@ -4,6 +4,7 @@
 pub mod cursor;
 pub mod email;
 pub mod film;
+pub mod group_commit;
 pub mod seed;
 pub mod text;
 pub mod user;

@@ -46,14 +46,18 @@ pub async fn seed_demo_films(db: &Database) -> anyhow::Result<usize> {
     if film::count(&mut tx).await? > 0 {
         return Ok(0);
     }
-    for (name, studio, year) in DEMO_FILMS {
-        let film = NewFilm {
-            name: FilmName::parse(name.to_owned())?,
-            studio: StudioName::parse(studio.to_owned())?,
-            year: Some(ReleaseYear::parse(year)?),
-        };
-        film::insert(&mut tx, &film, None).await?;
-    }
+    let films = DEMO_FILMS
+        .iter()
+        .map(|&(name, studio, year)| {
+            Ok(NewFilm {
+                name: FilmName::parse(name.to_owned())?,
+                studio: StudioName::parse(studio.to_owned())?,
+                year: Some(ReleaseYear::parse(year)?),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let curated: Vec<_> = films.iter().map(|film| (film, None)).collect();
+    film::insert_all(&mut tx, &curated).await?;
     tx.commit().await?;
     Ok(DEMO_FILMS.len())
 }

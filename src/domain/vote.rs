@@ -8,25 +8,18 @@
 //! second insert becomes the update), and the triggers move the counters by the difference
 //! each vote makes, under the film's row lock.
 //!
-//! Votes cast at the same moment are written together ([`Ballots`]): one statement records
-//! a whole queue of them, so a burst costs one trip to the database (on SQLite, one hand-over
-//! to its thread and one commit) instead of one per vote.
+//! Votes cast at the same moment are written together ([`Ballots`], a group commit): one
+//! statement records a whole queue of them.
 
 use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     db::{self, Database, Executor, Timestamp},
+    domain::group_commit::{Batch, GroupCommit},
     error::ApiError,
 };
-
-/// Ballots written by one statement at most: bounds the statement's JSON parameter (about
-/// 40 bytes a ballot) and the time the first of them waits for the last.
-const BATCH: usize = 256;
-/// Ballots waiting for the writer; a caller beyond them waits for room (back-pressure).
-const QUEUE: usize = 4 * BATCH;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -92,71 +85,33 @@ pub enum Cast {
     Unchanged,
 }
 
-/// The queue of votes waiting to be written, shared by every worker of an instance.
-#[derive(Clone)]
-pub struct Ballots {
-    queue: mpsc::Sender<Ballot>,
+/// Votes waiting to be written together.
+pub type Ballots = GroupCommit<Votes>;
+
+/// A vote to record: `user_id` casts `vote` on `film_id`.
+pub struct Ballot {
+    pub user_id: i64,
+    pub film_id: i64,
+    pub vote: Vote,
 }
 
-struct Ballot {
-    user_id: i64,
-    film_id: i64,
-    vote: Vote,
-    outcome: oneshot::Sender<Result<Cast, ApiError>>,
-}
+/// Votes as a [`Batch`]: one statement records every ballot whose film exists.
+pub struct Votes;
 
-impl Ballots {
-    /// Starts the writer; it stops when the last handle is dropped.
-    pub fn start(db: Database) -> Self {
-        let (queue, waiting) = mpsc::channel(QUEUE);
-        tokio::spawn(write_queued(db, waiting));
-        Self { queue }
+impl Batch for Votes {
+    type Item = Ballot;
+    type Output = Cast;
+
+    async fn write_together(
+        db: &Database,
+        ballots: &[Ballot],
+    ) -> Result<Vec<Result<Cast, ApiError>>, ApiError> {
+        let recorded = Tally::of(ballots).record(db).await?;
+        Ok(ballots.iter().map(|b| recorded.outcome(b)).collect())
     }
 
-    /// Records `vote` with the others waiting; 404 if there is no such film.
-    pub async fn cast(&self, user_id: i64, film_id: i64, vote: Vote) -> Result<Cast, ApiError> {
-        let (outcome, answer) = oneshot::channel();
-        let ballot = Ballot {
-            user_id,
-            film_id,
-            vote,
-            outcome,
-        };
-        let stopped = || ApiError::Internal(anyhow::anyhow!("the vote writer has stopped"));
-        self.queue.send(ballot).await.map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
-    }
-}
-
-async fn write_queued(db: Database, mut waiting: mpsc::Receiver<Ballot>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while waiting.recv_many(&mut batch, BATCH).await > 0 {
-        let outcomes = cast_together(&db, &batch).await;
-        for (ballot, outcome) in batch.drain(..).zip(outcomes) {
-            // A caller that went away (its connection closed) needs no answer.
-            let _ = ballot.outcome.send(outcome);
-        }
-    }
-}
-
-/// Each ballot's outcome, in order. One statement records every ballot whose film exists;
-/// if it fails (a film deleted under it on PostgreSQL, the database away), each ballot is
-/// cast alone, so one ballot's failure is its own.
-async fn cast_together(db: &Database, batch: &[Ballot]) -> Vec<Result<Cast, ApiError>> {
-    let ballots = Tally::of(batch);
-    match ballots.record(db).await {
-        Ok(recorded) => batch
-            .iter()
-            .map(|ballot| recorded.outcome(ballot))
-            .collect(),
-        Err(error) => {
-            tracing::debug!(%error, ballots = batch.len(), "votes are cast one by one");
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for ballot in batch {
-                outcomes.push(cast(db, ballot.user_id, ballot.film_id, ballot.vote).await);
-            }
-            outcomes
-        }
+    async fn write_alone(db: &Database, ballot: &Ballot) -> Result<Cast, ApiError> {
+        cast(db, ballot.user_id, ballot.film_id, ballot.vote).await
     }
 }
 

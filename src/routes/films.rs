@@ -18,9 +18,11 @@ use crate::{
     domain::{
         Page,
         cursor::ListCursor,
-        film::{self, Film, FilmChanges, FilmList, FilmName, NewFilm, ReleaseYear, StudioName},
+        film::{
+            self, Creation, Film, FilmChanges, FilmList, FilmName, NewFilm, ReleaseYear, StudioName,
+        },
         text,
-        vote::{self, Cast, Vote},
+        vote::{self, Ballot, Cast, Vote},
     },
     error::{ApiError, FieldError, ForField},
     extract::{Json, Query},
@@ -405,26 +407,39 @@ pub async fn create_film(
     Json(body): Json<CreateFilmRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let new_film = NewFilm::try_from(body)?;
+    let Some(key) = key.into_inner() else {
+        // Without a key, nothing to replay: the film joins the creations written together.
+        let creation = Creation::new(new_film, &caller, &audit);
+        let film = state.creations.write(creation).await?;
+        state.reads.changed(FilmChange::Film(film.id)).await;
+        return Ok(created(&film));
+    };
     let fingerprint = new_film_fingerprint(request.path(), &new_film);
     let user_id = caller.user_id;
     let fingerprint: Vec<&[u8]> = fingerprint.iter().map(Vec::as_slice).collect();
     // Set only when this request created the film (a replay created nothing new to forget).
-    let created = Rc::new(Cell::new(None));
-    let created_here = Rc::clone(&created);
+    let created_id = Rc::new(Cell::new(None));
+    let created_here = Rc::clone(&created_id);
     let response = idempotency::at_most_once(&state.db, user_id, key, &fingerprint, move |tx| {
         Box::pin(async move {
-            let film = film::create(tx, &new_film, &caller, &audit).await?;
+            let creation = Creation::new(new_film, &caller, &audit);
+            let mut films = film::create_all(tx, std::slice::from_ref(&creation)).await?;
+            let film = films.pop().expect("one film per creation");
             created_here.set(Some(film.id));
-            Ok(HttpResponse::Created()
-                .insert_header((header::LOCATION, format!("/api/v1/films/{}", film.id)))
-                .json(film))
+            Ok(created(&film))
         })
     })
     .await?;
-    if let Some(id) = created.get() {
+    if let Some(id) = created_id.get() {
         state.reads.changed(FilmChange::Film(id)).await;
     }
     Ok(response)
+}
+
+fn created(film: &Film) -> HttpResponse {
+    HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/films/{}", film.id)))
+        .json(film)
 }
 
 /// What makes two creations the same request: the route and the parsed fields.
@@ -510,12 +525,12 @@ pub(crate) async fn cast_vote(
     id: web::Path<i64>,
     Json(request): Json<VoteRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    if state
-        .ballots
-        .cast(caller.user_id, *id, request.vote)
-        .await?
-        == Cast::Changed
-    {
+    let ballot = Ballot {
+        user_id: caller.user_id,
+        film_id: *id,
+        vote: request.vote,
+    };
+    if state.ballots.write(ballot).await? == Cast::Changed {
         state.reads.changed(FilmChange::Votes(*id)).await;
     }
     // The committed vote is visible to the reader pool at once (WAL).

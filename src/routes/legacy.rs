@@ -11,7 +11,7 @@ use crate::{
     auth::{Authenticated, MaybeAuthenticated, Write},
     domain::{
         film::Film,
-        vote::{Cast, Vote},
+        vote::{Ballot, Cast, Vote},
     },
     error::ApiError,
     extract::{Json, Query},
@@ -116,7 +116,16 @@ pub(crate) async fn random_film_or_vote(
     if let Some((vote, field, raw_id)) = requested_vote {
         let voter = caller.require::<Write>()?;
         let film_id = parse_film_id(field, raw_id)?;
-        if state.ballots.cast(voter.user_id, film_id, vote).await? == Cast::Changed {
+        if state
+            .ballots
+            .write(Ballot {
+                user_id: voter.user_id,
+                film_id,
+                vote,
+            })
+            .await?
+            == Cast::Changed
+        {
             state.reads.changed(FilmChange::Votes(film_id)).await;
         }
     }

@@ -59,6 +59,10 @@ const REPLAYED_HEADERS: [HeaderName; 3] = [header::LOCATION, header::ETAG, heade
 pub struct IdempotencyKey(Option<String>);
 
 impl IdempotencyKey {
+    pub fn into_inner(self) -> Option<String> {
+        self.0
+    }
+
     /// The draft's value is a Structured Field String (`"…"`); the bare token that many
     /// clients send is accepted too. Either way: 1 to 255 visible ASCII characters, no
     /// quote or backslash (so no escapes to interpret).
@@ -104,7 +108,7 @@ impl FromRequest for IdempotencyKey {
     }
 }
 
-/// Runs `create` at most once per caller and key; without a key, simply runs it.
+/// Runs `create` at most once per caller and `key`.
 ///
 /// `create` does its writes in the transaction it is given and returns the answer; the answer
 /// is recorded in that transaction, before it commits. `fingerprint` names everything that
@@ -112,19 +116,13 @@ impl FromRequest for IdempotencyKey {
 pub async fn at_most_once<F>(
     db: &Database,
     user_id: i64,
-    key: IdempotencyKey,
+    key: String,
     fingerprint: &[&[u8]],
     create: F,
 ) -> Result<HttpResponse, ApiError>
 where
     F: for<'t> FnOnce(&'t mut Transaction) -> LocalFuture<'t, HttpResponse>,
 {
-    let Some(key) = key.0 else {
-        let mut tx = db.begin().await?;
-        let response = create(&mut tx).await?;
-        tx.commit().await?;
-        return Ok(response);
-    };
     let claim = Claim {
         user_id,
         key,

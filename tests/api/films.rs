@@ -436,3 +436,60 @@ async fn sql_injection_strings_are_stored_and_returned_literally_and_the_tables_
         .unwrap();
     assert_eq!(users, 1);
 }
+
+/// Films created at the same moment are written together (one statement per table): each
+/// request must still get its own film back, under its own id, owned by its caller, with one
+/// audit row that names that id and that request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn films_created_at_once_each_get_their_own_film_and_audit_row() {
+    const EACH: usize = 20;
+    let app = spawn_app().await;
+    let users = [
+        app.new_user().await,
+        app.new_user().await,
+        app.new_user().await,
+    ];
+    let app = &app;
+    let creations = (0..EACH * users.len()).map(|n| {
+        let user = &users[n % users.len()];
+        let year = 1950 + i64::try_from(n).unwrap();
+        let body = json!({ "name": format!("Together {n}"), "studio": "Batch", "year": year });
+        async move {
+            let response = app
+                .request(reqwest::Method::POST, "/api/v1/films")
+                .bearer(&user.token)
+                .header("x-request-id", format!("together-{n}"))
+                .json(&body)
+                .send()
+                .await;
+            assert_eq!(response.status(), StatusCode::CREATED, "creation {n}");
+            let location = response.headers()["location"].to_str().unwrap().to_owned();
+            let film: Value = response.json().await.unwrap();
+            (n, user, location, film)
+        }
+    });
+    let created = futures_util::future::join_all(creations).await;
+
+    let audited = app.audit_rows("film.create").await;
+    assert_eq!(audited.len(), created.len(), "one audit row per film");
+    for (n, user, location, film) in &created {
+        let id = film["id"].as_i64().unwrap();
+        assert_eq!(film["name"], format!("Together {n}"), "creation {n}");
+        assert_eq!(film["year"], 1950 + i64::try_from(*n).unwrap());
+        assert_eq!(film["owner"], user.username.as_str());
+        assert_eq!(*location, format!("/api/v1/films/{id}"));
+        let stored: Value = app.get(location, None).await.json().await.unwrap();
+        assert_eq!(
+            stored["name"], film["name"],
+            "the stored film is the one answered"
+        );
+        assert_eq!(stored["owner"], user.username.as_str());
+        let request_id = format!("together-{n}");
+        let row = audited
+            .iter()
+            .find(|row| row.request_id.as_deref() == Some(request_id.as_str()))
+            .unwrap_or_else(|| panic!("no audit row for {request_id}"));
+        assert_eq!(row.target.as_deref(), Some(format!("film:{id}").as_str()));
+        assert_eq!(row.actor_id, Some(user.id));
+    }
+}
