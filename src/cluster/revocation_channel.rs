@@ -11,6 +11,12 @@
 //! down, Redis gone, or never yet connected) every token is checked against the database.
 //! After each (re)subscription, and every `RESYNC_INTERVAL`, the instance re-reads all
 //! revocations from the database, which also covers a peer that could not publish.
+//!
+//! Cache notices published at the same moment travel in one message, one per line: a burst
+//! of writes (the film creations a group commit answers at once) costs Redis one `PUBLISH`,
+//! not one each. A line that cannot be read is skipped; the others are applied. Revocations
+//! are always sent alone, in the format every earlier version reads, so an instance not yet
+//! upgraded never misses one.
 
 use std::{
     future::Future,
@@ -19,6 +25,7 @@ use std::{
 };
 
 use futures_util::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::{
     RedisStore, Unavailable,
@@ -29,6 +36,8 @@ use crate::cluster::{
 /// not publish it while its peers still heard the channel.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
 const RECONNECT_DELAY: Duration = Duration::from_millis(250);
+/// Notices sent in one message at most (a session id is at most 128 bytes: 20 KiB at most).
+const NOTICES_PER_MESSAGE: usize = 128;
 
 /// What changed; the new state is in the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +88,8 @@ pub enum ChannelLost {
 pub struct RevocationChannel {
     store: RedisStore,
     channel: String,
+    /// Notices waiting for the publisher task, each with the sender of its acknowledgement.
+    outbox: mpsc::Sender<(Notice, oneshot::Sender<()>)>,
     max_staleness: Duration,
     started: Instant,
     /// Milliseconds after `started` up to which every published message has been applied;
@@ -87,9 +98,14 @@ pub struct RevocationChannel {
 }
 
 impl RevocationChannel {
+    /// Starts the publisher task, which stops when the channel is dropped.
     pub fn new(store: RedisStore, max_staleness: Duration) -> Self {
+        let channel = store.key("revocations");
+        let (outbox, waiting) = mpsc::channel(4 * NOTICES_PER_MESSAGE);
+        tokio::spawn(publish_queued(store.clone(), channel.clone(), waiting));
         Self {
-            channel: store.key("revocations"),
+            channel,
+            outbox,
             store,
             max_staleness,
             started: Instant::now(),
@@ -97,13 +113,20 @@ impl RevocationChannel {
         }
     }
 
-    /// Tells the other instances; they read the change from the database. A failure is
-    /// logged: the database already holds the change, and peers that miss the message
+    /// Tells the other instances, with whatever else is being published at this moment;
+    /// they read the change from the database. Returns once the message is sent. A failure
+    /// is logged: the database already holds the change, and peers that miss the message
     /// find it at their next resync.
     pub async fn publish(&self, notice: &Notice) {
-        if let Err(error) = self.store.publish(&self.channel, &notice.encode()).await {
-            tracing::warn!(%error, ?notice, "a revocation could not be broadcast");
+        let (sent, acknowledged) = oneshot::channel();
+        if self.outbox.send((notice.clone(), sent)).await.is_err() {
+            tracing::warn!(
+                ?notice,
+                "a revocation could not be broadcast: the publisher stopped"
+            );
+            return;
         }
+        let _ = acknowledged.await;
     }
 
     /// Whether in-memory revocations may be trusted: the channel delivered everything up to
@@ -192,12 +215,48 @@ impl RevocationChannel {
         AF: Future<Output = sqlx::Result<()>>,
     {
         let payload: String = message.get_payload().unwrap_or_default();
-        match Notice::decode(&payload) {
-            Some(notice) => apply(notice).await,
-            None => {
-                tracing::warn!("an unreadable message on the revocation channel was ignored");
-                Ok(())
+        // No more lines than a publisher sends: a forged message costs a bounded number of
+        // queries.
+        for line in payload.lines().take(NOTICES_PER_MESSAGE) {
+            match Notice::decode(line) {
+                Some(notice) => apply(notice).await?,
+                None => {
+                    tracing::warn!("an unreadable notice on the revocation channel was ignored");
+                }
             }
+        }
+        Ok(())
+    }
+}
+
+/// Sends every notice waiting as one message, then acknowledges each.
+async fn publish_queued(
+    store: RedisStore,
+    channel: String,
+    mut waiting: mpsc::Receiver<(Notice, oneshot::Sender<()>)>,
+) {
+    let mut batch = Vec::with_capacity(NOTICES_PER_MESSAGE);
+    while waiting.recv_many(&mut batch, NOTICES_PER_MESSAGE).await > 0 {
+        // Revocations alone, as every version reads them; cache notices together.
+        let (films, revocations): (Vec<&Notice>, Vec<&Notice>) = batch
+            .iter()
+            .map(|(notice, _)| notice)
+            .partition(|notice| matches!(notice, Notice::Films(_)));
+        let together = films
+            .iter()
+            .map(|notice| notice.encode())
+            .collect::<Vec<_>>();
+        let messages = revocations
+            .iter()
+            .map(|notice| notice.encode())
+            .chain((!together.is_empty()).then(|| together.join("\n")));
+        for message in messages {
+            if let Err(error) = store.publish(&channel, &message).await {
+                tracing::warn!(%error, notices = %message, "a broadcast could not be sent");
+            }
+        }
+        for (_, sent) in batch.drain(..) {
+            let _ = sent.send(());
         }
     }
 }
@@ -314,6 +373,21 @@ mod tests {
         publisher.publish(&notice).await;
         while !heard.lock().unwrap().contains(&notice) {
             assert!(Instant::now() < deadline, "the notice never arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Notices published at once arrive, whether they travelled together or not.
+        let burst: Vec<Notice> = (100..140)
+            .map(|id| Notice::Films(FilmChange::Film(id)))
+            .collect();
+        futures_util::future::join_all(burst.iter().map(|notice| publisher.publish(notice))).await;
+        while !burst
+            .iter()
+            .all(|notice| heard.lock().unwrap().contains(notice))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "a notice of the burst never arrived"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // Heartbeats keep it fresh well past the staleness bound.
