@@ -7,9 +7,11 @@
 //! queue fills while a batch is written, so the batches grow with the load; alone, an item
 //! waits for nothing but the hand-over to the task.
 //!
-//! A batch that fails as a whole (a row it depends on deleted under it, a constraint, the
-//! database away) is written again item by item ([`Batch::write_alone`]): each request gets
-//! the answer it would have had alone, and one item's failure never becomes another's.
+//! A batch that fails as a whole (a row it depends on deleted under it, a constraint) is
+//! written again item by item ([`Batch::write_alone`]): each request gets the answer it
+//! would have had alone, and one item's failure never becomes another's. When the database
+//! cannot be reached, every item of the batch is refused at once (503), as each would be
+//! alone, without making the queue behind them wait for one refusal after another.
 
 use std::future::Future;
 
@@ -81,20 +83,33 @@ async fn write_queued<B: Batch>(db: Database, mut waiting: mpsc::Receiver<(B::It
     let mut batch = Vec::with_capacity(BATCH);
     while waiting.recv_many(&mut batch, BATCH).await > 0 {
         let (items, replies): (Vec<B::Item>, Vec<Reply<B>>) = batch.drain(..).unzip();
-        let outcomes = match B::write_together(&db, &items).await {
-            Ok(outcomes) => outcomes,
-            Err(error) => {
-                tracing::debug!(%error, items = items.len(), "a batch is written item by item");
-                let mut outcomes = Vec::with_capacity(items.len());
-                for item in &items {
-                    outcomes.push(B::write_alone(&db, item).await);
-                }
-                outcomes
-            }
-        };
+        let outcomes = write_batch::<B>(&db, &items).await;
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A caller that went away (its connection closed) needs no answer.
             let _ = reply.send(outcome);
+        }
+    }
+}
+
+async fn write_batch<B: Batch>(
+    db: &Database,
+    items: &[B::Item],
+) -> Vec<Result<B::Output, ApiError>> {
+    match B::write_together(db, items).await {
+        Ok(outcomes) => outcomes,
+        // The database is away: each item alone would wait for it again, and the queue
+        // behind them with it. Every one is refused at once.
+        Err(ApiError::Unavailable { retry_after }) => items
+            .iter()
+            .map(|_| Err(ApiError::Unavailable { retry_after }))
+            .collect(),
+        Err(error) => {
+            tracing::debug!(%error, items = items.len(), "a batch is written item by item");
+            let mut outcomes = Vec::with_capacity(items.len());
+            for item in items {
+                outcomes.push(B::write_alone(db, item).await);
+            }
+            outcomes
         }
     }
 }

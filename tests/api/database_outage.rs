@@ -7,8 +7,9 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use reqwest::{Response, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::{
     helpers::{
@@ -98,6 +99,7 @@ async fn without_postgresql_the_instance_is_not_ready_refuses_with_503_and_then_
     assert_refused_promptly("register", app.register(&newcomer, STRONG_PASSWORD)).await;
     assert_refused_promptly("refresh", app.refresh(&refresh)).await;
     assert_refused_promptly("film read", app.get(&film_path, Some(&user.token))).await;
+    refuse_concurrent_writes_promptly(&app, &user.token, &film_path).await;
 
     postgres.restart();
     wait_until_ready(&app, Duration::from_secs(15)).await;
@@ -113,4 +115,38 @@ async fn without_postgresql_the_instance_is_not_ready_refuses_with_503_and_then_
     assert_eq!(response.status(), StatusCode::OK);
     let read: Value = response.json().await.expect("a film");
     assert_eq!(read["name"], "Spirited Away");
+    assert_eq!(
+        read["likes"], 0,
+        "no vote refused in the outage was recorded"
+    );
+    let vote = json!({ "vote": "like" });
+    let voted = app
+        .put_json(&format!("{film_path}/vote"), &vote, Some(&user.token))
+        .await;
+    assert_eq!(voted.status(), StatusCode::OK, "votes are written again");
+    app.create_film(&user.token, "After the outage", "Ghibli")
+        .await;
+}
+
+/// Votes and new films are written in batches (`domain::group_commit`); while the database
+/// is away, every one of a batch is refused at once, not one after another.
+async fn refuse_concurrent_writes_promptly(app: &TestApp, token: &str, film_path: &str) {
+    let vote_path = format!("{film_path}/vote");
+    let vote = json!({ "vote": "like" });
+    let votes = (0..16).map(|_| app.put_json(&vote_path, &vote, Some(token)));
+    let creations = (0..16).map(|n| {
+        let film = json!({ "name": format!("Lost {n}"), "studio": "Nowhere" });
+        async move { app.post_json("/api/v1/films", &film, Some(token)).await }
+    });
+    let start = Instant::now();
+    let (votes, creations) = futures_util::join!(join_all(votes), join_all(creations));
+    assert!(
+        start.elapsed() < REFUSED_WITHIN,
+        "32 writes refused in {:?}",
+        start.elapsed()
+    );
+    for response in votes.into_iter().chain(creations) {
+        let body = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        assert_eq!(body["type"], "/problems/unavailable");
+    }
 }
