@@ -250,11 +250,14 @@ async fn publish_queued(
             .iter()
             .map(|notice| notice.encode())
             .chain((!together.is_empty()).then(|| together.join("\n")));
-        for message in messages {
-            if let Err(error) = store.publish(&channel, &message).await {
+        // At once: each is bounded by the call timeout, and none waits for another.
+        let (store, channel) = (&store, &channel);
+        futures_util::future::join_all(messages.map(|message| async move {
+            if let Err(error) = store.publish(channel, &message).await {
                 tracing::warn!(%error, notices = %message, "a broadcast could not be sent");
             }
-        }
+        }))
+        .await;
         for (_, sent) in batch.drain(..) {
             let _ = sent.send(());
         }

@@ -247,7 +247,7 @@ pub async fn insert_all(
         })
         .collect();
     let rows = serde_json::to_string(&rows).expect("strings and integers serialize");
-    let mut inserted: Vec<Film> = db::fetch_all!(
+    let inserted: Vec<Film> = db::fetch_all!(
         db,
         sqlite: "INSERT INTO films (name, studio, year, owner_id)
                  SELECT given.value ->> 0, given.value ->> 1, given.value ->> 2, given.value ->> 3
@@ -265,10 +265,28 @@ pub async fn insert_all(
         rows
     )
     .await?;
-    // Rows are inserted in the order selected, and ids only grow (SQLite's AUTOINCREMENT,
-    // PostgreSQL's identity sequence), while RETURNING promises no order.
+    Ok(in_given_order(films, inserted))
+}
+
+/// The inserted films in the order of `given`: RETURNING promises no order, so each is
+/// matched by its fields (lowest id first among equal ones; equal films are interchangeable).
+fn in_given_order(given: &[(&NewFilm, Option<i64>)], mut inserted: Vec<Film>) -> Vec<Film> {
     inserted.sort_unstable_by_key(|film| film.id);
-    Ok(inserted)
+    let mut slots: Vec<Option<Film>> = inserted.into_iter().map(Some).collect();
+    given
+        .iter()
+        .filter_map(|(film, owner_id)| {
+            let slot = slots.iter_mut().find(|slot| {
+                slot.as_ref().is_some_and(|stored| {
+                    stored.name == film.name.as_str()
+                        && stored.studio == film.studio.as_str()
+                        && stored.year == film.year.map(ReleaseYear::value)
+                        && stored.owner_id == *owner_id
+                })
+            })?;
+            slot.take()
+        })
+        .collect()
 }
 
 /// A film to create: what the caller sent, who they are, and the request's audit event.

@@ -83,7 +83,19 @@ async fn write_queued<B: Batch>(db: Database, mut waiting: mpsc::Receiver<(B::It
     let mut batch = Vec::with_capacity(BATCH);
     while waiting.recv_many(&mut batch, BATCH).await > 0 {
         let (items, replies): (Vec<B::Item>, Vec<Reply<B>>) = batch.drain(..).unzip();
-        let outcomes = write_batch::<B>(&db, &items).await;
+        // A task of its own: a panic while writing fails this batch, not every later one.
+        let written = tokio::spawn(write_batch::<B>(db.clone(), items)).await;
+        let outcomes = written.unwrap_or_else(|panicked| {
+            tracing::error!(error = %panicked, "a batch writer panicked");
+            replies
+                .iter()
+                .map(|_| {
+                    Err(ApiError::Internal(anyhow::anyhow!(
+                        "the batch writer panicked"
+                    )))
+                })
+                .collect()
+        });
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             // A caller that went away (its connection closed) needs no answer.
             let _ = reply.send(outcome);
@@ -92,9 +104,10 @@ async fn write_queued<B: Batch>(db: Database, mut waiting: mpsc::Receiver<(B::It
 }
 
 async fn write_batch<B: Batch>(
-    db: &Database,
-    items: &[B::Item],
+    db: Database,
+    items: Vec<B::Item>,
 ) -> Vec<Result<B::Output, ApiError>> {
+    let (db, items) = (&db, &items[..]);
     match B::write_together(db, items).await {
         Ok(outcomes) => outcomes,
         // The database is away: each item alone would wait for it again, and the queue

@@ -106,12 +106,50 @@ impl Batch for Votes {
         db: &Database,
         ballots: &[Ballot],
     ) -> Result<Vec<Result<Cast, ApiError>>, ApiError> {
-        let recorded = Tally::of(ballots).record(db).await?;
-        Ok(ballots.iter().map(|b| recorded.outcome(b)).collect())
+        let tally = Tally::of(ballots);
+        // Until the statement commits, a failure sends every ballot to `write_alone`.
+        let changed = tally.write(db).await?;
+        // After it, each ballot must be answered from what it did: cast again, a ballot that
+        // changed the counters would find its vote in place and say nothing changed.
+        let in_place = if changed.len() == tally.ballots.len() {
+            Ok(HashSet::new())
+        } else {
+            tally.in_place(db).await.map_err(ApiError::from)
+        };
+        let mut outcomes = Vec::with_capacity(ballots.len());
+        for ballot in ballots {
+            let key = (ballot.user_id, ballot.film_id);
+            outcomes.push(if changed.contains(&key) {
+                Ok(Cast::Changed)
+            } else {
+                settle(db, ballot, &in_place).await
+            });
+        }
+        Ok(outcomes)
     }
 
     async fn write_alone(db: &Database, ballot: &Ballot) -> Result<Cast, ApiError> {
         cast(db, ballot.user_id, ballot.film_id, ballot.vote).await
+    }
+}
+
+/// A ballot the batch's statement did not change: its vote was in place, or its film did
+/// not exist, or the caller withdrew the vote in between. The last two are rare and told
+/// apart by casting it alone (404, or the vote now recorded).
+async fn settle(
+    db: &Database,
+    ballot: &Ballot,
+    in_place: &Result<HashSet<(i64, i64)>, ApiError>,
+) -> Result<Cast, ApiError> {
+    match in_place {
+        Ok(votes) if votes.contains(&(ballot.user_id, ballot.film_id)) => Ok(Cast::Unchanged),
+        Ok(_) => cast(db, ballot.user_id, ballot.film_id, ballot.vote).await,
+        Err(ApiError::Unavailable { retry_after }) => Err(ApiError::Unavailable {
+            retry_after: *retry_after,
+        }),
+        Err(error) => Err(ApiError::Internal(anyhow::anyhow!(
+            "the votes in place could not be read after the batch: {error:?}"
+        ))),
     }
 }
 
@@ -120,12 +158,6 @@ impl Batch for Votes {
 /// statements from several instances lock films in the same order and cannot deadlock.
 struct Tally {
     ballots: Vec<(i64, i64, i64)>,
-}
-
-/// What the batch's statements found: the votes they changed, and the votes in place.
-struct Recorded {
-    changed: HashSet<(i64, i64)>,
-    in_place: HashSet<(i64, i64)>,
 }
 
 impl Tally {
@@ -142,12 +174,13 @@ impl Tally {
         Self { ballots }
     }
 
-    /// Writes the ballots whose film exists (the join leaves the others out), then reads
-    /// which of the rest are in place: a ballot neither written nor in place had no film.
-    async fn record(&self, db: &Database) -> sqlx::Result<Recorded> {
+    /// Writes the ballots whose film exists (the join leaves the others out); returns the
+    /// `(user_id, film_id)` of the votes it changed.
+    async fn write(&self, db: &Database) -> sqlx::Result<HashSet<(i64, i64)>> {
         let ballots = serde_json::to_string(&self.ballots).expect("integers serialize");
         let changed: Vec<(i64, i64)> = db::fetch_all!(
             &mut db.write().await?,
+            // `WHERE true`: SQLite's grammar needs it between a join and `ON CONFLICT`.
             sqlite: "INSERT INTO votes (user_id, film_id, value)
                      SELECT json_extract(ballot.value, '$[0]'), films.id,
                             json_extract(ballot.value, '$[2]')
@@ -172,13 +205,7 @@ impl Tally {
             Timestamp::now()
         )
         .await?;
-        let changed: HashSet<(i64, i64)> = changed.into_iter().collect();
-        let in_place = if changed.len() == self.ballots.len() {
-            HashSet::new()
-        } else {
-            self.in_place(db).await?
-        };
-        Ok(Recorded { changed, in_place })
+        Ok(changed.into_iter().collect())
     }
 
     async fn in_place(&self, db: &Database) -> sqlx::Result<HashSet<(i64, i64)>> {
@@ -200,22 +227,9 @@ impl Tally {
     }
 }
 
-impl Recorded {
-    fn outcome(&self, ballot: &Ballot) -> Result<Cast, ApiError> {
-        let key = (ballot.user_id, ballot.film_id);
-        if self.changed.contains(&key) {
-            Ok(Cast::Changed)
-        } else if self.in_place.contains(&key) {
-            Ok(Cast::Unchanged)
-        } else {
-            Err(ApiError::NotFound)
-        }
-    }
-}
-
 /// Records `vote` on its own; 404 if there is no such film.
 #[tracing::instrument(level = "debug", skip(db))]
-pub async fn cast(db: &Database, user_id: i64, film_id: i64, vote: Vote) -> Result<Cast, ApiError> {
+async fn cast(db: &Database, user_id: i64, film_id: i64, vote: Vote) -> Result<Cast, ApiError> {
     let result = db::execute!(
         &mut db.write().await?,
         "INSERT INTO votes (user_id, film_id, value) VALUES ($1, $2, $3)

@@ -410,8 +410,13 @@ pub async fn create_film(
     let Some(key) = key.into_inner() else {
         // Without a key, nothing to replay: the film joins the creations written together.
         let creation = Creation::new(new_film, &caller, &audit);
-        let film = state.creations.write(creation).await?;
-        state.reads.changed(FilmChange::Film(film.id)).await;
+        let state = state.into_inner();
+        let film = to_the_end(async move {
+            let film = state.creations.write(creation).await?;
+            state.reads.changed(FilmChange::Film(film.id)).await;
+            Ok(film)
+        })
+        .await?;
         return Ok(created(&film));
     };
     let fingerprint = new_film_fingerprint(request.path(), &new_film);
@@ -424,7 +429,9 @@ pub async fn create_film(
         Box::pin(async move {
             let creation = Creation::new(new_film, &caller, &audit);
             let mut films = film::create_all(tx, std::slice::from_ref(&creation)).await?;
-            let film = films.pop().expect("one film per creation");
+            let film = films
+                .pop()
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no film inserted")))?;
             created_here.set(Some(film.id));
             Ok(created(&film))
         })
@@ -434,6 +441,34 @@ pub async fn create_film(
         state.reads.changed(FilmChange::Film(id)).await;
     }
     Ok(response)
+}
+
+/// Records `ballot` and, if it changed the counts, forgets the film's cached reads here and
+/// on every instance.
+pub(crate) async fn cast_and_announce(
+    state: &web::Data<AppState>,
+    ballot: Ballot,
+) -> Result<(), ApiError> {
+    let state = state.clone().into_inner();
+    to_the_end(async move {
+        let film_id = ballot.film_id;
+        if state.ballots.write(ballot).await? == Cast::Changed {
+            state.reads.changed(FilmChange::Votes(film_id)).await;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `write` to its end even if the request is dropped on the way (the client went
+/// away): a queued write may commit after that, and what it changed must still be forgotten
+/// by the read caches.
+async fn to_the_end<T: 'static>(
+    write: impl Future<Output = Result<T, ApiError>> + 'static,
+) -> Result<T, ApiError> {
+    actix_web::rt::spawn(write)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::Internal(anyhow::anyhow!("a write task panicked"))))
 }
 
 fn created(film: &Film) -> HttpResponse {
@@ -530,9 +565,7 @@ pub(crate) async fn cast_vote(
         film_id: *id,
         vote: request.vote,
     };
-    if state.ballots.write(ballot).await? == Cast::Changed {
-        state.reads.changed(FilmChange::Votes(*id)).await;
-    }
+    cast_and_announce(&state, ballot).await?;
     // The committed vote is visible to the reader pool at once (WAL).
     Ok(film_representation(&state, *id)
         .await?

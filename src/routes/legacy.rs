@@ -11,11 +11,10 @@ use crate::{
     auth::{Authenticated, MaybeAuthenticated, Write},
     domain::{
         film::Film,
-        vote::{Ballot, Cast, Vote},
+        vote::{Ballot, Vote},
     },
     error::ApiError,
     extract::{Json, Query},
-    read_cache::FilmChange,
     routes::films::{self, CreateFilmRequest},
     security::rate_limit::Limiters,
     state::AppState,
@@ -116,18 +115,15 @@ pub(crate) async fn random_film_or_vote(
     if let Some((vote, field, raw_id)) = requested_vote {
         let voter = caller.require::<Write>()?;
         let film_id = parse_film_id(field, raw_id)?;
-        if state
-            .ballots
-            .write(Ballot {
+        films::cast_and_announce(
+            &state,
+            Ballot {
                 user_id: voter.user_id,
                 film_id,
                 vote,
-            })
-            .await?
-            == Cast::Changed
-        {
-            state.reads.changed(FilmChange::Votes(film_id)).await;
-        }
+            },
+        )
+        .await?;
     }
     films::random_film_response(&state).await
 }
