@@ -215,12 +215,14 @@ impl RevocationChannel {
         AF: Future<Output = sqlx::Result<()>>,
     {
         let payload: String = message.get_payload().unwrap_or_default();
-        // No more lines than a publisher sends: a forged message costs a bounded number of
-        // queries.
+        // No more lines than a publisher sends, and only cache notices travel together: a
+        // forged message costs a bounded number of queries.
+        let together = payload.contains('\n');
         for line in payload.lines().take(NOTICES_PER_MESSAGE) {
             match Notice::decode(line) {
-                Some(notice) => apply(notice).await?,
-                None => {
+                Some(notice @ Notice::Films(_)) => apply(notice).await?,
+                Some(notice) if !together => apply(notice).await?,
+                Some(_) | None => {
                     tracing::warn!("an unreadable notice on the revocation channel was ignored");
                 }
             }

@@ -230,6 +230,7 @@ pub async fn list(
 
 /// Inserts `films` (each with its owner, `None` for the curated catalogue) with one
 /// statement, and returns them in the same order.
+#[tracing::instrument(level = "debug", skip_all, fields(films = films.len()))]
 pub async fn insert_all(
     db: &mut impl Executor,
     films: &[(&NewFilm, Option<i64>)],
