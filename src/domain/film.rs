@@ -340,6 +340,14 @@ pub async fn create_all(
     Ok(stored)
 }
 
+/// Inserts one film and its audit row in the caller's transaction: `create_all` for one.
+pub async fn create(tx: &mut Transaction, creation: &Creation) -> Result<Film, ApiError> {
+    create_all(tx, std::slice::from_ref(creation))
+        .await?
+        .pop()
+        .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no film inserted")))
+}
+
 /// Films created at the same moment, written together.
 pub type Creations = GroupCommit<NewFilms>;
 
@@ -362,11 +370,9 @@ impl Batch for NewFilms {
 
     async fn write_alone(db: &Database, creation: &Creation) -> Result<Film, ApiError> {
         let mut tx = db.begin().await?;
-        let mut films = create_all(&mut tx, std::slice::from_ref(creation)).await?;
+        let film = create(&mut tx, creation).await?;
         tx.commit().await?;
-        films
-            .pop()
-            .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no film inserted")))
+        Ok(film)
     }
 }
 

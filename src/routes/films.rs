@@ -428,10 +428,7 @@ pub async fn create_film(
     let response = idempotency::at_most_once(&state.db, user_id, key, &fingerprint, move |tx| {
         Box::pin(async move {
             let creation = Creation::new(new_film, &caller, &audit);
-            let mut films = film::create_all(tx, std::slice::from_ref(&creation)).await?;
-            let film = films
-                .pop()
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no film inserted")))?;
+            let film = film::create(tx, &creation).await?;
             created_here.set(Some(film.id));
             Ok(created(&film))
         })
