@@ -11,6 +11,7 @@ for r in rows:
                                   rss=int(r[6] or 0) / 1024)
 log = next((r for r in rows if r[0] == "log"), None)
 storm = next((r for r in rows if r[0] == "storm"), None)
+rest = next((r for r in rows if r[0] == "rest"), None)
 limiter = [r for r in rows if r[0] == "limiter"]
 
 def ratio(a, b):
@@ -73,4 +74,6 @@ if len(limiter) == 2:
                     f"keys after purge {purged_keys}", flat))
 out += ["| target | measured | met |", "| --- | --- | --- |"]
 out += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in targets]
+if rest:
+    out += ["", f"RSS at rest, 8 s after the last workload: {int(rest[1]) / 1024:.1f} MiB."]
 print("\n".join(out))

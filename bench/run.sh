@@ -203,6 +203,11 @@ for workload in $workloads; do
   measure filmvault "$FILMVAULT_PID" "$workload"
 done
 measure filmvault "$FILMVAULT_PID" login 16
+# What the process keeps once the load is over (argon2's block goes back after 1 s idle, the
+# heap's free pages within 5 s).
+sleep 8
+echo "   filmvault at rest 8 s later: RSS $(rss_kb "$FILMVAULT_PID") kB"
+printf 'rest\t%s\n' "$(rss_kb "$FILMVAULT_PID")" >> "$RESULTS"
 busy=$(grep -c 'SQLITE_BUSY\|database is locked' "$SCRATCH/filmvault.log" || true)
 server_errors=$(grep -c '"status":5[0-9][0-9]' "$SCRATCH/filmvault.log" || true)
 echo "   filmvault log: $busy SQLITE_BUSY/locked, $server_errors responses with 5xx"

@@ -8,6 +8,7 @@ use filmvault::{
     backup,
     cli::{self, Cli, Command},
     config::Settings,
+    memory,
     startup::Application,
     telemetry,
 };
@@ -18,6 +19,10 @@ fn main() -> ExitCode {
     // Everything this process creates (the database and its WAL, log files, certificates) is
     // readable by its own user only. Set before any thread exists: the umask is per process.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    if let Err(error) = memory::return_free_memory() {
+        eprintln!("filmvault: cannot start the thread that returns free memory: {error}");
+        return ExitCode::FAILURE;
+    }
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     // Needs no configuration, so it works before any is written.
     if let Command::DevCert { out_dir, force } = &command {

@@ -3,9 +3,11 @@
 //!
 //! Hashing is deliberately slow and memory-hungry, so it never runs on an async worker: it goes
 //! to a few dedicated threads (`PASSWORD_HASH_CONCURRENCY`, one on two cores). That caps the CPU
-//! a login storm can take from reads, and the memory: each thread reuses its own 19 MiB block.
-//! (On tokio's blocking pool, every one of its many threads kept a 19 MiB block in its malloc
-//! arena after the first hash: a login storm left hundreds of MiB resident.)
+//! a login storm can take from reads, and the memory: each thread reuses its own 19 MiB block
+//! while jobs keep coming, and gives it back after a second without one (`memory` makes sure
+//! glibc returns it to the system). (On tokio's blocking pool, every one of its many threads
+//! kept a 19 MiB block in its malloc arena after the first hash: a login storm left hundreds
+//! of MiB resident.)
 //!
 //! The queue in front of those threads is bounded too: a request that will hash first
 //! reserves one of `PASSWORD_HASH_QUEUE` places, and when none is free it is refused at once
@@ -14,8 +16,12 @@
 
 use std::{
     cell::RefCell,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        mpsc::{self, RecvTimeoutError},
+    },
     thread,
+    time::Duration,
 };
 
 use anyhow::Context;
@@ -82,12 +88,15 @@ impl PasswordHasher {
                     loop {
                         // The lock is held only while taking a job, not while running it.
                         let job = match queue.lock() {
-                            Ok(receiver) => receiver.recv(),
-                            Err(poisoned) => poisoned.into_inner().recv(),
+                            Ok(receiver) => receiver.recv_timeout(KEEP_MEMORY_WHILE_IDLE),
+                            Err(poisoned) => {
+                                poisoned.into_inner().recv_timeout(KEEP_MEMORY_WHILE_IDLE)
+                            }
                         };
                         match job {
                             Ok(job) => job(),
-                            Err(_) => break,
+                            Err(RecvTimeoutError::Timeout) => release_memory(),
+                            Err(RecvTimeoutError::Disconnected) => break,
                         }
                     }
                 })
@@ -177,10 +186,18 @@ impl HashReservation {
     }
 }
 
+/// How long a hashing thread keeps its working memory without a job to use it for: between
+/// login bursts the process does not hold memory that only hashing uses.
+const KEEP_MEMORY_WHILE_IDLE: Duration = Duration::from_secs(1);
+
 thread_local! {
     /// This thread's argon2 working memory (19 MiB at our parameters), reused by every hash it
-    /// computes: no allocation, and no fresh pages to fault in, per login.
+    /// computes while busy: no allocation, and no fresh pages to fault in, per login.
     static BLOCKS: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+fn release_memory() {
+    BLOCKS.take();
 }
 
 /// Runs argon2 with this thread's reusable memory into `out`.

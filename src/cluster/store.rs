@@ -183,6 +183,7 @@ pub(crate) async fn bounded_by<T>(
 
 #[cfg(test)]
 #[path = "../../tests/support/test_redis.rs"]
+#[allow(unsafe_code)] // the test server's death signal, set between fork and exec
 mod test_redis;
 
 /// A store on the tests' Redis (see `test_redis`) under a fresh prefix, so tests running at
