@@ -58,7 +58,7 @@ cluster_sh() {  # start|stop
 stop_cluster() {
   if [ -d "$CLUSTER_DIR/run" ]; then cluster_sh stop > /dev/null 2>&1 || true; fi
 }
-trap 'cleanup; stop_cluster' EXIT
+trap 'cleanup; stop_cluster; restore_autogroup' EXIT
 
 secret() { grep "^$1=" "$CLUSTER_DIR/secrets.env" | cut -d= -f2-; }
 
