@@ -223,11 +223,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<web::Data<AppStat
         }
     }
     let redis = match &settings.redis {
-        Some(shared) => Some(RedisStore::new(
-            &shared.url,
-            &shared.key_prefix,
-            keyring.pseudonyms(b"redis key names: username"),
-        )?),
+        Some(shared) => Some(RedisStore::new(&shared.url, &shared.key_prefix, &keyring)?),
         None => None,
     };
     let channel = settings

@@ -5,7 +5,7 @@
 -- KEYS[3]  the username's lock    KEYS[4]  the client's block
 --          (value: the lock's end in ms; the key outlives a zero lockout by a minute so
 --           the same pattern is reported once, not on every failure)
--- ARGV[1]  this client   ARGV[2]  this username (its keyed hash)
+-- ARGV[1]  this client (its keyed hash)   ARGV[2]  this username (its keyed hash)
 -- ARGV[3]  window (ms)   ARGV[4]  clients per username   ARGV[5]  usernames per client
 -- ARGV[6]  lockout (ms)
 --

@@ -1,8 +1,10 @@
 //! The suspicious-login monitor's counters and locks in Redis (`login_failures.lua`), so a
 //! guess spread over instances counts once and a lock made on one instance holds on all.
 //!
-//! Usernames appear in keys only as a keyed hash (`RedisStore::username_pseudonym`): keys
-//! stay short whatever was submitted, and Redis holds no list of the names people tried.
+//! Usernames and clients appear in keys and sets only as keyed hashes
+//! (`RedisStore::username_pseudonym`, `client_pseudonym`): keys stay short whatever was
+//! submitted, and Redis holds no list of the names people tried nor of the addresses they
+//! tried them from.
 
 use std::{sync::LazyLock, time::Duration};
 
@@ -43,8 +45,8 @@ impl SharedLoginFailures {
         Self { store, settings }
     }
 
-    /// `user`: the username's pseudonym.
-    fn keys(&self, user: &str, client: ClientKey) -> [String; 4] {
+    /// `user`: the username's pseudonym; `client`: the client's.
+    fn keys(&self, user: &str, client: &str) -> [String; 4] {
         [
             self.store.key(&format!("login:failures:user:{user}")),
             self.store.key(&format!("login:failures:client:{client}")),
@@ -60,7 +62,8 @@ impl SharedLoginFailures {
         client: ClientKey,
     ) -> Result<Option<Duration>, Unavailable> {
         let user = self.store.username_pseudonym(username);
-        let [_, _, user_lock, client_lock] = self.keys(&user, client);
+        let client = self.store.client_pseudonym(client);
+        let [_, _, user_lock, client_lock] = self.keys(&user, &client);
         let remaining_ms: u64 = self
             .store
             .run_script(&LOCK_REMAINING, &[&user_lock, &client_lock], &[])
@@ -74,11 +77,12 @@ impl SharedLoginFailures {
         client: ClientKey,
     ) -> Result<FailureCount, Unavailable> {
         let user = self.store.username_pseudonym(username);
-        let keys = self.keys(&user, client);
+        let client = self.store.client_pseudonym(client);
+        let keys = self.keys(&user, &client);
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         let settings = &self.settings;
         let args = [
-            client.to_string(),
+            client,
             user,
             settings.window.as_millis().to_string(),
             settings.clients_per_username.to_string(),
@@ -99,7 +103,7 @@ impl SharedLoginFailures {
     /// could not have passed).
     pub async fn forget_username(&self, username: &str) -> Result<(), Unavailable> {
         let user = self.store.username_pseudonym(username);
-        let [failures, ..] = self.keys(&user, ClientKey::V4([0, 0, 0, 0].into()));
+        let [failures, ..] = self.keys(&user, "");
         self.store.delete(&failures).await
     }
 }

@@ -18,7 +18,10 @@ use redis::{
 use secrecy::{ExposeSecret, SecretString};
 use thread_local::ThreadLocal;
 
-use crate::crypto::Pseudonyms;
+use crate::{
+    crypto::{Keyring, Pseudonyms},
+    security::client_ip::ClientKey,
+};
 
 /// The longest a request waits for Redis before it is answered 503.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(500);
@@ -47,6 +50,8 @@ pub struct RedisStore {
     prefix: Arc<str>,
     /// How a username appears in a key name.
     usernames: Pseudonyms,
+    /// How a client (an address, or an IPv6 network) appears in a key name or a set.
+    clients: Pseudonyms,
 }
 
 /// How to connect, and each thread's connection once it has one.
@@ -59,7 +64,7 @@ struct Connections {
 impl RedisStore {
     /// Prepares the connection without making it: an instance starts (not ready) while
     /// Redis is down, and becomes ready when Redis is back.
-    pub fn new(url: &SecretString, prefix: &str, usernames: Pseudonyms) -> anyhow::Result<Self> {
+    pub fn new(url: &SecretString, prefix: &str, keyring: &Keyring) -> anyhow::Result<Self> {
         let client = Client::open(url.expose_secret())
             .map_err(|_| anyhow::anyhow!("REDIS_URL is not a valid redis:// URL"))?;
         // Commands wait for a reconnection in progress; one quick retry keeps that wait
@@ -76,7 +81,8 @@ impl RedisStore {
                 per_thread: ThreadLocal::new(),
             }),
             prefix: prefix.into(),
-            usernames,
+            usernames: keyring.pseudonyms(b"redis key names: username"),
+            clients: keyring.pseudonyms(b"redis key names: client"),
         };
         store
             .connection()
@@ -106,6 +112,12 @@ impl RedisStore {
     /// on every instance, and without the data key Redis holds no list of the names tried.
     pub fn username_pseudonym(&self, username: &str) -> String {
         self.usernames.of(username)
+    }
+
+    /// A client as key names and the login monitor's sets carry it: Redis, or a copy of it,
+    /// holds no list of the addresses that called, failed to log in, or were blocked.
+    pub fn client_pseudonym(&self, client: ClientKey) -> String {
+        self.clients.of(&client.to_string())
     }
 
     /// For the dedicated pub/sub connection.
@@ -192,8 +204,7 @@ mod test_redis;
 pub(crate) fn test_store() -> Option<RedisStore> {
     let url = test_redis::test_redis_url()?;
     let prefix = format!("filmvault-test-{}", uuid::Uuid::new_v4().simple());
-    let keyring = crate::crypto::Keyring::new(&crate::crypto::DataKey::generate(), &[]);
-    let usernames = keyring.pseudonyms(b"test usernames");
-    let store = RedisStore::new(&SecretString::from(url), &prefix, usernames);
+    let keyring = Keyring::new(&crate::crypto::DataKey::generate(), &[]);
+    let store = RedisStore::new(&SecretString::from(url), &prefix, &keyring);
     Some(store.expect("TEST_REDIS_URL is a redis:// URL"))
 }

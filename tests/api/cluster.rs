@@ -209,11 +209,12 @@ async fn the_per_username_login_budget_is_shared_across_instances_and_clients() 
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
 }
 
-/// Usernames reach Redis key names only as keyed hashes (`Pseudonyms`, from the data key):
-/// Redis, or a copy of it, names no account, even to someone hashing a list of usernames,
+/// Usernames and client addresses reach Redis only as keyed hashes (`Pseudonyms`, from the
+/// data key), in key names and in the login monitor's sets: Redis, or a copy of it, names no
+/// account and no client, even to someone hashing a list of usernames or every IPv4 address,
 /// which reverses a plain SHA-256.
 #[tokio::test]
-async fn redis_key_names_reveal_no_username_even_to_a_list_of_usernames() {
+async fn redis_reveals_no_username_and_no_client_address_even_to_a_list_of_them() {
     let Some(redis_url) = test_redis_url() else {
         return;
     };
@@ -222,8 +223,10 @@ async fn redis_key_names_reveal_no_username_even_to_a_list_of_usernames() {
         ("REDIS_URL", redis_url.as_str()),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
         ("TRUSTED_PROXIES", "127.0.0.1/32"),
-        // Slow enough that the username's bucket is still in Redis when the keys are read.
+        // Slow enough that the username's and the clients' buckets are still in Redis when
+        // the keys are read.
         ("RATE_LIMIT_LOGIN_PER_USERNAME", "5/hour"),
+        ("RATE_LIMIT_GLOBAL", "1000/hour"),
     ])
     .await;
     let user = app.new_user().await;
@@ -250,17 +253,38 @@ async fn redis_key_names_reveal_no_username_even_to_a_list_of_usernames() {
         per_username(":login:failures:user:") == 1 && per_username(":rl:login-user:") == 1,
         "the failures were counted per username: {keys:?}"
     );
+    assert!(
+        per_username(":login:failures:client:") == 2 && per_username(":rl:global:client:") >= 2,
+        "the failures and the requests were counted per client: {keys:?}"
+    );
+    let mut stored = keys.clone();
+    for key in keys.iter().filter(|key| key.contains(":login:failures:")) {
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert!(!members.is_empty(), "{key} holds who failed");
+        stored.extend(members);
+    }
+    let plain_hash = |value: &str| -> String {
+        Sha256::digest(value.as_bytes())
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    };
     let username = user.username.to_lowercase();
-    let plain_hash: String = Sha256::digest(username.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect();
-    for key in &keys {
-        assert!(!key.to_lowercase().contains(&username), "{key}");
-        assert!(
-            !key.contains(&plain_hash),
-            "a plain SHA-256 of the username: {key}"
-        );
+    let named = [username.as_str(), "203.0.113.1", "203.0.113.2"];
+    for text in &stored {
+        for name in named {
+            assert!(!text.to_lowercase().contains(name), "{name} in {text}");
+            assert!(
+                !text.contains(&plain_hash(name)),
+                "a plain SHA-256 of {name}: {text}"
+            );
+        }
     }
 }
 

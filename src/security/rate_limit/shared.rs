@@ -16,35 +16,38 @@ use futures_util::future::LocalBoxFuture;
 
 use super::{Counted, LIMIT, PrincipalKey, REMAINING, rate_limited};
 use crate::{
-    cluster::gcra::{Decision, SharedLimiter},
+    cluster::{
+        RedisStore,
+        gcra::{Decision, SharedLimiter},
+    },
     error::ApiError,
     security::client_ip::ClientKey,
 };
 
-/// How a limiter key names its bucket in Redis.
+/// How a limiter key names its bucket in Redis: a client by its pseudonym, never its address.
 pub trait Bucket {
-    fn bucket(&self) -> String;
+    fn bucket(&self, store: &RedisStore) -> String;
 }
 
 impl Bucket for ClientKey {
-    fn bucket(&self) -> String {
-        format!("client:{self}")
+    fn bucket(&self, store: &RedisStore) -> String {
+        format!("client:{}", store.client_pseudonym(*self))
     }
 }
 
 /// The global limit's key: `None` (health probes) is whitelisted and never reaches Redis.
 impl Bucket for Option<ClientKey> {
-    fn bucket(&self) -> String {
+    fn bucket(&self, store: &RedisStore) -> String {
         self.as_ref()
-            .map_or_else(|| "exempt".to_owned(), Bucket::bucket)
+            .map_or_else(|| "exempt".to_owned(), |client| client.bucket(store))
     }
 }
 
 impl Bucket for PrincipalKey {
-    fn bucket(&self) -> String {
+    fn bucket(&self, store: &RedisStore) -> String {
         match self {
             Self::User(id) => format!("user:{id}"),
-            Self::Client(client) => client.bucket(),
+            Self::Client(client) => client.bucket(store),
         }
     }
 }
@@ -126,7 +129,7 @@ where
         let bucket = if self.counted.includes(req.method()) {
             match self.key.extract(&req) {
                 Ok(key) if self.key.whitelisted_keys().contains(&key) => None,
-                Ok(key) => Some(key.bucket()),
+                Ok(key) => Some(key.bucket(limiter.store())),
                 Err(error) => return Box::pin(async move { Err(error.into()) }),
             }
         } else {
