@@ -112,8 +112,8 @@ pub async fn confirm(
 }
 
 /// Checks `code` as the account's TOTP code, or else as one of its recovery codes, and spends
-/// it if right; a spent recovery code is recorded in the audit trail. `tx` has the account
-/// locked.
+/// it if right; a spent recovery code is recorded in the audit trail and told to the owner.
+/// `tx` has the account locked.
 async fn spend_code(
     tx: &mut Transaction,
     keyring: &Keyring,
@@ -137,6 +137,9 @@ async fn spend_code(
         Some(reason),
     )
     .await?;
+    mail::notify(tx, keyring, user_id, Notice::RecoveryCodeUsed { left })
+        .await
+        .step("write the recovery-code notice")?;
     Ok(Some(Factor::RecoveryCode { left }))
 }
 

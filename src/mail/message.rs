@@ -17,6 +17,7 @@ vocabulary! {
         NewSignIn = "new_sign_in",
         MfaEnabled = "mfa_enabled",
         MfaDisabled = "mfa_disabled",
+        RecoveryCodeUsed = "recovery_code_used",
         ApiKeyCreated = "api_key_created",
         /// A credential of the account crossed plain HTTP and was revoked.
         CredentialExposed = "credential_exposed",

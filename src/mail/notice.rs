@@ -30,6 +30,11 @@ pub enum Notice<'a> {
     MfaEnabled,
     /// The second factor was turned off.
     MfaDisabled,
+    /// A recovery code stood in for the authenticator: its owner lost the device, or someone
+    /// who has the password found the codes.
+    RecoveryCodeUsed {
+        left: i64,
+    },
     /// A sign-in from a client (IP address and user agent) the account never used before.
     NewSignIn {
         ip: Option<&'a str>,
@@ -47,6 +52,7 @@ impl Notice<'_> {
             Self::EmailChanged => MailKind::EmailChanged,
             Self::MfaEnabled => MailKind::MfaEnabled,
             Self::MfaDisabled => MailKind::MfaDisabled,
+            Self::RecoveryCodeUsed { .. } => MailKind::RecoveryCodeUsed,
             Self::NewSignIn { .. } => MailKind::NewSignIn,
         }
     }
@@ -62,6 +68,7 @@ impl Notice<'_> {
             Self::EmailChanged => "Your filmvault email address was changed",
             Self::MfaEnabled => "Two-step sign-in was turned on for your filmvault account",
             Self::MfaDisabled => "Two-step sign-in was turned off for your filmvault account",
+            Self::RecoveryCodeUsed { .. } => "A recovery code of your filmvault account was used",
             Self::NewSignIn { .. } => "New sign-in to your filmvault account",
         }
     }
@@ -100,6 +107,9 @@ impl Notice<'_> {
             Self::MfaDisabled => format!(
                 "two-step sign-in was turned off for your filmvault account at {at}: from now \
                  on the password alone signs in."
+            ),
+            Self::RecoveryCodeUsed { left } => format!(
+                "one of the recovery codes of your filmvault account was used at {at} in place                  of the authenticator app's code; {left} of them are left. Each works once."
             ),
             Self::NewSignIn { ip, user_agent } => format!(
                 "your filmvault account was signed in to at {at} from a device or place it \

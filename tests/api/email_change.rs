@@ -20,6 +20,7 @@ const VERIFY_SUBJECT: &str = "Subject: Confirm your email address";
 const SIGN_IN_SUBJECT: &str = "Subject: New sign-in to your filmvault account";
 const MFA_ON_SUBJECT: &str = "Subject: Two-step sign-in was turned on for your filmvault account";
 const MFA_OFF_SUBJECT: &str = "Subject: Two-step sign-in was turned off for your filmvault account";
+const RECOVERY_CODE_SUBJECT: &str = "Subject: A recovery code of your filmvault account was used";
 const NEW_PASSWORD: &str = "copper-meadow-lantern-42";
 
 /// An app that delivers its mails to `sink` at once.
@@ -443,5 +444,43 @@ async fn deleting_an_account_discards_its_unsent_mails() {
     assert_eq!(
         count_after_a_while(&sink, &address(&user), "Subject:").await,
         0
+    );
+}
+
+/// A login with a recovery code instead of the authenticator is told to the account's address,
+/// with how many codes are left: someone who has the password and found the codes cannot
+/// sign in unnoticed. A login with the authenticator's code tells nothing.
+#[tokio::test]
+async fn a_login_with_a_recovery_code_is_told_to_the_owner() {
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let app = spawn_mail_app(&sink).await;
+    let (user, authenticator, codes) = crate::mfa::user_with_mfa(&app).await;
+    let to = address(&user);
+    let token = crate::mfa::mfa_token(&app, &user).await;
+    let by_app = crate::mfa::login_mfa(&app, &token, &authenticator.code(0).await).await;
+    assert_eq!(by_app.status(), StatusCode::OK);
+    assert_eq!(
+        count_after_a_while(&sink, &to, RECOVERY_CODE_SUBJECT).await,
+        0
+    );
+
+    let token = crate::mfa::mfa_token(&app, &user).await;
+    let by_code = crate::mfa::login_mfa(&app, &token, &codes[0]).await;
+    assert_eq!(by_code.status(), StatusCode::OK);
+    let notice = mail(&sink, &to, RECOVERY_CODE_SUBJECT, 1).await;
+    assert!(
+        notice.contains(&format!("Hello {}", user.username)),
+        "{notice}"
+    );
+    assert!(notice.contains("9 of them are left"), "{notice}");
+    assert!(
+        !notice.contains(&codes[0]),
+        "the code itself is never mailed: {notice}"
+    );
+    assert_eq!(
+        count_after_a_while(&sink, &to, RECOVERY_CODE_SUBJECT).await,
+        1
     );
 }

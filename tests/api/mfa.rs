@@ -122,7 +122,7 @@ pub(crate) async fn user_with_mfa(app: &TestApp) -> (TestUser, Authenticator, Ve
 }
 
 /// The first step of a login of an account with MFA: its `mfa_token`.
-async fn mfa_token(app: &TestApp, user: &TestUser) -> String {
+pub(crate) async fn mfa_token(app: &TestApp, user: &TestUser) -> String {
     let body = json_of(
         app.login(&user.username, &user.password).await,
         StatusCode::OK,
@@ -133,7 +133,7 @@ async fn mfa_token(app: &TestApp, user: &TestUser) -> String {
     body["mfa_token"].as_str().expect("an mfa_token").to_owned()
 }
 
-async fn login_mfa(app: &TestApp, mfa_token: &str, code: &str) -> Response {
+pub(crate) async fn login_mfa(app: &TestApp, mfa_token: &str, code: &str) -> Response {
     app.post_json(
         "/api/v1/auth/login/mfa",
         &json!({ "mfa_token": mfa_token, "code": code }),
