@@ -64,10 +64,11 @@ export function forget(why = null) {
   if (had) for (const listener of listeners) listener(why);
 }
 
-async function send(method, path, body, bearer) {
+async function send(method, path, body, bearer, { ifMatch, withTag = false } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
+  if (ifMatch) headers["If-Match"] = ifMatch;
   let response;
   try {
     response = await fetch(path, {
@@ -89,7 +90,7 @@ async function send(method, path, body, bearer) {
     json = null;
   }
   if (!response.ok) throw new ApiProblem(response.status, json, response.headers);
-  return json;
+  return withTag ? { value: json, etag: response.headers.get("ETag") } : json;
 }
 
 /** One refresh at a time: concurrent 401s share it. A failed refresh ends the session. */
@@ -110,14 +111,16 @@ function renew() {
 /**
  * Calls the API. `auth`: send the access token; on a 401 the token is renewed once and the
  * request repeated. A "reauthentication-required" problem ends the session: the server wants a
- * fresh sign-in before this action.
+ * fresh sign-in before this action. `withTag`: answer `{value, etag}`; `ifMatch`: change only
+ * the version with that tag (someone else's change in between is a 412, not overwritten).
  */
-export async function call(method, path, { body, auth = true } = {}) {
+export async function call(method, path, { body, auth = true, ifMatch, withTag } = {}) {
   const url = path.startsWith("/api/") || path === "/" ? path : `${API}${path}`;
-  if (!auth || !session.access) return send(method, url, body, null);
+  const options = { ifMatch, withTag };
+  if (!auth || !session.access) return send(method, url, body, null, options);
   if (Date.now() > session.expiresAt - 5_000) await renew().catch(() => {});
   try {
-    return await send(method, url, body, session.access);
+    return await send(method, url, body, session.access, options);
   } catch (error) {
     if (error instanceof ApiProblem && error.is("reauthentication-required")) {
       forget("For this action the server wants a fresh sign-in. Please sign in again, then repeat it.");
@@ -125,7 +128,7 @@ export async function call(method, path, { body, auth = true } = {}) {
     }
     if (!(error instanceof ApiProblem) || error.status !== 401 || !session.refresh) throw error;
     await renew();
-    return send(method, url, body, session.access);
+    return send(method, url, body, session.access, options);
   }
 }
 

@@ -1,7 +1,7 @@
 // Films: browse with paging and search, a random film, add, edit and delete where the caller
 // may, and the caller's own vote, shown and undoable.
 
-import { call } from "./api.js";
+import { ApiProblem, call } from "./api.js";
 import { $, button, confirmAction, el, onSubmit, say } from "./ui.js";
 
 const PAGE_SIZE = 20;
@@ -77,8 +77,11 @@ async function deleteFilm(film) {
   say($("#films"), `Deleted “${film.name}”.`);
 }
 
-function startEditing(film) {
+/** Opens the film's current version in the form; its tag goes with the save (`If-Match`). */
+async function startEditing({ id }) {
+  const { value: film, etag } = await call("GET", `/films/${encodeURIComponent(id)}`, { withTag: true });
   const form = $("#film-form");
+  form.dataset.etag = etag ?? "";
   form.elements.id.value = film.id;
   form.elements.name.value = film.name;
   form.elements.studio.value = film.studio;
@@ -93,6 +96,7 @@ function stopEditing() {
   const form = $("#film-form");
   form.reset();
   form.elements.id.value = "";
+  delete form.dataset.etag;
   $("#film-form-title").textContent = "Add a film";
   $("#film-submit").textContent = "Add the film";
   $("#film-cancel").hidden = true;
@@ -101,7 +105,16 @@ function stopEditing() {
 async function saveFilm({ id, name, studio, year }) {
   const body = { name, studio, year: year ? Number(year) : null };
   if (id) {
-    await call("PATCH", `/films/${encodeURIComponent(id)}`, { body });
+    const ifMatch = $("#film-form").dataset.etag || undefined;
+    try {
+      await call("PATCH", `/films/${encodeURIComponent(id)}`, { body, ifMatch });
+    } catch (error) {
+      if (!(error instanceof ApiProblem) || error.status !== 412) throw error;
+      await startEditing({ id });
+      say($("#film-form"), "Someone changed this film since you opened it. The form now shows " +
+        "their version: make your change again.");
+      return;
+    }
     say($("#film-form"), `Saved “${name}”.`);
   } else {
     const film = await call("POST", "/films", { body });

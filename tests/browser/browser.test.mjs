@@ -386,6 +386,34 @@ try {
   const renamed = filmRow(page, "Renamed in the browser");
   await renamed.waitFor();
 
+  // Lost updates: a save sends the tag of the version the form opened (If-Match), so what
+  // someone saved in between is not overwritten: 412, and the form shows their version.
+  await renamed.locator("[data-action=edit]").click();
+  await page.locator("#film-form-title", { hasText: "Edit" }).waitFor();
+  const filmId = await page.inputValue("#film-form [name=id]");
+  const elsewhere = await page.evaluate(async ([u, p, id]) => {
+    const json = { "Content-Type": "application/json" };
+    const { access_token: token } = await fetch("/api/v1/auth/login", {
+      method: "POST", headers: json, body: JSON.stringify({ username: u, password: p }),
+    }).then((r) => r.json());
+    const auth = { ...json, Authorization: `Bearer ${token}` };
+    const status = await fetch(`/api/v1/films/${id}`, {
+      method: "PATCH", headers: auth, body: JSON.stringify({ studio: "Changed elsewhere" }),
+    }).then((r) => r.status);
+    await fetch("/api/v1/auth/logout", { method: "POST", headers: auth });
+    return status;
+  }, [username, password, filmId]);
+  check(elsewhere === 200, `the change made elsewhere failed: ${elsewhere}`);
+  await page.fill("#film-form [name=name]", "Overwrites nothing");
+  await expecting(page, [412], async () => {
+    await page.click("#film-submit");
+    await noticeSays(page, "films", "changed this film since you opened it");
+  });
+  check(await page.inputValue("#film-form [name=studio]") === "Changed elsewhere" &&
+    await page.inputValue("#film-form [name=name]") === "Renamed in the browser",
+    "after a 412 the form does not show the version saved elsewhere");
+  await page.click("#film-cancel");
+
   await page.click("#random-button");
   await noticeSays(page, "films", "A random film");
 
