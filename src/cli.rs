@@ -13,7 +13,7 @@ use validator::ValidationError;
 
 use crate::{
     audit::AuditContext,
-    auth::{mfa, password::PasswordHasher, signing_keys},
+    auth::{account_tokens, mfa, password::PasswordHasher, signing_keys},
     config::Settings,
     crypto::{self, Keyring},
     db::Database,
@@ -264,7 +264,8 @@ pub async fn rotate_data_key(settings: &Settings) -> anyhow::Result<()> {
 }
 
 /// Every kind of sealed value, re-sealed under the keyring's current key: each kind that is
-/// stored sealed (emails, private signing keys, queued mails, TOTP secrets) has its step.
+/// stored sealed (emails, private signing keys, queued mails, TOTP secrets, the addresses
+/// mailed links are bound to) has its step.
 async fn reseal_stored_values(
     db: &Database,
     keyring: &Keyring,
@@ -281,11 +282,15 @@ async fn reseal_stored_values(
     let totp_secrets = mfa::totp::reseal_secrets(db, keyring)
         .await
         .context("cannot re-seal the TOTP secrets")?;
+    let link_addresses = account_tokens::reseal_addresses(db, keyring)
+        .await
+        .context("cannot re-seal the addresses of the mailed links")?;
     Ok(vec![
         ("emails", emails),
         ("private signing keys", signing_keys),
         ("mails waiting in the outbox", mails),
         ("TOTP secrets", totp_secrets),
+        ("addresses of mailed links", link_addresses),
     ])
 }
 

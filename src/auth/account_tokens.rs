@@ -11,6 +11,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -71,6 +72,51 @@ fn token_hash(token: &str) -> Vec<u8> {
 /// The address is sealed for its token's row, found by the token's hash.
 fn email_purpose(token_hash: &[u8]) -> Vec<u8> {
     [b"account_tokens.email:".as_slice(), token_hash].concat()
+}
+
+/// Rows re-sealed per transaction by `reseal_addresses`.
+const RESEAL_BATCH: i64 = 100;
+
+/// Re-seals under the keyring's current key every mailed link's address still under a previous
+/// key, in batches of short transactions, while the service serves (see
+/// `email::reseal_emails`). Returns how many rows changed.
+pub async fn reseal_addresses(db: &Database, keyring: &Keyring) -> anyhow::Result<u64> {
+    let current = keyring.current_key_id();
+    let mut resealed = 0;
+    let mut after_id = 0;
+    loop {
+        let mut tx = db.begin().await?;
+        let batch: Vec<(i64, Vec<u8>, Vec<u8>)> = db::fetch_all!(
+            &mut tx,
+            "SELECT id, token_hash, email_sealed FROM account_tokens
+             WHERE id > $1 AND email_sealed IS NOT NULL ORDER BY id LIMIT $2",
+            after_id,
+            RESEAL_BATCH
+        )
+        .await?;
+        let Some(&(last_id, ..)) = batch.last() else {
+            return Ok(resealed);
+        };
+        for (id, token_hash, sealed) in batch {
+            if Keyring::key_id_of(&sealed).ok() == Some(current) {
+                continue;
+            }
+            let purpose = email_purpose(&token_hash);
+            let address = keyring
+                .open(&purpose, &sealed)
+                .with_context(|| format!("cannot open the address of mailed link {id}"))?;
+            db::execute!(
+                &mut tx,
+                "UPDATE account_tokens SET email_sealed = $2 WHERE id = $1",
+                id,
+                keyring.seal(&purpose, &address)
+            )
+            .await?;
+            resealed += 1;
+        }
+        tx.commit().await?;
+        after_id = last_id;
+    }
 }
 
 fn open_email(keyring: &Keyring, token_hash: &[u8], sealed: &[u8]) -> Option<Email> {

@@ -119,6 +119,17 @@ async fn sealing_key_ids(app: &TestApp) -> Vec<Vec<u8>> {
     sealed.iter().map(|value| value[1..9].to_vec()).collect()
 }
 
+/// The key id of each address a mailed link is bound to.
+async fn link_key_ids(app: &TestApp) -> Vec<Vec<u8>> {
+    let sealed: Vec<Vec<u8>> = db::fetch_scalars!(
+        &mut app.db().await,
+        "SELECT email_sealed FROM account_tokens WHERE email_sealed IS NOT NULL"
+    )
+    .await
+    .unwrap();
+    sealed.iter().map(|value| value[1..9].to_vec()).collect()
+}
+
 /// What the database holds, as bytes: the SQLite file with its WAL and shared memory; on
 /// PostgreSQL, every row of every table that could hold an address, as text.
 async fn stored_bytes(app: &TestApp) -> Vec<u8> {
@@ -273,7 +284,11 @@ async fn rotate_data_key_reseals_every_email_and_signing_key_while_the_service_s
     }
     let output = rotation.await.unwrap();
     let printed = succeeded(&output, "rotate-data-key");
-    for what in ["re-sealed 3 emails", "re-sealed 1 private signing keys"] {
+    for what in [
+        "re-sealed 3 emails",
+        "re-sealed 1 private signing keys",
+        "re-sealed 3 addresses of mailed links",
+    ] {
         assert!(
             String::from_utf8_lossy(&printed).contains(what),
             "{what}: {}",
@@ -290,6 +305,16 @@ async fn rotate_data_key_reseals_every_email_and_signing_key_while_the_service_s
         "the old key id is gone"
     );
     assert!(new_ids.windows(2).all(|pair| pair[0] == pair[1]), "one key");
+    let link_ids = link_key_ids(&during).await;
+    assert_eq!(
+        link_ids.len(),
+        4,
+        "each registration mailed a verification link"
+    );
+    assert!(
+        link_ids.iter().all(|id| *id == new_ids[0]),
+        "the links' addresses are under the new key"
+    );
 
     // Run again (as after an interruption): nothing is left to do.
     let again = filmvault(during.database.url(), &["rotate-data-key"], &both).await;
