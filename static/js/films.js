@@ -77,10 +77,23 @@ async function deleteFilm(film) {
   say($("#films"), `Deleted “${film.name}”.`);
 }
 
-/** Opens the film's current version in the form; its tag goes with the save (`If-Match`). */
+/**
+ * Opens the film's current version in the form; its tag goes with the save (`If-Match`). The
+ * form stays disabled until then, so nothing typed meanwhile is overwritten by the answer.
+ */
 async function startEditing({ id }) {
-  const { value: film, etag } = await call("GET", `/films/${encodeURIComponent(id)}`, { withTag: true });
   const form = $("#film-form");
+  const controls = [...form.elements];
+  for (const control of controls) control.disabled = true;
+  try {
+    fillForEditing(form, await call("GET", `/films/${encodeURIComponent(id)}`, { withTag: true }));
+  } finally {
+    for (const control of controls) control.disabled = false;
+  }
+  form.elements.name.focus();
+}
+
+function fillForEditing(form, { value: film, etag }) {
   form.dataset.etag = etag ?? "";
   form.elements.id.value = film.id;
   form.elements.name.value = film.name;
@@ -89,7 +102,6 @@ async function startEditing({ id }) {
   $("#film-form-title").textContent = `Edit “${film.name}”`;
   $("#film-submit").textContent = "Save changes";
   $("#film-cancel").hidden = false;
-  form.elements.name.focus();
 }
 
 function stopEditing() {

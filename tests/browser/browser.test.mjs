@@ -409,9 +409,10 @@ try {
     await page.click("#film-submit");
     await noticeSays(page, "films", "changed this film since you opened it");
   });
-  check(await page.inputValue("#film-form [name=studio]") === "Changed elsewhere" &&
-    await page.inputValue("#film-form [name=name]") === "Renamed in the browser",
-    "after a 412 the form does not show the version saved elsewhere");
+  const shown = [await page.inputValue("#film-form [name=name]"),
+    await page.inputValue("#film-form [name=studio]")];
+  check(shown[0] === "Renamed in the browser" && shown[1] === "Changed elsewhere",
+    `after a 412 the form does not show the version saved elsewhere: ${shown}`);
   await page.click("#film-cancel");
 
   await page.click("#random-button");
