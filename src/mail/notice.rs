@@ -109,7 +109,8 @@ impl Notice<'_> {
                  on the password alone signs in."
             ),
             Self::RecoveryCodeUsed { left } => format!(
-                "one of the recovery codes of your filmvault account was used at {at} in place                  of the authenticator app's code; {left} of them are left. Each works once."
+                "one of the recovery codes of your filmvault account was used at {at} in place \
+                 of the authenticator app's code; {left} of them are left. Each works once."
             ),
             Self::NewSignIn { ip, user_agent } => format!(
                 "your filmvault account was signed in to at {at} from a device or place it \

@@ -474,6 +474,10 @@ async fn a_login_with_a_recovery_code_is_told_to_the_owner() {
         notice.contains(&format!("Hello {}", user.username)),
         "{notice}"
     );
+    assert!(
+        notice.contains("used at ") && notice.contains(" in place of the authenticator app's code"),
+        "{notice}"
+    );
     assert!(notice.contains("9 of them are left"), "{notice}");
     assert!(
         !notice.contains(&codes[0]),
