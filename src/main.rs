@@ -19,10 +19,6 @@ fn main() -> ExitCode {
     // Everything this process creates (the database and its WAL, log files, certificates) is
     // readable by its own user only. Set before any thread exists: the umask is per process.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    if let Err(error) = memory::return_free_memory() {
-        eprintln!("filmvault: cannot start the thread that returns free memory: {error}");
-        return ExitCode::FAILURE;
-    }
     let command = Cli::parse().command.unwrap_or(Command::Serve);
     // Needs no configuration, so it works before any is written.
     if let Command::DevCert { out_dir, force } = &command {
@@ -46,6 +42,14 @@ fn main() -> ExitCode {
     };
     telemetry::install_panic_hook();
     warn_about_unknown_variables(&settings);
+    // The server's allocator settings, before the runtime's threads allocate; the one-shot
+    // commands exit before memory matters.
+    if matches!(command, Command::Serve)
+        && let Err(error) = memory::return_free_memory()
+    {
+        eprintln!("filmvault: cannot start the thread that returns free memory: {error}");
+        return ExitCode::FAILURE;
+    }
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -23,8 +23,8 @@ const OWN_PAGES_FROM_BYTES: i32 = 1 << 20;
 /// leftovers are gone before the next, rarely enough that the walk's lock is not felt.
 const TRIM_EVERY: Duration = Duration::from_secs(5);
 
-/// Sets the allocator's thresholds and starts the thread that trims the heap. Called first in
-/// `main`, before the threads that allocate exist.
+/// Sets the allocator's thresholds and starts the thread that trims the heap. Called by `main`
+/// for the server, before the runtime's threads exist.
 pub fn return_free_memory() -> std::io::Result<()> {
     fix_mmap_threshold();
     thread::Builder::new()
