@@ -8,6 +8,7 @@ mod reachability;
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use futures_util::future::BoxFuture;
 use sqlx::{
     PgPool, Postgres,
     pool::PoolConnection,
@@ -82,13 +83,20 @@ impl PgDatabase {
     }
 
     /// A connection from the pool, or `PoolTimedOut` soon if the server is down.
-    pub(super) async fn acquire(&self) -> sqlx::Result<PoolConnection<Postgres>> {
-        self.reachability.unless_refused(self.pool.acquire()).await
+    ///
+    /// Boxed, as `begin`: waiting for a connection may mean opening one (and probing the
+    /// server), 8 KiB of state that every future awaiting a connection would otherwise carry
+    /// by value, up through each middleware's, for the whole request and on SQLite too
+    /// (measured: 300 logins in flight held 25 MiB of request futures).
+    pub(super) fn acquire(&self) -> BoxFuture<'_, sqlx::Result<PoolConnection<Postgres>>> {
+        Box::pin(self.reachability.unless_refused(self.pool.acquire()))
     }
 
     /// A transaction on a pooled connection, or `PoolTimedOut` soon if the server is down.
-    pub(super) async fn begin(&self) -> sqlx::Result<sqlx::Transaction<'static, Postgres>> {
-        self.reachability.unless_refused(self.pool.begin()).await
+    pub(super) fn begin(
+        &self,
+    ) -> BoxFuture<'_, sqlx::Result<sqlx::Transaction<'static, Postgres>>> {
+        Box::pin(self.reachability.unless_refused(self.pool.begin()))
     }
 
     pub(super) async fn close(&self) {
