@@ -27,7 +27,10 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use sqlx::prelude::FromRow;
-use tokio::sync::mpsc;
+use tokio::{
+    sync::{Mutex, Notify, mpsc},
+    task::JoinHandle,
+};
 
 use self::denials::DenialWindows;
 pub use self::{action::AuditAction, denials::Admission, target::AuditTarget};
@@ -231,16 +234,38 @@ pub async fn record_all(db: &mut impl Executor, events: &[AuditEvent]) -> sqlx::
 pub struct AuditQueue {
     sender: mpsc::Sender<AuditEvent>,
     denials: Arc<DenialWindows>,
+    /// Tells the writer to finish (`finish`), and the writer to wait for.
+    stop: Arc<Notify>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl AuditQueue {
-    /// Starts the background writer; it stops when the last queue handle is dropped, after
-    /// writing the summaries of the denial windows still open.
+    /// Starts the background writer; it stops when told to (`finish`) or when the last queue
+    /// handle is dropped, after writing what is queued and the summaries of the denial
+    /// windows still open.
     pub fn start(db: Database, denial_window: Duration) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let denials = Arc::new(DenialWindows::new(denial_window));
-        tokio::spawn(write_queued(db, receiver, denials.clone()));
-        Self { sender, denials }
+        let stop = Arc::new(Notify::new());
+        let writer = tokio::spawn(write_queued(db, receiver, denials.clone(), stop.clone()));
+        Self {
+            sender,
+            denials,
+            stop,
+            writer: Arc::new(Mutex::new(Some(writer))),
+        }
+    }
+
+    /// Writes what is queued and the open denial windows' summaries, and returns once they
+    /// are stored (or logged). For a server that stops: the process would otherwise end with
+    /// them in memory. Events submitted afterwards go to the log only.
+    pub async fn finish(&self) {
+        self.stop.notify_one();
+        if let Some(writer) = self.writer.lock().await.take()
+            && let Err(error) = writer.await
+        {
+            tracing::error!(%error, "the audit writer failed while finishing");
+        }
     }
 
     /// A denial from `client`: queued if it is the first of its window, else only counted.
@@ -266,6 +291,7 @@ async fn write_queued(
     db: Database,
     mut receiver: mpsc::Receiver<AuditEvent>,
     denials: Arc<DenialWindows>,
+    stop: Arc<Notify>,
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let mut summaries = tokio::time::interval(SUMMARY_INTERVAL);
@@ -278,6 +304,7 @@ async fn write_queued(
                 }
             }
             _ = summaries.tick() => batch.extend(denials.close_expired(Instant::now())),
+            () = stop.notified() => receiver.close(),
         }
         write_or_log(&db, &batch).await;
         batch.clear();

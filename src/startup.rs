@@ -88,6 +88,9 @@ pub struct Application {
     metrics_port: Option<u16>,
     server: Server,
     metrics_server: Option<Server>,
+    /// What is left to do once the listeners have stopped.
+    audit: AuditQueue,
+    db: Database,
 }
 
 impl Application {
@@ -135,6 +138,7 @@ impl Application {
             None => (None, None),
         };
         let public_tls = tls.map(|tls| (tls.https_listener, tls.public));
+        let (audit, db) = (state.audit.clone(), state.db.clone());
         let server = serve(http_listener, public_tls, https_port, state, limiters)?;
         Ok(Self {
             port,
@@ -142,6 +146,8 @@ impl Application {
             metrics_port,
             server,
             metrics_server,
+            audit,
+            db,
         })
     }
 
@@ -159,13 +165,19 @@ impl Application {
         self.metrics_port
     }
 
+    /// Serves until a signal (SIGTERM, SIGINT) stops the listeners and the requests in
+    /// progress are answered; then stores the audit events still queued and the open denial
+    /// windows' summaries, and closes the database (SQLite checkpoints its WAL).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        match self.metrics_server {
+        let served = match self.metrics_server {
             Some(metrics) => futures_util::future::try_join(self.server, metrics)
                 .await
                 .map(|_| ()),
             None => self.server.await,
-        }
+        };
+        self.audit.finish().await;
+        self.db.close().await;
+        served
     }
 }
 

@@ -193,7 +193,7 @@ async fn the_first_401_403_and_429_of_a_client_are_recorded_in_full_and_repeats_
     );
     assert_eq!(rows[0].target.as_deref(), Some("GET /api/v1/users/me"));
     assert_eq!(rows[0].request_id.as_deref(), Some(first_id.as_str()));
-    assert_eq!(repeats(&rows[1]), 1, "{rows:?}");
+    assert_eq!(rows[1].repeats(), 1, "{rows:?}");
     assert_eq!(rows[1].client_ip.as_deref(), Some("127.0.0.1"));
     assert!(rows[1].reason.as_deref().unwrap().contains(&first_id));
 
@@ -217,16 +217,6 @@ async fn wait_for_rows(app: &TestApp, action: &str, count: usize) -> Vec<AuditRo
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// How many denials a summary row stands for (`repeated N more times …`); 0 for a row
-/// recorded in full (which stands for itself).
-fn repeats(row: &AuditRow) -> u64 {
-    row.reason
-        .as_deref()
-        .and_then(|reason| reason.strip_prefix("repeated "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .map_or(0, |count| count.parse().expect("a count"))
 }
 
 /// The database file and its WAL on SQLite; the database's size on PostgreSQL.
@@ -309,7 +299,7 @@ async fn twenty_seconds_of_bad_tokens_from_one_address_leave_the_database_and_lo
     );
 
     // Every denial is accounted for, in full or in a summary, once the last windows close.
-    let accounted = |rows: &[AuditRow]| rows.iter().map(|row| repeats(row).max(1)).sum::<u64>();
+    let accounted = |rows: &[AuditRow]| rows.iter().map(|row| row.repeats().max(1)).sum::<u64>();
     let deadline = Instant::now() + Duration::from_secs(10);
     let (mut rows_401, mut rows_429) = (Vec::new(), Vec::new());
     while Instant::now() < deadline {
@@ -335,7 +325,7 @@ async fn twenty_seconds_of_bad_tokens_from_one_address_leave_the_database_and_lo
     let in_full = rows_401
         .iter()
         .chain(&rows_429)
-        .filter(|row| repeats(row) == 0)
+        .filter(|row| row.repeats() == 0)
         .count();
     assert!(
         logged <= 2 * in_full + (rows - in_full),

@@ -1,6 +1,7 @@
 //! Crash safety: writes acknowledged with 2xx survive a `kill -9` of the server, and nothing is
 //! half-written (each film has its audit row, every vote count matches its votes). On either
-//! backend; SQLite's own integrity check runs on the SQLite file.
+//! backend; SQLite's own integrity check runs on the SQLite file. And a stop (SIGTERM) loses
+//! no audit event.
 
 use std::{
     io::{BufRead, BufReader},
@@ -12,7 +13,7 @@ use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestDatabase, client};
+use crate::helpers::{AuditRow, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestDatabase, client};
 
 /// Starts the real binary on `database` in `dir` (where no stray .env is read); returns it
 /// with its port, read from its own log.
@@ -175,4 +176,50 @@ async fn acknowledged_writes_survive_kill_9_and_nothing_is_half_written() {
     );
     restarted.kill().unwrap();
     restarted.wait().unwrap();
+}
+
+/// A stop, as systemd, Kubernetes or Ctrl-C ask for it (SIGTERM), loses no audit event: what
+/// is queued, and the summaries of the denial windows still open, are stored before the
+/// process exits. (The writer used to end with the runtime: a window's repeated denials were
+/// never recorded.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_server_first_stores_its_queued_audit_events_and_open_denial_summaries() {
+    const DENIALS: u64 = 25;
+    let database = TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = start_server(&database, &dir);
+    let http = client();
+    for _ in 0..DENIALS {
+        let response = http
+            .get(format!("http://127.0.0.1:{port}/api/v1/users/me"))
+            .bearer_auth("not-a-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    let signalled = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let exit = server.wait().unwrap();
+    assert!(exit.success(), "a stop is a clean exit: {exit}");
+
+    // The denial window (a minute by default) was still open when the stop came.
+    let rows: Vec<AuditRow> = db::fetch_all!(
+        &mut database.connection().await,
+        "SELECT actor_id, target, outcome, reason, request_id, client_ip
+         FROM audit_events WHERE action = 'http.unauthenticated' ORDER BY id"
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows.len(),
+        2,
+        "the first in full, then its summary: {rows:?}"
+    );
+    assert_eq!(rows[0].repeats(), 0, "{rows:?}");
+    assert_eq!(rows[1].repeats(), DENIALS - 1, "{rows:?}");
 }

@@ -777,6 +777,18 @@ pub struct AuditRow {
     pub client_ip: Option<String>,
 }
 
+impl AuditRow {
+    /// How many denials a summary row stands for (`repeated N more times …`); 0 for a row
+    /// recorded in full (which stands for itself).
+    pub fn repeats(&self) -> u64 {
+        self.reason
+            .as_deref()
+            .and_then(|reason| reason.strip_prefix("repeated "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map_or(0, |count| count.parse().expect("a count"))
+    }
+}
+
 impl TestApp {
     pub async fn audit_rows(&self, action: &str) -> Vec<AuditRow> {
         db::fetch_all!(
