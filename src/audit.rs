@@ -258,7 +258,8 @@ impl AuditQueue {
 
     /// Writes what is queued and the open denial windows' summaries, and returns once they
     /// are stored (or logged). For a server that stops: the process would otherwise end with
-    /// them in memory. Events submitted afterwards go to the log only.
+    /// them in memory. Afterwards the queue takes nothing: an event submitted then is only
+    /// logged, and a denial repeated in its window only counted by the metric.
     pub async fn finish(&self) {
         self.stop.notify_one();
         if let Some(writer) = self.writer.lock().await.take()

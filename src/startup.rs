@@ -81,6 +81,12 @@ use crate::{
 const LIMITER_PURGE_INTERVAL: Duration = Duration::from_secs(60);
 /// How often records past their retention are deleted (and once at start).
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long a stop waits for the audit writer, then for the database connections: each of
+/// its writes waits for the writing connection, which pruning may hold, and an orchestrator
+/// kills after its own grace period (Kubernetes: 30 s, of which the requests in progress
+/// may take 10).
+const FINISH_AUDIT_WITHIN: Duration = Duration::from_secs(10);
+const CLOSE_DATABASE_WITHIN: Duration = Duration::from_secs(5);
 
 pub struct Application {
     port: u16,
@@ -175,9 +181,28 @@ impl Application {
                 .map(|_| ()),
             None => self.server.await,
         };
-        self.audit.finish().await;
-        self.db.close().await;
+        finish_after_stop(&self.audit, &self.db).await;
         served
+    }
+}
+
+/// Stores what the audit writer still holds, then closes the database, each within its bound.
+async fn finish_after_stop(audit: &AuditQueue, db: &Database) {
+    if tokio::time::timeout(FINISH_AUDIT_WITHIN, audit.finish())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            target: "audit",
+            "the audit writer did not finish within {FINISH_AUDIT_WITHIN:?}: the events still \
+             queued are lost"
+        );
+    }
+    if tokio::time::timeout(CLOSE_DATABASE_WITHIN, db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the database connections did not close within {CLOSE_DATABASE_WITHIN:?}");
     }
 }
 
