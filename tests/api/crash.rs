@@ -13,7 +13,7 @@ use filmvault::db;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{AuditRow, STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestDatabase, client};
+use crate::helpers::{STRONG_PASSWORD, TEST_DATA_ENCRYPTION_KEY, TestDatabase, client};
 
 /// Starts the real binary on `database` in `dir` (where no stray .env is read); returns it
 /// with its port, read from its own log.
@@ -208,13 +208,7 @@ async fn a_stopped_server_first_stores_its_queued_audit_events_and_open_denial_s
     assert!(exit.success(), "a stop is a clean exit: {exit}");
 
     // The denial window (a minute by default) was still open when the stop came.
-    let rows: Vec<AuditRow> = db::fetch_all!(
-        &mut database.connection().await,
-        "SELECT actor_id, target, outcome, reason, request_id, client_ip
-         FROM audit_events WHERE action = 'http.unauthenticated' ORDER BY id"
-    )
-    .await
-    .unwrap();
+    let rows = database.audit_rows("http.unauthenticated").await;
     assert_eq!(
         rows.len(),
         2,

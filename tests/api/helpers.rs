@@ -211,6 +211,18 @@ impl TestDatabase {
         }
     }
 
+    /// The audit events of `action`, oldest first.
+    pub async fn audit_rows(&self, action: &str) -> Vec<AuditRow> {
+        db::fetch_all!(
+            &mut self.connection().await,
+            "SELECT actor_id, target, outcome, reason, request_id, client_ip
+             FROM audit_events WHERE action = $1 ORDER BY id",
+            action
+        )
+        .await
+        .expect("the audit table is readable")
+    }
+
     /// Takes the database away from under its apps: the SQLite file is moved elsewhere, the
     /// PostgreSQL database dropped.
     pub async fn remove(&self) {
@@ -791,14 +803,7 @@ impl AuditRow {
 
 impl TestApp {
     pub async fn audit_rows(&self, action: &str) -> Vec<AuditRow> {
-        db::fetch_all!(
-            &mut self.db().await,
-            "SELECT actor_id, target, outcome, reason, request_id, client_ip
-             FROM audit_events WHERE action = $1 ORDER BY id",
-            action
-        )
-        .await
-        .expect("the audit table is readable")
+        self.database.audit_rows(action).await
     }
 
     /// Events without a transaction of their own are written by a background task; this
