@@ -2,7 +2,7 @@
 // may, and the caller's own vote, shown and undoable.
 
 import { ApiProblem, call } from "./api.js";
-import { $, button, confirmAction, el, onSubmit, say } from "./ui.js";
+import { $, button, confirmAction, el, onSubmit, say, whileDisabled } from "./ui.js";
 
 const PAGE_SIZE = 20;
 const view = { offset: 0, q: "", user: null };
@@ -83,13 +83,8 @@ async function deleteFilm(film) {
  */
 async function startEditing({ id }) {
   const form = $("#film-form");
-  const controls = [...form.elements];
-  for (const control of controls) control.disabled = true;
-  try {
-    fillForEditing(form, await call("GET", `/films/${encodeURIComponent(id)}`, { withTag: true }));
-  } finally {
-    for (const control of controls) control.disabled = false;
-  }
+  await whileDisabled([...form.elements], async () =>
+    fillForEditing(form, await call("GET", `/films/${encodeURIComponent(id)}`, { withTag: true })));
   form.elements.name.focus();
 }
 

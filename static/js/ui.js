@@ -98,14 +98,22 @@ export function showFailure(origin, error) {
 export async function act(origin, action) {
   clearMessages();
   const controls = origin instanceof HTMLFormElement ? $$("button", origin) : [origin];
-  for (const control of controls) control.disabled = true;
   origin.setAttribute("aria-busy", "true");
   try {
-    await action();
+    await whileDisabled(controls, action);
   } catch (error) {
     showFailure(origin.isConnected ? origin : null, error);
   } finally {
     origin.removeAttribute("aria-busy");
+  }
+}
+
+/** Runs `action` with `controls` disabled, and enables them again however it ends. */
+export async function whileDisabled(controls, action) {
+  for (const control of controls) control.disabled = true;
+  try {
+    return await action();
+  } finally {
     for (const control of controls) control.disabled = false;
   }
 }
