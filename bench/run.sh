@@ -90,10 +90,11 @@ if [ $BUILD = 1 ]; then
     CARGO_TARGET_DIR=$SCRATCH/target cargo build --release --quiet \
       --manifest-path "$SHARED/actix_baseline/Cargo.toml"
   fi
-  if [ ! -x "$SCRATCH/venv/bin/gunicorn" ]; then
-    python3 -m venv "$SCRATCH/venv"
-    "$SCRATCH/venv/bin/pip" install -q -r "$SHARED/flask_ref/requirements.txt"
-  fi
+fi
+# Not a build: --no-build on a fresh machine needs the Flask reference's packages too.
+if [ ! -x "$SCRATCH/venv/bin/gunicorn" ]; then
+  python3 -m venv "$SCRATCH/venv"
+  "$SCRATCH/venv/bin/pip" install -q -r "$SHARED/flask_ref/requirements.txt"
 fi
 FILMVAULT=${CARGO_TARGET_DIR:-$ROOT/target}/release/filmvault
 CEILING=$SCRATCH/target/release/actix_baseline

@@ -64,10 +64,7 @@ fn key_hash(key: &str) -> Vec<u8> {
 }
 
 fn generate() -> (String, String) {
-    let lookup: String = random_bytes::<{ LOOKUP_CHARS / 2 }>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let lookup = hex::encode(random_bytes::<{ LOOKUP_CHARS / 2 }>());
     let key = format!("{KEY_PREFIX}{lookup}_{}", random_token(32));
     (key, lookup)
 }

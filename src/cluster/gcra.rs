@@ -23,9 +23,11 @@ pub enum Decision {
 #[derive(Clone)]
 pub struct SharedLimiter {
     store: RedisStore,
-    name: &'static str,
-    interval_micros: u64,
-    tolerance_micros: u64,
+    /// `{prefix}:rl:{name}:`, to which a check appends the bucket.
+    key_prefix: String,
+    /// The script's arguments, the same for every check: the emission interval and the
+    /// tolerance, in microseconds.
+    args: [String; 2],
     burst: u32,
 }
 
@@ -34,11 +36,11 @@ impl SharedLimiter {
         let interval_micros =
             u64::try_from(quota.replenish_interval().as_micros().max(1)).unwrap_or(u64::MAX);
         let burst = quota.count.max(1);
+        let tolerance_micros = interval_micros.saturating_mul(u64::from(burst - 1));
         Self {
+            key_prefix: store.key(&format!("rl:{name}:")),
             store,
-            name,
-            interval_micros,
-            tolerance_micros: interval_micros.saturating_mul(u64::from(burst - 1)),
+            args: [interval_micros.to_string(), tolerance_micros.to_string()],
             burst,
         }
     }
@@ -54,18 +56,8 @@ impl SharedLimiter {
 
     /// Counts one request against `bucket`.
     pub async fn check(&self, bucket: &str) -> Result<Decision, Unavailable> {
-        let key = self.store.key(&format!("rl:{}:{bucket}", self.name));
-        let (allowed, value): (u8, u64) = self
-            .store
-            .run_script(
-                &GCRA,
-                &[&key],
-                &[
-                    self.interval_micros.to_string(),
-                    self.tolerance_micros.to_string(),
-                ],
-            )
-            .await?;
+        let key = format!("{}{bucket}", self.key_prefix);
+        let (allowed, value): (u8, u64) = self.store.run_script(&GCRA, &[&key], &self.args).await?;
         Ok(if allowed == 1 {
             Decision::Allowed {
                 remaining: u32::try_from(value).unwrap_or(u32::MAX),

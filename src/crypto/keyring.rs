@@ -11,7 +11,7 @@
 //! labels, the AES key, the blind-index key and the public key id. The id identifies a key
 //! without revealing anything of it, and no subkey can be computed from another.
 
-use std::{fmt, sync::Arc};
+use std::fmt;
 
 use aes_gcm::{
     Aes256Gcm, KeyInit, Nonce,
@@ -80,7 +80,7 @@ struct DerivedKeys {
     blind_index: Zeroizing<[u8; 32]>,
     /// For names kept outside the database (`Pseudonyms`): a key of their own, so a copy of
     /// Redis's memory holds nothing that indexes the database's columns.
-    pseudonym: Arc<Zeroizing<[u8; 32]>>,
+    pseudonym: Zeroizing<[u8; 32]>,
 }
 
 impl DerivedKeys {
@@ -102,7 +102,7 @@ impl DerivedKeys {
             id: KeyId(id),
             cipher: Aes256Gcm::new(&(*encryption).into()),
             blind_index,
-            pseudonym: Arc::new(pseudonym),
+            pseudonym,
         }
     }
 
@@ -112,6 +112,13 @@ impl DerivedKeys {
 }
 
 fn keyed_digest(key: &[u8; 32], purpose: &[u8], normalized: &[u8]) -> [u8; 32] {
+    let mut mac = keyed_for(key, purpose);
+    mac.update(normalized);
+    mac.finalize().into_bytes().into()
+}
+
+/// The MAC under `key` that has taken in `purpose`: what is left to give it is the value.
+fn keyed_for(key: &[u8; 32], purpose: &[u8]) -> Hmac<Sha256> {
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes a key of any length");
     // The purpose's length first: ("ab", "c") and ("a", "bc") must not collide.
@@ -121,8 +128,7 @@ fn keyed_digest(key: &[u8; 32], purpose: &[u8], normalized: &[u8]) -> [u8; 32] {
             .to_be_bytes(),
     );
     mac.update(purpose);
-    mac.update(normalized);
-    mac.finalize().into_bytes().into()
+    mac
 }
 
 /// Keyed digests of one purpose under the current data key's pseudonym key, as a handle that
@@ -131,17 +137,18 @@ fn keyed_digest(key: &[u8; 32], purpose: &[u8], normalized: &[u8]) -> [u8; 32] {
 /// list of usernames.
 #[derive(Clone)]
 pub struct Pseudonyms {
-    key: Arc<Zeroizing<[u8; 32]>>,
+    /// Keyed and given the purpose once: the client's pseudonym is computed on every request
+    /// in cluster mode (its rate-limit bucket), and each then costs only its own bytes.
+    prepared: Hmac<Sha256>,
     purpose: &'static [u8],
 }
 
 impl Pseudonyms {
     /// Lowercase hex, 64 characters, whatever the length of `value`.
     pub fn of(&self, value: &str) -> String {
-        keyed_digest(&self.key, self.purpose, value.as_bytes())
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        let mut mac = self.prepared.clone();
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 }
 
@@ -253,7 +260,7 @@ impl Keyring {
     /// through the instances, those on the old key and those on the new one count apart.
     pub fn pseudonyms(&self, purpose: &'static [u8]) -> Pseudonyms {
         Pseudonyms {
-            key: Arc::clone(&self.current.pseudonym),
+            prepared: keyed_for(&self.current.pseudonym, purpose),
             purpose,
         }
     }
@@ -314,6 +321,23 @@ mod tests {
         );
         assert!(!sealed.windows(3).any(|w| w == b"ada"));
         assert_eq!(Keyring::key_id_of(&sealed), Ok(keyring.current_key_id()));
+    }
+
+    /// Redis key names must not change between versions: a rolling upgrade would split every
+    /// bucket in two. The expected value is HKDF-SHA256 then HMAC-SHA256, computed apart
+    /// (Python's `hmac`) from the key 00 01 .. 1f.
+    #[test]
+    fn a_pseudonym_is_the_documented_keyed_digest_of_purpose_and_value() {
+        let key: DataKey = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+            .parse()
+            .unwrap();
+        let clients = Keyring::new(&key, &[]).pseudonyms(b"redis key names: client");
+        assert_eq!(
+            clients.of("203.0.113.7"),
+            "cedc4c2fa7304600530829f2f741ad781a152e51c23ef403fa697a6fbf404912"
+        );
+        assert_eq!(clients.of("203.0.113.7"), clients.clone().of("203.0.113.7"));
+        assert_ne!(clients.of("203.0.113.7"), clients.of("203.0.113.8"));
     }
 
     #[test]

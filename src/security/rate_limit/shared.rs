@@ -94,7 +94,7 @@ where
 /// The Redis decision as middleware around `service`.
 pub struct SharedDecision<S, K> {
     service: Rc<S>,
-    limiter: SharedLimiter,
+    limiter: Rc<SharedLimiter>,
     key: K,
     counted: Counted,
 }
@@ -103,7 +103,7 @@ impl<S, K> SharedDecision<S, K> {
     pub(crate) fn new(service: Rc<S>, limiter: SharedLimiter, key: K, counted: Counted) -> Self {
         Self {
             service,
-            limiter,
+            limiter: Rc::new(limiter),
             key,
             counted,
         }
@@ -125,7 +125,7 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let service = Rc::clone(&self.service);
-        let limiter = self.limiter.clone();
+        let limiter = Rc::clone(&self.limiter);
         let bucket = if self.counted.includes(req.method()) {
             match self.key.extract(&req) {
                 Ok(key) if self.key.whitelisted_keys().contains(&key) => None,
