@@ -269,12 +269,7 @@ async fn redis_reveals_no_username_and_no_client_address_even_to_a_list_of_them(
         assert!(!members.is_empty(), "{key} holds who failed");
         stored.extend(members);
     }
-    let plain_hash = |value: &str| -> String {
-        Sha256::digest(value.as_bytes())
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
-    };
+    let plain_hash = |value: &str| hex::encode(Sha256::digest(value.as_bytes()));
     let username = user.username.to_lowercase();
     let named = [username.as_str(), "203.0.113.1", "203.0.113.2"];
     for text in &stored {

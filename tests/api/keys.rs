@@ -319,7 +319,7 @@ fn output_of_a_run(env: &[(&str, &str)], run_for: Duration) -> String {
 fn spellings(secret: &str) -> Vec<String> {
     let mut found = vec![secret.to_owned()];
     if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(secret) {
-        found.push(bytes.iter().map(|b| format!("{b:02x}")).collect());
+        found.push(hex::encode(&bytes));
         found.push(
             format!("{:?}", &bytes[..4])
                 .trim_end_matches(']')
